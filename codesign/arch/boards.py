@@ -1,0 +1,118 @@
+"""Target boards as data: part, PL clock, fabric resources, DDR bandwidth, PS-PL ports.
+
+Resource counts are the device totals from the vendor data sheets; bandwidth is the
+practical PS DDR4/DDR3 figure a PL master sees, which is what the estimator uses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Board:
+    name: str
+    description: str
+    part: str
+    family: str  # "zynquplus" or "zynq"
+    clock_mhz: float
+    dsp: int
+    bram36: int
+    uram: int
+    lut: int
+    ff: int
+    ddr_gbps: float  # sustained PS DDR bandwidth seen from the PL, GB/s
+    pl_ports: tuple[str, ...]  # PS slave ports the kernel's AXI masters map to
+    pynq: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+BOARDS: dict[str, Board] = {
+    board.name: board
+    for board in (
+        Board(
+            name="zcu102",
+            description="Xilinx ZCU102 (Zynq UltraScale+ ZU9EG)",
+            part="xczu9eg-ffvb1156-2-e",
+            family="zynquplus",
+            clock_mhz=300.0,
+            dsp=2520,
+            bram36=912,
+            uram=0,
+            lut=274080,
+            ff=548160,
+            ddr_gbps=19.2,
+            pl_ports=("S_AXI_HP0_FPD", "S_AXI_HP1_FPD", "S_AXI_HP2_FPD", "S_AXI_HP3_FPD"),
+        ),
+        Board(
+            name="zcu104",
+            description="Xilinx ZCU104 (Zynq UltraScale+ ZU7EV)",
+            part="xczu7ev-ffvc1156-2-e",
+            family="zynquplus",
+            clock_mhz=300.0,
+            dsp=1728,
+            bram36=312,
+            uram=96,
+            lut=230400,
+            ff=460800,
+            ddr_gbps=19.2,
+            pl_ports=("S_AXI_HP0_FPD", "S_AXI_HP1_FPD", "S_AXI_HP2_FPD", "S_AXI_HP3_FPD"),
+        ),
+        Board(
+            name="kv260",
+            description="AMD Kria KV260 Vision AI Starter Kit (K26 SOM)",
+            part="xck26-sfvc784-2LV-c",
+            family="zynquplus",
+            clock_mhz=250.0,
+            dsp=1248,
+            bram36=144,
+            uram=64,
+            lut=117120,
+            ff=234240,
+            ddr_gbps=19.2,
+            pl_ports=("S_AXI_HP0_FPD", "S_AXI_HP1_FPD", "S_AXI_HP2_FPD", "S_AXI_HP3_FPD"),
+        ),
+        Board(
+            name="ultra96v2",
+            description="Avnet Ultra96-V2 (Zynq UltraScale+ ZU3EG)",
+            part="xczu3eg-sbva484-1-i",
+            family="zynquplus",
+            clock_mhz=200.0,
+            dsp=360,
+            bram36=216,
+            uram=0,
+            lut=70560,
+            ff=141120,
+            ddr_gbps=8.5,
+            pl_ports=("S_AXI_HP0_FPD", "S_AXI_HP1_FPD", "S_AXI_HP2_FPD", "S_AXI_HP3_FPD"),
+        ),
+        Board(
+            name="pynq-z2",
+            description="TUL PYNQ-Z2 (Zynq-7000 XC7Z020)",
+            part="xc7z020clg400-1",
+            family="zynq",
+            clock_mhz=100.0,
+            dsp=220,
+            bram36=140,
+            uram=0,
+            lut=53200,
+            ff=106400,
+            ddr_gbps=4.2,
+            pl_ports=("S_AXI_HP0", "S_AXI_HP1", "S_AXI_HP2", "S_AXI_HP3"),
+        ),
+    )
+}
+
+
+def list_boards() -> list[str]:
+    return list(BOARDS)
+
+
+def get_board(name: str) -> Board:
+    try:
+        return BOARDS[name.lower()]
+    except KeyError:
+        known = ", ".join(BOARDS)
+        raise ValueError(f"unknown board {name!r}; known boards: {known}") from None

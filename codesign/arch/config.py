@@ -1,0 +1,136 @@
+"""ArchConfig: the compile-time shape of the accelerator, and the precision spec.
+
+One ArchConfig is one bitstream: the UCU tile, the attention parallelism, the DDR bus
+width, the lookup-table sizes and the maximum model sizes the on-chip buffers hold.
+Every Program compiled for an ArchConfig runs on it unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, fields, replace
+
+# DSP48E2 multiplier ports: one MAC per DSP while both operands fit.
+DSP_ACTIVATION_BITS = 27
+DSP_WEIGHT_BITS = 18
+
+
+@dataclass(frozen=True)
+class Precision:
+    """Bit widths of weights and activations (``w16a24``); formats are set by calibration."""
+
+    weight_bits: int = 16
+    activation_bits: int = 24
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.weight_bits <= 32:
+            raise ValueError(f"weight width {self.weight_bits} outside 2..32 bits")
+        if not 4 <= self.activation_bits <= 32:
+            raise ValueError(f"activation width {self.activation_bits} outside 4..32 bits")
+
+    @property
+    def dsp_per_mac(self) -> int:
+        """DSP48E2 slices one multiply of this precision costs (27x18 per slice)."""
+        small, large = sorted((self.weight_bits, self.activation_bits))
+        if small <= DSP_WEIGHT_BITS and large <= DSP_ACTIVATION_BITS:
+            return 1
+        return 2 if small <= DSP_WEIGHT_BITS or large <= DSP_ACTIVATION_BITS else 4
+
+    def __str__(self) -> str:
+        return f"w{self.weight_bits}a{self.activation_bits}"
+
+
+_PRECISION_RE = re.compile(r"^w(\d+)a(\d+)$")
+
+
+def parse_precision(spec: str | Precision | None) -> Precision:
+    """Parse ``w16a24`` style specs (weights first, then activations)."""
+    if spec is None:
+        return Precision()
+    if isinstance(spec, Precision):
+        return spec
+    match = _PRECISION_RE.match(spec.strip().lower())
+    if not match:
+        raise ValueError(
+            f"precision {spec!r} is not of the form wNaM (e.g. w16a24, w8a16): "
+            "N = weight bits, M = activation bits"
+        )
+    return Precision(int(match.group(1)), int(match.group(2)))
+
+
+@dataclass(frozen=True)
+class ArchConfig:
+    """Compile-time parameters of the accelerator (HLS templates and RTL render from these)."""
+
+    tile_in: int = 32  # Ti: input features per UCU tile
+    tile_out: int = 32  # To: output features per UCU tile (Ti*To MACs)
+    attn_parallel: int = 8  # P: query slots in the reordered attention
+    bus_bits: int = 128  # AXI data width of the DDR masters
+    # lookup tables (see docs/numerics-tables.md)
+    gelu_index_bits: int = 8
+    gelu_range: float = 8.0
+    exp_index_bits: int = 10
+    exp_range: float = 16.0
+    recip_index_bits: int = 8
+    rsqrt_index_bits: int = 7
+    table_guard_bits: int = 10
+    table_width: int = 17
+    # largest model the on-chip buffers hold
+    max_tokens: int = 256
+    max_dim: int = 512
+    max_hidden: int = 2048
+    max_experts: int = 16
+    max_heads: int = 8
+    max_in_dim: int = 1024
+
+    def __post_init__(self) -> None:
+        for name in ("tile_in", "tile_out", "attn_parallel"):
+            value = getattr(self, name)
+            if value < 1 or value & (value - 1):
+                raise ValueError(f"ArchConfig.{name}={value} must be a power of two >= 1")
+        if self.bus_bits not in (32, 64, 128, 256, 512):
+            raise ValueError(f"ArchConfig.bus_bits={self.bus_bits} must be 32..512, a power of 2")
+
+    @property
+    def bus_bytes(self) -> int:
+        return self.bus_bits // 8
+
+    @property
+    def macs(self) -> int:
+        return self.tile_in * self.tile_out
+
+    def with_(self, **changes) -> ArchConfig:
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ArchConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown ArchConfig fields: {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+    def table_params(self) -> dict:
+        """Keyword arguments for ``numerics.tables.build_tables``."""
+        return {
+            "gelu_index_bits": self.gelu_index_bits,
+            "gelu_range": self.gelu_range,
+            "exp_index_bits": self.exp_index_bits,
+            "exp_range": self.exp_range,
+            "recip_index_bits": self.recip_index_bits,
+            "rsqrt_index_bits": self.rsqrt_index_bits,
+            "guard_bits": self.table_guard_bits,
+            "table_width": self.table_width,
+        }
+
+
+def default_arch(board_name: str) -> ArchConfig:
+    """The ArchConfig a board gets unless the user chooses one."""
+    small = {"ultra96v2": (16, 16, 4), "pynq-z2": (8, 16, 2), "kv260": (32, 32, 8)}
+    if board_name in small:
+        tile_in, tile_out, parallel = small[board_name]
+        return ArchConfig(tile_in=tile_in, tile_out=tile_out, attn_parallel=parallel)
+    return ArchConfig()

@@ -1,0 +1,454 @@
+"""Compiler: a quantised Graph + ArchConfig -> Program.
+
+Lays out the activation arena, quantises and packs every parameter in the order the
+UCU consumes it, renders the lookup tables, and emits one descriptor per layer. The
+Program is all the executors see; nothing about the torch model survives but names.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+
+from .arch import ArchConfig
+from .ir import Graph, Node
+from .numerics.fixed import Fixed
+from .numerics.tables import build_tables
+from .program import (
+    NONE,
+    TABLE_NAMES,
+    Layer,
+    Op,
+    Post,
+    Program,
+    TableRef,
+    TensorRef,
+    pack_fmt,
+    pack_tiles,
+    padded,
+    weight_container_bytes,
+)
+
+ARENA_ALIGN = 64
+LN_STAT_BITS = 18  # LayerNorm squares inputs truncated to this many bits (keeps sums < 2**62)
+# descriptor fields that hold program addresses (blob-relative until the layout is final)
+PROGRAM_ADDRESS_FIELDS = (
+    "weight",
+    "bias",
+    "pos",
+    "gamma",
+    "beta",
+    "fc1",
+    "fc1_bias",
+    "fc2",
+    "fc2_bias",
+)
+
+
+class CompileError(ValueError):
+    """The model does not fit the ArchConfig or breaks a numerics invariant."""
+
+
+class _Blob:
+    """Program data section being assembled; offsets are relative to its start."""
+
+    def __init__(self, align: int):
+        self.align = align
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def add(self, data: bytes) -> int:
+        offset = self.size
+        data = data + b"\0" * (padded(len(data), self.align) - len(data))
+        self.parts.append(data)
+        self.size += len(data)
+        return offset
+
+    def int32(self, raw: np.ndarray) -> int:
+        raw = np.asarray(raw, np.int64)
+        if raw.size and (raw.min() < -(2**31) or raw.max() >= 2**31):
+            raise CompileError("a parameter does not fit its 32-bit container")
+        return self.add(raw.astype("<i4").tobytes())
+
+    def bytes(self) -> bytes:
+        return b"".join(self.parts)
+
+
+class _Arena:
+    """Bump allocator for activation matrices (int32 elements, rows bus-aligned)."""
+
+    def __init__(self, bus_bytes: int):
+        self.bus_bytes = bus_bytes
+        self.size = 0
+
+    def stride(self, cols: int) -> int:
+        return padded(cols * 4, self.bus_bytes)
+
+    def alloc(self, nbytes: int) -> int:
+        offset = self.size
+        self.size += padded(nbytes, ARENA_ALIGN)
+        return offset
+
+    def matrix(self, rows: int, cols: int, fmt: Fixed) -> TensorRef:
+        stride = self.stride(cols)
+        return TensorRef(self.alloc(rows * stride), rows, cols, stride, fmt)
+
+
+def _check_fits(graph: Graph, arch: ArchConfig) -> None:
+    meta = graph.meta
+    limits = [
+        ("tokens", meta["tokens"], arch.max_tokens),
+        ("dim", meta["dim"], arch.max_dim),
+        ("heads", meta["heads"], arch.max_heads),
+    ]
+    for node in graph.nodes:
+        if node.op == "linear":
+            limits.append(
+                (
+                    f"{node.name} input features",
+                    node.params["weight"].shape[1],
+                    max(arch.max_in_dim, arch.max_hidden),
+                )
+            )
+            limits.append(
+                (
+                    f"{node.name} output features",
+                    node.params["weight"].shape[0],
+                    max(arch.max_hidden, 3 * arch.max_dim),
+                )
+            )
+        if node.op == "moe":
+            limits.append((f"{node.name} experts", node.attrs["experts"], arch.max_experts))
+            limits.append(
+                (f"{node.name} expert hidden", node.params["fc1_weight"].shape[1], arch.max_hidden)
+            )
+    for what, value, limit in limits:
+        if value > limit:
+            raise CompileError(
+                f"model {graph.name}: {what} = {value} exceeds the ArchConfig maximum {limit}"
+            )
+
+
+class _Compiler:
+    def __init__(self, graph: Graph, arch: ArchConfig):
+        self.graph = graph
+        self.arch = arch
+        self.blob = _Blob(arch.bus_bytes)
+        self.arena = _Arena(arch.bus_bytes)
+        self.refs: dict[str, TensorRef] = {}
+        self.layers: list[Layer] = []
+        self.meta_layers: list[dict] = []
+        self.queue = NONE
+        self.scratch: TensorRef | None = None
+
+    # ---------------------------------------------------------------- helpers
+    def ref(self, name: str) -> TensorRef:
+        if name not in self.refs:
+            tensor = self.graph.tensors[name]
+            if tensor.fmt is None:
+                raise CompileError(f"tensor {name} has no format: quantise the graph first")
+            self.refs[name] = self.arena.matrix(*tensor.shape, tensor.fmt)
+        return self.refs[name]
+
+    def weights(self, raw: np.ndarray, fmt: Fixed) -> int:
+        container = weight_container_bytes(fmt)
+        arch = self.arch
+        return self.blob.add(
+            pack_tiles(raw, arch.tile_in, arch.tile_out, container, arch.bus_bytes)
+        )
+
+    def bias(self, raw: np.ndarray) -> int:
+        return self.blob.int32(np.pad(raw, (0, padded(raw.size, self.arch.tile_out) - raw.size)))
+
+    def emit(self, op: Op, node: Node, fields: dict, task: int | None = None, suffix: str = ""):
+        name = node.name + suffix
+        if task is None:
+            task = -1 if node.task is None else node.task
+        self.layers.append(Layer(op, name, fields, task))
+        self.meta_layers.append(
+            {"name": name, "node": node.name, "op": op.name, "outputs": list(node.outputs)}
+        )
+
+    # ---------------------------------------------------------------- ops
+    def linear(self, node: Node) -> None:
+        fmts = node.attrs["formats"]
+        x = self.ref(node.inputs[0])
+        out = self.ref(node.outputs[0])
+        start = node.attrs.get("rows", (0, x.rows))[0]
+        weight = node.params["weight"]
+        w_raw = fmts["weight"].quantize(weight)
+        post = Post[node.attrs.get("post", "none").upper()]
+        acc_frac = x.fmt.frac_bits + fmts["weight"].frac_bits
+        fields = {
+            "src": x.offset + start * x.stride,
+            "src_stride": x.stride,
+            "rows": out.rows,
+            "in_dim": weight.shape[1],
+            "out_dim": weight.shape[0],
+            "dst": out.offset,
+            "dst_stride": out.stride,
+            "x_fmt": pack_fmt(x.fmt),
+            "weight": self.weights(w_raw, fmts["weight"]),
+            "w_fmt": pack_fmt(fmts["weight"]),
+            "w_bytes": weight_container_bytes(fmts["weight"]),
+            "bias": NONE,
+            "b_fmt": 0,
+            "post": int(post),
+            "pre_fmt": 0,
+            "res": NONE,
+            "res_stride": 0,
+            "res_fmt": 0,
+            "out_fmt": pack_fmt(out.fmt),
+        }
+        if "bias" in node.params:
+            fields["bias"] = self.bias(fmts["bias"].quantize(node.params["bias"]))
+            fields["b_fmt"] = pack_fmt(fmts["bias"])
+        if post == Post.GELU:
+            fields["pre_fmt"] = pack_fmt(fmts["pre"])
+        if post == Post.ADD:
+            res = self.ref(node.inputs[1])
+            if res.fmt.frac_bits > acc_frac:
+                raise CompileError(
+                    f"{node.name}: residual has {res.fmt.frac_bits} fraction bits, more than "
+                    f"the accumulator's {acc_frac}"
+                )
+            fields.update(res=res.offset, res_stride=res.stride, res_fmt=pack_fmt(res.fmt))
+        self.emit(Op.LINEAR, node, fields)
+
+    def embed(self, node: Node) -> None:
+        x, out = self.ref(node.inputs[0]), self.ref(node.outputs[0])
+        fmt = node.attrs["formats"]["pos"]
+        pos = node.params["pos"].copy()
+        pos[0] += node.params["cls"]
+        fields = {
+            "src": x.offset,
+            "src_stride": x.stride,
+            "patches": x.rows,
+            "dim": x.cols,
+            "dst": out.offset,
+            "dst_stride": out.stride,
+            "x_fmt": pack_fmt(x.fmt),
+            "pos": self.blob.int32(fmt.quantize(pos)),
+            "pos_fmt": pack_fmt(fmt),
+            "out_fmt": pack_fmt(out.fmt),
+        }
+        self.emit(Op.EMBED, node, fields)
+
+    def layernorm(self, node: Node) -> None:
+        fmts = node.attrs["formats"]
+        x, out = self.ref(node.inputs[0]), self.ref(node.outputs[0])
+        start = node.attrs.get("rows", (0, x.rows))[0]
+        dim = x.cols
+        shift = max(0, x.fmt.width - LN_STAT_BITS)
+        stat_frac = x.fmt.frac_bits - shift
+        eps_term = max(1, round(node.attrs["eps"] * dim * dim * 2.0 ** (2 * stat_frac)))
+        if eps_term >= 2**62:
+            raise CompileError(f"{node.name}: epsilon term overflows 62 bits")
+        fields = {
+            "src": x.offset + start * x.stride,
+            "src_stride": x.stride,
+            "rows": out.rows,
+            "dim": dim,
+            "dst": out.offset,
+            "dst_stride": out.stride,
+            "x_fmt": pack_fmt(x.fmt),
+            "gamma": self.blob.int32(fmts["weight"].quantize(node.params["weight"])),
+            "g_fmt": pack_fmt(fmts["weight"]),
+            "beta": self.blob.int32(fmts["bias"].quantize(node.params["bias"])),
+            "b_fmt": pack_fmt(fmts["bias"]),
+            "stat_shift": shift,
+            "eps_lo": eps_term & 0xFFFFFFFF,
+            "eps_hi": eps_term >> 32,
+            "norm_fmt": pack_fmt(fmts["norm"]),
+            "out_fmt": pack_fmt(out.fmt),
+        }
+        self.emit(Op.LAYERNORM, node, fields)
+
+    def attention(self, node: Node) -> None:
+        if node.attrs.get("scale", 1.0) != 1.0:
+            raise CompileError(f"{node.name}: attention scale not folded; run the passes first")
+        fmts = node.attrs["formats"]
+        qkv, out = self.ref(node.inputs[0]), self.ref(node.outputs[0])
+        fields = {
+            "src": qkv.offset,
+            "src_stride": qkv.stride,
+            "tokens": qkv.rows,
+            "dim": out.cols,
+            "heads": node.attrs["heads"],
+            "dst": out.offset,
+            "dst_stride": out.stride,
+            "qkv_fmt": pack_fmt(qkv.fmt),
+            "score_fmt": pack_fmt(fmts["score"]),
+            "sum_fmt": pack_fmt(fmts["sum"]),
+            "prob_fmt": pack_fmt(fmts["prob"]),
+            "out_fmt": pack_fmt(out.fmt),
+            "parallel": min(self.arch.attn_parallel, qkv.rows),
+        }
+        self.emit(Op.ATTENTION, node, fields)
+
+    def add(self, node: Node) -> None:
+        x, res, out = (self.ref(n) for n in (*node.inputs, node.outputs[0]))
+        fields = {
+            "src": x.offset,
+            "src_stride": x.stride,
+            "rows": x.rows,
+            "cols": x.cols,
+            "res": res.offset,
+            "res_stride": res.stride,
+            "dst": out.offset,
+            "dst_stride": out.stride,
+            "x_fmt": pack_fmt(x.fmt),
+            "res_fmt": pack_fmt(res.fmt),
+            "out_fmt": pack_fmt(out.fmt),
+        }
+        self.emit(Op.ADD, node, fields)
+
+    def moe(self, node: Node) -> None:
+        fmts = node.attrs["formats"]
+        params = node.params
+        x, out = self.ref(node.inputs[0]), self.ref(node.outputs[0])
+        experts, hidden, dim = params["fc1_weight"].shape
+        tokens = x.rows
+        queue_bytes = 4 * experts + 8 * experts * tokens
+        if self.queue == NONE or self._queue_bytes < queue_bytes:
+            self.queue, self._queue_bytes = self.arena.alloc(queue_bytes), queue_bytes
+        if self.scratch is None or self.scratch.rows < tokens or self.scratch.cols < hidden:
+            self.scratch = self.arena.matrix(tokens, hidden, fmts["hidden"])
+        w_bytes = weight_container_bytes(fmts["fc1_weight"])
+        for task, gate in enumerate(params["gate"]):
+            fields = {
+                "src": x.offset,
+                "src_stride": x.stride,
+                "tokens": tokens,
+                "dim": dim,
+                "experts": experts,
+                "top_k": node.attrs["top_k"],
+                "weight": self.weights(fmts["gate"].quantize(gate), fmts["gate"]),
+                "w_fmt": pack_fmt(fmts["gate"]),
+                "w_bytes": weight_container_bytes(fmts["gate"]),
+                "x_fmt": pack_fmt(x.fmt),
+                "logit_fmt": pack_fmt(fmts["logit"]),
+                "score_fmt": pack_fmt(fmts["score"]),
+                "queue": self.queue,
+            }
+            self.emit(Op.MOE_GATE, node, fields, task=task, suffix=f".gate{task}")
+
+        def stacked(key: str, weights: bool) -> tuple[int, int]:
+            fmt = fmts[key]
+            offsets = []
+            for expert in range(experts):
+                raw = fmt.quantize(params[key][expert])
+                offsets.append(self.weights(raw, fmt) if weights else self.bias(raw))
+            stride = offsets[1] - offsets[0] if experts > 1 else 0
+            if any(b - a != stride for a, b in itertools.pairwise(offsets)):
+                raise CompileError(f"{node.name}: {key} experts are not evenly spaced")
+            return offsets[0], stride
+
+        fc1, fc1_stride = stacked("fc1_weight", True)
+        fc1_bias, fc1_bias_stride = stacked("fc1_bias", False)
+        fc2, fc2_stride = stacked("fc2_weight", True)
+        fc2_bias, fc2_bias_stride = stacked("fc2_bias", False)
+        if weight_container_bytes(fmts["fc2_weight"]) != w_bytes:
+            raise CompileError(f"{node.name}: fc1 and fc2 weights need the same container")
+        res = self.ref(node.inputs[1]) if node.attrs.get("residual") else None
+        y_frac = fmts["score"].frac_bits + fmts["expert_out"].frac_bits
+        if res is not None and res.fmt.frac_bits > y_frac:
+            raise CompileError(f"{node.name}: residual has more fraction bits than score*y")
+        fields = {
+            "src": x.offset,
+            "src_stride": x.stride,
+            "tokens": tokens,
+            "dim": dim,
+            "hidden": hidden,
+            "experts": experts,
+            "queue": self.queue,
+            "res": res.offset if res else NONE,
+            "res_stride": res.stride if res else 0,
+            "dst": out.offset,
+            "dst_stride": out.stride,
+            "x_fmt": pack_fmt(x.fmt),
+            "res_fmt": pack_fmt(res.fmt) if res else 0,
+            "out_fmt": pack_fmt(out.fmt),
+            "fc1": fc1,
+            "fc1_stride": fc1_stride,
+            "fc1_fmt": pack_fmt(fmts["fc1_weight"]),
+            "fc1_bias": fc1_bias,
+            "fc1_bias_stride": fc1_bias_stride,
+            "fc1_bias_fmt": pack_fmt(fmts["fc1_bias"]),
+            "pre_fmt": pack_fmt(fmts["hidden_pre"]),
+            "hidden_fmt": pack_fmt(fmts["hidden"]),
+            "fc2": fc2,
+            "fc2_stride": fc2_stride,
+            "fc2_fmt": pack_fmt(fmts["fc2_weight"]),
+            "fc2_bias": fc2_bias,
+            "fc2_bias_stride": fc2_bias_stride,
+            "fc2_bias_fmt": pack_fmt(fmts["fc2_bias"]),
+            "y_fmt": pack_fmt(fmts["expert_out"]),
+            "score_fmt": pack_fmt(fmts["score"]),
+            "w_bytes": w_bytes,
+            "scratch": self.scratch.offset,
+            "scratch_stride": self.scratch.stride,
+        }
+        self.emit(Op.MOE_EXPERTS, node, fields, suffix=".experts")
+
+    # ---------------------------------------------------------------- driver
+    def tables(self) -> dict[str, TableRef]:
+        refs = {}
+        for name, table in build_tables(**self.arch.table_params()).items():
+            offset = self.blob.int32(table.values)
+            refs[name] = TableRef(
+                name,
+                offset,
+                len(table.values),
+                table.fmt,
+                table.index_bits,
+                table.guard_bits,
+                round(math.log2(table.domain)),
+            )
+        return refs
+
+    def run(self) -> Program:
+        graph = self.graph
+        _check_fits(graph, self.arch)
+        tables = self.tables()
+        input_ref = self.ref(graph.input)
+        for node in graph.nodes:
+            getattr(self, node.op)(node)
+        outputs = [self.ref(graph.outputs[task]) for task in graph.tasks]
+        program = Program(
+            model=graph.name,
+            bus_bits=self.arch.bus_bits,
+            tile_in=self.arch.tile_in,
+            tile_out=self.arch.tile_out,
+            attn_parallel=self.arch.attn_parallel,
+            layers=self.layers,
+            data=b"",
+            arena_bytes=self.arena.size,
+            input=input_ref,
+            outputs=outputs,
+            tables={},
+        )
+        base = program.data_offset
+        for layer in self.layers:
+            for key in PROGRAM_ADDRESS_FIELDS:
+                if key in layer.fields and layer.fields[key] != NONE:
+                    layer.fields[key] += base
+        for ref in tables.values():
+            ref.offset += base
+        program.tables = {name: tables[name] for name in TABLE_NAMES}
+        program.data = self.blob.bytes()
+        program.meta = {
+            "layers": self.meta_layers,
+            "task_names": graph.meta.get("task_names", []),
+            "precision": graph.meta.get("precision"),
+            "arch": self.arch.to_dict(),
+            "patchify": {k: graph.meta[k] for k in ("image_size", "patch_size", "in_chans")},
+        }
+        return program
+
+
+def compile_graph(graph: Graph, arch: ArchConfig) -> Program:
+    """Lower a quantised graph for one ArchConfig."""
+    return _Compiler(graph, arch).run()

@@ -1,0 +1,384 @@
+"""The build: named steps from a torch model to a Program, its verification and report.
+
+Each step reads and writes fields of one ``BuildState``; ``STEPS`` lists them in order
+so a caller (the CLI, the Python API, a test) can run them one by one, show progress,
+and inspect every intermediate artefact (float graph, transformed graph, quantised
+graph, Program, golden traces).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .arch import ArchConfig, Board, Precision, get_board, parse_precision, register_map
+from .arch.config import default_arch
+from .compiler import compile_graph
+from .fidelity import agreement, compare, worst
+from .frontend import convert
+from .golden import GoldenExecutor
+from .ir import Graph, run_float
+from .passes import run_passes
+from .program import Program
+from .quantize import quantize
+
+CALIB_SEED = 1234
+EVAL_SEED = 4321
+
+
+@dataclass
+class BuildOptions:
+    model: object  # registered name, config path, or an nn.Module
+    board: str = "zcu102"
+    tasks: list[int] | None = None  # tasks to verify and report (the Program holds all)
+    precision: Precision = field(default_factory=Precision)
+    weights: str | None = None
+    seed: int = 0
+    arch: ArchConfig | None = None
+    calib: int | np.ndarray = 4  # random images, or an array [N, C, H, W] of real ones
+    eval_images: int | np.ndarray = 1
+    out: Path | None = None
+    plot: bool = True
+
+
+@dataclass
+class BuildState:
+    options: BuildOptions
+    board: Board | None = None
+    arch: ArchConfig | None = None
+    module: object = None
+    name: str = ""
+    graph_float: Graph | None = None
+    graph: Graph | None = None
+    graph_quant: Graph | None = None
+    program: Program | None = None
+    program_bytes: bytes = b""
+    eval_images: np.ndarray | None = None
+    torch_out: dict[int, np.ndarray] = field(default_factory=dict)
+    golden_out: dict[int, np.ndarray] = field(default_factory=dict)
+    fidelity: dict = field(default_factory=dict)
+    report: dict = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    out_dir: Path | None = None
+
+
+def _images(spec, count_or_array, shape, seed: int) -> np.ndarray:
+    if isinstance(count_or_array, (int, np.integer)):
+        if count_or_array < 1:
+            raise ValueError(f"need at least one {spec} image, got {count_or_array}")
+        rng = np.random.default_rng(seed)
+        return rng.standard_normal((int(count_or_array), *shape))
+    images = np.asarray(count_or_array, np.float64)
+    if images.ndim == 3:
+        images = images[None]
+    if images.shape[1:] != tuple(shape) or len(images) == 0:
+        raise ValueError(f"{spec} images have shape {images.shape}, expected (N, *{tuple(shape)})")
+    return images
+
+
+def _torch_forward(module, images: np.ndarray, task: int, multitask: bool) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        x = torch.as_tensor(images, dtype=torch.float32)
+        out = module(x, task) if multitask else module(x)
+    return out.double().numpy()
+
+
+# ---------------------------------------------------------------- steps
+
+
+def step_load(state: BuildState) -> None:
+    """Resolve board and ArchConfig; create or take the torch model."""
+    opts = state.options
+    state.board = get_board(opts.board)
+    state.arch = opts.arch or default_arch(state.board.name)
+    if isinstance(opts.model, (str, Path)):
+        from .models import create_model
+
+        state.module = create_model(str(opts.model), seed=opts.seed, weights=opts.weights)
+        state.name = Path(str(opts.model)).stem
+    else:
+        state.module = opts.model
+        if opts.weights is not None:
+            from .models import load_weights
+
+            load_weights(state.module, opts.weights)
+        state.module.eval()
+        state.name = getattr(state.module, "name", None) or type(state.module).__name__.lower()
+
+
+def step_convert(state: BuildState) -> None:
+    """torch module -> float Graph IR."""
+    state.graph_float = convert(state.module, state.name)
+
+
+def step_transform(state: BuildState) -> None:
+    """Graph passes: fold the attention scale, fuse GELU and residual adds."""
+    state.graph = run_passes(state.graph_float)
+
+
+def step_quantize(state: BuildState) -> None:
+    """Calibrate on sample images and choose every tensor's format."""
+    graph = state.graph
+    shape = (graph.meta["in_chans"], *graph.meta["image_size"])
+    images = _images("calibration", state.options.calib, shape, CALIB_SEED)
+    state.graph_quant = quantize(graph, graph.patchify(images), state.options.precision)
+
+
+def step_compile(state: BuildState) -> None:
+    """Quantised graph + ArchConfig -> Program (descriptors, packed weights, tables)."""
+    state.program = compile_graph(state.graph_quant, state.arch)
+    state.program_bytes = state.program.to_bytes()
+
+
+def _tasks(state: BuildState) -> list[int]:
+    tasks = state.options.tasks
+    available = state.graph.tasks
+    if tasks is None:
+        return available
+    for task in tasks:
+        if task not in available:
+            raise ValueError(f"task {task} not in model {state.name} (tasks {available})")
+    return list(tasks)
+
+
+def step_verify(state: BuildState) -> None:
+    """Run the golden executor from the Program bytes; compare with torch and the float IR."""
+    graph, program = state.graph, Program.from_bytes(state.program_bytes)
+    shape = (graph.meta["in_chans"], *graph.meta["image_size"])
+    state.eval_images = _images("evaluation", state.options.eval_images, shape, EVAL_SEED)
+    patches = graph.patchify(state.eval_images)
+    executor = GoldenExecutor(program)
+    multitask = len(graph.tasks) > 1
+    names = graph.meta["task_names"]
+    per_task, per_layer = {}, {}
+    for task in _tasks(state):
+        ref = _torch_forward(state.module, state.eval_images, task, multitask)
+        outs, layer_stats = [], {}
+        for index, sample in enumerate(patches):
+            result = executor.run(program.input.fmt.quantize(sample), task, trace=index == 0)
+            outs.append(result.to_float())
+            for layer, count in result.saturations.items():
+                layer_stats.setdefault(layer, {"saturations": 0})["saturations"] += count
+            if index == 0:
+                floats = run_float(graph, sample, task)
+                for meta in state.program.meta["layers"]:
+                    if meta["name"] in result.traces:
+                        fmt = _layer_out_fmt(state.program, meta["name"])
+                        got = fmt.to_float(result.traces[meta["name"]])
+                        layer_stats[meta["name"]].update(compare(got, floats[meta["outputs"][0]]))
+        golden = np.stack(outs).reshape(ref.shape)
+        state.torch_out[task], state.golden_out[task] = ref, golden
+        entry = compare(golden, ref)
+        entry["agreement"] = agreement(golden, ref)
+        per_task[names[task]] = entry
+        for layer, stats in layer_stats.items():
+            merged = per_layer.setdefault(layer, {"saturations": 0})
+            merged["saturations"] += stats.pop("saturations")
+            merged.setdefault("tasks", {})[names[task]] = stats
+    state.fidelity = {
+        "vs_torch": {**worst(list(per_task.values())), "per_task": per_task},
+        "images": len(state.eval_images),
+        "layers": per_layer,
+    }
+
+
+def _layer_out_fmt(program: Program, name: str):
+    for layer in program.layers:
+        if layer.name == name:
+            return layer.fmt("out_fmt")
+    raise KeyError(name)
+
+
+def step_report(state: BuildState) -> None:
+    """Assemble report.json content from everything the steps produced."""
+    graph, program, board, arch = state.graph_quant, state.program, state.board, state.arch
+    layers = []
+    for layer in program.layers:
+        fidelity = state.fidelity["layers"].get(layer.name, {})
+        formats = {
+            k: str(layer.fmt(k)) for k in layer.fields if k.endswith("_fmt") and layer.fields[k]
+        }
+        layers.append(
+            {
+                "name": layer.name,
+                "op": layer.op.name,
+                "task": layer.task,
+                "formats": formats,
+                "saturations": fidelity.get("saturations", 0),
+                "fidelity": fidelity.get("tasks", {}),
+            }
+        )
+    tensors = [
+        {
+            "tensor": name,
+            "shape": list(t.shape),
+            "format": str(t.fmt),
+            "calibrated_max_abs": graph.meta["calibration"]["max_abs"].get(name),
+        }
+        for name, t in graph.tensors.items()
+    ]
+    state.report = {
+        "codesign_version": __version__,
+        "model": {
+            "name": state.name,
+            "macs": graph.macs(),
+            "macs_per_task": {graph.meta["task_names"][t]: graph.macs(t) for t in graph.tasks},
+            "params": int(sum(p.numel() for p in state.module.parameters())),
+            "tokens": graph.meta["tokens"],
+            "dim": graph.meta["dim"],
+            "depth": graph.meta["depth"],
+            "heads": graph.meta["heads"],
+            "image_size": list(graph.meta["image_size"]),
+            "tasks": graph.meta["task_names"],
+            "weights": str(state.options.weights) if state.options.weights else "random (seeded)",
+            "seed": state.options.seed,
+        },
+        "board": board.to_dict(),
+        "arch": arch.to_dict(),
+        "precision": str(state.options.precision),
+        "dsp_per_mac": state.options.precision.dsp_per_mac,
+        "program": {
+            "bytes": len(state.program_bytes),
+            "sha256": hashlib.sha256(state.program_bytes).hexdigest(),
+            "layers": len(program.layers),
+            "arena_bytes": program.arena_bytes,
+        },
+        "register_map": register_map().to_dict(),
+        "calibration": {k: v for k, v in graph.meta["calibration"].items() if k != "max_abs"},
+        "fidelity": {"vs_torch": state.fidelity["vs_torch"], "images": state.fidelity["images"]},
+        "layers": layers,
+        "tensors": tensors,
+        "timing": {"stages_s": dict(state.timings)},
+        "host": {"python": platform.python_version(), "machine": platform.machine()},
+    }
+
+
+STEPS: list[tuple[str, Callable[[BuildState], None]]] = [
+    ("load", step_load),
+    ("convert", step_convert),
+    ("transform", step_transform),
+    ("quantize", step_quantize),
+    ("compile", step_compile),
+    ("verify", step_verify),
+    ("report", step_report),
+]
+
+
+@contextmanager
+def torch_threads(count: int):
+    """Run torch single-threaded: its work here is many small ops, where OpenMP threads
+    only contend with each other (10-50x slower on a busy 2-core machine)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def run_steps(state: BuildState, progress: Callable[[str, int, int], None] | None = None):
+    with torch_threads(1):
+        for index, (name, step) in enumerate(STEPS):
+            if progress:
+                progress(name, index, len(STEPS))
+            start = time.perf_counter()
+            step(state)
+            state.timings[name] = round(time.perf_counter() - start, 3)
+    state.report["timing"]["stages_s"] = dict(state.timings)
+    state.report["timing"]["total_s"] = round(sum(state.timings.values()), 3)
+    return state
+
+
+# ---------------------------------------------------------------- output
+
+
+def default_out_dir(name: str, board: str) -> Path:
+    return Path("build") / f"{name}-{board}"
+
+
+def write_outputs(state: BuildState, out: Path, plot: bool = True) -> Path:
+    """Write the build folder atomically: a temp dir beside it, renamed when complete."""
+    from .report import write_markdown, write_plot
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        (tmp / "program.bin").write_bytes(state.program_bytes)
+        state.program.dump_json(tmp / "program.json")
+        (tmp / "graph.json").write_text(json.dumps(graph_summary(state.graph_quant), indent=1))
+        (tmp / "regmap.json").write_text(json.dumps(register_map().to_dict(), indent=1))
+        if plot:
+            write_plot(state.report, tmp / "fidelity.png")
+        write_markdown(state.report, tmp / "report.md", plot=plot)
+        (tmp / "report.json").write_text(json.dumps(state.report, indent=1) + "\n")
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    state.out_dir = out
+    return out
+
+
+def graph_summary(graph: Graph) -> dict:
+    """The quantised IR as JSON (no weights): nodes, tensors, formats."""
+    return {
+        "name": graph.name,
+        "input": graph.input,
+        "outputs": {str(k): v for k, v in graph.outputs.items()},
+        "tensors": {
+            n: {"shape": list(t.shape), "fmt": str(t.fmt)} for n, t in graph.tensors.items()
+        },
+        "nodes": [
+            {
+                "name": n.name,
+                "op": n.op,
+                "inputs": n.inputs,
+                "outputs": n.outputs,
+                "task": n.task,
+                "attrs": {
+                    k: (v if k != "formats" else {f: str(x) for f, x in v.items()})
+                    for k, v in n.attrs.items()
+                },
+                "params": {k: list(v.shape) for k, v in n.params.items()},
+            }
+            for n in graph.nodes
+        ],
+    }
+
+
+def make_options(
+    model, board="zcu102", task=None, precision=None, weights=None, out=None, **kwargs
+) -> BuildOptions:
+    tasks = None if task is None else ([task] if isinstance(task, int) else list(task))
+    return BuildOptions(
+        model=model,
+        board=board,
+        tasks=tasks,
+        precision=parse_precision(precision),
+        weights=weights,
+        out=Path(out) if out else None,
+        **kwargs,
+    )

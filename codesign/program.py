@@ -1,0 +1,635 @@
+"""The Program: layer descriptors + packed weights + tables, and its binary format.
+
+``program.bin`` (version 1, little-endian, 32-bit words) is what every executor runs:
+
+    [0, 512)            header (see HEADER_FIELDS)
+    [512, +n*256)       layer descriptors, LAYER_WORDS words each:
+                          word 0 op, word 1 task (-1 = every task),
+                          words 2.. the op's fields in LAYER_FIELDS order,
+                          last 16 words the layer name (ASCII, NUL padded)
+    [data_offset, end)  tables and weights, each array aligned to the bus width
+
+Addresses in descriptors are byte offsets: weights/tables from the start of the
+program buffer, activations from the start of the arena buffer (the second kernel
+argument). Activations are int32 containers, row-major, rows padded to the bus
+width. A format is one word (see ``pack_fmt``). The CRC-32 covers the whole file
+with the crc word taken as zero.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+import numpy as np
+
+from .numerics.fixed import OVERFLOW, OVERFLOW_CODE, ROUNDING, ROUNDING_CODE, Fixed
+
+MAGIC = b"CDSGPROG"
+VERSION = 1
+HEADER_BYTES = 512
+LAYER_WORDS = 64
+NAME_WORDS = 16
+FIELD_WORDS = LAYER_WORDS - 2 - NAME_WORDS
+MAX_TASKS = 8
+NONE = 0xFFFFFFFF  # an absent address (e.g. no bias)
+
+
+class ProgramError(ValueError):
+    """A program.bin that is malformed, truncated or inconsistent."""
+
+
+class Op(IntEnum):
+    LINEAR = 1
+    EMBED = 2
+    LAYERNORM = 3
+    ATTENTION = 4
+    ADD = 5
+    MOE_GATE = 6
+    MOE_EXPERTS = 7
+
+
+class Post(IntEnum):
+    NONE = 0
+    GELU = 1
+    ADD = 2
+
+
+# Field order is the descriptor layout; *_fmt fields hold a packed format word.
+LAYER_FIELDS: dict[Op, tuple[str, ...]] = {
+    Op.LINEAR: (
+        "src",
+        "src_stride",
+        "rows",
+        "in_dim",
+        "out_dim",
+        "dst",
+        "dst_stride",
+        "x_fmt",
+        "weight",
+        "w_fmt",
+        "w_bytes",
+        "bias",
+        "b_fmt",
+        "post",
+        "pre_fmt",
+        "res",
+        "res_stride",
+        "res_fmt",
+        "out_fmt",
+    ),
+    Op.EMBED: (
+        "src",
+        "src_stride",
+        "patches",
+        "dim",
+        "dst",
+        "dst_stride",
+        "x_fmt",
+        "pos",
+        "pos_fmt",
+        "out_fmt",
+    ),
+    Op.LAYERNORM: (
+        "src",
+        "src_stride",
+        "rows",
+        "dim",
+        "dst",
+        "dst_stride",
+        "x_fmt",
+        "gamma",
+        "g_fmt",
+        "beta",
+        "b_fmt",
+        "stat_shift",
+        "eps_lo",
+        "eps_hi",
+        "norm_fmt",
+        "out_fmt",
+    ),
+    Op.ATTENTION: (
+        "src",
+        "src_stride",
+        "tokens",
+        "dim",
+        "heads",
+        "dst",
+        "dst_stride",
+        "qkv_fmt",
+        "score_fmt",
+        "sum_fmt",
+        "prob_fmt",
+        "out_fmt",
+        "parallel",
+    ),
+    Op.ADD: (
+        "src",
+        "src_stride",
+        "rows",
+        "cols",
+        "res",
+        "res_stride",
+        "dst",
+        "dst_stride",
+        "x_fmt",
+        "res_fmt",
+        "out_fmt",
+    ),
+    Op.MOE_GATE: (
+        "src",
+        "src_stride",
+        "tokens",
+        "dim",
+        "experts",
+        "top_k",
+        "weight",
+        "w_fmt",
+        "w_bytes",
+        "x_fmt",
+        "logit_fmt",
+        "score_fmt",
+        "queue",
+    ),
+    Op.MOE_EXPERTS: (
+        "src",
+        "src_stride",
+        "tokens",
+        "dim",
+        "hidden",
+        "experts",
+        "queue",
+        "res",
+        "res_stride",
+        "dst",
+        "dst_stride",
+        "x_fmt",
+        "res_fmt",
+        "out_fmt",
+        "fc1",
+        "fc1_stride",
+        "fc1_fmt",
+        "fc1_bias",
+        "fc1_bias_stride",
+        "fc1_bias_fmt",
+        "pre_fmt",
+        "hidden_fmt",
+        "fc2",
+        "fc2_stride",
+        "fc2_fmt",
+        "fc2_bias",
+        "fc2_bias_stride",
+        "fc2_bias_fmt",
+        "y_fmt",
+        "score_fmt",
+        "w_bytes",
+        "scratch",
+        "scratch_stride",
+    ),
+}
+assert all(len(f) <= FIELD_WORDS for f in LAYER_FIELDS.values())
+
+# Header: (name, words). Tensor refs are offset, rows, cols, stride, fmt.
+TABLE_NAMES = ("gelu_delta", "exp", "recip", "rsqrt")
+TABLE_WORDS = ("offset", "entries", "fmt", "index_bits", "guard_bits", "domain_log2")
+REF_WORDS = ("offset", "rows", "cols", "stride", "fmt")
+HEADER_FIELDS = (
+    "version",
+    "header_bytes",
+    "total_bytes",
+    "crc32",
+    "n_layers",
+    "layer_words",
+    "layers_offset",
+    "data_offset",
+    "data_bytes",
+    "arena_bytes",
+    "bus_bits",
+    "tile_in",
+    "tile_out",
+    "attn_parallel",
+    "n_tasks",
+)
+_H_INPUT = 2 + len(HEADER_FIELDS)  # word index of the input ref
+_H_OUTPUTS = _H_INPUT + len(REF_WORDS)
+_H_TABLES = _H_OUTPUTS + MAX_TASKS * len(REF_WORDS)
+_H_NAME = _H_TABLES + len(TABLE_NAMES) * len(TABLE_WORDS)
+_H_NAME_WORDS = 8
+assert _H_NAME + _H_NAME_WORDS <= HEADER_BYTES // 4
+
+
+def pack_fmt(fmt: Fixed) -> int:
+    """One word: width [7:0], frac bits as int8 [15:8], signed [16], rounding [19:17],
+    overflow [22:20] (codes from ROUNDING / OVERFLOW)."""
+    frac = fmt.frac_bits
+    if not -128 <= frac <= 127:
+        raise ProgramError(f"format {fmt} has fraction bits outside int8")
+    return (
+        fmt.width
+        | ((frac & 0xFF) << 8)
+        | (int(fmt.signed) << 16)
+        | (ROUNDING_CODE[fmt.rounding] << 17)
+        | (OVERFLOW_CODE[fmt.overflow] << 20)
+    )
+
+
+def unpack_fmt(word: int) -> Fixed:
+    width = word & 0xFF
+    frac = (word >> 8) & 0xFF
+    frac = frac - 256 if frac >= 128 else frac
+    rounding, overflow = (word >> 17) & 7, (word >> 20) & 7
+    if not 1 <= width <= 63 or rounding >= len(ROUNDING) or overflow >= len(OVERFLOW):
+        raise ProgramError(f"format word 0x{word:08x} is not a valid format")
+    return Fixed(
+        width, width - frac, bool((word >> 16) & 1), ROUNDING[rounding], OVERFLOW[overflow]
+    )
+
+
+@dataclass
+class TensorRef:
+    """An activation matrix in the arena."""
+
+    offset: int
+    rows: int
+    cols: int
+    stride: int  # bytes per row
+    fmt: Fixed
+
+    def words(self) -> list[int]:
+        return [self.offset, self.rows, self.cols, self.stride, pack_fmt(self.fmt)]
+
+    @classmethod
+    def from_words(cls, words) -> TensorRef:
+        return cls(int(words[0]), int(words[1]), int(words[2]), int(words[3]), unpack_fmt(words[4]))
+
+    def to_dict(self) -> dict:
+        return {**{k: getattr(self, k) for k in REF_WORDS[:4]}, "fmt": str(self.fmt)}
+
+
+@dataclass
+class TableRef:
+    name: str
+    offset: int
+    entries: int
+    fmt: Fixed
+    index_bits: int
+    guard_bits: int
+    domain_log2: int
+
+    def words(self) -> list[int]:
+        return [
+            self.offset,
+            self.entries,
+            pack_fmt(self.fmt),
+            self.index_bits,
+            self.guard_bits,
+            self.domain_log2 & 0xFFFFFFFF,
+        ]
+
+
+@dataclass
+class Layer:
+    op: Op
+    name: str
+    fields: dict[str, int]
+    task: int = -1
+
+    def words(self) -> list[int]:
+        names = LAYER_FIELDS[self.op]
+        missing = set(names) - set(self.fields)
+        extra = set(self.fields) - set(names)
+        if missing or extra:
+            raise ProgramError(
+                f"layer {self.name}: missing fields {sorted(missing)}, unknown {sorted(extra)}"
+            )
+        body = [int(self.fields[n]) & 0xFFFFFFFF for n in names]
+        body += [0] * (FIELD_WORDS - len(body))
+        encoded = self.name.encode("ascii")[: NAME_WORDS * 4 - 1]
+        name = np.frombuffer(encoded.ljust(NAME_WORDS * 4, b"\0"), "<u4").tolist()
+        return [int(self.op), self.task & 0xFFFFFFFF, *body, *name]
+
+    def fmt(self, key: str) -> Fixed:
+        return unpack_fmt(self.fields[key])
+
+    def to_dict(self) -> dict:
+        out = {"op": self.op.name, "name": self.name, "task": self.task}
+        for key in LAYER_FIELDS[self.op]:
+            value = self.fields[key]
+            if key.endswith("_fmt"):
+                out[key] = str(unpack_fmt(value)) if value else None
+            elif key == "post":
+                out[key] = Post(value).name
+            else:
+                out[key] = None if value == NONE else value
+        return out
+
+
+@dataclass
+class Program:
+    """A compiled model: what the golden executor, C-sim and RTL all run."""
+
+    model: str
+    bus_bits: int
+    tile_in: int
+    tile_out: int
+    attn_parallel: int
+    layers: list[Layer]
+    data: bytes  # tables + weights; offsets in layers count from the program start
+    arena_bytes: int
+    input: TensorRef
+    outputs: list[TensorRef]
+    tables: dict[str, TableRef]
+    meta: dict = field(default_factory=dict)  # json-only extras (formats, shapes)
+
+    @property
+    def data_offset(self) -> int:
+        return HEADER_BYTES + len(self.layers) * LAYER_WORDS * 4
+
+    @property
+    def n_tasks(self) -> int:
+        return len(self.outputs)
+
+    # ------------------------------------------------------------------ encode
+    def to_bytes(self) -> bytes:
+        if not 1 <= len(self.outputs) <= MAX_TASKS:
+            raise ProgramError(f"{len(self.outputs)} tasks; the format holds 1..{MAX_TASKS}")
+        layers = np.array([layer.words() for layer in self.layers], "<u4").reshape(-1)
+        total = self.data_offset + len(self.data)
+        header = np.zeros(HEADER_BYTES // 4, "<u4")
+        header[:2] = np.frombuffer(MAGIC, "<u4")
+        values = {
+            "version": VERSION,
+            "header_bytes": HEADER_BYTES,
+            "total_bytes": total,
+            "crc32": 0,
+            "n_layers": len(self.layers),
+            "layer_words": LAYER_WORDS,
+            "layers_offset": HEADER_BYTES,
+            "data_offset": self.data_offset,
+            "data_bytes": len(self.data),
+            "arena_bytes": self.arena_bytes,
+            "bus_bits": self.bus_bits,
+            "tile_in": self.tile_in,
+            "tile_out": self.tile_out,
+            "attn_parallel": self.attn_parallel,
+            "n_tasks": self.n_tasks,
+        }
+        header[2 : 2 + len(HEADER_FIELDS)] = [values[k] for k in HEADER_FIELDS]
+        header[_H_INPUT : _H_INPUT + 5] = self.input.words()
+        for task, ref in enumerate(self.outputs):
+            header[_H_OUTPUTS + 5 * task : _H_OUTPUTS + 5 * task + 5] = ref.words()
+        for index, name in enumerate(TABLE_NAMES):
+            start = _H_TABLES + index * len(TABLE_WORDS)
+            header[start : start + len(TABLE_WORDS)] = self.tables[name].words()
+        name = self.model.encode("ascii")[: _H_NAME_WORDS * 4 - 1].ljust(_H_NAME_WORDS * 4, b"\0")
+        header[_H_NAME : _H_NAME + _H_NAME_WORDS] = np.frombuffer(name, "<u4")
+        blob = bytearray(header.tobytes() + layers.tobytes() + self.data)
+        crc = zlib.crc32(bytes(blob))
+        crc_at = (2 + HEADER_FIELDS.index("crc32")) * 4
+        blob[crc_at : crc_at + 4] = crc.to_bytes(4, "little")
+        return bytes(blob)
+
+    def save(self, path) -> None:
+        from pathlib import Path
+
+        Path(path).write_bytes(self.to_bytes())
+
+    # ------------------------------------------------------------------ decode
+    @classmethod
+    def from_bytes(cls, blob: bytes, source: str = "program") -> Program:
+        """Parse and validate; any inconsistency raises ProgramError naming what is wrong."""
+        if len(blob) < HEADER_BYTES:
+            raise ProgramError(
+                f"{source}: truncated: {len(blob)} bytes, smaller than the "
+                f"{HEADER_BYTES}-byte header"
+            )
+        if blob[:8] != MAGIC:
+            raise ProgramError(f"{source}: not a codesign program (bad magic {blob[:8]!r})")
+        header = np.frombuffer(blob[:HEADER_BYTES], "<u4")
+        values = dict(zip(HEADER_FIELDS, (int(v) for v in header[2:]), strict=False))
+        if values["version"] != VERSION:
+            raise ProgramError(
+                f"{source}: program version {values['version']}, this codesign reads {VERSION}"
+            )
+        if values["total_bytes"] != len(blob):
+            raise ProgramError(
+                f"{source}: truncated or padded: header says {values['total_bytes']} bytes, "
+                f"file has {len(blob)}"
+            )
+        zeroed = bytearray(blob)
+        crc_at = (2 + HEADER_FIELDS.index("crc32")) * 4
+        zeroed[crc_at : crc_at + 4] = b"\0\0\0\0"
+        if zlib.crc32(bytes(zeroed)) != values["crc32"]:
+            raise ProgramError(f"{source}: CRC mismatch: the file is corrupted")
+        if values["header_bytes"] != HEADER_BYTES or values["layer_words"] != LAYER_WORDS:
+            raise ProgramError(f"{source}: unexpected header or descriptor size")
+        n_layers = values["n_layers"]
+        data_offset = HEADER_BYTES + n_layers * LAYER_WORDS * 4
+        if values["data_offset"] != data_offset or data_offset + values["data_bytes"] != len(blob):
+            raise ProgramError(f"{source}: section sizes do not add up")
+        if not 1 <= values["n_tasks"] <= MAX_TASKS:
+            raise ProgramError(f"{source}: {values['n_tasks']} tasks")
+        words = np.frombuffer(blob[HEADER_BYTES:data_offset], "<u4").reshape(n_layers, LAYER_WORDS)
+        layers = [cls._decode_layer(index, row, source) for index, row in enumerate(words)]
+        tables = {}
+        for index, name in enumerate(TABLE_NAMES):
+            start = _H_TABLES + index * len(TABLE_WORDS)
+            t = [int(v) for v in header[start : start + len(TABLE_WORDS)]]
+            domain = t[5] - (1 << 32) if t[5] >= 1 << 31 else t[5]
+            tables[name] = TableRef(name, t[0], t[1], unpack_fmt(t[2]), t[3], t[4], domain)
+        name = bytes(header[_H_NAME : _H_NAME + _H_NAME_WORDS].tobytes()).rstrip(b"\0")
+        program = cls(
+            model=name.decode("ascii", "replace"),
+            bus_bits=values["bus_bits"],
+            tile_in=values["tile_in"],
+            tile_out=values["tile_out"],
+            attn_parallel=values["attn_parallel"],
+            layers=layers,
+            data=bytes(blob[data_offset:]),
+            arena_bytes=values["arena_bytes"],
+            input=TensorRef.from_words(header[_H_INPUT : _H_INPUT + 5]),
+            outputs=[
+                TensorRef.from_words(header[_H_OUTPUTS + 5 * t : _H_OUTPUTS + 5 * t + 5])
+                for t in range(values["n_tasks"])
+            ],
+            tables=tables,
+        )
+        program.validate(source)
+        return program
+
+    @staticmethod
+    def _decode_layer(index: int, row, source: str) -> Layer:
+        try:
+            op = Op(int(row[0]))
+        except ValueError:
+            raise ProgramError(f"{source}: layer {index}: unknown op code {int(row[0])}") from None
+        task = int(row[1])
+        task = task - (1 << 32) if task >= 1 << 31 else task
+        names = LAYER_FIELDS[op]
+        fields = {key: int(v) for key, v in zip(names, row[2 : 2 + len(names)], strict=True)}
+        raw_name = bytes(row[LAYER_WORDS - NAME_WORDS :].tobytes()).split(b"\0")[0]
+        return Layer(op, raw_name.decode("ascii", "replace") or f"layer{index}", fields, task)
+
+    @classmethod
+    def load(cls, path) -> Program:
+        from pathlib import Path
+
+        path = Path(path)
+        if not path.is_file():
+            raise ProgramError(f"{path}: no such program file")
+        return cls.from_bytes(path.read_bytes(), source=str(path))
+
+    def validate(self, source: str = "program") -> None:
+        """Check every address a descriptor names lies inside its buffer."""
+        end = self.data_offset + len(self.data)
+
+        def weights_ok(what, offset, nbytes):
+            if offset == NONE:
+                return
+            if not (self.data_offset <= offset and offset + nbytes <= end):
+                raise ProgramError(
+                    f"{source}: {what} [{offset}, {offset + nbytes}) lies outside the "
+                    f"program data [{self.data_offset}, {end})"
+                )
+
+        def arena_ok(what, offset, rows, stride):
+            if offset == NONE:
+                return
+            if offset % 4 or offset + rows * stride > self.arena_bytes:
+                raise ProgramError(
+                    f"{source}: {what} at arena offset {offset} ({rows} rows of {stride} "
+                    f"bytes) exceeds the {self.arena_bytes}-byte arena"
+                )
+
+        for ref_name, ref in [("input", self.input)] + [
+            (f"output {t}", r) for t, r in enumerate(self.outputs)
+        ]:
+            arena_ok(ref_name, ref.offset, ref.rows, ref.stride)
+        for table in self.tables.values():
+            weights_ok(f"table {table.name}", table.offset, 4 * table.entries)
+        for layer in self.layers:
+            f = layer.fields
+            where = f"layer {layer.name}"
+            for key in f:
+                if key.endswith("_fmt") and f[key] != 0:  # 0 = unused (no bias, no residual)
+                    try:
+                        unpack_fmt(f[key])
+                    except ProgramError as err:
+                        raise ProgramError(f"{source}: {where}.{key}: {err}") from None
+            rows = f.get("rows", f.get("tokens", f.get("patches", 0)))
+            if "src" in f:
+                arena_ok(f"{where} source", f["src"], rows, f["src_stride"])
+            if "dst" in f:
+                out_rows = f.get("rows", f.get("tokens", f.get("patches", 0) + 1))
+                arena_ok(f"{where} destination", f["dst"], out_rows, f["dst_stride"])
+            if "res" in f and f.get("post", Post.ADD) == Post.ADD:
+                arena_ok(f"{where} residual", f["res"], rows, f["res_stride"])
+            for key in ("weight", "bias", "pos", "gamma", "beta", "fc1", "fc2"):
+                if key in f:
+                    weights_ok(f"{where}.{key}", f[key], 4)
+
+    # ------------------------------------------------------------------ dump
+    def to_json(self) -> dict:
+        return {
+            "format": {"magic": MAGIC.decode(), "version": VERSION},
+            "model": self.model,
+            "arch": {
+                "bus_bits": self.bus_bits,
+                "tile_in": self.tile_in,
+                "tile_out": self.tile_out,
+                "attn_parallel": self.attn_parallel,
+            },
+            "sizes": {
+                "header_bytes": HEADER_BYTES,
+                "layers": len(self.layers),
+                "data_offset": self.data_offset,
+                "data_bytes": len(self.data),
+                "total_bytes": self.data_offset + len(self.data),
+                "arena_bytes": self.arena_bytes,
+            },
+            "input": self.input.to_dict(),
+            "outputs": [ref.to_dict() for ref in self.outputs],
+            "tables": {
+                name: {
+                    "offset": t.offset,
+                    "entries": t.entries,
+                    "fmt": str(t.fmt),
+                    "index_bits": t.index_bits,
+                    "guard_bits": t.guard_bits,
+                    "domain_log2": t.domain_log2,
+                }
+                for name, t in self.tables.items()
+            },
+            "layers": [layer.to_dict() for layer in self.layers],
+            "meta": self.meta,
+        }
+
+    def dump_json(self, path) -> None:
+        from pathlib import Path
+
+        Path(path).write_text(json.dumps(self.to_json(), indent=1) + "\n")
+
+    def read_words(self, offset: int, count: int, dtype: str = "<i4") -> np.ndarray:
+        """Read `count` elements at a program byte offset (weights, tables, biases)."""
+        itemsize = np.dtype(dtype).itemsize
+        start = offset - self.data_offset
+        if start < 0 or start + count * itemsize > len(self.data):
+            raise ProgramError(f"read of {count} x {dtype} at {offset} is outside the program data")
+        return np.frombuffer(self.data, dtype, count, start).astype(np.int64)
+
+
+# ---------------------------------------------------------------- weight layout
+
+
+def weight_container_bytes(fmt: Fixed) -> int:
+    """Weights up to 16 bits pack as int16, wider ones as int32."""
+    return 2 if fmt.width <= 16 else 4
+
+
+def padded(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def tiled_bytes(
+    out_dim: int, in_dim: int, tile_in: int, tile_out: int, container: int, bus_bytes: int
+) -> int:
+    """Bytes of one packed weight matrix (each tile padded to the bus width)."""
+    tiles = (-(-out_dim // tile_out)) * (-(-in_dim // tile_in))
+    return tiles * padded(tile_in * tile_out * container, bus_bytes)
+
+
+def pack_tiles(
+    raw: np.ndarray, tile_in: int, tile_out: int, container: int, bus_bytes: int
+) -> bytes:
+    """[out, in] raw weights -> the UCU's tile order.
+
+    Tiles of tile_out x tile_in, output tiles outer, input tiles inner; inside a tile
+    row-major (one output feature's tile_in weights after another); zero padding at
+    the matrix edges; every tile padded to a whole number of bus beats.
+    """
+    out_dim, in_dim = raw.shape
+    n_out, n_in = -(-out_dim // tile_out), -(-in_dim // tile_in)
+    full = np.zeros((n_out * tile_out, n_in * tile_in), np.int64)
+    full[:out_dim, :in_dim] = raw
+    tiles = full.reshape(n_out, tile_out, n_in, tile_in).transpose(0, 2, 1, 3)
+    tiles = tiles.reshape(n_out * n_in, tile_out * tile_in)
+    tile_bytes = padded(tile_out * tile_in * container, bus_bytes)
+    pad = (tile_bytes - tile_out * tile_in * container) // container
+    if pad:
+        tiles = np.concatenate([tiles, np.zeros((tiles.shape[0], pad), np.int64)], axis=1)
+    return tiles.astype("<i2" if container == 2 else "<i4").tobytes()
+
+
+def unpack_tiles(
+    program: Program, offset: int, out_dim: int, in_dim: int, container: int
+) -> np.ndarray:
+    """Inverse of ``pack_tiles`` reading from the program: raw [out, in] int64."""
+    tile_in, tile_out = program.tile_in, program.tile_out
+    n_out, n_in = -(-out_dim // tile_out), -(-in_dim // tile_in)
+    tile_elems = padded(tile_out * tile_in * container, program.bus_bits // 8) // container
+    flat = program.read_words(offset, n_out * n_in * tile_elems, "<i2" if container == 2 else "<i4")
+    tiles = flat.reshape(n_out, n_in, tile_elems)[:, :, : tile_out * tile_in]
+    full = tiles.reshape(n_out, n_in, tile_out, tile_in).transpose(0, 2, 1, 3)
+    return full.reshape(n_out * tile_out, n_in * tile_in)[:out_dim, :in_dim]

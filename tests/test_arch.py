@@ -1,0 +1,69 @@
+"""Boards, ArchConfig, precision specs and the register map."""
+
+from __future__ import annotations
+
+import pytest
+
+from codesign.arch import ArchConfig, Precision, get_board, list_boards, parse_precision
+from codesign.arch.regmap import AP_DONE, AP_START, register_map
+
+
+def test_required_boards_and_zcu102_facts():
+    assert {"zcu102", "zcu104", "kv260", "ultra96v2", "pynq-z2"} <= set(list_boards())
+    zcu102 = get_board("ZCU102")
+    assert zcu102.part == "xczu9eg-ffvb1156-2-e"
+    assert (zcu102.dsp, zcu102.bram36, zcu102.lut, zcu102.ff) == (2520, 912, 274080, 548160)
+    assert zcu102.clock_mhz == 300
+
+
+def test_unknown_board_lists_known_ones():
+    with pytest.raises(ValueError, match="zcu102"):
+        get_board("vcu118")
+
+
+@pytest.mark.parametrize(
+    ("spec", "weights", "acts", "dsp"),
+    [("w16a24", 16, 24, 1), ("W8A16", 8, 16, 1), ("w18a27", 18, 27, 1), ("w20a24", 20, 24, 2)],
+)
+def test_precision_specs(spec, weights, acts, dsp):
+    precision = parse_precision(spec)
+    assert (precision.weight_bits, precision.activation_bits) == (weights, acts)
+    assert precision.dsp_per_mac == dsp
+    assert str(precision) == spec.lower()
+
+
+@pytest.mark.parametrize("spec", ["16/24", "w16", "a24w16", "w1a24", "w16a64"])
+def test_bad_precision_specs(spec):
+    with pytest.raises(ValueError):
+        parse_precision(spec)
+
+
+def test_default_precision_is_one_dsp_per_mac():
+    assert Precision().dsp_per_mac == 1
+
+
+def test_arch_validation():
+    with pytest.raises(ValueError, match="power of two"):
+        ArchConfig(tile_in=24)
+    with pytest.raises(ValueError, match="bus_bits"):
+        ArchConfig(bus_bits=96)
+    with pytest.raises(ValueError, match="unknown ArchConfig fields"):
+        ArchConfig.from_dict({"tiles": 3})
+    arch = ArchConfig(tile_in=16)
+    assert ArchConfig.from_dict(arch.to_dict()) == arch
+
+
+def test_register_map_follows_vitis_layout():
+    regmap = register_map()
+    assert [(r.name, r.offset) for r in regmap.registers] == [
+        ("CTRL", 0x00),
+        ("GIE", 0x04),
+        ("IER", 0x08),
+        ("ISR", 0x0C),
+        ("program", 0x10),
+        ("arena", 0x1C),
+        ("task", 0x28),
+    ]
+    assert regmap.size == 0x40
+    assert (AP_START, AP_DONE) == (1, 2)
+    assert regmap.to_dict()["registers"][4]["bits"] == 64

@@ -1,0 +1,131 @@
+"""program.bin: round trip, human-readable dump, and clear errors on bad files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from codesign.numerics.fixed import Fixed
+from codesign.program import (
+    HEADER_BYTES,
+    LAYER_WORDS,
+    Op,
+    Program,
+    ProgramError,
+    pack_fmt,
+    pack_tiles,
+    unpack_fmt,
+    unpack_tiles,
+)
+
+
+def test_round_trip_is_byte_identical(tiny_program):
+    program = Program.from_bytes(tiny_program)
+    assert program.to_bytes() == tiny_program
+    assert program.model == "m3vit-tiny"
+    assert program.n_tasks == 2
+    ops = [layer.op for layer in program.layers]
+    assert ops.count(Op.MOE_GATE) == 2 * ops.count(Op.MOE_EXPERTS)
+    assert {layer.task for layer in program.layers} == {-1, 0, 1}
+
+
+def test_json_dump_names_every_field(tiny_build, tmp_path):
+    path = tmp_path / "program.json"
+    tiny_build.program.dump_json(path)
+    data = json.loads(path.read_text())
+    assert data["format"]["version"] == 1
+    assert len(data["layers"]) == len(tiny_build.program.layers)
+    first = data["layers"][0]
+    assert first["op"] == "LINEAR" and first["name"] == "patch_embed.proj"
+    assert first["out_fmt"].startswith("fx")
+    assert set(data["tables"]) == {"gelu_delta", "exp", "recip", "rsqrt"}
+
+
+@pytest.mark.parametrize(
+    "fmt",
+    [
+        Fixed(24, 6),
+        Fixed(16, -3),
+        Fixed(17, 1, False),
+        Fixed(8, 10, True, "TRN", "WRAP"),
+        Fixed(32, 2, True, "RND_CONV", "SAT_SYM"),
+    ],
+)
+def test_format_word_round_trip(fmt):
+    assert unpack_fmt(pack_fmt(fmt)) == fmt
+
+
+@pytest.mark.parametrize("shape", [(5, 7), (32, 32), (33, 65), (1, 100)])
+@pytest.mark.parametrize("container", [2, 4])
+def test_tile_packing_round_trip(tiny_build, shape, container):
+    rng = np.random.default_rng(0)
+    raw = rng.integers(-(2**15), 2**15, size=shape)
+    program = Program.from_bytes(tiny_build.program_bytes)
+    packed = pack_tiles(raw, program.tile_in, program.tile_out, container, program.bus_bits // 8)
+    assert len(packed) % (program.bus_bits // 8) == 0
+    program.data = packed
+    program.layers = []
+    back = unpack_tiles(program, program.data_offset, *shape, container)
+    np.testing.assert_array_equal(back, raw)
+
+
+def test_tile_order_is_output_tiles_outer():
+    raw = np.arange(4 * 4).reshape(4, 4)  # out=4, in=4, tiles 2x2
+    words = np.frombuffer(pack_tiles(raw, 2, 2, 4, 4), "<i4")
+    # first tile: outputs 0-1, inputs 0-1; second: outputs 0-1, inputs 2-3
+    np.testing.assert_array_equal(words[:8], [0, 1, 4, 5, 2, 3, 6, 7])
+
+
+def _corrupt(blob: bytes, offset: int, value: bytes) -> bytes:
+    data = bytearray(blob)
+    data[offset : offset + len(value)] = value
+    return bytes(data)
+
+
+def test_truncated_file_is_rejected(tiny_program):
+    with pytest.raises(ProgramError, match="truncated"):
+        Program.from_bytes(tiny_program[:-16])
+    with pytest.raises(ProgramError, match="truncated"):
+        Program.from_bytes(tiny_program[:100])
+
+
+def test_bad_magic_version_and_crc(tiny_program):
+    with pytest.raises(ProgramError, match="magic"):
+        Program.from_bytes(b"NOTAPROG" + tiny_program[8:])
+    with pytest.raises(ProgramError, match="version"):
+        Program.from_bytes(_corrupt(tiny_program, 8, (7).to_bytes(4, "little")))
+    with pytest.raises(ProgramError, match="CRC"):
+        Program.from_bytes(_corrupt(tiny_program, len(tiny_program) - 4, b"\x01\x02\x03\x04"))
+
+
+def _recrc(blob: bytes) -> bytes:
+    import zlib
+
+    data = bytearray(blob)
+    data[20:24] = b"\0\0\0\0"
+    data[20:24] = zlib.crc32(bytes(data)).to_bytes(4, "little")
+    return bytes(data)
+
+
+def test_inconsistent_descriptor_is_rejected_even_with_valid_crc(tiny_program):
+    bad_op = _recrc(_corrupt(tiny_program, HEADER_BYTES, (99).to_bytes(4, "little")))
+    with pytest.raises(ProgramError, match="unknown op code 99"):
+        Program.from_bytes(bad_op)
+    # first layer's weight address (field 8 after op and task) pointing past the end
+    weight_at = HEADER_BYTES + 4 * (2 + 8)
+    far = _recrc(_corrupt(tiny_program, weight_at, (len(tiny_program) + 64).to_bytes(4, "little")))
+    with pytest.raises(ProgramError, match="outside the program data"):
+        Program.from_bytes(far)
+    # destination beyond the arena
+    dst_at = HEADER_BYTES + 4 * (2 + 5)
+    huge = _recrc(_corrupt(tiny_program, dst_at, (2**30).to_bytes(4, "little")))
+    with pytest.raises(ProgramError, match="arena"):
+        Program.from_bytes(huge)
+    assert LAYER_WORDS * 4 == 256
+
+
+def test_load_missing_file(tmp_path):
+    with pytest.raises(ProgramError, match="no such program file"):
+        Program.load(tmp_path / "nope.bin")
