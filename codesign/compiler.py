@@ -25,9 +25,11 @@ from .program import (
     Program,
     TableRef,
     TensorRef,
+    pack_block_sparse,
     pack_fmt,
     pack_tiles,
     padded,
+    tile_mask,
     weight_container_bytes,
 )
 
@@ -35,6 +37,7 @@ ARENA_ALIGN = 64
 LN_STAT_BITS = 18  # LayerNorm squares inputs truncated to this many bits (keeps sums < 2**62)
 # descriptor fields that hold program addresses (blob-relative until the layout is final)
 PROGRAM_ADDRESS_FIELDS = (
+    "blocks",
     "weight",
     "bias",
     "pos",
@@ -132,9 +135,10 @@ def _check_fits(graph: Graph, arch: ArchConfig) -> None:
 
 
 class _Compiler:
-    def __init__(self, graph: Graph, arch: ArchConfig):
+    def __init__(self, graph: Graph, arch: ArchConfig, block_sparse: bool = True):
         self.graph = graph
         self.arch = arch
+        self.block_sparse = block_sparse
         self.blob = _Blob(arch.bus_bytes)
         self.arena = _Arena(arch.bus_bytes)
         self.refs: dict[str, TensorRef] = {}
@@ -190,7 +194,7 @@ class _Compiler:
             "dst": out.offset,
             "dst_stride": out.stride,
             "x_fmt": pack_fmt(x.fmt),
-            "weight": self.weights(w_raw, fmts["weight"]),
+            "weight": NONE,
             "w_fmt": pack_fmt(fmts["weight"]),
             "w_bytes": weight_container_bytes(fmts["weight"]),
             "bias": NONE,
@@ -201,7 +205,17 @@ class _Compiler:
             "res_stride": 0,
             "res_fmt": 0,
             "out_fmt": pack_fmt(out.fmt),
+            "blocks": NONE,
         }
+        arch = self.arch
+        if self.block_sparse and not tile_mask(w_raw, arch.tile_in, arch.tile_out).all():
+            tiles, index = pack_block_sparse(
+                w_raw, arch.tile_in, arch.tile_out, fields["w_bytes"], arch.bus_bytes
+            )
+            fields["weight"] = self.blob.add(tiles) if tiles else self.blob.add(b"\0")
+            fields["blocks"] = self.blob.int32(index)
+        else:
+            fields["weight"] = self.weights(w_raw, fmts["weight"])
         if "bias" in node.params:
             fields["bias"] = self.bias(fmts["bias"].quantize(node.params["bias"]))
             fields["b_fmt"] = pack_fmt(fmts["bias"])
@@ -449,6 +463,10 @@ class _Compiler:
         return program
 
 
-def compile_graph(graph: Graph, arch: ArchConfig) -> Program:
-    """Lower a quantised graph for one ArchConfig."""
-    return _Compiler(graph, arch).run()
+def compile_graph(graph: Graph, arch: ArchConfig, block_sparse: bool = True) -> Program:
+    """Lower a quantised graph for one ArchConfig.
+
+    A linear layer whose quantised weights contain all-zero UCU tiles is stored
+    block-sparse (see ``program.pack_block_sparse``) unless ``block_sparse`` is False.
+    """
+    return _Compiler(graph, arch, block_sparse).run()

@@ -18,7 +18,16 @@ import numpy as np
 
 from .numerics.fixed import Fixed, apply_overflow, count_overflow, shift_round
 from .numerics.tables import Table, exp_neg, gelu, recip, rsqrt
-from .program import NONE, Layer, Op, Post, Program, unpack_fmt, unpack_tiles
+from .program import (
+    NONE,
+    Layer,
+    Op,
+    Post,
+    Program,
+    unpack_block_sparse,
+    unpack_fmt,
+    unpack_tiles,
+)
 
 _EXACT_FLOAT = 2.0**53
 
@@ -100,10 +109,17 @@ class GoldenExecutor:
         start, words = offset // 4, stride // 4
         self.arena[start : start + rows * words].reshape(rows, words)[:, :cols] = values
 
-    def weights(self, offset: int, out_dim: int, in_dim: int, container: int) -> np.ndarray:
-        key = (offset, out_dim, in_dim, container)
+    def weights(
+        self, offset: int, out_dim: int, in_dim: int, container: int, blocks: int = NONE
+    ) -> np.ndarray:
+        """Raw [out, in] weights, dense or from non-zero tiles + CSR block index."""
+        key = (offset, out_dim, in_dim, container, blocks)
         if key not in self._weights:
-            self._weights[key] = unpack_tiles(self.program, offset, out_dim, in_dim, container)
+            if blocks == NONE:
+                w = unpack_tiles(self.program, offset, out_dim, in_dim, container)
+            else:
+                w = unpack_block_sparse(self.program, offset, blocks, out_dim, in_dim, container)
+            self._weights[key] = w
         return self._weights[key]
 
     def vector(self, offset: int, count: int) -> np.ndarray:
@@ -146,7 +162,7 @@ class GoldenExecutor:
         f = layer.fields
         x_fmt, w_fmt, out_fmt = (layer.fmt(k) for k in ("x_fmt", "w_fmt", "out_fmt"))
         x = self.read(f["src"], f["rows"], f["in_dim"], f["src_stride"])
-        w = self.weights(f["weight"], f["out_dim"], f["in_dim"], f["w_bytes"])
+        w = self.weights(f["weight"], f["out_dim"], f["in_dim"], f["w_bytes"], f["blocks"])
         acc_frac = x_fmt.frac_bits + w_fmt.frac_bits
         acc = matmul_exact(x, w)
         if f["bias"] != NONE:

@@ -79,6 +79,7 @@ LAYER_FIELDS: dict[Op, tuple[str, ...]] = {
         "res_stride",
         "res_fmt",
         "out_fmt",
+        "blocks",
     ),
     Op.EMBED: (
         "src",
@@ -526,7 +527,7 @@ class Program:
                 arena_ok(f"{where} destination", f["dst"], out_rows, f["dst_stride"])
             if "res" in f and f.get("post", Post.ADD) == Post.ADD:
                 arena_ok(f"{where} residual", f["res"], rows, f["res_stride"])
-            for key in ("weight", "bias", "pos", "gamma", "beta", "fc1", "fc2"):
+            for key in ("weight", "bias", "pos", "gamma", "beta", "fc1", "fc2", "blocks"):
                 if key in f:
                     weights_ok(f"{where}.{key}", f[key], 4)
 
@@ -633,3 +634,56 @@ def unpack_tiles(
     tiles = flat.reshape(n_out, n_in, tile_elems)[:, :, : tile_out * tile_in]
     full = tiles.reshape(n_out, n_in, tile_out, tile_in).transpose(0, 2, 1, 3)
     return full.reshape(n_out * tile_out, n_in * tile_in)[:out_dim, :in_dim]
+
+
+# ---------------------------------------------------------------- block-sparse layout
+
+
+def tile_mask(raw: np.ndarray, tile_in: int, tile_out: int) -> np.ndarray:
+    """[out_tiles, in_tiles] True where a weight tile has any non-zero entry."""
+    out_dim, in_dim = raw.shape
+    n_out, n_in = -(-out_dim // tile_out), -(-in_dim // tile_in)
+    full = np.zeros((n_out * tile_out, n_in * tile_in), bool)
+    full[:out_dim, :in_dim] = raw != 0
+    return full.reshape(n_out, tile_out, n_in, tile_in).any(axis=(1, 3))
+
+
+def pack_block_sparse(
+    raw: np.ndarray, tile_in: int, tile_out: int, container: int, bus_bytes: int
+) -> tuple[bytes, np.ndarray]:
+    """Only the non-zero tiles, in ``pack_tiles`` order, plus their CSR block index.
+
+    The index is int32: ``row_ptr[out_tiles + 1]`` (prefix counts of stored tiles per
+    output tile row) then ``col[nnz]`` (input tile index of each stored tile, ascending
+    within a row). Stored tile k sits at ``weight + k * tile_bytes``. A pruned block
+    (block shape = UCU tile) therefore costs neither bandwidth nor cycles.
+    """
+    mask = tile_mask(raw, tile_in, tile_out)
+    dense = np.frombuffer(pack_tiles(raw, tile_in, tile_out, container, bus_bytes), np.uint8)
+    tile_bytes = padded(tile_in * tile_out * container, bus_bytes)
+    tiles = dense.reshape(mask.size, tile_bytes)[mask.reshape(-1)]
+    row_ptr = np.concatenate([[0], np.cumsum(mask.sum(axis=1))])
+    cols = np.nonzero(mask)[1]
+    return tiles.tobytes(), np.concatenate([row_ptr, cols]).astype(np.int64)
+
+
+def unpack_block_sparse(
+    program: Program, offset: int, index: int, out_dim: int, in_dim: int, container: int
+) -> np.ndarray:
+    """Dense raw [out, in] from the stored non-zero tiles and their CSR index."""
+    tile_in, tile_out = program.tile_in, program.tile_out
+    n_out, n_in = -(-out_dim // tile_out), -(-in_dim // tile_in)
+    row_ptr = program.read_words(index, n_out + 1)
+    nnz = int(row_ptr[-1])
+    cols = program.read_words(index + 4 * (n_out + 1), nnz)
+    tile_elems = padded(tile_out * tile_in * container, program.bus_bits // 8) // container
+    flat = program.read_words(offset, nnz * tile_elems, "<i2" if container == 2 else "<i4")
+    tiles = flat.reshape(nnz, tile_elems)[:, : tile_out * tile_in].reshape(nnz, tile_out, tile_in)
+    full = np.zeros((n_out * tile_out, n_in * tile_in), np.int64)
+    for row in range(n_out):
+        for k in range(int(row_ptr[row]), int(row_ptr[row + 1])):
+            col = int(cols[k])
+            full[row * tile_out : (row + 1) * tile_out, col * tile_in : (col + 1) * tile_in] = (
+                tiles[k]
+            )
+    return full[:out_dim, :in_dim]

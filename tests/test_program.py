@@ -11,11 +11,14 @@ from codesign.numerics.fixed import Fixed
 from codesign.program import (
     HEADER_BYTES,
     LAYER_WORDS,
+    NONE,
     Op,
     Program,
     ProgramError,
+    pack_block_sparse,
     pack_fmt,
     pack_tiles,
+    unpack_block_sparse,
     unpack_fmt,
     unpack_tiles,
 )
@@ -129,3 +132,51 @@ def test_inconsistent_descriptor_is_rejected_even_with_valid_crc(tiny_program):
 def test_load_missing_file(tmp_path):
     with pytest.raises(ProgramError, match="no such program file"):
         Program.load(tmp_path / "nope.bin")
+
+
+def test_block_sparse_layout_round_trip_and_index(tiny_program):
+    rng = np.random.default_rng(3)
+    raw = rng.integers(-100, 100, size=(40, 70))
+    raw[0:8, 8:16] = 0  # one whole tile (8x8) pruned
+    raw[16:24, :] = 0  # a whole output tile row pruned
+    tiles, index = pack_block_sparse(raw, 8, 8, 2, 16)
+    n_out, n_in = 5, 9
+    row_ptr, cols = index[: n_out + 1], index[n_out + 1 :]
+    assert row_ptr[-1] == len(cols) == n_out * n_in - 1 - n_in
+    assert list(cols[: row_ptr[1]]) == [c for c in range(n_in) if c != 1]
+    assert row_ptr[3] == row_ptr[2]  # empty row
+    assert len(tiles) == len(cols) * 8 * 8 * 2
+    program = Program.from_bytes(tiny_program)
+    program.layers, program.tile_in, program.tile_out, program.bus_bits = [], 8, 8, 128
+    program.data = tiles + index.astype("<i4").tobytes()
+    start = program.data_offset
+    back = unpack_block_sparse(program, start, start + len(tiles), 40, 70, 2)
+    np.testing.assert_array_equal(back, raw)
+
+
+def test_pruned_model_compiles_block_sparse_and_matches_dense_bits(tmp_path):
+    import torch
+
+    import codesign
+    from codesign.compiler import compile_graph
+    from codesign.golden import GoldenExecutor
+    from codesign.models import create_model
+
+    model = create_model("m3vit-tiny", seed=2)
+    with torch.no_grad():
+        for block in model.blocks:
+            block.attn.qkv.weight[32:64, 0:32] = 0  # one 32x32 tile of the default UCU
+            block.attn.proj.weight[:, 32:] = 0
+    build = codesign.build(model)
+    sparse = build.program
+    linears = {layer.name: layer for layer in sparse.layers if layer.op == Op.LINEAR}
+    assert linears["blocks.0.attn.qkv"].fields["blocks"] != NONE
+    assert linears["blocks.0.attn.proj"].fields["blocks"] != NONE
+    assert linears["blocks.0.mlp.fc1"].fields["blocks"] == NONE
+    dense = compile_graph(build.graph, build.state.arch, block_sparse=False)
+    assert len(dense.data) > len(sparse.data)
+    raw = build.quantize_input(np.random.default_rng(0).standard_normal((1, 3, 32, 64)))[0]
+    for task in (0, 1):
+        a = GoldenExecutor(Program.from_bytes(sparse.to_bytes())).run(raw, task).output
+        b = GoldenExecutor(Program.from_bytes(dense.to_bytes())).run(raw, task).output
+        np.testing.assert_array_equal(a, b)
