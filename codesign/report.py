@@ -30,12 +30,12 @@ def write_markdown(report: dict, path: Path, plot: bool = True) -> None:
     ]
     for task, entry in fid["per_task"].items():
         lines.append(
-            f"| {task} | {entry['cosine']:.6f} | {entry['max_abs_err']:.4g} | "
+            f"| {task} | {entry['cosine']:.8f} | {entry['max_abs_err']:.4g} | "
             f"{entry['rel_rms']:.4%} | {_fmt_metric(entry['agreement'], 4)} |"
         )
     lines += [
         "",
-        f"Worst case: cosine {fid['cosine']:.6f}, max abs err {fid['max_abs_err']:.4g}, "
+        f"Worst case: cosine {fid['cosine']:.8f}, max abs err {fid['max_abs_err']:.4g}, "
         f"rel RMS {fid['rel_rms']:.4%} over {report['fidelity']['images']} image(s) per task.",
         "",
     ]
