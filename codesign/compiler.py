@@ -280,6 +280,12 @@ class _Compiler:
         }
         self.emit(Op.LAYERNORM, node, fields)
 
+    def sum_fmt(self, tokens: int) -> Fixed:
+        """Softmax running sums: the exp table's fraction bits, integer bits for `tokens`."""
+        frac = self.table_fmts["exp"].frac_bits
+        int_bits = max(1, tokens.bit_length())
+        return Fixed(frac + int_bits, int_bits, False, "RND", "SAT")
+
     def attention(self, node: Node) -> None:
         if node.attrs.get("scale", 1.0) != 1.0:
             raise CompileError(f"{node.name}: attention scale not folded; run the passes first")
@@ -295,7 +301,7 @@ class _Compiler:
             "dst_stride": out.stride,
             "qkv_fmt": pack_fmt(qkv.fmt),
             "score_fmt": pack_fmt(fmts["score"]),
-            "sum_fmt": pack_fmt(fmts["sum"]),
+            "sum_fmt": pack_fmt(self.sum_fmt(qkv.rows)),
             "prob_fmt": pack_fmt(fmts["prob"]),
             "out_fmt": pack_fmt(out.fmt),
             "parallel": min(self.arch.attn_parallel, qkv.rows),
@@ -427,6 +433,7 @@ class _Compiler:
         graph = self.graph
         _check_fits(graph, self.arch)
         tables = self.tables()
+        self.table_fmts = {name: ref.fmt for name, ref in tables.items()}
         input_ref = self.ref(graph.input)
         for node in graph.nodes:
             getattr(self, node.op)(node)

@@ -20,7 +20,6 @@ from .numerics.fixed import Fixed
 
 HEADROOM = 1.5  # calibrated range is multiplied by this before choosing integer bits
 PROB_FMT = Fixed(17, 1, signed=False, rounding="RND", overflow="SAT")  # probabilities in [0, 1]
-EXP_FRAC = 16  # fraction bits of exp-table outputs, softmax sums use them too
 BIAS_WIDTH = 32
 PARAM_WIDTH_FOR_NORM = 18  # LayerNorm gamma/beta stay DSP-sized even at w8
 
@@ -105,14 +104,16 @@ def quantize(graph: Graph, patches: np.ndarray, precision: Precision) -> Graph:
         elif node.op == "layernorm":
             pbits = max(wbits, PARAM_WIDTH_FOR_NORM)
             fmts["weight"] = weight_fmt(node.params["weight"], pbits)
-            fmts["bias"] = weight_fmt(node.params["bias"], pbits)
             fmts["norm"] = activation_fmt(ranges[f"{node.name}:norm"], act)
+            # beta joins n*gamma exactly, so it may not have more fraction bits than it
+            beta = weight_fmt(node.params["bias"], pbits)
+            max_frac = fmts["norm"].frac_bits + fmts["weight"].frac_bits
+            if beta.frac_bits > max_frac:
+                beta = beta.with_(width=beta.int_bits + max_frac)
+            fmts["bias"] = beta
         elif node.op == "attention":
-            tokens = graph.tensors[node.inputs[0]].shape[0]
             fmts["score"] = activation_fmt(ranges[f"{node.name}:scores"], act)
-            sum_int = int_bits_for(tokens, signed=False)
-            fmts["sum"] = Fixed(EXP_FRAC + sum_int, sum_int, False, "RND", "SAT")
-            fmts["prob"] = PROB_FMT
+            fmts["prob"] = PROB_FMT  # the softmax sum's format follows the exp table (compiler)
         elif node.op == "moe":
             params = node.params
             fmts["gate"] = weight_fmt(params["gate"], wbits)

@@ -151,3 +151,15 @@ def test_full_m3vit_meets_the_fidelity_bar():
     for task, entry in build.report["fidelity"]["vs_torch"]["per_task"].items():
         assert entry["cosine"] >= 0.999, task
         assert entry["rel_rms"] <= 0.02, task
+
+
+def test_narrow_activations_and_other_table_widths_compile_and_run():
+    build = codesign.build("m3vit-tiny", precision="w16a8")
+    assert build.report["fidelity"]["vs_torch"]["cosine"] > 0.9
+    build = codesign.build("m3vit-tiny", arch=ArchConfig(table_width=15))
+    assert build.report["fidelity"]["vs_torch"]["cosine"] >= 0.999
+
+
+def test_precision_whose_accumulators_overflow_is_refused():
+    with pytest.raises(ValueError, match="64 bits"):
+        codesign.build("m3vit-tiny", precision="w32a32")

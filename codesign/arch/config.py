@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, fields, replace
 # DSP48E2 multiplier ports: one MAC per DSP while both operands fit.
 DSP_ACTIVATION_BITS = 27
 DSP_WEIGHT_BITS = 18
+# products of up to 48 bits summed over <= 2**14 inputs stay below 2**62 (int64 / ap_int<64>)
+MAX_PRODUCT_BITS = 48
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,11 @@ class Precision:
             raise ValueError(f"weight width {self.weight_bits} outside 2..32 bits")
         if not 4 <= self.activation_bits <= 32:
             raise ValueError(f"activation width {self.activation_bits} outside 4..32 bits")
+        if self.weight_bits + self.activation_bits > MAX_PRODUCT_BITS:
+            raise ValueError(
+                f"w{self.weight_bits}a{self.activation_bits}: weight + activation bits must be "
+                f"<= {MAX_PRODUCT_BITS} so every accumulator fits 64 bits"
+            )
 
     @property
     def dsp_per_mac(self) -> int:
