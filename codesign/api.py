@@ -11,7 +11,7 @@ from .frontend import convert
 from .golden import GoldenExecutor
 from .program import Program
 
-EXECUTORS = ("golden",)
+EXECUTORS = ("golden", "csim")
 
 
 class Build:
@@ -20,6 +20,7 @@ class Build:
     def __init__(self, state: BuildState):
         self._state = state
         self._golden: GoldenExecutor | None = None
+        self._csim = None  # CsimExecutor, compiled on first use
 
     @property
     def report(self) -> dict:
@@ -58,17 +59,34 @@ class Build:
         patches = self.graph.patchify(np.asarray(images, np.float64))
         return self.program.input.fmt.quantize(patches)
 
+    @property
+    def csim(self) -> dict:
+        """The C-simulation entry of the report (``ran``, ``bit_exact``, ``seconds``...)."""
+        return self._state.report.get("csim", {})
+
     def predict(self, images, task: int = 0, executor: str = "golden") -> np.ndarray:
         """Run images through an executor; returns float outputs shaped like the torch model's.
 
-        ViT: [B, classes]; M3ViT: [B, patches, channels of the task].
+        ViT: [B, classes]; M3ViT: [B, patches, channels of the task]. ``executor="golden"``
+        is the numpy golden executor; ``"csim"`` the HLS kernel compiled with g++ (compiled
+        once per ArchConfig and cached; all images go through one testbench process).
         """
         if executor not in EXECUTORS:
             raise ValueError(f"executor {executor!r} is not available; choose from {EXECUTORS}")
-        if self._golden is None:
-            self._golden = GoldenExecutor(Program.from_bytes(self.program_bytes))
         raw = self.quantize_input(images)
-        outputs = [self._golden.run(sample, task).to_float() for sample in raw]
+        if executor == "csim":
+            if self._csim is None:
+                from .hls.csim import CsimExecutor
+
+                self._csim = CsimExecutor(
+                    self.program_bytes, arch=self._state.arch, board=self._state.board
+                )
+            fmt = self.program.outputs[task].fmt
+            outputs = [fmt.to_float(out) for out in self._csim.run_batch(list(raw), task)]
+        else:
+            if self._golden is None:
+                self._golden = GoldenExecutor(Program.from_bytes(self.program_bytes))
+            outputs = [self._golden.run(sample, task).to_float() for sample in raw]
         out = np.stack(outputs)
         if self.graph.meta["output_kind"] == "classification":
             out = out[:, 0, :]
@@ -95,9 +113,15 @@ def build(
 ) -> Build:
     """Build an accelerator for a registered model name or an ``nn.Module``.
 
-    Files (program.bin, program.json, report.json, report.md...) are written only when
-    ``out`` is given. Extra keyword options: ``seed``, ``arch`` (ArchConfig), ``calib``
-    (count or images), ``eval_images`` (count or images), ``plot``.
+    Files (program.bin, program.json, report.json, report.md, hls/...) are written only
+    when ``out`` is given. Extra keyword options: ``seed``, ``arch`` (ArchConfig), ``calib``
+    (count or images), ``eval_images`` (count or images), ``plot``, ``csim``.
+
+    ``csim=True`` also C-simulates the HLS kernel with g++ on the evaluation images of every
+    verified task and compares each layer's bits with the golden executor (report
+    ``csim.*``). The API default is False: the first compile for an ArchConfig takes tens
+    of seconds, which interactive use and tests should not pay by surprise; the
+    ``codesign build`` command runs it by default (``--no-csim`` to skip).
     """
     opts = make_options(model_or_name, board, task, precision, weights, out, **options)
     state = run_steps(BuildState(opts), progress)

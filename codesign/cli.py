@@ -83,14 +83,42 @@ def boards_cmd() -> None:
 @click.option("--calib", default=4, show_default=True, help="calibration images")
 @click.option("--images", default=1, show_default=True, help="evaluation images per task")
 @click.option("--no-plot", is_flag=True, help="skip the fidelity plot")
-def build_cmd(model, board, task, weights, precision, out, seed, calib, images, no_plot) -> None:
+@click.option(
+    "--csim/--no-csim",
+    default=True,
+    show_default=True,
+    help="C-simulate the HLS kernel (g++) and check it bit for bit against the golden executor",
+)
+@click.option(
+    "--arch",
+    "arch_spec",
+    help="ArchConfig fields, e.g. tile_in=16,tile_out=32,attn_parallel=4,bus_bits=256 "
+    "(default: the board's, shrunk until it fits)",
+)
+@click.option("--vitis", is_flag=True, help="run vitis_hls csynth on the project (if on PATH)")
+def build_cmd(
+    model,
+    board,
+    task,
+    weights,
+    precision,
+    out,
+    seed,
+    calib,
+    images,
+    no_plot,
+    csim,
+    arch_spec,
+    vitis,
+) -> None:
     """Compile a model for a board and verify it bit-exactly against torch."""
     from pathlib import Path
 
-    from .flow import BuildState, default_out_dir, make_options, run_steps, write_outputs
+    from .flow import STEPS, BuildState, default_out_dir, make_options, run_steps, write_outputs
 
     started = time.perf_counter()
     try:
+        arch = parse_arch(arch_spec, board) if arch_spec else None
         opts = make_options(
             model,
             board,
@@ -102,6 +130,8 @@ def build_cmd(model, board, task, weights, precision, out, seed, calib, images, 
             calib=calib,
             eval_images=images,
             plot=not no_plot,
+            csim=csim,
+            arch=arch,
         )
         state = BuildState(opts)
         columns = (
@@ -111,28 +141,126 @@ def build_cmd(model, board, task, weights, precision, out, seed, calib, images, 
             TimeElapsedColumn(),
         )
         with Progress(*columns, console=err_console, transient=False) as bar:
-            job = bar.add_task("build", total=8)
+            steps = len(STEPS)
+            job = bar.add_task("build", total=steps + 1)
 
             def progress(name, index, total):
                 bar.update(job, description=name, completed=index)
 
             run_steps(state, progress)
-            bar.update(job, description="write", completed=7)
+            bar.update(job, description="write", completed=steps)
             out_dir = opts.out or default_out_dir(Path(str(model)).stem, state.board.name)
             write_outputs(state, out_dir, plot=opts.plot)
-            bar.update(job, description="done", completed=8)
+            bar.update(job, description="done", completed=steps + 1)
     except (ValueError, OSError) as error:
         err_console.print(f"[red]error:[/red] {error}")
         sys.exit(2)
     fid = state.report["fidelity"]["vs_torch"]
-    console.print(f"wrote {out_dir}/ (program.bin, program.json, report.json, report.md)")
+    console.print(f"wrote {out_dir}/ (program.bin, program.json, report.json, report.md, hls/)")
     for name, entry in fid["per_task"].items():
         agree = "" if entry["agreement"] is None else f", agreement {entry['agreement']:.4f}"
         console.print(
             f"  {name}: cosine {entry['cosine']:.6f}, rel_rms {entry['rel_rms']:.4%}, "
             f"max_abs_err {entry['max_abs_err']:.4g}{agree}"
         )
+    _print_estimate(state.report.get("estimate"), state.report["arch"])
+    failed = _print_csim(state.report.get("csim", {}))
+    if vitis:
+        failed |= _run_vitis(state, out_dir)
     console.print(f"  wall time {time.perf_counter() - started:.1f} s")
+    if failed:
+        sys.exit(1)
+
+
+def parse_arch(spec: str, board: str):
+    """``key=value,...`` on top of the board's default ArchConfig."""
+    from .arch import ArchConfig
+    from .arch.config import default_arch
+
+    base = default_arch(board.lower()).to_dict()
+    changes = {}
+    for item in spec.split(","):
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or key not in base:
+            known = ", ".join(base)
+            raise ValueError(f"--arch: {item!r} is not key=value with a key among {known}")
+        kind = type(base[key])
+        try:
+            changes[key] = kind(value)
+        except ValueError:
+            raise ValueError(f"--arch: {key} needs a {kind.__name__}, got {value!r}") from None
+    return ArchConfig.from_dict({**base, **changes})
+
+
+def _print_estimate(estimate: dict | None, arch: dict) -> None:
+    if not estimate:
+        return
+    res = estimate["resources"]
+    console.print(
+        f"  estimate: {estimate['latency_ms']:.2f} ms/image, {estimate['cycles']} cycles; "
+        f"UCU {arch['tile_out']}x{arch['tile_in']}, P={arch['attn_parallel']}; "
+        f"DSP {res['dsp']}, BRAM36 {res['bram36']}, LUT {res['lut']}, FF {res['ff']} (fits)"
+    )
+
+
+def _run_vitis(state, out_dir) -> bool:
+    """Synthesise with vitis_hls when it is installed; say so plainly when it is not."""
+    import json
+    import os
+    from pathlib import Path
+
+    from .hls.vitis import compare_with_estimate, run_vitis_hls
+
+    result = run_vitis_hls(Path(out_dir) / "hls", ("csynth",))
+    if not result.get("ran"):
+        console.print(f"  [yellow]Vitis HLS: not run: {result.get('reason')}[/yellow]")
+    elif result.get("report") and state.report.get("estimate"):
+        result["vs_estimate"] = compare_with_estimate(
+            result["report"], state.report["estimate"]["resources"]
+        )
+    state.report["vitis"] = result
+    path = Path(out_dir) / "report.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(state.report, indent=1, default=str) + "\n")
+    os.replace(tmp, path)
+    if result.get("ran") and not result.get("ok"):
+        err_console.print(f"[red]Vitis HLS failed[/red]: {result.get('reason')}")
+        return True
+    return False
+
+
+def _print_csim(csim: dict) -> bool:
+    """One line about the C-simulation; True when it ran and the bits differ."""
+    if not csim.get("ran"):
+        reason = csim.get("reason") or "not run"
+        if csim.get("bit_exact") is False:  # it was attempted and broke
+            err_console.print(f"[red]C-sim FAILED[/red]: {reason}")
+            return True
+        style = "" if reason.startswith("disabled") else "[yellow]"
+        console.print(f"  {style}C-sim: not run: {reason}")
+        return False
+    timing = f"run {csim['seconds']:.2f} s, compile {csim['compile_seconds']:.2f} s"
+    if csim["bit_exact"]:
+        console.print(f"  C-sim: bit-exact with the golden executor ({timing})")
+        return False
+    err_console.print(
+        f"[red]C-sim MISMATCH[/red]: first mismatching layer {csim['first_mismatch']} ({timing})"
+    )
+    for case in csim.get("cases", []):
+        for line in case.get("mismatches", [])[:5]:
+            err_console.print(f"  {case['case']}: {line}")
+    return True
+
+
+def _register_subcommands() -> None:
+    """Commands that live beside the package's subsystems."""
+    from .deploy import deploy_command
+
+    main.add_command(deploy_command, "deploy")
+
+
+_register_subcommands()
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import shutil
 import tempfile
@@ -45,11 +46,12 @@ class BuildOptions:
     precision: Precision = field(default_factory=Precision)
     weights: str | None = None
     seed: int = 0
-    arch: ArchConfig | None = None
+    arch: ArchConfig | None = None  # None: the board's default, shrunk until it fits
     calib: int | np.ndarray = 4  # random images, or an array [N, C, H, W] of real ones
     eval_images: int | np.ndarray = 1
     out: Path | None = None
     plot: bool = True
+    csim: bool = False  # run the HLS kernel's g++ C-simulation after verify (CLI default: on)
 
 
 @dataclass
@@ -71,6 +73,12 @@ class BuildState:
     report: dict = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     out_dir: Path | None = None
+    # C-sim cases from verify: the golden executor's per-layer outputs of every image/task
+    csim_cases: list = field(default_factory=list)
+    csim: dict = field(default_factory=dict)  # report entry of the C-simulation
+    arch_choice: dict = field(default_factory=dict)
+    estimate: dict = field(default_factory=dict)  # report entry of the cycle/resource model
+    first_input: dict[int, np.ndarray] = field(default_factory=dict)  # task -> raw input
 
 
 def _images(spec, count_or_array, shape, seed: int) -> np.ndarray:
@@ -138,9 +146,33 @@ def step_quantize(state: BuildState) -> None:
 
 
 def step_compile(state: BuildState) -> None:
-    """Quantised graph + ArchConfig -> Program (descriptors, packed weights, tables)."""
-    state.program = compile_graph(state.graph_quant, state.arch)
-    state.program_bytes = state.program.to_bytes()
+    """Quantised graph + ArchConfig -> Program (descriptors, packed weights, tables).
+
+    The design must fit the board: a user's ArchConfig that does not is refused with
+    the resource and the overshoot; without one, the largest default that fits is used.
+    """
+    from .dse import choose_arch
+    from .estimate import check_fits
+
+    program = compile_graph(state.graph_quant, state.arch)
+    if state.options.arch is None:
+        chosen, tried = choose_arch(program, state.graph_quant, state.board, state.arch)
+        state.arch_choice = {
+            "chosen_automatically": True,
+            "rejected": [
+                {"arch": {k: v for k, v in a.to_dict().items() if v != chosen.to_dict()[k]},
+                 "problems": problems}
+                for a, problems in tried
+            ],
+        }  # fmt: skip
+        if chosen != state.arch:
+            state.arch = chosen
+            program = compile_graph(state.graph_quant, chosen)
+    else:
+        check_fits(program, state.arch, state.board)
+        state.arch_choice = {"chosen_automatically": False, "rejected": []}
+    state.program = program
+    state.program_bytes = program.to_bytes()
 
 
 def _tasks(state: BuildState) -> list[int]:
@@ -164,11 +196,17 @@ def step_verify(state: BuildState) -> None:
     multitask = len(graph.tasks) > 1
     names = graph.meta["task_names"]
     per_task, per_layer = {}, {}
+    keep = state.options.csim
+    state.csim_cases = []
     for task in _tasks(state):
         ref = _torch_forward(state.module, state.eval_images, task, multitask)
         outs, layer_stats = [], {}
         for index, sample in enumerate(patches):
-            result = executor.run(program.input.fmt.quantize(sample), task, trace=index == 0)
+            raw = program.input.fmt.quantize(sample)
+            state.first_input.setdefault(task, raw)
+            result = executor.run(raw, task, trace=index == 0 or keep)
+            if keep or index == 0:  # the first image always: the HLS testbench's case
+                state.csim_cases.append(_csim_case(program, raw, task, index, result))
             outs.append(result.to_float())
             for layer, count in result.saturations.items():
                 layer_stats.setdefault(layer, {"saturations": 0})["saturations"] += count
@@ -193,6 +231,46 @@ def step_verify(state: BuildState) -> None:
         "images": len(state.eval_images),
         "layers": per_layer,
     }
+
+
+def _csim_case(program: Program, raw: np.ndarray, task: int, index: int, result):
+    """A C-sim case: the input and every traced layer's golden output (int32, as in DDR)."""
+    from .hls.csim import CsimCase, expected_regions
+
+    regions = [
+        (name, offset, rows, cols, stride, np.asarray(values).astype(np.int32))
+        for name, offset, rows, cols, stride, values in expected_regions(
+            program, result.traces, result.output, task
+        )
+    ]
+    return CsimCase(raw, task, regions, f"task{task}.image{index}")
+
+
+def step_estimate(state: BuildState) -> None:
+    """Cycles per layer, latency, resources and fit, with the MoE queue lengths the
+    golden executor saw on the first evaluation image of the first verified task."""
+    from .estimate import estimate_report_section, expert_counts_from_run
+
+    task = min(state.first_input)
+    counts = expert_counts_from_run(state.program, state.first_input[task], task)
+    state.estimate = estimate_report_section(
+        state.program, state.arch, state.board, expert_counts=counts or None, task=task
+    )
+
+
+def step_csim(state: BuildState) -> None:
+    """C-simulate the rendered HLS kernel (g++) on the images and tasks verify ran, and
+    compare every layer's output and the final output with the golden executor's bits."""
+    from .hls.csim import CsimError, CsimResult, run_csim
+
+    if not state.options.csim:
+        state.csim = CsimResult(ran=False, reason="disabled (--no-csim / csim=False)").to_report()
+        return
+    try:
+        result = run_csim(state.program, state.arch, state.csim_cases, board=state.board)
+    except CsimError as err:  # a compile error or a crashed testbench: a failure, not silence
+        result = CsimResult(ran=False, bit_exact=False, reason=f"C-simulation failed: {err}")
+    state.csim = result.to_report()
 
 
 def _layer_out_fmt(program: Program, name: str):
@@ -248,6 +326,7 @@ def step_report(state: BuildState) -> None:
         },
         "board": board.to_dict(),
         "arch": arch.to_dict(),
+        "arch_choice": state.arch_choice,
         "precision": str(state.options.precision),
         "dsp_per_mac": state.options.precision.dsp_per_mac,
         "program": {
@@ -259,6 +338,8 @@ def step_report(state: BuildState) -> None:
         "register_map": register_map().to_dict(),
         "calibration": {k: v for k, v in graph.meta["calibration"].items() if k != "max_abs"},
         "fidelity": {"vs_torch": state.fidelity["vs_torch"], "images": state.fidelity["images"]},
+        "estimate": state.estimate,
+        "csim": dict(state.csim),
         "layers": layers,
         "tensors": tensors,
         "timing": {"stages_s": dict(state.timings)},
@@ -273,6 +354,8 @@ STEPS: list[tuple[str, Callable[[BuildState], None]]] = [
     ("quantize", step_quantize),
     ("compile", step_compile),
     ("verify", step_verify),
+    ("estimate", step_estimate),
+    ("csim", step_csim),
     ("report", step_report),
 ]
 
@@ -313,6 +396,9 @@ def default_out_dir(name: str, board: str) -> Path:
 
 def write_outputs(state: BuildState, out: Path, plot: bool = True) -> Path:
     """Write the build folder atomically: a temp dir beside it, renamed when complete."""
+    from .estimate import plot_layers
+    from .hls.csim import write_case
+    from .hls.render import render_project
     from .report import write_markdown, write_plot
 
     out = Path(out)
@@ -325,7 +411,20 @@ def write_outputs(state: BuildState, out: Path, plot: bool = True) -> Path:
         (tmp / "regmap.json").write_text(json.dumps(register_map().to_dict(), indent=1))
         if plot:
             write_plot(state.report, tmp / "fidelity.png")
+            if state.report.get("estimate"):
+                plot_layers(state.report["estimate"], tmp / "cycles.png")
         write_markdown(state.report, tmp / "report.md", plot=plot)
+        # `make bitstream` delivers to bitstreams/<model>-<board>/ beside the build folder's
+        # parent (the project's bitstreams/ when building from the repository root)
+        target = Path.cwd() / "bitstreams" / f"{state.name}-{state.board.name}"
+        bitstreams = os.path.relpath(target, (out / "hls").resolve())
+        render_project(state.program, state.arch, state.board, tmp / "hls", state.name, bitstreams)
+        first_image = [case for case in state.csim_cases if case.label.endswith(".image0")]
+        for case in first_image:  # testbench inputs of the HLS project (tb/cases/task<k>)
+            write_case(tmp / "hls" / "tb" / "cases" / f"task{case.task}", case)
+        if first_image:  # tb_codesign's arguments for Vitis csim/cosim (run_hls.tcl)
+            args = ["../program.bin", *(f"tb/cases/task{case.task}" for case in first_image)]
+            (tmp / "hls" / "tb" / "args.txt").write_text(" ".join(args) + "\n")
         (tmp / "report.json").write_text(json.dumps(state.report, indent=1) + "\n")
         if out.exists():
             old = out.with_name(f".{out.name}.old")

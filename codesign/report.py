@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 
@@ -54,6 +55,18 @@ def write_markdown(report: dict, path: Path, plot: bool = True) -> None:
             f" | {layer['formats'].get('out_fmt', '')} | {layer['saturations']} | "
             f"{(f'{max(rel):.3%}') if rel else 'n/a'} |"
         )
+    if report.get("estimate"):
+        from .estimate import estimate_markdown
+
+        lines += ["", estimate_markdown(report["estimate"])]
+        if plot:
+            lines += ["", "![cycles per layer](cycles.png)"]
+    if report.get("csim"):
+        from .hls.csim import markdown_lines
+
+        lines += ["", *markdown_lines(report["csim"])]
+    if report.get("vitis"):
+        lines += ["", "## Vitis HLS", "", f"```\n{json.dumps(report['vitis'], indent=1)}\n```"]
     timing = report["timing"]
     lines += ["", "## Build time", ""]
     lines += [f"- {stage}: {seconds:.2f} s" for stage, seconds in timing["stages_s"].items()]

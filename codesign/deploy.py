@@ -1,0 +1,403 @@
+"""``codesign deploy``: one folder to copy to the board.
+
+It holds the bitstream and its ``.hwh`` (from ``bitstreams/<model>-<board>/``), the
+Program, the host model card, the register map, the PYNQ driver (the runtime package
+with the few modules it imports), the board notebooks, reference outputs of torch and
+of the golden executor, the torch weights for a live comparison, and a README. A
+missing bitstream is never faked: the rest is packed and ``manifest.json`` says the
+bundle is incomplete and how to build the bitstream. Written atomically (a temp
+folder renamed when complete).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+import numpy as np
+
+from . import __version__
+from .arch import register_map
+
+REPO = Path(__file__).resolve().parents[1]
+MANIFEST_FORMAT = 1
+# The driver and what it imports: numpy-only modules, so the board needs no torch.
+HOST_MODULES = (
+    "__init__.py",
+    "program.py",
+    "golden.py",  # lets the board run the golden simulated board for a comparison
+    "numerics/__init__.py",
+    "numerics/fixed.py",
+    "numerics/tables.py",
+    "arch/__init__.py",
+    "arch/boards.py",
+    "arch/config.py",
+    "arch/regmap.py",
+)
+NOTEBOOKS = {"m3vit": "m3vit_on_board.ipynb", "vit": "vit_on_board.ipynb"}
+REFERENCE_SEED = 2024
+
+
+class DeployError(RuntimeError):
+    """The bundle cannot be made (e.g. the Program does not match the bitstream)."""
+
+
+def sample_images(card, count: int, seed: int = REFERENCE_SEED) -> np.ndarray:
+    """Smooth synthetic images [count, C, H, W], zero mean and unit variance: waves and
+    blobs, so the output maps have structure to look at (no dataset ships here)."""
+    rng = np.random.default_rng(seed)
+    channels, height, width = card.image_shape
+    yy, xx = np.mgrid[0:height, 0:width] / max(height, width)
+    images = np.zeros((count, channels, height, width))
+    for image in images:
+        for channel in image:
+            for _ in range(3):
+                fy, fx = rng.uniform(0.5, 4.0, 2)
+                channel += np.sin(2 * np.pi * (fy * yy + fx * xx) + rng.uniform(0, 2 * np.pi))
+            for _ in range(2):
+                cy, cx = rng.uniform(0, 1, 2) * (height, width) / max(height, width)
+                radius = rng.uniform(0.08, 0.3)
+                channel += 2.5 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / radius**2)
+        image -= image.mean()
+        image /= image.std() + 1e-12
+    return images
+
+
+def find_bitstream_dir(model: str, board: str, root: Path | None = None) -> Path:
+    """Where `make bitstream` left ``<model>-<board>``: under ``root`` when given, else the
+    first that exists of ``bitstreams/`` (working folder, then repo) and the HLS project
+    of ``codesign build`` (``build/<model>-<board>/hls/bitstreams/``)."""
+    name = f"{Path(model).stem}-{board}"
+    if root is not None:
+        return Path(root) / name
+    bases = (Path.cwd(), REPO)
+    candidates = [base / "bitstreams" / name for base in bases]
+    candidates += [base / "build" / name / "hls" / "bitstreams" / name for base in bases]
+    for folder in candidates:
+        if folder.is_dir():
+            return folder
+    local = Path.cwd() / "bitstreams"
+    return (local if local.is_dir() else REPO / "bitstreams") / name
+
+
+def _bitstream_files(folder: Path) -> tuple[list[Path], list[str], dict]:
+    """(files to pack, what is missing, the bitstream manifest) for a bitstream folder.
+
+    ``make bitstream`` writes ``<name>.bit``, ``<name>.hwh`` and ``manifest.json`` (whose
+    ``files`` names them); without a manifest the one ``.bit`` there is taken."""
+    manifest_path = folder / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    named = manifest.get("files") or {}
+    if named.get("bit"):
+        bits = [folder / named["bit"]] if (folder / named["bit"]).is_file() else []
+    else:
+        bits = sorted(folder.glob("*.bit")) if folder.is_dir() else []
+    if not bits:
+        return [], [f"{folder}/{named.get('bit') or '*.bit'}"], manifest
+    if len(bits) > 1:
+        raise DeployError(f"{folder}: {len(bits)} .bit files and no manifest naming one")
+    hwh = folder / named["hwh"] if named.get("hwh") else bits[0].with_suffix(".hwh")
+    if hwh.suffix != ".hwh" or hwh.stem != bits[0].stem:
+        raise DeployError(f"{folder}: pynq needs <name>.hwh beside <name>.bit, got {hwh.name}")
+    files, missing = [bits[0]], []
+    if hwh.is_file():
+        files.append(hwh)
+    else:
+        missing.append(str(hwh))
+    if manifest_path.is_file():
+        files.append(manifest_path)
+    return files, missing, manifest
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _copy_driver(dest: Path) -> None:
+    """The runtime package plus the modules it imports, as ``host/codesign``."""
+    package = Path(__file__).resolve().parent
+    target = dest / "host" / "codesign"
+    for relative in HOST_MODULES:
+        (target / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(package / relative, target / relative)
+    shutil.copytree(
+        package / "runtime", target / "runtime", ignore=shutil.ignore_patterns("__pycache__")
+    )
+
+
+def _reference(build, card, count: int) -> dict[str, np.ndarray]:
+    """Sample images with, per task, torch (CPU, float32) and golden outputs."""
+    import torch
+
+    from .golden import GoldenExecutor
+    from .program import Program
+
+    images = sample_images(card, count).astype(np.float32)  # what the bundle stores
+    program = Program.from_bytes(build.program_bytes)
+    executor = GoldenExecutor(program)
+    raw = build.quantize_input(images)
+    data = {"images": images, "input_raw": raw.astype(np.int32)}
+    multitask = len(card.task_names) > 1
+    for task in range(program.n_tasks):
+        with torch.no_grad():
+            x = torch.as_tensor(images, dtype=torch.float32)
+            out = build.module(x, task) if multitask else build.module(x)
+        data[f"torch_task{task}"] = out.numpy()
+        golden = np.stack([executor.run(sample, task).output for sample in raw])
+        data[f"golden_raw_task{task}"] = golden.astype(np.int32)
+        data[f"golden_task{task}"] = card.finish(program.outputs[task].fmt.to_float(golden))
+    return data
+
+
+def _readme(manifest: dict) -> str:
+    model, board = manifest["model"], manifest["board"]
+    notebook = manifest["notebook"]
+    if manifest["complete"]:
+        status = "Complete: the bitstream and its .hwh are in `bitstream/`."
+    else:
+        missing = "\n".join(f"  - `{item}`" for item in manifest["missing"])
+        status = (
+            "**Incomplete: no bitstream.** Missing:\n"
+            f"{missing}\n\n"
+            "Build it with `make bitstream` on a machine with Vivado (it lands in "
+            f"`bitstreams/{model}-{board}/`), then run `codesign deploy` again. Until then "
+            "the notebooks run on a simulated board (`CODESIGN_DEVICE=golden` or `csim`)."
+        )
+    return f"""# {model} on {board}: codesign deploy bundle
+
+{status}
+
+## Contents
+
+| path | what |
+|---|---|
+| `bitstream/` | `<name>.bit` + `<name>.hwh` (what `pynq.Overlay` loads), bitstream manifest |
+| `program.bin` | the Program the kernel runs (layers, packed weights, tables) |
+| `host.json` | the model card: image size, patch size, tasks, output kind |
+| `regmap.json` | the kernel's AXI4-Lite register map |
+| `report.json` | the build report: fidelity vs torch, per-layer formats and errors |
+| `reference.npz` | sample images; per task the torch (CPU) and golden outputs |
+| `model/` | `config.json` + `weights.pt`: the torch model, for a live comparison |
+| `host/codesign/` | the PYNQ driver (`codesign.runtime`) and the modules it imports |
+| `notebooks/{notebook}` | load the overlay, run every task, plot, time, compare with torch |
+| `interface.md` | register map, buffer layout, Program format: write your own host code |
+| `manifest.json` | every file with its SHA-256, the ArchConfig, completeness |
+
+## On the board
+
+```bash
+scp -r {manifest["folder"]} xilinx@<board>:~/jupyter_notebooks/
+```
+
+Open `notebooks/{notebook}` in the board's Jupyter and run it (it uses the board when
+`CODESIGN_DEVICE` is unset). From Python:
+
+```python
+import sys; sys.path.insert(0, "host")
+from codesign.runtime import open_bundle
+accel = open_bundle(".", device="board").accelerator
+outputs = accel.run(images, task=0)   # images: float [B, C, H, W]
+```
+
+Off the board, `open_bundle(".", device="golden")` (numpy golden executor) or
+`device="csim"` (the HLS kernel under g++, needs the full codesign install) runs the
+same driver on a simulated board.
+"""
+
+
+def deploy(
+    model: str,
+    board: str = "zcu102",
+    out=None,
+    *,
+    precision=None,
+    weights=None,
+    seed: int = 0,
+    bitstreams=None,
+    images: int = 4,
+    calib: int = 4,
+    progress=None,
+) -> Path:
+    """Build ``model`` for ``board`` and pack the deploy folder; returns its path."""
+    import codesign
+
+    from .program import Program
+    from .runtime.layout import ModelCard
+
+    def step(message: str) -> None:
+        if progress:
+            progress(message)
+
+    step("build")
+    build = codesign.build(
+        model, board=board, precision=precision, weights=weights, seed=seed, calib=calib
+    )
+    card = ModelCard.from_build(build)
+    name = f"{Path(str(model)).stem}-{build.state.board.name}"
+    out = Path(out) if out is not None else Path("deploy") / name
+    bit_dir = find_bitstream_dir(str(model), build.state.board.name, bitstreams)
+    bit_files, missing, bit_manifest = _bitstream_files(bit_dir)
+    if bit_manifest.get("arch"):
+        _check_arch(build.program, bit_manifest["arch"], bit_dir)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the bundle is meant to be copied around
+    try:
+        step("pack")
+        if bit_files:
+            (tmp / "bitstream").mkdir()
+            for path in bit_files:
+                shutil.copy2(path, tmp / "bitstream" / path.name)
+        (tmp / "program.bin").write_bytes(build.program_bytes)
+        Program.from_bytes(build.program_bytes).dump_json(tmp / "program.json")
+        (tmp / "host.json").write_text(json.dumps(card.to_dict(), indent=1) + "\n")
+        (tmp / "regmap.json").write_text(json.dumps(register_map().to_dict(), indent=1) + "\n")
+        (tmp / "report.json").write_text(json.dumps(build.report, indent=1) + "\n")
+        _write_model(tmp / "model", build, model)
+        step("reference")
+        np.savez_compressed(tmp / "reference.npz", **_reference(build, card, images))
+        _copy_driver(tmp)
+        notebook = NOTEBOOKS[card.family]
+        (tmp / "notebooks").mkdir()
+        source = REPO / "docs" / "notebooks" / notebook
+        if not source.is_file():
+            raise DeployError(f"{source} is missing (python docs/notebooks/make_notebooks.py)")
+        shutil.copy2(source, tmp / "notebooks" / notebook)
+        interface = REPO / "docs" / "interface.md"
+        if interface.is_file():
+            shutil.copy2(interface, tmp / "interface.md")
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "model": card.name,
+            "board": build.state.board.name,
+            "part": build.state.board.part,
+            "folder": out.name,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "codesign_version": __version__,
+            "complete": not missing,
+            "missing": missing,
+            "bitstream_source": str(bit_dir),
+            "bitstream_manifest": bit_manifest or None,
+            "arch": build.state.arch.to_dict(),
+            "precision": str(build.state.options.precision),
+            "program": {
+                "bytes": len(build.program_bytes),
+                "sha256": hashlib.sha256(build.program_bytes).hexdigest(),
+                "arena_bytes": build.program.arena_bytes,
+            },
+            "notebook": notebook,
+            "fidelity": build.report["fidelity"]["vs_torch"],
+        }
+        (tmp / "README.md").write_text(_readme(manifest))
+        manifest["files"] = {
+            str(path.relative_to(tmp)): {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+            for path in sorted(tmp.rglob("*"))
+            if path.is_file()
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _write_model(folder: Path, build, model) -> None:
+    """Config + state dict, so a machine with torch can rebuild the float model."""
+    import torch
+
+    from .models import get_config, load_config
+
+    folder.mkdir()
+    name = str(model)
+    config = load_config(name) if name.endswith((".yaml", ".yml")) else get_config(name)
+    (folder / "config.json").write_text(json.dumps(config.as_dict(), indent=1) + "\n")
+    torch.save(build.module.state_dict(), folder / "weights.pt")
+
+
+def _check_arch(program, built: dict, folder: Path) -> None:
+    """The Program must run on the kernel the bitstream was built with: same bus, tile
+    and tables, within its attention slots, on-chip maxima and buffer depths."""
+    from .arch import ArchConfig
+    from .hls.render import RenderError, check_program_fits
+    from .runtime.driver import ProgramMismatchError, check_program_against_arch
+
+    known = set(ArchConfig().to_dict())
+    try:
+        check_program_against_arch(program, built)
+        check_program_fits(
+            program, ArchConfig.from_dict({k: built[k] for k in built if k in known})
+        )
+    except (ProgramMismatchError, RenderError) as error:
+        raise DeployError(f"{folder}: the bitstream cannot run this Program: {error}") from None
+
+
+@click.command("deploy")
+@click.option("--model", "model", required=True, help="registered name (codesign models) or YAML")
+@click.option("--board", default="zcu102", show_default=True, help="target board")
+@click.option("--out", type=click.Path(file_okay=False), help="[deploy/<model>-<board>]")
+@click.option("--precision", default="w16a24", show_default=True, help="wNaM: weight/act bits")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="torch state dict")
+@click.option("--seed", default=0, show_default=True, help="seed of the random weights")
+@click.option("--bitstreams", type=click.Path(file_okay=False), help="[./bitstreams or repo]")
+@click.option("--images", default=4, show_default=True, help="reference images in the bundle")
+def deploy_command(model, board, out, precision, weights, seed, bitstreams, images) -> None:
+    """Pack bitstream, hwh, Program, driver and notebooks into one folder for the board."""
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    err = Console(stderr=True)
+    try:
+        with Progress(
+            SpinnerColumn(), TextColumn("[bold]{task.description}"), TimeElapsedColumn(),
+            console=err, transient=True,
+        ) as bar:  # fmt: skip
+            job = bar.add_task("deploy", total=None)
+            folder = deploy(
+                model,
+                board,
+                out,
+                precision=precision,
+                weights=weights,
+                seed=seed,
+                bitstreams=bitstreams,
+                images=images,
+                progress=lambda message: bar.update(job, description=message),
+            )
+    except (ValueError, OSError, DeployError) as error:
+        err.print(f"[red]error:[/red] {error}")
+        sys.exit(2)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    size = sum(entry["bytes"] for entry in manifest["files"].values())
+    console.print(f"wrote {folder}/ ({len(manifest['files'])} files, {size / 1e6:.2f} MB)")
+    if manifest["complete"]:
+        console.print("  complete: bitstream + hwh packed; copy the folder to the board")
+    else:
+        console.print("[yellow]  incomplete: no bitstream[/yellow] (missing: "
+                      + ", ".join(manifest["missing"]) + ")")  # fmt: skip
+        console.print(
+            "  build it with `make bitstream` on a machine with Vivado, then deploy again; "
+            "the notebooks run on a simulated board meanwhile (CODESIGN_DEVICE=golden)"
+        )
+
+
+__all__ = ["DeployError", "deploy", "deploy_command", "find_bitstream_dir", "sample_images"]

@@ -1,0 +1,82 @@
+"""Choosing an ArchConfig that fits the board when the user did not give one.
+
+Resources depend only on the ArchConfig and the Program's formats and ops (not on its
+weights), so candidates are costed against one compiled Program and the chosen one is
+then compiled for real. Order of preference: the board's default; the default with
+its buffers sized to this model; then fewer attention slots and smaller UCU tiles,
+halving the largest first, until the design fits.
+"""
+
+from __future__ import annotations
+
+from .arch import ArchConfig, Board
+from .estimate import DesignDoesNotFit, estimate_resources, fit_problems, fit_table
+from .ir import Graph
+
+MIN_TILE = 4
+
+
+def _round_up(value: int, step: int) -> int:
+    return -(-int(value) // step) * step
+
+
+def model_limits(graph: Graph) -> dict[str, int]:
+    """The smallest ArchConfig maxima that hold this model's Program."""
+    in_dims, out_dims, hidden, experts = [1], [1], [1], [1]
+    for node in graph.nodes:
+        if node.op == "linear":
+            out_dim, in_dim = node.params["weight"].shape
+            in_dims.append(in_dim)
+            out_dims.append(out_dim)
+        elif node.op == "moe":
+            hidden.append(node.params["fc1_weight"].shape[1])
+            experts.append(node.attrs["experts"])
+    dim = graph.meta["dim"]
+    return {
+        "max_tokens": _round_up(graph.meta["tokens"], 16),
+        "max_dim": _round_up(dim, 32),
+        "max_hidden": _round_up(max(max(hidden), *(o for o in out_dims if o != 3 * dim)), 32),
+        "max_in_dim": _round_up(max(in_dims), 32),
+        "max_experts": max(experts),
+        "max_heads": graph.meta["heads"],
+    }
+
+
+def _fits(program, arch: ArchConfig, board: Board) -> list[str]:
+    return fit_problems(fit_table(estimate_resources(program, arch, board), board), board.name)
+
+
+def candidates(base: ArchConfig, limits: dict[str, int]):
+    yield base
+    sized = base.with_(**limits)
+    yield sized
+    arch = sized
+    while arch.attn_parallel > 1 or max(arch.tile_in, arch.tile_out) > MIN_TILE:
+        if arch.attn_parallel > max(1, min(arch.tile_in, arch.tile_out) // 8):
+            arch = arch.with_(attn_parallel=arch.attn_parallel // 2)
+        elif arch.tile_in >= arch.tile_out and arch.tile_in > MIN_TILE:
+            arch = arch.with_(tile_in=arch.tile_in // 2)
+        elif arch.tile_out > MIN_TILE:
+            arch = arch.with_(tile_out=arch.tile_out // 2)
+        else:
+            arch = arch.with_(attn_parallel=arch.attn_parallel // 2)
+        yield arch
+
+
+def choose_arch(program, graph: Graph, board: Board, base: ArchConfig) -> tuple[ArchConfig, list]:
+    """The first candidate that fits, and the list of (arch, problems) tried before it."""
+    tried = []
+    for arch in candidates(base, model_limits(graph)):
+        problems = _fits(program, arch, board)
+        if not problems:
+            return arch, tried
+        tried.append((arch, problems))
+    smallest, last = tried[-1]
+    raise DesignDoesNotFit(
+        f"no ArchConfig fits {board.name}. With the board's default: "
+        + "; ".join(tried[0][1])
+        + f". Even at {smallest.tile_out}x{smallest.tile_in} tiles, {smallest.attn_parallel} "
+        "attention slot(s) and buffers sized to the model: "
+        + "; ".join(last)
+        + ". Try a narrower --precision or a larger board."
+    )

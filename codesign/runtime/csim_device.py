@@ -1,0 +1,252 @@
+"""The C-simulation board: the HLS kernel compiled with g++ into a shared library.
+
+The kernel sources come from ``codesign.hls.render_sources(arch)`` (one binary per
+ArchConfig, like one bitstream); ``hls_templates/runtime/kernel_so.cpp.j2`` adds C entry
+points that pack the simulated DDR bytes into ``bus_t`` beats, call ``codesign_top``
+and unpack the arena. The library is cached under ``~/.cache/codesign/runtime/csim/``
+keyed by the hash of every source, the flags and the compiler version, so only the
+first use of an ArchConfig compiles (about a minute on two cores).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from ..arch import ArchConfig
+from ..numerics.aptypes import (
+    DEFAULT_CXXFLAGS,
+    ApTypesNotFoundError,
+    ap_types_include,
+    cache_dir,
+    find_gxx,
+)
+from ..program import HEADER_BYTES, HEADER_FIELDS
+from .layout import padded
+from .simulated import KernelModel, SimulatedBoard, SimulatedKernelError
+
+# the project's C-sim flags (numerics.aptypes), NDEBUG as in codesign.hls.csim (ap_private
+# asserts would abort the whole Python process; numerics are equal with it), and -fPIC
+CXX_FLAGS = (*DEFAULT_CXXFLAGS, "-DNDEBUG", "-fPIC")
+WRAPPER_TEMPLATE = "kernel_so.cpp.j2"
+LIBRARY_NAME = "codesign_kernel.so"
+
+
+class CsimBuildError(RuntimeError):
+    """The kernel library cannot be built (no g++, no ap_types, a compile error)."""
+
+
+def cache_root() -> Path:
+    return cache_dir() / "runtime" / "csim"
+
+
+def runtime_template_dir() -> Path:
+    return Path(__file__).resolve().parents[2] / "hls_templates" / "runtime"
+
+
+def compiler() -> str:
+    cxx = find_gxx()
+    if cxx is None:
+        raise CsimBuildError("no C++ compiler: g++ (or $CXX) is not on PATH (C-sim board)")
+    return cxx
+
+
+def _arch(arch, program=None) -> ArchConfig:
+    """An ArchConfig from a config, its dict, or the Program it must run (else default)."""
+    if arch is None and program is not None:
+        from ..hls.csim import arch_from_program
+        from .layout import ProgramLayout
+
+        layout = program if isinstance(program, ProgramLayout) else ProgramLayout(program)
+        return arch_from_program(layout.program)
+    if arch is None:
+        return ArchConfig()
+    if isinstance(arch, ArchConfig):
+        return arch
+    return ArchConfig.from_dict(dict(arch))
+
+
+def render_wrapper(arch: ArchConfig) -> str:
+    env = Environment(
+        loader=FileSystemLoader(str(runtime_template_dir())),
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+    )
+    return env.get_template(WRAPPER_TEMPLATE).render(bus_bits=arch.bus_bits)
+
+
+def library_sources(arch: ArchConfig) -> dict[str, str]:
+    """Every file compiled into the library, by relative path."""
+    from ..hls import kernel_sources, render_sources
+
+    sources = dict(kernel_sources(render_sources(arch)))
+    sources["src/kernel_so.cpp"] = render_wrapper(arch)
+    return sources
+
+
+def _compiler_version(cxx: str) -> str:
+    result = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=False)
+    return result.stdout.splitlines()[0] if result.stdout else cxx
+
+
+@contextmanager
+def _file_lock(path: Path):
+    """One compile per cache entry across processes (pytest-xdist, notebooks)."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def build_library(arch=None, *, jobs: int = 2, quiet: bool = False) -> Path:
+    """The compiled kernel library for ``arch``, from the cache or built now."""
+    arch = _arch(arch)
+    cxx = compiler()
+    sources = library_sources(arch)
+    try:
+        include = ap_types_include()
+    except ApTypesNotFoundError as error:
+        raise CsimBuildError(f"{error} (pip install hls4ml==1.3.0)") from None
+    key_data = json.dumps(
+        {"sources": sources, "flags": CXX_FLAGS, "cxx": _compiler_version(cxx)}, sort_keys=True
+    )
+    key = hashlib.sha256(key_data.encode()).hexdigest()[:20]
+    entry = cache_root() / key
+    library = entry / LIBRARY_NAME
+    if library.is_file():
+        return library
+    with _file_lock(cache_root() / f"{key}.lock"):
+        if library.is_file():  # another process built it while we waited
+            return library
+        units = [path for path in sources if path.endswith(".cpp")]
+        status = _status(f"compiling the C-sim kernel ({len(units)} units, g++ -O2)", quiet)
+        began = time.perf_counter()
+        with status:
+            work = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=cache_root()))
+            try:
+                for relative, text in sources.items():
+                    (work / relative).parent.mkdir(parents=True, exist_ok=True)
+                    (work / relative).write_text(text)
+                flags = [*CXX_FLAGS, f"-I{work / 'src'}", f"-I{include}"]
+
+                def compile_unit(relative: str) -> Path:
+                    obj = work / (relative + ".o")
+                    command = [cxx, *flags, "-c", str(work / relative), "-o", str(obj)]
+                    result = subprocess.run(command, capture_output=True, text=True, check=False)
+                    if result.returncode:
+                        raise CsimBuildError(f"g++ failed on {relative}:\n{result.stderr[-6000:]}")
+                    return obj
+
+                with ThreadPoolExecutor(max(1, min(jobs, len(units)))) as pool:
+                    objects = list(pool.map(compile_unit, units))
+                link = [cxx, "-shared", "-o", str(work / LIBRARY_NAME), *map(str, objects)]
+                result = subprocess.run(link, capture_output=True, text=True, check=False)
+                if result.returncode:
+                    raise CsimBuildError(f"linking the C-sim kernel failed:\n{result.stderr}")
+                (work / "build.json").write_text(
+                    json.dumps(
+                        {
+                            "arch": arch.to_dict(),
+                            "flags": CXX_FLAGS,
+                            "cxx": _compiler_version(cxx),
+                            "seconds": round(time.perf_counter() - began, 1),
+                        },
+                        indent=1,
+                    )
+                )
+                shutil.rmtree(entry, ignore_errors=True)
+                work.rename(entry)
+            except BaseException:
+                shutil.rmtree(work, ignore_errors=True)
+                raise
+    return library
+
+
+def _status(message: str, quiet: bool):
+    if quiet:
+        from contextlib import nullcontext
+
+        return nullcontext()
+    from rich.console import Console
+
+    return Console(stderr=True).status(message)
+
+
+class CsimKernel(KernelModel):
+    """The HLS kernel under g++ C-simulation, run in-process through ctypes."""
+
+    name = "csim"
+
+    def __init__(self, arch=None, *, program=None, quiet: bool = False):
+        self.arch = _arch(arch, program)
+        self.library_path = build_library(self.arch, quiet=quiet)
+        lib = ctypes.CDLL(str(self.library_path))
+        lib.codesign_so_run.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.c_uint,
+            ctypes.POINTER(ctypes.c_int),
+        ]
+        lib.codesign_so_run.restype = ctypes.c_int
+        lib.codesign_so_bus_bits.restype = ctypes.c_int
+        if lib.codesign_so_bus_bits() != self.arch.bus_bits:
+            raise CsimBuildError(f"{self.library_path}: compiled for another bus width")
+        self._lib = lib
+
+    def execute(self, memory, program_address, arena_address, task):
+        bus_bytes = self.arch.bus_bytes
+        header = memory.view(program_address, HEADER_BYTES).view("<u4")
+        total = int(header[2 + HEADER_FIELDS.index("total_bytes")])
+        arena_bytes = int(header[2 + HEADER_FIELDS.index("arena_bytes")])
+        # the kernel moves whole beats: hand it the beats the buffers hold
+        program_span = min(padded(total, bus_bytes), memory.extent(program_address))
+        arena_span = min(padded(arena_bytes, bus_bytes), memory.extent(arena_address))
+        program = memory.view(program_address, program_span)
+        arena = memory.view(arena_address, arena_span)
+        bad_layer = ctypes.c_int(-1)
+        status = self._lib.codesign_so_run(
+            program.ctypes.data,
+            program_span,
+            arena.ctypes.data,
+            arena_span,
+            int(task),
+            ctypes.byref(bad_layer),
+        )
+        if status:
+            raise SimulatedKernelError(_check_message(status, bad_layer.value))
+        return None
+
+
+def _check_message(status: int, bad_layer: int) -> str:
+    from ..hls.render import CHECK_ERRORS
+
+    names = {code: (name, message) for code, name, message in CHECK_ERRORS}
+    name, message = names.get(status, (str(status), "unknown check result"))
+    where = "the header" if bad_layer < 0 else f"layer {bad_layer}"
+    return f"the kernel refused the program: ERR_{name} at {where} ({message})"
+
+
+def csim_board(arch=None, *, program=None, quiet: bool = False, **kwargs) -> SimulatedBoard:
+    """A simulated board whose PL is the C-simulated HLS kernel for ``arch`` (an
+    ArchConfig or its dict; or, given ``program``, the one it was compiled for)."""
+    return SimulatedBoard(CsimKernel(arch, program=program, quiet=quiet), **kwargs)
+
+
+__all__ = ["CsimBuildError", "CsimKernel", "build_library", "csim_board", "library_sources"]

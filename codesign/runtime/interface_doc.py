@@ -1,0 +1,84 @@
+"""Render docs/interface.md (register map, buffer layout, host example) from the code.
+
+python -m codesign.runtime.interface_doc           # rewrite docs/interface.md
+python -m codesign.runtime.interface_doc --check   # exit 1 when it is stale
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from ..arch import ArchConfig, register_map
+from ..arch.regmap import AP_DONE, AP_IDLE, AP_READY, AP_START, AUTO_RESTART
+from ..numerics.fixed import OVERFLOW, ROUNDING
+from ..program import _H_INPUT, _H_OUTPUTS, HEADER_FIELDS
+
+REPO = Path(__file__).resolve().parents[2]
+TEMPLATE_DIR = REPO / "hls_templates" / "runtime"
+DOC = REPO / "docs" / "interface.md"
+
+HEADER_USES = {
+    "total_bytes": "program size in bytes (the program buffer is this, padded to a beat)",
+    "arena_bytes": "arena size in bytes",
+    "bus_bits": "AXI data width the Program is packed for",
+    "n_tasks": "number of tasks (valid `task` values are 0 .. n_tasks - 1)",
+}
+CTRL_ACCESS = (
+    ("ap_start", AP_START, "R/W: host writes 1 to start; the kernel clears it on taking the run"),
+    ("ap_done", AP_DONE, "R, clear on read: the run finished"),
+    ("ap_idle", AP_IDLE, "R: no run in progress"),
+    ("ap_ready", AP_READY, "R, clear on read: the kernel can take new arguments"),
+    ("auto_restart", AUTO_RESTART, "R/W: restart after each run (not used by the driver)"),
+)
+
+
+def render() -> str:
+    env = Environment(
+        loader=FileSystemLoader(str(TEMPLATE_DIR)),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    arch = ArchConfig()
+    regmap = register_map()
+    words = {name: 2 + index for index, name in enumerate(HEADER_FIELDS)}
+    header_words = [(name, words[name], use) for name, use in HEADER_USES.items()]
+    header_words.append(("input ref", f"{_H_INPUT}–{_H_INPUT + 4}", "where the input rows go"))
+    header_words.append(
+        ("output ref of task t", f"{_H_OUTPUTS} + 5t …", "where task t's output rows are")
+    )
+    example = (Path(__file__).parent / "minimal_host.py").read_text().rstrip("\n")
+    return env.get_template("interface.md.j2").render(
+        regmap_size=f"0x{regmap.size:X}",
+        registers=regmap.registers,
+        ctrl_bits=CTRL_ACCESS,
+        bus_bits=arch.bus_bits,
+        bus_bytes=arch.bus_bytes,
+        header_words=header_words,
+        arena_word=words["arena_bytes"],
+        input_word=_H_INPUT,
+        outputs_word=_H_OUTPUTS,
+        rounding=ROUNDING,
+        overflow=OVERFLOW,
+        example=example,
+    )
+
+
+def main(argv: list[str]) -> int:
+    text = render()
+    if "--check" in argv:
+        if not DOC.is_file() or DOC.read_text() != text:
+            print(f"{DOC} is stale: run python -m codesign.runtime.interface_doc")
+            return 1
+        return 0
+    DOC.write_text(text)
+    print(f"wrote {DOC}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

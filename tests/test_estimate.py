@@ -1,0 +1,331 @@
+"""The cycle, latency and resource estimate of a Program (codesign.estimate)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from codesign import estimate as est
+from codesign.arch import ArchConfig, get_board
+from codesign.program import NONE, Op
+
+# ---------------------------------------------------------------- per-op formulas by hand
+
+
+def test_linear_cycles_by_hand():
+    # 4 rows x 64 -> 32, Ti = To = 32, int16 weights, 128-bit bus:
+    # tile load = 32*32*2 / 16 = 128 beats; 2 tiles; x read = 4 rows * (64*4/16) = 64 beats
+    # UCU = first load 128 + 2 * max(4, 128) + drain 4 + pipeline 8 = 396
+    assert est.tile_load_beats(32, 32, 2, 16) == 128
+    assert est.ucu_cycles(4, 2, 1, 128) == 396
+    assert est.linear_cycles(4, 64, 32, 32, 32, 2, 16) == 64 + 396
+    # compute-bound: 200 rows stream past each tile (200 > 128 beats of load)
+    assert est.linear_cycles(200, 64, 32, 32, 32, 2, 16) == 200 * 16 + 128 + 2 * 200 + 200 + 8
+
+
+def test_attention_layernorm_elementwise_by_hand():
+    # 9 tokens, P = 8: per pass ceil(9/8) * 9 + 8 - 1 = 25; qkv read 9 * (3*64*4/16) = 432
+    assert est.attention_cycles(9, 64, 2, 8, 16) == 432 + 2 * (2 * 25 + est.ATTENTION_PIPELINE)
+    # LayerNorm 9 rows of 64 with 32 lanes: per row max(2 * 2, 64*4/16 = 16) = 16
+    assert est.layernorm_cycles(9, 64, 32, 16) == 9 * 16 + est.LAYERNORM_PIPELINE
+    # ADD of 9 x 64 reads two streams of 16 beats per row
+    assert est.elementwise_cycles(9, 64, 32, 16, inputs=2) == 9 * 32 + est.ELEMENTWISE_PIPELINE
+
+
+def test_dsp_and_bram_arithmetic():
+    assert est.mult_dsps(24, 16) == 1  # fits 27 x 18
+    assert est.mult_dsps(24, 24) == 2  # one operand split
+    assert est.mult_dsps(32, 32) == 4
+    assert est.mult_dsps(26, 18, "zynq") == 2  # DSP48E1 is 25 x 18
+    assert est.mac_dsps(8, 8) == 0.5  # INT8 packing on DSP48E2
+    assert est.mac_dsps(8, 8, "zynq") == 1
+    assert est.bram36_for(16384, 24) == 12  # 16K x 2 or 4K x 9: 12 tiles
+    assert est.bram36_for(256, 52) == 1  # 512 x 72
+    assert est.bram36_for(257, 18) == 0.5  # one BRAM18 (1K x 18)
+    assert est.bram36_for(0, 8) == 0
+    assert est.uram_for(16384, 24) == 4
+
+
+# ---------------------------------------------------------------- program level
+
+
+def test_every_layer_costed_with_its_formula(tiny_build):
+    program, arch = tiny_build.program, tiny_build.state.arch
+    board = get_board("zcu102")
+    result = est.estimate_program(program, arch, board, task=0)
+    bus = arch.bus_bytes
+    descriptor = 256 // bus + est.AXI_LATENCY + est.LAYER_DISPATCH
+    assert len(result["layers"]) == len(program.layers)
+    for layer, entry in zip(program.layers, result["layers"], strict=True):
+        assert entry["name"] == layer.name and entry["op"] == layer.op.name
+        f = layer.fields
+        if layer.task not in (-1, 0):
+            assert not entry["runs"] and entry["cycles"] == descriptor
+            continue
+        if layer.op == Op.LINEAR:
+            expected = est.linear_cycles(
+                f["rows"], f["in_dim"], f["out_dim"], 32, 32, f["w_bytes"], bus
+            )
+        elif layer.op == Op.LAYERNORM:
+            expected = est.layernorm_cycles(f["rows"], f["dim"], 32, bus)
+        elif layer.op == Op.ATTENTION:
+            expected = est.attention_cycles(f["tokens"], f["dim"], f["heads"], f["parallel"], bus)
+        else:
+            continue
+        assert entry["compute_cycles"] == expected, layer.name
+        assert entry["cycles"] == max(expected, entry["ddr_cycles"]) + descriptor
+    # once per run: header twice, one check read per descriptor, the four tables
+    header = 2 * (512 // bus + est.AXI_LATENCY)
+    check = len(program.layers) * (256 // bus + est.AXI_LATENCY)
+    tables = sum(-(-4 * t.entries // bus) + est.AXI_LATENCY for t in program.tables.values())
+    total = header + check + tables + sum(entry["cycles"] for entry in result["layers"])
+    assert result["cycles"] == total
+    assert result["latency_ms"] == pytest.approx(total / 300e3)
+
+
+def test_skipped_task_layers_and_per_task_totals(tiny_build):
+    program, arch = tiny_build.program, tiny_build.state.arch
+    per_task = [est.estimate_program(program, arch, "zcu102", task=t) for t in (0, 1)]
+    for task, result in enumerate(per_task):
+        runs = {e["name"] for e in result["layers"] if e["runs"]}
+        for layer in program.layers:
+            assert (layer.name in runs) == (layer.task in (-1, task))
+    # with balanced queues every shared layer costs the same for both tasks
+    for a, b in zip(per_task[0]["layers"], per_task[1]["layers"], strict=True):
+        if a["task"] == -1:
+            assert a["cycles"] == b["cycles"]
+    with pytest.raises(ValueError, match="task 2 out of range"):
+        est.estimate_program(program, arch, "zcu102", task=2)
+
+
+def test_arch_mismatch_is_refused(tiny_build):
+    with pytest.raises(ValueError, match="tile_in"):
+        est.estimate_program(tiny_build.program, ArchConfig(tile_in=16), "zcu102")
+
+
+@pytest.fixture(scope="module")
+def pruned_pair():
+    """m3vit-tiny with half the UCU tiles of blocks.0.mlp.fc1 pruned: the Program stores
+    it block-sparse; the same graph compiled dense is the reference."""
+    import torch
+
+    import codesign
+    from codesign.compiler import compile_graph
+    from codesign.models import create_model
+
+    model = create_model("m3vit-tiny", seed=5)
+    with torch.no_grad():
+        model.blocks[0].mlp.fc1.weight[:, 32:] = 0  # fc1 is 256 x 64: 8 of its 16 tiles
+    build = codesign.build(model, board="zcu102", eval_images=1, calib=1)
+    dense = compile_graph(build.graph, build.state.arch, block_sparse=False)
+    return build, dense
+
+
+def test_block_sparse_layer_costs_only_its_stored_tiles(pruned_pair):
+    build, dense = pruned_pair
+    arch = build.state.arch
+    name = "blocks.0.mlp.fc1"
+    sparse_entry = _entry(est.estimate_program(build.program, arch, "zcu102"), name)
+    dense_entry = _entry(est.estimate_program(dense, arch, "zcu102"), name)
+    assert sparse_entry["block_sparse"] and not dense_entry["block_sparse"]
+    assert sparse_entry["stored_tiles"] == 8 and dense_entry["stored_tiles"] == 16
+    rows = next(layer.fields["rows"] for layer in build.program.layers if layer.name == name)
+    load = est.tile_load_beats(32, 32, 2, arch.bus_bytes)
+    # every pruned tile saves exactly its slot in the stream, nothing else changes
+    saved = dense_entry["compute_cycles"] - sparse_entry["compute_cycles"]
+    assert saved == 8 * max(rows, load)
+    assert sparse_entry["macs"] * 2 == dense_entry["macs"]
+    index_bytes = 4 * (8 + 1 + 8)  # row_ptr[out_tiles + 1] + col[nnz]
+    assert dense_entry["weight_bytes"] - sparse_entry["weight_bytes"] == 8 * 2048 - index_bytes
+
+
+@pytest.mark.parametrize("rows", [128, 200, 512])
+def test_half_sparse_ucu_costs_at_most_55_percent(rows):
+    """At 50% block sparsity the weight-streaming part (UCU) of a layer takes <= 55% of
+    the dense cycles once rows >= the tile load beats (the activation read of
+    linear_cycles is not reduced by pruning and is checked separately above)."""
+    load = est.tile_load_beats(32, 32, 2, 16)
+    assert rows >= load
+    out_tiles, in_tiles = 8, 8
+    dense = est.ucu_cycles(rows, out_tiles * in_tiles, out_tiles, load)
+    sparse = est.ucu_cycles(rows, out_tiles * in_tiles // 2, out_tiles, load)
+    assert sparse <= 0.55 * dense
+    full_dense = est.linear_cycles(rows, 256, 256, 32, 32, 2, 16)
+    full_sparse = est.linear_cycles(rows, 256, 256, 32, 32, 2, 16, stored_tiles=32)
+    assert full_dense - full_sparse == dense - sparse
+
+
+def _entry(result: dict, name: str) -> dict:
+    return next(entry for entry in result["layers"] if entry["name"] == name)
+
+
+# ---------------------------------------------------------------- MoE queue lengths
+
+
+def test_expert_counts_from_a_golden_run(tiny_build):
+    from codesign.golden import GoldenExecutor
+
+    program, arch = tiny_build.program, tiny_build.state.arch
+    images = np.random.default_rng(11).standard_normal((1, 3, 32, 64))
+    raw = tiny_build.quantize_input(images)[0]
+    counts = est.expert_counts_from_run(program, raw, task=1)
+    experts_layers = [layer for layer in program.layers if layer.op == Op.MOE_EXPERTS]
+    assert sorted(counts) == sorted(layer.name for layer in experts_layers)
+    for layer in experts_layers:
+        assert len(counts[layer.name]) == layer.fields["experts"]
+        assert sum(counts[layer.name]) == layer.fields["tokens"] * 2  # top-2
+    # the arena after a run holds the last MoE layer's queues
+    executor = GoldenExecutor(program)
+    executor.run(raw, task=1)
+    last = experts_layers[-1]
+    assert est.read_expert_counts(program, executor.arena, last) == counts[last.name]
+
+    measured = est.estimate_program(program, arch, "zcu102", expert_counts=counts, task=1)
+    balanced = est.estimate_program(program, arch, "zcu102", task=1)
+    assert measured["assumptions"]["expert_counts"].startswith("measured")
+    assert balanced["assumptions"]["expert_counts"].startswith("balanced")
+    for layer in experts_layers:
+        entry = _entry(measured, layer.name)
+        f = layer.fields
+        assert entry["counts_source"] == "measured"
+        assert entry["expert_counts"] == counts[layer.name]
+        assert entry["compute_cycles"] == est.experts_cycles(
+            counts[layer.name], f["tokens"], f["dim"], f["hidden"], 32, 32, f["w_bytes"], 16
+        )
+        assert _entry(balanced, layer.name)["expert_counts"] == est.balanced_counts(
+            f["tokens"], f["experts"], 2
+        )
+
+
+def test_bad_expert_counts_are_refused(tiny_build):
+    layer = next(layer for layer in tiny_build.program.layers if layer.op == Op.MOE_EXPERTS)
+    with pytest.raises(ValueError, match="expert counts"):
+        est.estimate_program(
+            tiny_build.program, tiny_build.state.arch, "zcu102", {layer.name: [1, 2]}
+        )
+
+
+# ---------------------------------------------------------------- resources and fit
+
+
+def test_resources_grow_with_the_tile(tiny_build):
+    """Resources depend on the ArchConfig and the Program's formats only, so one Program
+    is enough to compare tiles."""
+    program = tiny_build.program
+    previous = None
+    for tile in (8, 16, 32, 64):
+        res = est.estimate_resources(program, ArchConfig(tile_in=tile, tile_out=tile), "zcu102")
+        ucu = next(unit for unit in res["units"] if unit["name"] == "ucu")
+        assert ucu["dsp"] == tile * tile * res["dsp_per_mac"]
+        if previous is not None:
+            assert res["dsp"] > previous["dsp"]
+            assert res["lut"] > previous["lut"] and res["ff"] > previous["ff"]
+            assert res["bram36"] >= previous["bram36"]
+        previous = res
+    assert previous["dsp_per_mac"] == 1  # w16a24 fits one DSP48E2
+
+
+def test_buffers_follow_the_arch_maxima(tiny_build):
+    program = tiny_build.program
+    small = est.estimate_resources(program, ArchConfig(max_tokens=64), "zcu102")
+    large = est.estimate_resources(program, ArchConfig(max_tokens=512), "zcu102")
+    assert large["bram36"] > small["bram36"]
+    row = next(m for m in large["memories"] if m["name"] == "row_buffer")
+    assert row["banks"] == 32 and row["depth"] == 512 * 2048 // 32
+    assert row["width"] == 24  # the Program's activation width
+
+
+def test_big_buffers_go_to_uram_when_the_board_has_it(tiny_build):
+    res = est.estimate_resources(tiny_build.program, ArchConfig(), "zcu104")
+    placed = {m["name"]: m["memory"] for m in res["memories"]}
+    assert res["uram"] > 0 and "uram" in placed.values()
+    assert res["uram"] <= get_board("zcu104").uram
+    none = est.estimate_resources(tiny_build.program, ArchConfig(), "zcu102")
+    assert none["uram"] == 0
+
+
+def test_design_that_does_not_fit_is_refused_with_the_overshoot(tiny_build):
+    from codesign.compiler import compile_graph
+
+    arch = ArchConfig(tile_in=64, tile_out=64)
+    program = compile_graph(tiny_build.graph, arch)
+    resources = est.estimate_resources(program, arch, "ultra96v2")
+    need = resources["dsp"]
+    over = need - 360
+    with pytest.raises(est.DesignDoesNotFit) as info:
+        est.check_fits(program, arch, "ultra96v2")
+    message = str(info.value)
+    assert f"DSP: design needs {need}, ultra96v2 has 360 (over by {over}, " in message
+    assert f"{100 * over / 360:.0f}%)" in message
+    section = est.estimate_report_section(program, arch, "ultra96v2")
+    assert not section["fits"]["dsp"]["ok"]
+    with pytest.raises(est.DesignDoesNotFit, match="DSP"):
+        est.check_fits(section)
+
+
+def test_default_design_fits_zcu102(tiny_build):
+    fits = est.check_fits(tiny_build.program, tiny_build.state.arch, "zcu102")
+    assert all(entry["ok"] for entry in fits.values())
+
+
+# ---------------------------------------------------------------- report
+
+
+def test_report_section_markdown_and_plot(tiny_build, tmp_path):
+    section = est.estimate_report_section(tiny_build.program, tiny_build.state.arch, "zcu102")
+    assert set(section) == {"latency_ms", "cycles", "layers", "resources", "fits", "assumptions"}
+    json.dumps(section)  # goes into report.json as is
+    assert section["assumptions"]["board"] == "zcu102"
+    assert section["assumptions"]["expert_counts"].startswith("balanced")
+    text = est.estimate_markdown(section)
+    assert f"**{section['latency_ms']:.3f} ms**" in text
+    assert "| DSP |" in text and "blocks.0.attn.qkv" in text
+    path = tmp_path / "cycles.png"
+    est.plot_layers(section, path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_dense_layers_have_no_block_index(tiny_build):
+    linear = [layer for layer in tiny_build.program.layers if layer.op == Op.LINEAR]
+    assert all(layer.fields["blocks"] == NONE for layer in linear)
+    result = est.estimate_program(tiny_build.program, tiny_build.state.arch, "zcu102")
+    for layer in linear:
+        entry = _entry(result, layer.name)
+        if entry["runs"]:
+            assert entry["stored_tiles"] == entry["tiles"] and not entry["block_sparse"]
+
+
+def test_plain_vit_has_no_moe_units():
+    import codesign
+
+    build = codesign.build("vit-tiny", board="zcu102", eval_images=1, calib=1)
+    result = est.estimate_program(build.program, build.state.arch, "zcu102")
+    assert result["assumptions"]["expert_counts"] == "no MoE layers"
+    names = {unit["name"] for unit in result["resources"]["units"]}
+    names |= {memory["name"] for memory in result["resources"]["memories"]}
+    assert "attention" in names and "row_buffer" in names
+    assert not {n for n in names if n.startswith("moe")}
+    assert result["cycles"] > 0 and all(entry["runs"] for entry in result["layers"])
+
+
+@pytest.mark.slow
+def test_m3vit_default_fits_zcu102_and_measured_counts():
+    import codesign
+
+    build = codesign.build("m3vit", board="zcu102", calib=1, eval_images=1)
+    program, arch = build.program, build.state.arch
+    fits = est.check_fits(program, arch, "zcu102")
+    assert fits["dsp"]["used"] <= 2520
+    raw = build.quantize_input(np.random.default_rng(0).standard_normal((1, 3, 128, 256)))[0]
+    counts = est.expert_counts_from_run(program, raw, task=0)
+    measured = est.estimate_program(program, arch, "zcu102", counts)
+    balanced = est.estimate_program(program, arch, "zcu102")
+    assert len(counts) == 6 and all(sum(c) == 129 * 2 for c in counts.values())
+    assert measured["macs"] == balanced["macs"]  # same routed tokens, other queues
+    # an expert whose queue is shorter than a tile load is load-bound: its cycles do not
+    # depend on its length, so the routing matters only through idle or long queues
+    load = est.tile_load_beats(32, 32, 2, 16)
+    same = all(0 < c <= load for queue in counts.values() for c in queue)
+    assert (measured["cycles"] == balanced["cycles"]) == same
