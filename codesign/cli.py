@@ -96,6 +96,7 @@ def boards_cmd() -> None:
     "(default: the board's, shrunk until it fits)",
 )
 @click.option("--vitis", is_flag=True, help="run vitis_hls csynth on the project (if on PATH)")
+@click.option("--prune", "prune_spec", help="block-prune first: lpvit:0.5, magnitude:0.3, ...")
 def build_cmd(
     model,
     board,
@@ -110,6 +111,7 @@ def build_cmd(
     csim,
     arch_spec,
     vitis,
+    prune_spec,
 ) -> None:
     """Compile a model for a board and verify it bit-exactly against torch."""
     from pathlib import Path
@@ -132,6 +134,7 @@ def build_cmd(
             plot=not no_plot,
             csim=csim,
             arch=arch,
+            prune=prune_spec,
         )
         state = BuildState(opts)
         columns = (
@@ -164,6 +167,7 @@ def build_cmd(
             f"max_abs_err {entry['max_abs_err']:.4g}{agree}"
         )
     _print_estimate(state.report.get("estimate"), state.report["arch"])
+    _print_pruning(state.report.get("pruning"))
     failed = _print_csim(state.report.get("csim", {}))
     if vitis:
         failed |= _run_vitis(state, out_dir)
@@ -201,6 +205,16 @@ def _print_estimate(estimate: dict | None, arch: dict) -> None:
         f"  estimate: {estimate['latency_ms']:.2f} ms/image, {estimate['cycles']} cycles; "
         f"UCU {arch['tile_out']}x{arch['tile_in']}, P={arch['attn_parallel']}; "
         f"DSP {res['dsp']}, BRAM36 {res['bram36']}, LUT {res['lut']}, FF {res['ff']} (fits)"
+    )
+
+
+def _print_pruning(pruning: dict | None) -> None:
+    if not pruning:
+        return
+    totals = pruning["program"]["totals"]
+    console.print(
+        f"  pruning: {pruning.get('method', 'weights')} — {totals['tile_sparsity']:.1%} of "
+        f"linear tiles skipped, linear cycles {totals['cycle_ratio']:.1%} of dense"
     )
 
 
@@ -256,8 +270,10 @@ def _print_csim(csim: dict) -> bool:
 def _register_subcommands() -> None:
     """Commands that live beside the package's subsystems."""
     from .deploy import deploy_command
+    from .prune.cli import prune_command
 
     main.add_command(deploy_command, "deploy")
+    main.add_command(prune_command, "prune")
 
 
 _register_subcommands()

@@ -52,6 +52,7 @@ class BuildOptions:
     out: Path | None = None
     plot: bool = True
     csim: bool = False  # run the HLS kernel's g++ C-simulation after verify (CLI default: on)
+    prune: str | None = None  # e.g. "lpvit:0.5": block-prune before conversion
 
 
 @dataclass
@@ -77,6 +78,7 @@ class BuildState:
     csim_cases: list = field(default_factory=list)
     csim: dict = field(default_factory=dict)  # report entry of the C-simulation
     arch_choice: dict = field(default_factory=dict)
+    pruning: dict = field(default_factory=dict)  # summary of --prune or of pruned --weights
     estimate: dict = field(default_factory=dict)  # report entry of the cycle/resource model
     first_input: dict[int, np.ndarray] = field(default_factory=dict)  # task -> raw input
 
@@ -125,6 +127,25 @@ def step_load(state: BuildState) -> None:
             load_weights(state.module, opts.weights)
         state.module.eval()
         state.name = getattr(state.module, "name", None) or type(state.module).__name__.lower()
+
+
+def step_prune(state: BuildState) -> None:
+    """LPViT / magnitude block pruning (blocks = UCU tiles), or the summary a pruned
+    weights file carries; either way the compiler then stores the layers block-sparse."""
+    opts = state.options
+    if opts.prune:
+        from .prune.spec import apply_prune_spec
+
+        state.module, state.pruning = apply_prune_spec(
+            state.module, opts.prune, opts.calib, state.arch
+        )
+    elif opts.weights:
+        from .prune.io import read_pruning_summary
+
+        state.pruning = read_pruning_summary(opts.weights) or {}
+        tile = state.pruning.get("tile")
+        if tile and opts.arch is None:  # compile onto the tile the blocks were pruned for
+            state.arch = state.arch.with_(tile_out=int(tile[0]), tile_in=int(tile[1]))
 
 
 def step_convert(state: BuildState) -> None:
@@ -273,6 +294,15 @@ def step_csim(state: BuildState) -> None:
     state.csim = result.to_report()
 
 
+def _pruning_report(state: BuildState) -> dict:
+    """Per-layer sparsity as pruned and as stored in the Program, and the cycle change."""
+    if not state.pruning:
+        return {}
+    from .prune.report import program_sparsity
+
+    return {**state.pruning, "program": program_sparsity(state.program)}
+
+
 def _layer_out_fmt(program: Program, name: str):
     for layer in program.layers:
         if layer.name == name:
@@ -339,6 +369,7 @@ def step_report(state: BuildState) -> None:
         "calibration": {k: v for k, v in graph.meta["calibration"].items() if k != "max_abs"},
         "fidelity": {"vs_torch": state.fidelity["vs_torch"], "images": state.fidelity["images"]},
         "estimate": state.estimate,
+        "pruning": _pruning_report(state),
         "csim": dict(state.csim),
         "layers": layers,
         "tensors": tensors,
@@ -349,6 +380,7 @@ def step_report(state: BuildState) -> None:
 
 STEPS: list[tuple[str, Callable[[BuildState], None]]] = [
     ("load", step_load),
+    ("prune", step_prune),
     ("convert", step_convert),
     ("transform", step_transform),
     ("quantize", step_quantize),

@@ -163,3 +163,13 @@ def test_narrow_activations_and_other_table_widths_compile_and_run():
 def test_precision_whose_accumulators_overflow_is_refused():
     with pytest.raises(ValueError, match="64 bits"):
         codesign.build("m3vit-tiny", precision="w32a32")
+
+
+def test_prune_spec_flows_to_a_block_sparse_program_and_report():
+    build = codesign.build("m3vit-tiny", prune="magnitude:0.5", csim=True)
+    pruning = build.report["pruning"]
+    assert pruning["method"] == "magnitude"
+    totals = pruning["program"]["totals"]
+    assert totals["tile_sparsity"] > 0.3 and totals["cycle_ratio"] < 0.85
+    assert any(layer["block_sparse"] for layer in pruning["program"]["layers"])
+    assert build.report["csim"]["bit_exact"] is True
