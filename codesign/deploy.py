@@ -16,7 +16,6 @@ import hashlib
 import json
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import click
@@ -24,6 +23,7 @@ import numpy as np
 
 from . import __version__
 from .arch import register_map
+from .util import atomic_output_dir
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFEST_FORMAT = 1
@@ -250,10 +250,7 @@ def deploy(
     if bit_manifest.get("arch"):
         _check_arch(build.program, bit_manifest["arch"], bit_dir)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the bundle is meant to be copied around
-    try:
+    with atomic_output_dir(out) as tmp:
         step("pack")
         if bit_files:
             (tmp / "bitstream").mkdir()
@@ -306,17 +303,6 @@ def deploy(
             if path.is_file()
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

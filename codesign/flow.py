@@ -12,8 +12,6 @@ import hashlib
 import json
 import os
 import platform
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -33,6 +31,7 @@ from .ir import Graph, run_float
 from .passes import run_passes
 from .program import Program
 from .quantize import quantize
+from .util import atomic_output_dir
 
 CALIB_SEED = 1234
 EVAL_SEED = 4321
@@ -434,9 +433,7 @@ def write_outputs(state: BuildState, out: Path, plot: bool = True) -> Path:
     from .report import write_markdown, write_plot
 
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_output_dir(out) as tmp:
         (tmp / "program.bin").write_bytes(state.program_bytes)
         state.program.dump_json(tmp / "program.json")
         (tmp / "graph.json").write_text(json.dumps(graph_summary(state.graph_quant), indent=1))
@@ -458,17 +455,6 @@ def write_outputs(state: BuildState, out: Path, plot: bool = True) -> Path:
             args = ["../program.bin", *(f"tb/cases/task{case.task}" for case in first_image)]
             (tmp / "hls" / "tb" / "args.txt").write_text(" ".join(args) + "\n")
         (tmp / "report.json").write_text(json.dumps(state.report, indent=1) + "\n")
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     state.out_dir = out
     return out
 

@@ -8,23 +8,13 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from small_models import SMALL_VIT
 
 import codesign
 from codesign.arch import ArchConfig
 from codesign.cli import main
 from codesign.compiler import CompileError
 from codesign.models import config_from_dict, create_model
-
-SMALL_VIT = {
-    "name": "vit-small-test",
-    "family": "vit",
-    "image_size": [32, 32],
-    "patch_size": 8,
-    "embed_dim": 32,
-    "depth": 2,
-    "num_heads": 2,
-    "num_classes": 10,
-}
 
 
 def test_tiny_build_fidelity_and_report(tiny_build):

@@ -5,23 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from small_models import SMALL_VIT
 from torch import nn
 
 from codesign.frontend import convert
 from codesign.ir import UnsupportedError, run_float
 from codesign.models import config_from_dict, create_model
 from codesign.passes import fold_attention_scale, fuse_gelu, fuse_residual, run_passes
-
-SMALL_VIT = {
-    "name": "vit-small-test",
-    "family": "vit",
-    "image_size": [32, 32],
-    "patch_size": 8,
-    "embed_dim": 32,
-    "depth": 2,
-    "num_heads": 2,
-    "num_classes": 7,
-}
 
 
 def _images(model, count=2, seed=0):

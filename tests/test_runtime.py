@@ -17,6 +17,7 @@ import numpy as np
 import pynq
 import pytest
 from click.testing import CliRunner
+from small_models import SMALL_VIT
 
 import codesign
 from codesign.arch import register_map
@@ -39,17 +40,6 @@ from codesign.runtime import (
     golden_board,
     minimal_host,
 )
-
-SMALL_VIT = {
-    "name": "vit-runtime-test",
-    "family": "vit",
-    "image_size": [32, 32],
-    "patch_size": 8,
-    "embed_dim": 32,
-    "depth": 2,
-    "num_heads": 2,
-    "num_classes": 10,
-}
 
 
 @pytest.fixture(scope="module")

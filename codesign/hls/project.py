@@ -17,10 +17,11 @@ import hashlib
 import json
 import re
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from jinja2 import Environment
 
 from .. import __version__
 from ..arch import ArchConfig, Board, get_board
+from ..templates import environment
 
 HLS_PROJECT = "codesign_hls"
 SOLUTION = "solution"
@@ -70,18 +71,7 @@ def tcl_word(value) -> str:
 
 
 def _environment() -> Environment:
-    from .render import template_dir
-
-    env = Environment(
-        loader=FileSystemLoader(str(template_dir())),
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        autoescape=False,
-    )
-    env.filters["tcl"] = tcl_word
-    return env
+    return environment(filters={"tcl": tcl_word})
 
 
 # ---------------------------------------------------------------- processing system

@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from jinja2 import Environment
 
 from .. import program as program_format
 from ..arch import ArchConfig, Board, get_board, register_map
@@ -37,6 +37,7 @@ from ..program import (
     Program,
     padded,
 )
+from ..templates import environment, templates_root
 
 # m_axi depth = the largest buffers the kernel is documented to take (the ArchConfig does
 # not bound the number of layers, so these are explicit limits, checked on render and by
@@ -92,29 +93,12 @@ class RenderError(ValueError):
 
 
 def template_dir() -> Path:
-    """Where the HLS templates live: $CODESIGN_HLS_TEMPLATES, else the source tree's
-    ``hls_templates/`` (or a copy installed inside the package)."""
-    override = os.environ.get("CODESIGN_HLS_TEMPLATES")
-    candidates = [Path(override)] if override else []
-    here = Path(__file__).resolve().parent
-    candidates += [here.parents[1] / "hls_templates", here.parent / "hls_templates"]
-    for path in candidates:
-        if (path / "codesign_top.cpp.j2").is_file():
-            return path
-    raise FileNotFoundError(
-        "HLS templates not found (looked in " + ", ".join(str(p) for p in candidates) + ")"
-    )
+    """Where the HLS templates live (see ``codesign.templates.templates_root``)."""
+    return templates_root()
 
 
 def _environment() -> Environment:
-    return Environment(
-        loader=FileSystemLoader(str(template_dir())),
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        autoescape=False,
-    )
+    return environment()
 
 
 def _ceil_div(a: int, b: int) -> int:

@@ -21,8 +21,6 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
-
 from ..arch import ArchConfig
 from ..numerics.aptypes import (
     DEFAULT_CXXFLAGS,
@@ -32,6 +30,7 @@ from ..numerics.aptypes import (
     find_gxx,
 )
 from ..program import HEADER_BYTES, HEADER_FIELDS
+from ..templates import environment, templates_root
 from .layout import padded
 from .simulated import KernelModel, SimulatedBoard, SimulatedKernelError
 
@@ -51,7 +50,7 @@ def cache_root() -> Path:
 
 
 def runtime_template_dir() -> Path:
-    return Path(__file__).resolve().parents[2] / "hls_templates" / "runtime"
+    return templates_root() / "runtime"
 
 
 def compiler() -> str:
@@ -77,11 +76,7 @@ def _arch(arch, program=None) -> ArchConfig:
 
 
 def render_wrapper(arch: ArchConfig) -> str:
-    env = Environment(
-        loader=FileSystemLoader(str(runtime_template_dir())),
-        undefined=StrictUndefined,
-        keep_trailing_newline=True,
-    )
+    env = environment("runtime")
     return env.get_template(WRAPPER_TEMPLATE).render(bus_bits=arch.bus_bits)
 
 

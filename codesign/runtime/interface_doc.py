@@ -9,15 +9,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
-
 from ..arch import ArchConfig, register_map
 from ..arch.regmap import AP_DONE, AP_IDLE, AP_READY, AP_START, AUTO_RESTART
 from ..numerics.fixed import OVERFLOW, ROUNDING
 from ..program import _H_INPUT, _H_OUTPUTS, HEADER_FIELDS
+from ..templates import environment
 
 REPO = Path(__file__).resolve().parents[2]
-TEMPLATE_DIR = REPO / "hls_templates" / "runtime"
 DOC = REPO / "docs" / "interface.md"
 
 HEADER_USES = {
@@ -36,13 +34,7 @@ CTRL_ACCESS = (
 
 
 def render() -> str:
-    env = Environment(
-        loader=FileSystemLoader(str(TEMPLATE_DIR)),
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
+    env = environment("runtime")
     arch = ArchConfig()
     regmap = register_map()
     words = {name: 2 + index for index, name in enumerate(HEADER_FIELDS)}
