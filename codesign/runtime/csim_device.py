@@ -30,7 +30,7 @@ from ..numerics.aptypes import (
     find_gxx,
 )
 from ..program import HEADER_BYTES, HEADER_FIELDS
-from ..templates import environment, templates_root
+from ..templates import environment
 from .layout import padded
 from .simulated import KernelModel, SimulatedBoard, SimulatedKernelError
 
@@ -47,10 +47,6 @@ class CsimBuildError(RuntimeError):
 
 def cache_root() -> Path:
     return cache_dir() / "runtime" / "csim"
-
-
-def runtime_template_dir() -> Path:
-    return templates_root() / "runtime"
 
 
 def compiler() -> str:
