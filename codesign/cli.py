@@ -97,6 +97,12 @@ def boards_cmd() -> None:
 )
 @click.option("--vitis", is_flag=True, help="run vitis_hls csynth on the project (if on PATH)")
 @click.option("--prune", "prune_spec", help="block-prune first: lpvit:0.5, magnitude:0.3, ...")
+@click.option("--rtl", is_flag=True, help="write the open RTL (rtl/, filelist.f) and lint it")
+@click.option(
+    "--rtl-synth",
+    type=click.Choice(["dsp", "ffs", "full"]),
+    help="with --rtl: Yosys resource counts of the UCU next to the estimate (full is slow)",
+)
 def build_cmd(
     model,
     board,
@@ -112,6 +118,8 @@ def build_cmd(
     arch_spec,
     vitis,
     prune_spec,
+    rtl,
+    rtl_synth,
 ) -> None:
     """Compile a model for a board and verify it bit-exactly against torch."""
     from pathlib import Path
@@ -135,6 +143,8 @@ def build_cmd(
             csim=csim,
             arch=arch,
             prune=prune_spec,
+            rtl=rtl,
+            rtl_synth=rtl_synth,
         )
         state = BuildState(opts)
         columns = (
@@ -168,6 +178,7 @@ def build_cmd(
         )
     _print_estimate(state.report.get("estimate"), state.report["arch"])
     _print_pruning(state.report.get("pruning"))
+    _print_rtl(state.report.get("rtl"))
     failed = _print_csim(state.report.get("csim", {}))
     if vitis:
         failed |= _run_vitis(state, out_dir)
@@ -216,6 +227,19 @@ def _print_pruning(pruning: dict | None) -> None:
         f"  pruning: {pruning.get('method', 'weights')} — {totals['tile_sparsity']:.1%} of "
         f"linear tiles skipped, linear cycles {totals['cycle_ratio']:.1%} of dense"
     )
+
+
+def _print_rtl(rtl: dict | None) -> None:
+    if not rtl:
+        return
+    lint = rtl.get("lint")
+    clean = isinstance(lint, dict) and all(v == "clean" for v in lint.values())
+    lint_text = "Verilator -Wall clean" if clean else f"lint: {lint}"
+    console.print(f"  RTL: {len(rtl['files'])} files in {rtl['filelist']}; {lint_text}")
+    for unit, counts in rtl.get("synth", {}).get("units", {}).items():
+        keys = ("dsp", "bram36", "lut", "ff")
+        shown = ", ".join(f"{k} {counts[k]}" for k in keys if counts.get(k, -1) >= 0)
+        console.print(f"  Yosys {unit}: {shown}")
 
 
 def _run_vitis(state, out_dir) -> bool:
@@ -271,9 +295,11 @@ def _register_subcommands() -> None:
     """Commands that live beside the package's subsystems."""
     from .deploy import deploy_command
     from .prune.cli import prune_command
+    from .rtl.cli import rtl_group
 
     main.add_command(deploy_command, "deploy")
     main.add_command(prune_command, "prune")
+    main.add_command(rtl_group, "rtl")
 
 
 _register_subcommands()

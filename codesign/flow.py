@@ -52,6 +52,8 @@ class BuildOptions:
     plot: bool = True
     csim: bool = False  # run the HLS kernel's g++ C-simulation after verify (CLI default: on)
     prune: str | None = None  # e.g. "lpvit:0.5": block-prune before conversion
+    rtl: bool = False  # write the open RTL (rtl/ + filelist.f), lint it with Verilator
+    rtl_synth: str | None = None  # also count its resources with Yosys: "dsp", "ffs", "full"
 
 
 @dataclass
@@ -454,6 +456,13 @@ def write_outputs(state: BuildState, out: Path, plot: bool = True) -> Path:
         if first_image:  # tb_codesign's arguments for Vitis csim/cosim (run_hls.tcl)
             args = ["../program.bin", *(f"tb/cases/task{case.task}" for case in first_image)]
             (tmp / "hls" / "tb" / "args.txt").write_text(" ".join(args) + "\n")
+        if state.options.rtl or state.options.rtl_synth:
+            from .rtl import rtl_report
+
+            state.report["rtl"] = rtl_report(
+                tmp / "rtl", state.arch, state.options.precision,
+                synth_stage=state.options.rtl_synth, program=state.program, board=state.board,
+            )  # fmt: skip
         (tmp / "report.json").write_text(json.dumps(state.report, indent=1) + "\n")
     state.out_dir = out
     return out

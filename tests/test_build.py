@@ -163,3 +163,17 @@ def test_prune_spec_flows_to_a_block_sparse_program_and_report():
     assert totals["tile_sparsity"] > 0.3 and totals["cycle_ratio"] < 0.85
     assert any(layer["block_sparse"] for layer in pruning["program"]["layers"])
     assert build.report["csim"]["bit_exact"] is True
+
+
+@pytest.mark.rtl
+def test_build_with_rtl_writes_the_linted_rtl_and_a_filelist(tmp_path):
+    out = tmp_path / "tiny"
+    result = CliRunner().invoke(
+        main, ["build", "--model", "m3vit-tiny", "--no-csim", "--rtl", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    files = (out / "rtl" / "filelist.f").read_text().split()
+    assert len(files) == len(report["rtl"]["files"]) >= 10
+    assert all((out / "rtl" / name).is_file() for name in report["rtl"]["files"])
+    assert set(report["rtl"]["lint"].values()) == {"clean"}

