@@ -173,9 +173,14 @@ def step_compile(state: BuildState) -> None:
     The design must fit the board: a user's ArchConfig that does not is refused with
     the resource and the overshoot; without one, the largest default that fits is used.
     """
-    from .dse import choose_arch
+    from .dse import choose_arch, model_limits
     from .estimate import check_fits
 
+    if state.options.arch is None:  # the default's buffers must at least hold this model
+        needs = model_limits(state.graph_quant)
+        state.arch = state.arch.with_(
+            **{key: max(getattr(state.arch, key), value) for key, value in needs.items()}
+        )
     program = compile_graph(state.graph_quant, state.arch)
     if state.options.arch is None:
         chosen, tried = choose_arch(program, state.graph_quant, state.board, state.arch)

@@ -177,3 +177,10 @@ def test_build_with_rtl_writes_the_linted_rtl_and_a_filelist(tmp_path):
     assert len(files) == len(report["rtl"]["files"]) >= 10
     assert all((out / "rtl" / name).is_file() for name in report["rtl"]["files"])
     assert set(report["rtl"]["lint"].values()) == {"clean"}
+
+
+def test_default_arch_grows_its_buffers_for_a_wider_model():
+    wide = {**SMALL_VIT, "name": "vit-wide", "embed_dim": 768, "depth": 1, "num_heads": 12}
+    build = codesign.build(create_model(config_from_dict(wide)), board="zcu102")
+    assert build.report["arch"]["max_dim"] >= 768
+    assert build.report["arch_choice"]["chosen_automatically"] is True
