@@ -99,9 +99,9 @@ def elementwise_cycles(rows: int, cols: int, lanes: int, bus_bytes: int, inputs:
 def gate_cycles(tokens: int, dim: int, experts: int, top_k: int, tile_in: int, tile_out: int,
                 weight_bytes: int, bus_bytes: int) -> int:  # fmt: skip
     """Gate logits on the UCU, then per token a softmax over experts (one per cycle),
-    top-k selection and k queue appends."""
+    top-k selection; the k queue appends overlap the next token's scan."""
     logits = linear_cycles(tokens, dim, experts, tile_in, tile_out, weight_bytes, bus_bytes)
-    return logits + tokens * (experts + top_k) + GATE_PIPELINE
+    return logits + tokens * max(experts, top_k) + GATE_PIPELINE
 
 
 def experts_cycles(counts: list[int], tokens: int, dim: int, hidden: int, tile_in: int,
@@ -439,7 +439,7 @@ def _layer_estimate(program, layer, bus: int, counts: list[int] | None) -> dict:
         tiles = -(-experts // to) * -(-dim // ti)
         load = tile_load_beats(ti, to, f["w_bytes"], bus)
         parts = _ucu_parts([(tokens, tiles)], load, tokens * beats(4 * dim, bus))
-        parts["compute"] += tokens * (experts + top_k)
+        parts["compute"] += tokens * max(experts, top_k)
         weight_bytes = tiles * padded(ti * to * f["w_bytes"], bus)
         act_bytes = tokens * f["src_stride"] + 4 * experts + 8 * tokens * top_k
     elif layer.op == Op.MOE_EXPERTS:
