@@ -218,6 +218,7 @@ def synth(
         family=family,
         cells=cells,
         stage=stage,
+        hierarchical=hierarchical,
         seconds=round(time.perf_counter() - started, 2),
         **counts,
     )
