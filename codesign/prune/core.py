@@ -74,17 +74,13 @@ def resolve_target(dense_macs: int, sparsity=None, target_macs=None) -> int:
 def layer_cycles(layer: PrunableLayer, arch: ArchConfig, kept_mask: np.ndarray) -> int:
     """Estimator cycles of the layer on ``arch`` with the blocks of ``kept_mask`` stored."""
     element = np.kron(np.asarray(kept_mask, bool), np.ones(layer.block, bool))
-    stored = int(tile_mask(element, arch.tile_in, arch.tile_out).sum())
-    return linear_cycles(
-        layer.rows,
-        layer.in_dim,
-        layer.out_dim,
-        arch.tile_in,
-        arch.tile_out,
-        WEIGHT_BYTES,
-        arch.bus_bytes,
-        stored_tiles=stored,
-    )
+    return _stored_cycles(layer, arch, int(tile_mask(element, arch.tile_in, arch.tile_out).sum()))
+
+
+def _stored_cycles(layer: PrunableLayer, arch: ArchConfig, stored: int) -> int:
+    """``linear_cycles`` of the layer with `stored` weight tiles on ``arch``."""
+    dims = (layer.rows, layer.in_dim, layer.out_dim, arch.tile_in, arch.tile_out)
+    return linear_cycles(*dims, WEIGHT_BYTES, arch.bus_bytes, stored_tiles=stored)
 
 
 def _cycles_curve(layer: PrunableLayer, arch: ArchConfig) -> np.ndarray:
@@ -100,18 +96,7 @@ def _cycles_curve(layer: PrunableLayer, arch: ArchConfig) -> np.ndarray:
             stored = (layer.blocks - pruned) * tiles_per_block
         else:  # tiles straddle blocks: approximate by the kept fraction
             stored = math.ceil(dense_tiles * (layer.blocks - pruned) / layer.blocks)
-        out.append(
-            linear_cycles(
-                layer.rows,
-                layer.in_dim,
-                layer.out_dim,
-                arch.tile_in,
-                arch.tile_out,
-                WEIGHT_BYTES,
-                arch.bus_bytes,
-                stored_tiles=stored,
-            )
-        )
+        out.append(_stored_cycles(layer, arch, stored))
     return np.array(out, np.float64)
 
 

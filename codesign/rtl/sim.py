@@ -22,7 +22,6 @@ benchmarks and the CLI share one cache and one set of flags:
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -37,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from ..util import file_lock
 
 __all__ = [
     "ENV_IN",
@@ -184,17 +185,6 @@ def _key(*parts) -> str:
     return digest.hexdigest()[:20]
 
 
-@contextlib.contextmanager
-def _locked(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 # ---------------------------------------------------------------------------------- lint
 
 _WARN_RE = re.compile(r"^%(Warning|Error)", re.MULTILINE)
@@ -270,7 +260,7 @@ def build(
     )
     build_dir = cache_root() / f"{top}-{key}"
     stamp = build_dir / ".built"
-    with _locked(cache_root() / "locks" / f"{top}-{key}.lock"):
+    with file_lock(cache_root() / "locks" / f"{top}-{key}.lock"):
         if stamp.exists():
             stamp.touch()  # recently used: pruning keeps it
             return SimBuild(top, build_dir, params, waves, built=False)

@@ -18,7 +18,6 @@ import subprocess
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 from ..arch import ArchConfig
@@ -31,6 +30,7 @@ from ..numerics.aptypes import (
 )
 from ..program import HEADER_BYTES, HEADER_FIELDS
 from ..templates import environment
+from ..util import file_lock
 from .layout import padded
 from .simulated import KernelModel, SimulatedBoard, SimulatedKernelError
 
@@ -90,20 +90,6 @@ def _compiler_version(cxx: str) -> str:
     return result.stdout.splitlines()[0] if result.stdout else cxx
 
 
-@contextmanager
-def _file_lock(path: Path):
-    """One compile per cache entry across processes (pytest-xdist, notebooks)."""
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def build_library(arch=None, *, jobs: int = 2, quiet: bool = False) -> Path:
     """The compiled kernel library for ``arch``, from the cache or built now."""
     arch = _arch(arch)
@@ -121,7 +107,7 @@ def build_library(arch=None, *, jobs: int = 2, quiet: bool = False) -> Path:
     library = entry / LIBRARY_NAME
     if library.is_file():
         return library
-    with _file_lock(cache_root() / f"{key}.lock"):
+    with file_lock(cache_root() / f"{key}.lock"):
         if library.is_file():  # another process built it while we waited
             return library
         units = [path for path in sources if path.endswith(".cpp")]
