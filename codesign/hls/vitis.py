@@ -209,22 +209,8 @@ def run_vitis_hls(
         timeout,
         show_progress,
     )
-    result = {
-        "tool": "vitis_hls",
-        "path": tool,
-        "version": version,
-        "ran": True,
-        "ok": code == 0,
-        "returncode": code,
-        "steps": steps,
-        "seconds": seconds,
-        "log": str(log),
-        "reason": None,
-        "report": None,
-    }
-    if code != 0:
-        what = "timed out" if code is None else f"exited with code {code}"
-        result["reason"] = f"vitis_hls {what}; last lines of {log}:\n" + "\n".join(tail[-8:])
+    result = _tool_result("vitis_hls", tool, version, code, seconds, log, tail)
+    result["steps"] = steps
     report = project_dir / REPORT_PATH
     if "csynth" in steps and report.is_file():
         result["report"] = parse_csynth_xml(report)
@@ -259,10 +245,15 @@ def run_vivado(
     code, seconds, tail = _stream(
         command, project_dir, dict(os.environ), log, "vivado bitstream", timeout, show_progress
     )
+    return _tool_result("vivado", tool, tool_version(tool), code, seconds, log, tail)
+
+
+def _tool_result(name, tool, version, code, seconds, log, tail) -> dict:
+    """What a vendor-tool run reports: where it ran, how it ended, the log's last lines."""
     result = {
-        "tool": "vivado",
+        "tool": name,
         "path": tool,
-        "version": tool_version(tool),
+        "version": version,
         "ran": True,
         "ok": code == 0,
         "returncode": code,
@@ -273,7 +264,7 @@ def run_vivado(
     }
     if code != 0:
         what = "timed out" if code is None else f"exited with code {code}"
-        result["reason"] = f"vivado {what}; last lines of {log}:\n" + "\n".join(tail[-8:])
+        result["reason"] = f"{name} {what}; last lines of {log}:\n" + "\n".join(tail[-8:])
     return result
 
 
