@@ -11,7 +11,7 @@ from .frontend import convert
 from .golden import GoldenExecutor
 from .program import Program
 
-EXECUTORS = ("golden", "csim")
+EXECUTORS = ("golden", "csim", "rtl")
 
 
 class Build:
@@ -21,6 +21,7 @@ class Build:
         self._state = state
         self._golden: GoldenExecutor | None = None
         self._csim = None  # CsimExecutor, compiled on first use
+        self._rtl = None  # RtlAccelerator (the Verilated RTL top), built on first use
 
     @property
     def report(self) -> dict:
@@ -69,7 +70,9 @@ class Build:
 
         ViT: [B, classes]; M3ViT: [B, patches, channels of the task]. ``executor="golden"``
         is the numpy golden executor; ``"csim"`` the HLS kernel compiled with g++ (compiled
-        once per ArchConfig and cached; all images go through one testbench process).
+        once per ArchConfig and cached; all images go through one testbench process);
+        ``"rtl"`` the open SystemVerilog top under Verilator (``codesign.rtl.harness``; built
+        once per ArchConfig and precision, minutes for a large tile, then cached).
         """
         if executor not in EXECUTORS:
             raise ValueError(f"executor {executor!r} is not available; choose from {EXECUTORS}")
@@ -83,6 +86,20 @@ class Build:
                 )
             fmt = self.program.outputs[task].fmt
             outputs = [fmt.to_float(out) for out in self._csim.run_batch(list(raw), task)]
+        elif executor == "rtl":
+            if self._rtl is None:
+                from .rtl.harness import RtlAccelerator
+
+                self._rtl = RtlAccelerator(
+                    self._state.arch,
+                    self._state.options.precision,
+                    board=self._state.board.name,
+                )
+            fmt = self.program.outputs[task].fmt
+            outputs = [
+                fmt.to_float(self._rtl.run_program(self.program_bytes, sample, task).output)
+                for sample in raw
+            ]
         else:
             if self._golden is None:
                 self._golden = GoldenExecutor(Program.from_bytes(self.program_bytes))

@@ -174,7 +174,10 @@ def test_build_with_rtl_writes_the_linted_rtl_and_a_filelist(tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     files = (out / "rtl" / "filelist.f").read_text().split()
-    assert len(files) == len(report["rtl"]["files"]) >= 10
+    assert files[-1] == "codesign_top.sv"  # the accelerator, its modules first
+    assert "codesign_tb.sv" not in files  # the simulated DDR stays out of synthesis
+    assert (out / "rtl" / "filelist_sim.f").read_text().split()[-1] == "codesign_tb.sv"
+    assert set(files) < set(report["rtl"]["files"])
     assert all((out / "rtl" / name).is_file() for name in report["rtl"]["files"])
     assert set(report["rtl"]["lint"].values()) == {"clean"}
 

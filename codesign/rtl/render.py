@@ -17,6 +17,7 @@ and ``tables`` (name -> :class:`RomInfo`). Undefined names are errors (StrictUnd
 from __future__ import annotations
 
 import functools
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -25,7 +26,32 @@ from pathlib import Path
 import jinja2
 
 from ..arch.config import ArchConfig, Precision, parse_precision
+from ..hls.render import CHECK_ERRORS
 from ..numerics.tables import Table, build_tables
+from ..program import (
+    _H_TABLES,
+    FIELD_WORDS,
+    HEADER_BYTES,
+    HEADER_FIELDS,
+    LAYER_FIELDS,
+    LAYER_WORDS,
+    MAGIC,
+    MAX_TASKS,
+    TABLE_NAMES,
+    TABLE_WORDS,
+    VERSION,
+    Op,
+    pack_fmt,
+)
+
+TOP = "codesign_top"  # the accelerator
+SIM_TOP = "codesign_tb"  # the accelerator on the simulated DDR (not for synthesis)
+
+# Descriptor field -> word index among the op's fields (word 2 of the descriptor is 0):
+# templates read `fields.LINEAR.rows`, so the RTL follows program.py, never a copy.
+DESCRIPTOR_FIELDS = {
+    op.name: {name: index for index, name in enumerate(names)} for op, names in LAYER_FIELDS.items()
+}
 
 __all__ = [
     "TEMPLATE_DIR",
@@ -187,12 +213,47 @@ def list_units() -> list[str]:
     return names
 
 
+def header_context(tables: dict[str, Table]) -> dict:
+    """What the controller checks in a Program's header: word indices, constants, and
+    for each baked ROM the table header words a matching Program must carry."""
+    words = {name: 2 + index for index, name in enumerate(HEADER_FIELDS)}
+    checks = []
+    for index, name in enumerate(TABLE_NAMES):
+        table = tables[name]
+        base = _H_TABLES + index * len(TABLE_WORDS)
+        expected = {
+            "entries": len(table.values),
+            "fmt": pack_fmt(table.fmt),
+            "index_bits": table.index_bits,
+            "guard_bits": table.guard_bits,
+            "domain_log2": round(math.log2(table.domain)) & 0xFFFFFFFF,
+        }
+        for word, value in expected.items():
+            checks.append((f"{name}.{word}", base + TABLE_WORDS.index(word), value))
+    return {
+        "words": words,
+        "magic_lo": int.from_bytes(MAGIC[:4], "little"),
+        "magic_hi": int.from_bytes(MAGIC[4:], "little"),
+        "version": VERSION,
+        "header_bytes": HEADER_BYTES,
+        "header_words": HEADER_BYTES // 4,
+        "layer_words": LAYER_WORDS,
+        "max_tasks": MAX_TASKS,
+        "table_checks": checks,
+        "ops": {op.name: int(op) for op in Op},
+        "errors": {name: code for code, name, _ in CHECK_ERRORS},
+    }
+
+
 def _context(arch: ArchConfig, precision) -> dict:
     tables = build_tables(**arch.table_params())
     return {
         "arch": arch,
         "p": rtl_params(arch, precision),
         "tables": {name: rom_info(table) for name, table in tables.items()},
+        "fields": DESCRIPTOR_FIELDS,
+        "field_words": FIELD_WORDS,
+        "header": header_context(tables),
     }
 
 
@@ -252,7 +313,9 @@ def render_all(arch: ArchConfig, precision: Precision | str | None = None) -> di
 def write_rtl(
     out_dir: Path | str, arch: ArchConfig, precision: Precision | str | None = None
 ) -> list[Path]:
-    """Write every rendered unit plus ``filelist.f`` (compile order) into `out_dir`."""
+    """Write every rendered unit into `out_dir`, plus ``filelist.f`` (the accelerator,
+    ``codesign_top`` and what it instantiates, in compile order: what a synthesis project
+    takes) and ``filelist_sim.f`` (``codesign_tb``: the top with the simulated DDR)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -260,5 +323,7 @@ def write_rtl(
         path = out / name
         path.write_text(text)
         paths.append(path)
-    (out / "filelist.f").write_text("".join(f"{p.name}\n" for p in paths))
+    for listing, top in (("filelist.f", TOP), ("filelist_sim.f", SIM_TOP)):
+        names = unit_sources(top, arch, precision)
+        (out / listing).write_text("".join(f"{name}\n" for name in names))
     return paths

@@ -40,6 +40,7 @@ _SIMULATED = {
     "golden_board",
 }
 _CSIM = {"CsimKernel", "csim_board"}
+_RTL = {"RtlKernel", "rtl_board"}
 
 
 def __getattr__(name):
@@ -52,6 +53,10 @@ def __getattr__(name):
         from . import csim_device
 
         return getattr(csim_device, name)
+    if name in _RTL:
+        from . import rtl_device
+
+        return getattr(rtl_device, name)
     raise AttributeError(name)
 
 
@@ -70,5 +75,5 @@ __all__ = [
     "describe_ctrl",
     "find_kernel_ip",
     "open_bundle",
-    *sorted(_SIMULATED | _CSIM),
+    *sorted(_SIMULATED | _CSIM | _RTL),
 ]

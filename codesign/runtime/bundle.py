@@ -23,6 +23,7 @@ from .driver import Accelerator
 from .layout import ModelCard, ProgramLayout
 
 DEVICES = ("board", "golden", "csim", "rtl")
+RTL_TIMEOUT_S = 3600.0  # driver timeout on the Verilated RTL board
 
 
 class Bundle:
@@ -47,7 +48,10 @@ class Bundle:
 
     def open(self, device="board", **kwargs) -> Accelerator:
         """An Accelerator on ``device``: "board" (the overlay in ``bitstream/``), a
-        simulated board ("golden", "csim"), or any ``pynq.Device`` with the kernel."""
+        simulated board ("golden", "csim", "rtl"), or any ``pynq.Device`` with the kernel.
+
+        On "rtl" the driver's timeout defaults to ``RTL_TIMEOUT_S``: the Verilated RTL
+        takes seconds to minutes per inference where the board takes milliseconds."""
         if isinstance(device, str):
             if device not in DEVICES:
                 raise ValueError(f"device {device!r}: choose one of {', '.join(DEVICES)}")
@@ -64,7 +68,11 @@ class Bundle:
                 )
                 self.device = self.accelerator.overlay.device
                 return self.accelerator
-            device = simulated_device(device, self.manifest.get("arch"), self.manifest.get("board"))
+            if device == "rtl":
+                kwargs.setdefault("timeout", RTL_TIMEOUT_S)
+            device = simulated_device(
+                device, self.manifest.get("arch"), self.manifest.get("board"), self.layout
+            )
         self.device = device
         self.accelerator = Accelerator.from_device(device, self.layout, self.card, **kwargs)
         return self.accelerator
@@ -96,9 +104,11 @@ class Bundle:
         return f"Bundle({self.card.name} for {self.manifest.get('board')}, {state}, {self.root})"
 
 
-def simulated_device(kind: str, arch: dict | None = None, board: str | None = None):
-    """A fresh simulated board of ``kind`` ("golden", "csim") for the ArchConfig
-    ``arch``; the golden board also reports the cycle model's latency on ``board``."""
+def simulated_device(kind: str, arch: dict | None = None, board: str | None = None, program=None):
+    """A fresh simulated board of ``kind`` ("golden", "csim", "rtl") for the ArchConfig
+    ``arch``; the golden board also reports the cycle model's latency on ``board``, the
+    RTL board its own cycle count at that board's clock (DDR model at its bandwidth).
+    ``program`` (a Program, its bytes or a ProgramLayout) gives the RTL its precision."""
     if kind == "golden":
         from .simulated import golden_board
 
@@ -108,11 +118,10 @@ def simulated_device(kind: str, arch: dict | None = None, board: str | None = No
 
         return csim_board(arch)
     if kind == "rtl":
-        raise NotImplementedError(
-            "the RTL-backed simulated board needs the accelerator's RTL top, which does not "
-            "exist yet; use device='golden' or 'csim'"
-        )
-    raise ValueError(f"no simulated device {kind!r}; choose golden or csim")
+        from .rtl_device import rtl_board
+
+        return rtl_board(arch, program=program, board=board)
+    raise ValueError(f"no simulated device {kind!r}; choose golden, csim or rtl")
 
 
 def _cycle_model_available() -> bool:
@@ -133,4 +142,4 @@ def open_bundle(root, device="board", **kwargs) -> Bundle:
     return bundle
 
 
-__all__ = ["DEVICES", "Bundle", "open_bundle", "simulated_device"]
+__all__ = ["DEVICES", "RTL_TIMEOUT_S", "Bundle", "open_bundle", "simulated_device"]

@@ -12,9 +12,9 @@ The control slave follows Vitis ``ap_ctrl_hs``: writing ap_start latches the arg
 registers and starts the kernel in a worker thread; CTRL reads ap_start=1, ap_idle=0
 while it runs; at the end ap_done and ap_ready are set (clear on read) and ap_idle
 returns. What computes is a ``KernelModel``: ``GoldenKernel`` (the numpy golden
-executor), ``CsimKernel`` (the HLS kernel compiled with g++, ``csim_device.py``) and,
-once the RTL top exists, a Verilated-RTL model — one ``execute`` method that reads the
-Program and the arena from ``SimulatedMemory`` and writes the arena back.
+executor), ``CsimKernel`` (the HLS kernel compiled with g++, ``csim_device.py``) and
+``RtlKernel`` (the Verilated RTL top, ``rtl_device.py``) — one ``execute`` method that
+reads the Program and the arena from ``SimulatedMemory`` and writes the arena back.
 """
 
 from __future__ import annotations
@@ -176,11 +176,12 @@ class KernelModel:
     count when it has one (else None). An exception becomes a ``SimulatedKernelError``
     at the host's next register access; returning sets ap_done.
 
-    The Verilated RTL top plugs in as one more subclass: in ``execute`` it writes the
-    three arguments and ap_start through the RTL's AXI4-Lite slave, clocks the model
-    while serving its AXI4 read/write bursts from ``memory.view`` (one beat per cycle),
-    stops at ap_done and returns the cycles it counted. Nothing else changes: the board,
-    the driver and the notebooks stay as they are (``Bundle.open("rtl")`` names it).
+    The Verilated RTL top is one more subclass (``rtl_device.RtlKernel``): ``execute``
+    copies the Program and the arena into the testbench's DDR model, writes the three
+    arguments and ap_start through the RTL's AXI4-Lite slave, clocks the model to its
+    interrupt, copies the arena back and returns the cycles the RTL counted. Nothing
+    else changes: the board, the driver and the notebooks stay as they are
+    (``Bundle.open("rtl")`` names it).
     """
 
     name = "kernel"
@@ -258,9 +259,9 @@ def _counting_executor(program: Program):
         expert_counts: dict
 
         def moe_experts(self, layer, task):
-            from ..estimate import read_expert_counts
+            if self.expert_counts is not None:  # only with the cycle model (not in a bundle)
+                from ..estimate import read_expert_counts
 
-            if self.expert_counts is not None:
                 self.expert_counts[layer.name] = read_expert_counts(self.program, self.arena, layer)
             return super().moe_experts(layer, task)
 

@@ -5,7 +5,7 @@
 
 The notebooks take their device as a parameter (first code cell, tagged
 ``parameters``, read from the environment): on a PYNQ board ``CODESIGN_DEVICE`` is
-unset and they load the overlay; CI sets ``CODESIGN_DEVICE=golden`` (or ``csim``)
+unset and they load the overlay; CI sets ``CODESIGN_DEVICE=golden`` (or ``csim``, ``rtl``)
 and runs them headless against a simulated board. ``CODESIGN_BUNDLE`` is the folder
 ``codesign deploy`` wrote (default: the notebook's parent folder).
 """
@@ -25,8 +25,9 @@ HERE = Path(__file__).resolve().parent
 PARAMETERS = """\
 import os
 
-# "board": the PYNQ board (the overlay in ../bitstream); "golden" or "csim": a simulated
-# board behind the same pynq API, for running this notebook off the board.
+# "board": the PYNQ board (the overlay in ../bitstream); "golden", "csim" or "rtl": a
+# simulated board behind the same pynq API (the golden executor, the C-simulated HLS
+# kernel, or the Verilated RTL accelerator), for running this notebook off the board.
 DEVICE = os.environ.get("CODESIGN_DEVICE", "board")
 BUNDLE = os.environ.get("CODESIGN_BUNDLE", "..")  # the folder `codesign deploy` wrote
 BATCH = int(os.environ.get("CODESIGN_BATCH", "8"))  # images per batched run
@@ -92,8 +93,9 @@ def model_run(bundle):
 def show_model(bundle):
     run = model_run(bundle)
     if run is not None:
+        kind = "counted in the RTL simulation" if run.source.startswith("RTL") else "an estimate"
         print(f"  {run.source}: {run.cycles:,} cycles = {run.latency_ms:.3f} ms per image "
-              f"at {run.clock_mhz:g} MHz on the {bundle.manifest['board']} (an estimate)")
+              f"at {run.clock_mhz:g} MHz on the {bundle.manifest['board']} ({kind})")
 
 
 def best_time(run, repeats=REPEATS):
@@ -253,7 +255,8 @@ axis.bar(positions - 0.2, [row["fpga_fps"] for row in rows], width=0.4, label=AC
 axis.bar(positions + 0.2, [row["torch_fps"] for row in rows], width=0.4, label="torch (CPU)")
 if all(np.isfinite(row["model_fps"]) for row in rows):
     axis.scatter(positions - 0.2, [row["model_fps"] for row in rows], color="black", marker="_",
-                 s=400, label=f"cycle model ({bundle.manifest['board']})", zorder=3)
+                 s=400, label=f"{'RTL cycles' if DEVICE == 'rtl' else 'cycle model'} "
+                 f"({bundle.manifest['board']})", zorder=3)
     axis.set_yscale("log")
     axis.set_ylim(top=3 * max(row["model_fps"] for row in rows))
 axis.set_xticks(positions, names)
@@ -277,9 +280,9 @@ def _notebook(
             "On the board, `bundle.open('board')` downloads `bitstream/*.bit` with "
             "`pynq.Overlay`, finds the `codesign_top` kernel in `overlay.ip_dict`, and "
             "allocates the Program and arena buffers with `pynq.allocate`. Off the board, "
-            "a simulated board (a `pynq.Device` whose PL is the golden executor or the "
-            "C-simulated HLS kernel) stands in behind the same `pynq.MMIO` and "
-            "`pynq.allocate` calls, so everything below is the same code."
+            "a simulated board (a `pynq.Device` whose PL is the golden executor, the "
+            "C-simulated HLS kernel or the Verilated RTL accelerator) stands in behind the "
+            "same `pynq.MMIO` and `pynq.allocate` calls, so everything below is the same code."
         ),
         new_code_cell(OPEN),
         new_markdown_cell(

@@ -1,0 +1,106 @@
+"""Whole models on the Verilated RTL accelerator: cycles vs the estimator, wall time.
+
+    python benchmarks/bench_e2e.py --model m3vit-tiny          # seconds
+    python benchmarks/bench_e2e.py --model m3vit --tasks 0 1   # the full model: long
+
+Builds the model for the board's default ArchConfig, runs the first evaluation image per
+task through ``codesign.rtl.harness`` (codesign_top + the SystemVerilog DDR model:
+40-cycle latency, the board's DDR bandwidth),
+checks the output bit for bit against the golden executor and prints total and per-layer
+cycles next to ``codesign.estimate.estimate_cycles``, the simulated latency at the board
+clock, the simulation's wall time and cycles per second, and the float output vs torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+import codesign
+from codesign.estimate import estimate_cycles, expert_counts_from_run
+from codesign.fidelity import agreement, compare
+from codesign.golden import GoldenExecutor
+from codesign.rtl.harness import RtlAccelerator
+
+DDR_LATENCY = 40
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="m3vit-tiny")
+    parser.add_argument("--board", default="zcu102")
+    parser.add_argument("--tasks", type=int, nargs="*", default=None)
+    parser.add_argument("--layers", action="store_true", help="print every layer")
+    args = parser.parse_args()
+
+    started = time.perf_counter()
+    build = codesign.build(args.model, args.board)
+    arch = build.state.arch
+    print(
+        f"{args.model} on {args.board}: {arch.tile_in}x{arch.tile_out} UCU, "
+        f"P={arch.attn_parallel}, "
+        f"{arch.bus_bits}-bit bus; compiled in {time.perf_counter() - started:.1f} s"
+    )
+    program = build.program
+    total = len(build.program_bytes) + program.arena_bytes
+    depth = max(16, (-(-(total + 4096) // (arch.bus_bits // 8)) - 1).bit_length())
+    started = time.perf_counter()
+    accel = RtlAccelerator(
+        arch,
+        build.state.options.precision,
+        board=args.board,
+        ddr_latency=DDR_LATENCY,
+        ddr_depth_log2=depth,
+    )
+    print(f"harness ready in {time.perf_counter() - started:.1f} s (cached after the first build)")
+    tasks = args.tasks if args.tasks is not None else list(range(program.n_tasks))
+    clock_mhz = build.state.board.clock_mhz
+    for task in tasks:
+        raw = build.state.first_input[task]
+        run = accel.run_program(build.program_bytes, raw, task, max_cycles=2_000_000_000)
+        golden = GoldenExecutor(program).run(raw, task)
+        exact = np.array_equal(run.output, golden.output)
+        counts = expert_counts_from_run(program, raw, task)
+        est = estimate_cycles(program, arch, args.board, expert_counts=counts, task=task)
+        out = golden.fmt.to_float(run.output)
+        ref = build.state.torch_out[task][0]
+        if build.graph.meta["output_kind"] == "classification":
+            out = out[0]
+        fid = compare(out, ref)
+        agree = agreement(out, ref)
+        print(f"\ntask {task}: bit-exact with golden: {exact}")
+        print(
+            f"  cycles {run.cycles:,} vs estimate {est['cycles']:,} "
+            f"(ratio {run.cycles / est['cycles']:.3f}); "
+            f"{run.cycles / clock_mhz / 1e3:.3f} ms at {clock_mhz:.0f} MHz"
+        )
+        print(f"  wall {run.seconds:.1f} s, {run.cycles_per_second:,.0f} simulated cycles/s")
+        print(
+            f"  vs torch: cosine {fid['cosine']:.8f}, rel_rms {fid['rel_rms']:.3e}, "
+            f"agreement {agree}"
+        )
+        by_op: dict[str, list[int]] = {}
+        for layer in est["layers"]:
+            if not layer["runs"] or layer["name"] not in run.layer_cycles:
+                continue
+            measured = run.layer_cycles[layer["name"]]
+            pair = by_op.setdefault(layer["op"], [0, 0])
+            pair[0] += measured
+            pair[1] += layer["cycles"]
+            if args.layers:
+                print(
+                    f"    {layer['name']:<32} {measured:>10,} {layer['cycles']:>10,} "
+                    f"{measured / layer['cycles']:>6.3f}"
+                )
+        for op, (measured, estimate) in sorted(by_op.items()):
+            print(
+                f"  {op:<12} measured {measured:>10,}  estimate {estimate:>10,}  "
+                f"ratio {measured / estimate:.3f}"
+            )
+    accel.close()
+
+
+if __name__ == "__main__":
+    main()

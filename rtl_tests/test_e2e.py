@@ -1,0 +1,303 @@
+"""End to end: whole Programs through the RTL accelerator (codesign_top) under cocotb.
+
+Each case compiles a model for a small ArchConfig, runs one image per task through the
+golden executor and through the Verilated accelerator — host side as on a board:
+program.bin and the input in DDR, the AXI4-Lite registers written by cocotbext-axi's
+``AxiLiteMaster``, ap_start, ap_done — and requires the output bit for bit equal to the
+golden one; the float result is compared with torch (cosine, rel_rms, argmax agreement)
+and the cycles, total and per layer, with ``codesign.estimate.estimate_cycles``.
+
+DDR: ``axiram`` is cocotbext-axi ``AxiRam`` on both masters (the board's bandwidth as a
+pause generator); ``model`` is the SystemVerilog DDR model of ``codesign_tb`` (first-beat
+latency and the board's bandwidth cap, no Python in the loop: the long runs use it).
+
+``CODESIGN_E2E_RTL_DIR`` names a directory of Verilog exported by Vitis HLS from the
+generated project (``solution/impl/verilog``, top ``codesign_top``): the
+``test_vitis_export`` case then runs the same checks on that RTL inside ``codesign_tb``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import record_cycles
+
+import codesign
+from codesign.arch import ArchConfig
+from codesign.arch.boards import get_board
+from codesign.estimate import estimate_cycles, expert_counts_from_run
+from codesign.fidelity import agreement, compare
+from codesign.golden import GoldenExecutor
+from codesign.rtl import sim
+from codesign.rtl.render import unit_sources
+
+pytestmark = pytest.mark.e2e
+
+BOARD = "zcu102"
+DDR_BASE = 0x8_0000_0000  # codesign_tb's DDR model base (ZynqMP DDR high)
+DDR_LATENCY = 40  # cycles from address to first data, ~130 ns at 300 MHz
+VITIS_ENV = "CODESIGN_E2E_RTL_DIR"
+
+# m3vit-tiny: 9 tokens, dim 64, MLP 256, 4 experts, 2 heads, 768-wide patches.
+TINY_ARCH = ArchConfig(
+    tile_in=8,
+    tile_out=8,
+    attn_parallel=4,
+    bus_bits=128,
+    max_tokens=16,
+    max_dim=64,
+    max_hidden=256,
+    max_in_dim=768,
+    max_experts=4,
+    max_heads=2,
+)
+# vit-tiny: 197 tokens, dim 192, MLP 768, 3 heads, 1000 classes.
+VIT_ARCH = ArchConfig(
+    tile_in=16,
+    tile_out=16,
+    attn_parallel=4,
+    bus_bits=128,
+    max_tokens=256,
+    max_dim=192,
+    max_hidden=1024,
+    max_in_dim=768,
+    max_experts=2,
+    max_heads=4,
+)
+
+
+@functools.lru_cache(maxsize=4)
+def compiled(model: str, arch: ArchConfig):
+    return codesign.build(model, BOARD, arch=arch)
+
+
+def ddr_bandwidth(board) -> tuple[int, int]:
+    """The board's DDR bandwidth in bytes per PL cycle as a fraction (num, den)."""
+    per_cycle = Fraction(board.ddr_gbps * 1e9 / (board.clock_mhz * 1e6)).limit_denominator(256)
+    return per_cycle.numerator, per_cycle.denominator
+
+
+def rtl_sources(arch, vitis_dir: str | None = None) -> dict:
+    if vitis_dir is None:
+        return unit_sources("codesign_tb", arch)
+    exported = {p.name: p.read_text() for p in sorted(Path(vitis_dir).glob("*.v"))}
+    if not any("module codesign_top" in text for text in exported.values()):
+        raise FileNotFoundError(f"{vitis_dir}: no Verilog file defines module codesign_top")
+    ours = unit_sources(["codesign_tb"], arch)
+    keep = {
+        name: text
+        for name, text in ours.items()
+        if name in ("codesign_tb.sv", "cds_axi_ddr_model.sv")
+    }
+    return {**exported, **keep}
+
+
+def run_rtl(build, tasks, *, ddr: str, vitis_dir: str | None = None) -> dict:
+    """Run the build's first evaluation image for each task on the RTL; raw outputs etc."""
+    program = build.program
+    arch = build.state.arch
+    board = get_board(BOARD)
+    top = "codesign_top" if ddr == "axiram" else "codesign_tb"
+    sources = unit_sources(top, arch) if ddr == "axiram" else rtl_sources(arch, vitis_dir)
+    depth_log2 = max(16, _depth_log2(build, arch))
+    params = {} if ddr == "axiram" else {"DDR_DEPTH_LOG2": depth_log2}
+    started = time.perf_counter()
+    model = sim.build(sources, top, parameters=params)
+    build_seconds = time.perf_counter() - started
+    blob = np.frombuffer(build.program_bytes, np.uint8)
+    arena_at = DDR_BASE + _align(len(blob), 4096)
+    ref = program.input
+    raw = [build.state.first_input[task] for task in tasks]
+    input_rows = []
+    for sample in raw:
+        rows = np.zeros((ref.rows, ref.stride // 4), np.int32)
+        rows[:, : ref.cols] = sample
+        input_rows.append(rows)
+    if any(not np.array_equal(input_rows[0], r) for r in input_rows):
+        raise AssertionError("the tasks' first evaluation inputs differ")
+    outputs = [program.outputs[task] for task in tasks]
+    estimate = max(estimate_cycles(program, arch, BOARD, task=t)["cycles"] for t in tasks)
+    max_cycles = 4 * estimate + 100_000  # far beyond any schedule: a hang, not a slow run
+    inputs = {
+        "program": blob,
+        "input_rows": input_rows[0].view(np.uint8).ravel(),
+        "input_offset": ref.offset,
+        "program_addr": DDR_BASE,
+        "arena_addr": arena_at,
+        "tasks": np.array(tasks),
+        "out_offset": np.array([o.offset for o in outputs]),
+        "out_bytes": np.array([o.rows * o.stride for o in outputs]),
+        "n_layers": len(program.layers),
+        "ddr": ddr,
+        "ddr_base": DDR_BASE,
+        "ddr_latency": DDR_LATENCY,
+        "ddr_bandwidth": np.array(ddr_bandwidth(board)),
+        "ddr_bytes_per_cycle": board.ddr_gbps * 1e9 / (board.clock_mhz * 1e6),
+        "bus_bytes": arch.bus_bits // 8,
+        "poll": 500,
+        "max_cycles": max_cycles,
+    }
+    started = time.perf_counter()
+    result = sim.run(model, "cocotb_e2e", inputs=inputs)
+    wall = time.perf_counter() - started
+    runs = []
+    for index, out in enumerate(outputs):
+        words = result[f"out{index}"].view(np.int32).reshape(out.rows, out.stride // 4)
+        runs.append(
+            {
+                "task": tasks[index],
+                "output": words[:, : out.cols].astype(np.int64),
+                "status": int(result[f"status{index}"]),
+                "cycles": int(result[f"cycles{index}"]),
+                "layers": [int(c) for c in result[f"layers{index}"]],
+                "input": raw[index],
+            }
+        )
+    return {"runs": runs, "wall": wall, "build_seconds": build_seconds, "built": model.built}
+
+
+def _align(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def _depth_log2(build, arch) -> int:
+    """Beats of DDR the model needs for the program and the arena."""
+    total = _align(len(build.program_bytes), 4096) + build.program.arena_bytes
+    return max(1, (-(-total // (arch.bus_bits // 8)) - 1).bit_length())
+
+
+def check_run(build, run: dict, name: str) -> dict:
+    """Bit-exact vs golden, fidelity vs torch, cycles vs the estimator; returns the figures."""
+    program = build.program
+    task = run["task"]
+    assert run["status"] == 0, (
+        f"{name}: the accelerator refused the program (STATUS {run['status']:#x})"
+    )
+    golden = GoldenExecutor(program).run(run["input"], task)
+    diff = np.argwhere(run["output"] != golden.output)
+    assert diff.size == 0, (
+        f"{name} task {task}: {len(diff)} of {golden.output.size} outputs differ from golden, "
+        f"first at {tuple(diff[0])}: rtl {run['output'][tuple(diff[0])]} "
+        f"golden {golden.output[tuple(diff[0])]}"
+    )
+    rtl_float = golden.fmt.to_float(run["output"])
+    torch_out = build.state.torch_out[task][0]
+    if build.graph.meta["output_kind"] == "classification":
+        rtl_float = rtl_float[0]
+    fidelity = compare(rtl_float, torch_out)
+    fidelity["agreement"] = agreement(rtl_float, torch_out)
+    counts = expert_counts_from_run(program, run["input"], task)
+    est = estimate_cycles(program, build.state.arch, BOARD, expert_counts=counts, task=task)
+    figures = {"cycles": run["cycles"], "estimate": est["cycles"], **fidelity}
+    record_cycles(
+        "e2e",
+        f"{name} task {task}",
+        run["cycles"],
+        est["cycles"],
+        cosine=round(fidelity["cosine"], 8),
+    )
+    if run["layers"]:
+        for layer, measured in zip(est["layers"], run["layers"], strict=False):
+            if layer["runs"]:
+                record_cycles(
+                    "e2e-layer",
+                    f"{name}/{task} {layer['name']}"[:44],
+                    measured,
+                    layer["cycles"],
+                    op=layer["op"],
+                )
+    return figures
+
+
+def test_m3vit_tiny_axiram_both_tasks():
+    """m3vit-tiny, both tasks, DDR = cocotbext-axi AxiRam."""
+    build = compiled("m3vit-tiny", TINY_ARCH)
+    result = run_rtl(build, [0, 1], ddr="axiram")
+    for run in result["runs"]:
+        figures = check_run(build, run, "m3vit-tiny")
+        assert figures["cosine"] > 0.999
+
+
+@pytest.mark.slow
+def test_m3vit_tiny_ddr_model_both_tasks():
+    """m3vit-tiny, both tasks, DDR = the SystemVerilog model (latency + bandwidth cap)."""
+    build = compiled("m3vit-tiny", TINY_ARCH)
+    result = run_rtl(build, [0, 1], ddr="model")
+    for run in result["runs"]:
+        figures = check_run(build, run, "m3vit-tiny")
+        assert figures["cosine"] > 0.999
+
+
+def run_harness(build, tasks) -> dict:
+    """Long runs: the same checks through codesign.rtl.harness (C++ drives codesign_tb, so
+    no Python runs per cycle; DDR = the SystemVerilog model, 40-cycle latency, the board's
+    bandwidth)."""
+    from codesign.rtl.harness import RtlAccelerator
+
+    arch = build.state.arch
+    depth = _depth_log2(build, arch) + 1
+    accel = RtlAccelerator(
+        arch,
+        build.state.options.precision,
+        board=BOARD,
+        ddr_latency=DDR_LATENCY,
+        ddr_depth_log2=depth,
+    )
+    runs = []
+    try:
+        for task in tasks:
+            raw = build.state.first_input[task]
+            run = accel.run_program(build.program_bytes, raw, task, max_cycles=2_000_000_000)
+            layers = [run.layer_cycles.get(layer.name, 0) for layer in build.program.layers]
+            runs.append(
+                {
+                    "task": task,
+                    "output": run.output,
+                    "status": 0,
+                    "cycles": run.cycles,
+                    "layers": layers,
+                    "input": raw,
+                    "wall": run.seconds,
+                }
+            )
+    finally:
+        accel.close()
+    return {"runs": runs}
+
+
+@pytest.mark.slow
+def test_vit_tiny():
+    """vit-tiny (197 tokens, 1000 classes) on a 16x16 UCU: ~6M cycles."""
+    build = compiled("vit-tiny", VIT_ARCH)
+    run = run_harness(build, [0])["runs"][0]
+    figures = check_run(build, run, "vit-tiny")
+    assert figures["cosine"] > 0.999
+
+
+@pytest.mark.slow
+def test_m3vit_full():
+    """The full m3vit on its board default ArchConfig (32x32 UCU): hours of simulation."""
+    build = codesign.build("m3vit", BOARD)
+    for run in run_harness(build, [0, 1])["runs"]:
+        figures = check_run(build, run, "m3vit")
+        assert figures["cosine"] > 0.999
+        print(
+            f"m3vit task {run['task']}: {run['cycles']} cycles = "
+            f"{run['cycles'] / 300e3:.3f} ms at 300 MHz, wall {run['wall']:.0f} s"
+        )
+
+
+@pytest.mark.vendor
+@pytest.mark.skipif(not os.environ.get(VITIS_ENV), reason=f"{VITIS_ENV} is not set")
+def test_vitis_export():
+    """The same end-to-end check on the Verilog Vitis HLS exported from our project."""
+    build = compiled("m3vit-tiny", TINY_ARCH)
+    result = run_rtl(build, [0, 1], ddr="model", vitis_dir=os.environ[VITIS_ENV])
+    for run in result["runs"]:
+        check_run(build, run, "m3vit-tiny (vitis)")

@@ -1,0 +1,212 @@
+"""cocotb models of the RTL top's internal word-DMA ports, for testing one op engine alone.
+
+An engine (docs/rtl-top.md) reaches DDR only through word ports: a read port takes a
+command (byte offset, word count) and returns the words packed ``WPB`` to a beat (beat
+``k`` holds words ``k*WPB ..`` of the range, word ``i`` of a beat in bits ``[32i +: 32]``,
+lanes past the end zero, ``<name>_last`` on the final beat); a write port takes a command
+and then ``ceil(words / WPB)`` packed beats, and raises ``<name>_idle`` once every
+command has landed. These models serve such ports from a numpy array of uint32 words
+(the program or the arena buffer), with random stalls, a first-beat latency and
+backpressure from the bench's seeded generator. They plug into :class:`common.Bench`
+like its sources and sinks (one per-cycle loop drives everything)::
+
+    program = WordMemory(program_bytes)
+    arena = WordMemory(np.zeros(arena_bytes // 4, np.uint32))
+    bench.sources.append(WordReadPort(bench, "rd0", program, wpb, latency=8, stall=0.2))
+    bench.sources.append(WordReadPort(bench, "rd1", arena, wpb))
+    bench.sources.append(WordWritePort(bench, "wr1", arena, wpb, backpressure=0.2))
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+from common import _read
+
+__all__ = ["WordMemory", "WordReadPort", "WordWritePort"]
+
+
+class WordMemory:
+    """A DDR buffer as uint32 words; byte offsets must be multiples of 4."""
+
+    def __init__(self, data: bytes | np.ndarray):
+        if isinstance(data, (bytes, bytearray)):
+            data = np.frombuffer(bytes(data) + b"\0" * (-len(data) % 4), np.uint32)
+        self.words = np.array(data, dtype=np.uint32).ravel()
+        self.reads = 0  # words served
+        self.writes = 0  # words written
+
+    def check(self, addr: int, count: int, what: str) -> int:
+        if addr % 4:
+            raise AssertionError(f"{what}: byte offset {addr:#x} is not word aligned")
+        if count < 1:
+            raise AssertionError(f"{what}: command for {count} words at {addr:#x}")
+        start = addr // 4
+        if start + count > self.words.size:
+            raise AssertionError(
+                f"{what}: words [{start}, {start + count}) past the buffer's {self.words.size}"
+            )
+        return start
+
+    def int32(self) -> np.ndarray:
+        return self.words.view(np.int32)
+
+
+class WordReadPort:
+    """Serves ``<name>_cmd_*`` commands as packed beats on ``<name>_valid/ready/data/last``."""
+
+    def __init__(
+        self,
+        bench,
+        name: str,
+        memory: WordMemory,
+        wpb: int,
+        *,
+        latency: int = 2,
+        stall: float = 0.0,
+        queue_depth: int = 4,
+    ):
+        dut = bench.dut
+        self.name, self.memory, self.wpb = name, memory, wpb
+        self.latency, self.stall, self.queue_depth = latency, stall, queue_depth
+        self._cmd_valid = getattr(dut, f"{name}_cmd_valid")
+        self._cmd_ready = getattr(dut, f"{name}_cmd_ready")
+        self._cmd_addr = getattr(dut, f"{name}_cmd_addr")
+        self._cmd_words = getattr(dut, f"{name}_cmd_words")
+        self._valid = getattr(dut, f"{name}_valid")
+        self._ready = getattr(dut, f"{name}_ready")
+        self._data = getattr(dut, f"{name}_data")
+        self._last = getattr(dut, f"{name}_last")
+        self.commands: deque = deque()  # [ready_cycle, beats deque]
+        self.log: list[tuple[int, int]] = []  # (addr, words) of every command
+        self._presenting = False
+        self._cmd_open = True
+        self._cycle = 0
+        self._valid.value = 0
+        self._cmd_ready.value = 1
+
+    @property
+    def idle(self) -> bool:
+        return not self.commands and not self._presenting
+
+    def _beats(self, addr: int, count: int) -> deque:
+        start = self.memory.check(addr, count, f"{self.name} read")
+        words = [int(w) for w in self.memory.words[start : start + count]]
+        self.memory.reads += count
+        beats = deque()
+        for first in range(0, count, self.wpb):
+            chunk = words[first : first + self.wpb]
+            value = 0
+            for lane, word in enumerate(chunk):
+                value |= word << (32 * lane)
+            beats.append((value, int(first + self.wpb >= count)))
+        return beats
+
+    def _drive(self, rng) -> None:
+        self._cmd_open = len(self.commands) < self.queue_depth  # what cmd_ready shows
+        self._cmd_ready.value = int(self._cmd_open)
+        if self._presenting or not self.commands:
+            return
+        ready_at, beats = self.commands[0]
+        if self._cycle < ready_at or (self.stall and rng.random() < self.stall):
+            return
+        data, last = beats[0]
+        self._data.value = data
+        self._last.value = last
+        self._valid.value = 1
+        self._presenting = True
+
+    def _sample(self, cycle: int) -> None:
+        self._cycle = cycle
+        if self._presenting and _read(self._ready):
+            beats = self.commands[0][1]
+            beats.popleft()
+            self._presenting = False
+            if not beats:
+                self.commands.popleft()
+        if self._cmd_open and _read(self._cmd_valid):
+            addr, count = _read(self._cmd_addr), _read(self._cmd_words)
+            self.log.append((addr, count))
+            self.commands.append([cycle + self.latency, self._beats(addr, count)])
+
+    def _after_edge(self) -> None:
+        if not self._presenting:
+            self._valid.value = 0
+
+
+class WordWritePort:
+    """Takes ``<name>_cmd_*`` commands and their packed beats; drives ``<name>_idle``."""
+
+    def __init__(
+        self,
+        bench,
+        name: str,
+        memory: WordMemory,
+        wpb: int,
+        *,
+        backpressure: float = 0.0,
+        ack_latency: int = 4,
+        queue_depth: int = 4,
+    ):
+        dut = bench.dut
+        self.name, self.memory, self.wpb = name, memory, wpb
+        self.backpressure, self.ack_latency, self.queue_depth = (
+            backpressure,
+            ack_latency,
+            queue_depth,
+        )
+        self._cmd_valid = getattr(dut, f"{name}_cmd_valid")
+        self._cmd_ready = getattr(dut, f"{name}_cmd_ready")
+        self._cmd_addr = getattr(dut, f"{name}_cmd_addr")
+        self._cmd_words = getattr(dut, f"{name}_cmd_words")
+        self._valid = getattr(dut, f"{name}_valid")
+        self._ready = getattr(dut, f"{name}_ready")
+        self._data = getattr(dut, f"{name}_data")
+        self._idle = getattr(dut, f"{name}_idle")
+        self.commands: deque = deque()  # [next word index, words left]
+        self.log: list[tuple[int, int]] = []
+        self._acks: deque = deque()  # cycles at which finished commands are acknowledged
+        self._ready_now = False
+        self._cmd_open = True
+        self._cycle = 0
+        self._ready.value = 0
+        self._cmd_ready.value = 1
+        self._idle.value = 1
+
+    @property
+    def idle(self) -> bool:
+        return not self.commands and not self._acks
+
+    def _drive(self, rng) -> None:
+        self._cmd_open = len(self.commands) < self.queue_depth  # what cmd_ready shows
+        self._cmd_ready.value = int(self._cmd_open)
+        ready = bool(self.commands) and not (self.backpressure and rng.random() < self.backpressure)
+        self._ready.value = int(ready)
+        self._ready_now = ready
+        self._idle.value = int(self.idle)
+
+    def _sample(self, cycle: int) -> None:
+        self._cycle = cycle
+        while self._acks and self._acks[0] <= cycle:
+            self._acks.popleft()
+        if self._ready_now and self.commands and _read(self._valid):
+            command = self.commands[0]
+            data = _read(self._data)
+            take = min(self.wpb, command[1])
+            for lane in range(take):
+                self.memory.words[command[0] + lane] = (data >> (32 * lane)) & 0xFFFFFFFF
+            self.memory.writes += take
+            command[0] += take
+            command[1] -= take
+            if command[1] == 0:
+                self.commands.popleft()
+                self._acks.append(cycle + self.ack_latency)
+        if self._cmd_open and _read(self._cmd_valid):
+            addr, count = _read(self._cmd_addr), _read(self._cmd_words)
+            self.log.append((addr, count))
+            start = self.memory.check(addr, count, f"{self.name} write")
+            self.commands.append([start, count])
+
+    def _after_edge(self) -> None:
+        pass
