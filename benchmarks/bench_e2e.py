@@ -5,7 +5,7 @@
 
 Builds the model for the board's default ArchConfig, runs the first evaluation image per
 task through ``codesign.rtl.harness`` (codesign_top + the SystemVerilog DDR model:
-40-cycle latency, the board's DDR bandwidth),
+the estimator's AXI latency, the board's DDR bandwidth),
 checks the output bit for bit against the golden executor and prints total and per-layer
 cycles next to ``codesign.estimate.estimate_cycles``, the simulated latency at the board
 clock, the simulation's wall time and cycles per second, and the float output vs torch.
@@ -19,12 +19,12 @@ import time
 import numpy as np
 
 import codesign
-from codesign.estimate import estimate_cycles, expert_counts_from_run
+from codesign.estimate import AXI_LATENCY, estimate_cycles, expert_counts_from_run
 from codesign.fidelity import agreement, compare
 from codesign.golden import GoldenExecutor
 from codesign.rtl.harness import RtlAccelerator
 
-DDR_LATENCY = 40
+DDR_LATENCY = AXI_LATENCY  # the estimator's first-beat latency
 
 
 def main() -> None:

@@ -54,7 +54,12 @@ def main() -> None:
         summary.add_column(column, justify="right" if column != "board" else "left")
     for board in args.boards.split(","):
         start = time.perf_counter()
-        state = compile_for(args.model, board)
+        try:
+            state = compile_for(args.model, board)
+        except est.DesignDoesNotFit as error:  # the board is too small for this model
+            console.print(f"{board}: {error}")
+            summary.add_row(board, *["-"] * 10, "no")
+            continue
         compile_s = time.perf_counter() - start
         program, arch = state.program, state.arch
         counts = None

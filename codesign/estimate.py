@@ -40,6 +40,7 @@ ATTENTION_PIPELINE = 16  # score -> exp -> running sum / recip pipeline
 LAYERNORM_PIPELINE = 24  # sums -> rsqrt table -> first normalised element
 ELEMENTWISE_PIPELINE = 4
 GATE_PIPELINE = 16
+EXPERT_HANDOFF = 48  # per expert: fc1's writes acknowledged, fc2's job started
 
 
 def beats(nbytes: int, bus_bytes: int) -> int:
@@ -73,7 +74,10 @@ def linear_cycles(rows: int, in_dim: int, out_dim: int, tile_in: int, tile_out: 
     stored = out_tiles * in_tiles if stored_tiles is None else stored_tiles
     load = tile_load_beats(tile_in, tile_out, weight_bytes, bus_bytes)
     x_beats = rows * beats(4 * in_dim, bus_bytes)
-    return x_beats + ucu_cycles(rows, stored, out_tiles, load)
+    # every output row of a tile is To int32 words on the bus: with few input tiles the
+    # writes (and residual reads, on the other port) outlast the MACs
+    writes = out_tiles * rows * beats(4 * tile_out, bus_bytes) + load + rows + UCU_PIPELINE
+    return x_beats + max(ucu_cycles(rows, stored, out_tiles, load), writes)
 
 
 def attention_cycles(tokens: int, dim: int, heads: int, parallel: int, bus_bytes: int) -> int:
@@ -101,17 +105,27 @@ def gate_cycles(tokens: int, dim: int, experts: int, top_k: int, tile_in: int, t
     """Gate logits on the UCU, then per token a softmax over experts (one per cycle),
     top-k selection; the k queue appends overlap the next token's scan."""
     logits = linear_cycles(tokens, dim, experts, tile_in, tile_out, weight_bytes, bus_bytes)
-    return logits + tokens * max(experts, top_k) + GATE_PIPELINE
+    queue = queue_beats(experts, experts, tokens, bus_bytes)  # counts, ids, scores written
+    return logits + tokens * max(experts, top_k) + queue + GATE_PIPELINE
+
+
+def queue_beats(experts: int, rows: int, tokens: int, bus_bytes: int) -> int:
+    """The MoE queue in the arena: counts[E], then ids and scores rows of `rows` experts."""
+    return beats(4 * experts, bus_bytes) + 2 * rows * beats(4 * tokens, bus_bytes)
 
 
 def experts_cycles(counts: list[int], tokens: int, dim: int, hidden: int, tile_in: int,
                    tile_out: int, weight_bytes: int, bus_bytes: int) -> int:  # fmt: skip
-    """Only experts with tokens run; each loads its weights once and gathers its rows."""
-    total = 0
-    for count in counts:
-        if count == 0:
-            continue
+    """Only experts with tokens run; each loads its weights once and gathers its rows.
+
+    The queue is read back first (counts, then ids and scores of the experts with tokens);
+    fc1's GELU output goes to the arena's scratch rows, which fc2 reads after the writes
+    have landed (EXPERT_HANDOFF: write acknowledgement and the two job starts)."""
+    active = [count for count in counts if count]
+    total = queue_beats(len(counts), len(active), tokens, bus_bytes)
+    for count in active:
         total += linear_cycles(count, dim, hidden, tile_in, tile_out, weight_bytes, bus_bytes)
+        total += count * beats(4 * hidden, bus_bytes) + EXPERT_HANDOFF
         total += ucu_cycles(
             count,
             -(-dim // tile_out) * -(-hidden // tile_in),

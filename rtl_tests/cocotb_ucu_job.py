@@ -1,11 +1,11 @@
-"""cocotb side of test_ucu_job.py: LINEAR jobs through cds_eng_linear or cds_ucu_job.
+"""cocotb side of test_ucu_job.py: LINEAR jobs through cds_ucu_job.
 
-The pytest side sends, per job, the program buffer, the initial arena, the descriptor
-(cds_eng_linear) or the job signals (cds_ucu_job), the gather table and the side beats,
-and the DMA knobs (stall, latency, backpressure). This module serves rd0 / rd1 / wr1 with
-the word-port models of wordmem.py, models the gather table as a synchronous RAM, pulses
-``start``, waits for ``done`` and hands back the final arena, the ``ys`` beats, the
-(tile, row) of every side beat and the cycles from start to done.
+The pytest side sends, per job, the program buffer, the initial arena, the job signals,
+the gather table and the side beats, and the DMA knobs (stall, latency, backpressure).
+This module serves rd0 / rd1 / wr1 with the word-port models of wordmem.py, models the
+gather table as a synchronous RAM, pulses ``start``, waits for ``done`` and hands back the
+final arena, the ``ys`` beats, the (tile, row) of every side beat and the cycles from start
+to done.
 """
 
 from __future__ import annotations
@@ -52,24 +52,22 @@ async def jobs(dut):
     batch = json.loads(str(data["jobs"]))
     wpb, to, side_bits = shape["wpb"], shape["to"], shape["side_bits"]
     bench = Bench(dut, seed=int(shape.get("seed", 1)))
-    is_job = hasattr(dut, "job_rows")
     empty = WordMemory(np.zeros(1, np.uint32))
     rd0 = WordReadPort(bench, "rd0", empty, wpb)
     rd1 = WordReadPort(bench, "rd1", empty, wpb)
     wr1 = WordWritePort(bench, "wr1", empty, wpb)
     bench.sources += [rd0, rd1, wr1]
-    if is_job:
-        gather = GatherRam(dut)
-        bench.sources.append(gather)
-        ss = bench.source("ss", ["ss_acc", "ss_score"])
-        ys = bench.sink("ys", ["ys_data", "ys_tile", "ys_row"])
+    gather = GatherRam(dut)
+    bench.sources.append(gather)
+    ss = bench.source("ss", ["ss_acc", "ss_score"])
+    ys = bench.sink("ys", ["ys_data", "ys_tile", "ys_row"])
     done_cycles: list[int] = []
     side_log: list[tuple[int, int]] = []
 
     def watch(cycle: int) -> None:
         if _read(dut.done):
             done_cycles.append(cycle)
-        if is_job and _read(dut.ss_valid) and _read(dut.ss_ready):
+        if _read(dut.ss_valid) and _read(dut.ss_ready):
             side_log.append((_read(dut.ss_tile), _read(dut.ss_row)))
 
     bench.watch(watch)
@@ -84,23 +82,15 @@ async def jobs(dut):
         rd0.stall = rd1.stall = job["stall"]
         rd0.latency = rd1.latency = job["latency"]
         wr1.backpressure = job["backpressure"]
-        if is_job:
-            for name, value in job["signals"].items():
-                getattr(dut, f"job_{name}").value = int(value)
-            gather.table = [int(v) for v in _span(data["gidx"], job["gidx"])]
-            acc = _span(data["ss_acc"], job["ss"])
-            score = _span(data["ss_score"], job["ss"])
-            ss.stall = job["stall"]
-            ss.extend(
-                (pack_lanes(row, side_bits), int(sc)) for row, sc in zip(acc, score, strict=True)
-            )
-            ys.backpressure = job["backpressure"]
-            ys_before, side_before = len(ys.beats), len(side_log)
-        else:
-            desc = 0
-            for i, word in enumerate(job["desc"]):
-                desc |= (int(word) & 0xFFFFFFFF) << (32 * i)
-            dut.desc.value = desc
+        for name, value in job["signals"].items():
+            getattr(dut, f"job_{name}").value = int(value)
+        gather.table = [int(v) for v in _span(data["gidx"], job["gidx"])]
+        acc = _span(data["ss_acc"], job["ss"])
+        score = _span(data["ss_score"], job["ss"])
+        ss.stall = job["stall"]
+        ss.extend((pack_lanes(row, side_bits), int(sc)) for row, sc in zip(acc, score, strict=True))
+        ys.backpressure = job["backpressure"]
+        ys_before, side_before = len(ys.beats), len(side_log)
         before = len(done_cycles)
 
         await RisingEdge(dut.clk)
@@ -118,11 +108,10 @@ async def jobs(dut):
         assert len(done_cycles) == before + 1, "done pulsed more than once"
         for port in (rd0, rd1):
             assert port.idle, f"{port.name}: commands or data left over after done"
-        if is_job:
-            assert ss.idle, "side beats left over after done"
-            for beat in ys.beats[ys_before:]:
-                ys_out.append([beat[1], beat[2], *unpack_lanes(beat[0], to, shape["macc_bits"])])
-            ss_out.extend(side_log[side_before:])
+        assert ss.idle, "side beats left over after done"
+        for beat in ys.beats[ys_before:]:
+            ys_out.append([beat[1], beat[2], *unpack_lanes(beat[0], to, shape["macc_bits"])])
+        ss_out.extend(side_log[side_before:])
         arenas.append(arena.words.copy())
         await RisingEdge(dut.clk)
 

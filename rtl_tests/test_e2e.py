@@ -26,12 +26,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import record_cycles
+from conftest import ARCH_TINY, record_cycles
 
 import codesign
 from codesign.arch import ArchConfig
 from codesign.arch.boards import get_board
-from codesign.estimate import estimate_cycles, expert_counts_from_run
+from codesign.estimate import AXI_LATENCY, estimate_cycles, expert_counts_from_run
 from codesign.fidelity import agreement, compare
 from codesign.golden import GoldenExecutor
 from codesign.rtl import sim
@@ -41,22 +41,10 @@ pytestmark = pytest.mark.e2e
 
 BOARD = "zcu102"
 DDR_BASE = 0x8_0000_0000  # codesign_tb's DDR model base (ZynqMP DDR high)
-DDR_LATENCY = 40  # cycles from address to first data, ~130 ns at 300 MHz
+DDR_LATENCY = AXI_LATENCY  # cycles from address to first data: the estimator's figure
 VITIS_ENV = "CODESIGN_E2E_RTL_DIR"
 
-# m3vit-tiny: 9 tokens, dim 64, MLP 256, 4 experts, 2 heads, 768-wide patches.
-TINY_ARCH = ArchConfig(
-    tile_in=8,
-    tile_out=8,
-    attn_parallel=4,
-    bus_bits=128,
-    max_tokens=16,
-    max_dim=64,
-    max_hidden=256,
-    max_in_dim=768,
-    max_experts=4,
-    max_heads=2,
-)
+TINY_ARCH = ARCH_TINY
 # vit-tiny: 197 tokens, dim 192, MLP 768, 3 heads, 1000 classes.
 VIT_ARCH = ArchConfig(
     tile_in=16,
@@ -226,7 +214,7 @@ def test_m3vit_tiny_axiram_both_tasks():
 
 @pytest.mark.slow
 def test_m3vit_tiny_ddr_model_both_tasks():
-    """m3vit-tiny, both tasks, DDR = the SystemVerilog model (latency + bandwidth cap)."""
+    """m3vit-tiny, both tasks, DDR = the SystemVerilog model (AXI latency + bandwidth cap)."""
     build = compiled("m3vit-tiny", TINY_ARCH)
     result = run_rtl(build, [0, 1], ddr="model")
     for run in result["runs"]:
@@ -236,8 +224,8 @@ def test_m3vit_tiny_ddr_model_both_tasks():
 
 def run_harness(build, tasks) -> dict:
     """Long runs: the same checks through codesign.rtl.harness (C++ drives codesign_tb, so
-    no Python runs per cycle; DDR = the SystemVerilog model, 40-cycle latency, the board's
-    bandwidth)."""
+    no Python runs per cycle; DDR = the SystemVerilog model with the estimator's AXI
+    latency and the board's bandwidth)."""
     from codesign.rtl.harness import RtlAccelerator
 
     arch = build.state.arch
@@ -281,6 +269,7 @@ def test_vit_tiny():
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_m3vit_full():
     """The full m3vit on its board default ArchConfig (32x32 UCU): hours of simulation."""
     build = codesign.build("m3vit", BOARD)

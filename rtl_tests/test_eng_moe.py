@@ -22,11 +22,10 @@ import dataclasses
 import math
 
 import numpy as np
-from conftest import record_cycles
+from conftest import ARCH_TINY, record_cycles
 from test_attention import arch_name, tables_for
 
 from codesign import estimate
-from codesign.arch import ArchConfig
 from codesign.golden import GoldenExecutor
 from codesign.numerics.fixed import Fixed
 from codesign.program import (
@@ -309,20 +308,7 @@ STATES = ("idle", "g_job", "g_job_wait", "g_feed", "g_route", "g_write", "x_cnt_
 TIMED = dict(tokens=48, dim=32, hidden=64, experts=6, top_k=2, residual=True, route="random")
 
 
-# test_e2e.TINY_ARCH (the m3vit-tiny end-to-end ArchConfig): a square 8x8 tile on a 128-bit
-# bus (To = 8 > WPB = 4) and buffers just as deep as m3vit-tiny needs (16 tokens, 4 experts)
-TINY_ARCH = ArchConfig(
-    tile_in=8,
-    tile_out=8,
-    attn_parallel=4,
-    bus_bits=128,
-    max_tokens=16,
-    max_dim=64,
-    max_hidden=256,
-    max_in_dim=768,
-    max_experts=4,
-    max_heads=2,
-)
+TINY_ARCH = ARCH_TINY  # the m3vit-tiny end-to-end ArchConfig (4 experts = max_experts)
 TINY_SPECS = (
     # m3vit-tiny's MoE block: 9 tokens, dim 64, hidden 128, 4 experts, top-2
     dict(tokens=9, dim=64, hidden=128, experts=4, top_k=2, residual=True, route="random"),

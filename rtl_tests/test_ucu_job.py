@@ -1,4 +1,4 @@
-"""cds_ucu_job / cds_eng_linear (the UCU behind the word-DMA ports) vs GoldenExecutor.linear.
+"""cds_ucu_job (the UCU behind the word-DMA ports) vs GoldenExecutor.linear.
 
 Each case is a one-layer Program (the ArchConfig's tables, packed weights, biases, CSR
 index) and an arena of random words holding the x rows and residuals. The RTL runs the
@@ -7,9 +7,9 @@ stalls, latency and backpressure); the whole final arena must equal the golden
 executor's, word for word (so neighbours of unaligned output columns stay untouched).
 Cases: dense and block-sparse (with an all-pruned output tile row, and with every tile
 pruned), bias or none, GELU, residual add, in_dim / out_dim off the tile grid, one row,
-unaligned dst columns. cds_ucu_job alone adds gather rows (synchronous-RAM gidx table),
-the ys sink and post 3 with the side stream. Quiet runs of >= 64-row layers are compared
-with codesign.estimate.linear_cycles.
+unaligned dst columns, gather rows (synchronous-RAM gidx table), the ys sink and post 3
+with the side stream. Quiet runs of >= 8-row layers are compared with
+codesign.estimate.linear_cycles.
 """
 
 from __future__ import annotations
@@ -209,7 +209,6 @@ def make_case(rng, arch, name: str, rows: int, in_dim: int, out_dim: int, *, pos
         "program": np.frombuffer(program.to_bytes(), np.uint32),
         "arena": arena.astype(np.int32).view(np.uint32),
         "expected": expected.astype(np.int32).view(np.uint32),
-        "desc": layer.words()[2 : 2 + 46],
         "signals": _job_signals(layer, gather, sink, post),
         "gidx": order.astype(np.int64),
         "stall": stall,
@@ -270,7 +269,6 @@ def run_cases(build, arch, cases: list[dict], seed: int) -> dict:
                 "arena": put("arena", case["arena"].astype(np.int64)),
                 "gidx": put("gidx", case["gidx"]),
                 "ss": [put("ss_acc", side)[0], len(side)],
-                "desc": [int(v) for v in case["desc"]],
                 "signals": case["signals"],
                 "stall": case["stall"],
                 "latency": case["latency"],
@@ -342,10 +340,10 @@ def check_cases(arch, cases: list[dict], out: dict, unit: str) -> None:
 # ------------------------------------------------------------------ case lists
 
 
-def engine_cases(rng, arch, big: bool) -> list[dict]:
+def linear_cases(rng, arch) -> list[dict]:
     ti, to, wpb = arch.tile_in, arch.tile_out, arch.bus_bits // 32
     noisy = {"stall": 0.3, "latency": 6, "backpressure": 0.3}
-    cases = [
+    return [
         make_case(rng, arch, "dense_bias_offgrid", 5, 2 * ti + 1, 2 * to + 3,
                   dst_col=1, **noisy),
         make_case(rng, arch, "dense_gelu_1row", 1, 3 * ti - 1, to + 1, post=1, dst_col=wpb - 1,
@@ -359,16 +357,11 @@ def engine_cases(rng, arch, big: bool) -> list[dict]:
         make_case(rng, arch, "sparse_allpruned_res", 3, 2 * ti, 2 * to - 1, post=2,
                   sparse=True, prune_all=True, dst_col=1, **noisy),
         make_case(rng, arch, "dense_tiny", 2, 1, 1, dst_col=5, **noisy),
+        make_case(rng, arch, "quiet_dense", 64, 8 * ti, 4 * to, dst_col=0),
+        make_case(rng, arch, "quiet_sparse_res", 64, 8 * ti, 4 * to, post=2, sparse=True),
+        make_case(rng, arch, "quiet_gelu_offgrid", 72, 6 * ti + 3, 3 * to + 1, post=1,
+                  dst_col=1),
     ]  # fmt: skip
-    if big:
-        cases += [
-            make_case(rng, arch, "quiet_dense", 64, 8 * ti, 4 * to, dst_col=0),
-            make_case(rng, arch, "quiet_sparse_res", 64, 8 * ti, 4 * to, post=2,
-                      sparse=True),
-            make_case(rng, arch, "quiet_gelu_offgrid", 72, 6 * ti + 3, 3 * to + 1, post=1,
-                      dst_col=1),
-        ]  # fmt: skip
-    return cases
 
 
 def job_cases(rng, arch) -> list[dict]:
@@ -395,19 +388,9 @@ def job_build(arch):
 def test_ucu_job(arch, job_build):
     """LINEAR Programs, gather rows, the ys sink and post 3 through cds_ucu_job."""
     rng = np.random.default_rng(SEED + arch.tile_in)
-    cases = engine_cases(rng, arch, big=True) + job_cases(rng, arch)
+    cases = linear_cases(rng, arch) + job_cases(rng, arch)
     out = run_cases(job_build, arch, cases, seed=7)
     check_cases(arch, cases, out, "cds_ucu_job")
-
-
-def test_eng_linear():
-    """The descriptor -> job mapping: Programs through cds_eng_linear (archA)."""
-    arch = ARCHS["archA"]
-    build = sim.build(render.unit_sources("cds_eng_linear", arch), "cds_eng_linear")
-    rng = np.random.default_rng(SEED + 1)
-    cases = engine_cases(rng, arch, big=False)
-    out = run_cases(build, arch, cases, seed=3)
-    check_cases(arch, cases, out, "cds_eng_linear")
 
 
 @pytest.mark.parametrize("name", ["archA", "archB", "zcu102"])
@@ -416,5 +399,4 @@ def test_lint(name):
     from codesign.arch.config import default_arch
 
     arch = ARCHS[name] if name in ARCHS else default_arch(name)
-    for top in ("cds_ucu_job", "cds_eng_linear"):
-        sim.lint(render.unit_sources(top, arch), top)
+    sim.lint(render.unit_sources("cds_ucu_job", arch), "cds_ucu_job")

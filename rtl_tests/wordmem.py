@@ -53,7 +53,39 @@ class WordMemory:
         return self.words.view(np.int32)
 
 
-class WordReadPort:
+class _CommandPort:
+    """The command half both port kinds share: ``<name>_cmd_*`` handshake, queue, log."""
+
+    def __init__(self, bench, name: str, memory: WordMemory, wpb: int, queue_depth: int):
+        dut = bench.dut
+        self.name, self.memory, self.wpb, self.queue_depth = name, memory, wpb, queue_depth
+        self._cmd_valid = getattr(dut, f"{name}_cmd_valid")
+        self._cmd_ready = getattr(dut, f"{name}_cmd_ready")
+        self._cmd_addr = getattr(dut, f"{name}_cmd_addr")
+        self._cmd_words = getattr(dut, f"{name}_cmd_words")
+        self._valid = getattr(dut, f"{name}_valid")
+        self._ready = getattr(dut, f"{name}_ready")
+        self._data = getattr(dut, f"{name}_data")
+        self.commands: deque = deque()
+        self.log: list[tuple[int, int]] = []  # (addr, words) of every command
+        self._cmd_open = True
+        self._cycle = 0
+        self._cmd_ready.value = 1
+
+    def _offer_command(self) -> None:
+        self._cmd_open = len(self.commands) < self.queue_depth  # what cmd_ready shows
+        self._cmd_ready.value = int(self._cmd_open)
+
+    def _take_command(self) -> tuple[int, int] | None:
+        """The (addr, words) moving this cycle, only if cmd_ready was shown as 1."""
+        if not (self._cmd_open and _read(self._cmd_valid)):
+            return None
+        addr, count = _read(self._cmd_addr), _read(self._cmd_words)
+        self.log.append((addr, count))
+        return addr, count
+
+
+class WordReadPort(_CommandPort):
     """Serves ``<name>_cmd_*`` commands as packed beats on ``<name>_valid/ready/data/last``."""
 
     def __init__(
@@ -67,24 +99,11 @@ class WordReadPort:
         stall: float = 0.0,
         queue_depth: int = 4,
     ):
-        dut = bench.dut
-        self.name, self.memory, self.wpb = name, memory, wpb
-        self.latency, self.stall, self.queue_depth = latency, stall, queue_depth
-        self._cmd_valid = getattr(dut, f"{name}_cmd_valid")
-        self._cmd_ready = getattr(dut, f"{name}_cmd_ready")
-        self._cmd_addr = getattr(dut, f"{name}_cmd_addr")
-        self._cmd_words = getattr(dut, f"{name}_cmd_words")
-        self._valid = getattr(dut, f"{name}_valid")
-        self._ready = getattr(dut, f"{name}_ready")
-        self._data = getattr(dut, f"{name}_data")
-        self._last = getattr(dut, f"{name}_last")
-        self.commands: deque = deque()  # [ready_cycle, beats deque]
-        self.log: list[tuple[int, int]] = []  # (addr, words) of every command
-        self._presenting = False
-        self._cmd_open = True
-        self._cycle = 0
+        super().__init__(bench, name, memory, wpb, queue_depth)
+        self.latency, self.stall = latency, stall
+        self._last = getattr(bench.dut, f"{name}_last")
+        self._presenting = False  # commands hold [ready_cycle, beats deque]
         self._valid.value = 0
-        self._cmd_ready.value = 1
 
     @property
     def idle(self) -> bool:
@@ -104,8 +123,7 @@ class WordReadPort:
         return beats
 
     def _drive(self, rng) -> None:
-        self._cmd_open = len(self.commands) < self.queue_depth  # what cmd_ready shows
-        self._cmd_ready.value = int(self._cmd_open)
+        self._offer_command()
         if self._presenting or not self.commands:
             return
         ready_at, beats = self.commands[0]
@@ -125,17 +143,16 @@ class WordReadPort:
             self._presenting = False
             if not beats:
                 self.commands.popleft()
-        if self._cmd_open and _read(self._cmd_valid):
-            addr, count = _read(self._cmd_addr), _read(self._cmd_words)
-            self.log.append((addr, count))
-            self.commands.append([cycle + self.latency, self._beats(addr, count)])
+        command = self._take_command()
+        if command is not None:
+            self.commands.append([cycle + self.latency, self._beats(*command)])
 
     def _after_edge(self) -> None:
         if not self._presenting:
             self._valid.value = 0
 
 
-class WordWritePort:
+class WordWritePort(_CommandPort):
     """Takes ``<name>_cmd_*`` commands and their packed beats; drives ``<name>_idle``."""
 
     def __init__(
@@ -149,29 +166,12 @@ class WordWritePort:
         ack_latency: int = 4,
         queue_depth: int = 4,
     ):
-        dut = bench.dut
-        self.name, self.memory, self.wpb = name, memory, wpb
-        self.backpressure, self.ack_latency, self.queue_depth = (
-            backpressure,
-            ack_latency,
-            queue_depth,
-        )
-        self._cmd_valid = getattr(dut, f"{name}_cmd_valid")
-        self._cmd_ready = getattr(dut, f"{name}_cmd_ready")
-        self._cmd_addr = getattr(dut, f"{name}_cmd_addr")
-        self._cmd_words = getattr(dut, f"{name}_cmd_words")
-        self._valid = getattr(dut, f"{name}_valid")
-        self._ready = getattr(dut, f"{name}_ready")
-        self._data = getattr(dut, f"{name}_data")
-        self._idle = getattr(dut, f"{name}_idle")
-        self.commands: deque = deque()  # [next word index, words left]
-        self.log: list[tuple[int, int]] = []
+        super().__init__(bench, name, memory, wpb, queue_depth)
+        self.backpressure, self.ack_latency = backpressure, ack_latency
+        self._idle = getattr(bench.dut, f"{name}_idle")
         self._acks: deque = deque()  # cycles at which finished commands are acknowledged
-        self._ready_now = False
-        self._cmd_open = True
-        self._cycle = 0
+        self._ready_now = False  # commands hold [next word index, words left]
         self._ready.value = 0
-        self._cmd_ready.value = 1
         self._idle.value = 1
 
     @property
@@ -179,8 +179,7 @@ class WordWritePort:
         return not self.commands and not self._acks
 
     def _drive(self, rng) -> None:
-        self._cmd_open = len(self.commands) < self.queue_depth  # what cmd_ready shows
-        self._cmd_ready.value = int(self._cmd_open)
+        self._offer_command()
         ready = bool(self.commands) and not (self.backpressure and rng.random() < self.backpressure)
         self._ready.value = int(ready)
         self._ready_now = ready
@@ -202,9 +201,9 @@ class WordWritePort:
             if command[1] == 0:
                 self.commands.popleft()
                 self._acks.append(cycle + self.ack_latency)
-        if self._cmd_open and _read(self._cmd_valid):
-            addr, count = _read(self._cmd_addr), _read(self._cmd_words)
-            self.log.append((addr, count))
+        command = self._take_command()
+        if command is not None:
+            addr, count = command
             start = self.memory.check(addr, count, f"{self.name} write")
             self.commands.append([start, count])
 

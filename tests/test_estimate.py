@@ -21,8 +21,12 @@ def test_linear_cycles_by_hand():
     assert est.tile_load_beats(32, 32, 2, 16) == 128
     assert est.ucu_cycles(4, 2, 1, 128) == 396
     assert est.linear_cycles(4, 64, 32, 32, 32, 2, 16) == 64 + 396
-    # compute-bound: 200 rows stream past each tile (200 > 128 beats of load)
-    assert est.linear_cycles(200, 64, 32, 32, 32, 2, 16) == 200 * 16 + 128 + 2 * 200 + 200 + 8
+    # 200 rows: the MACs take 128 + 2 * 200 + 200 + 8 = 736, but each output row of the
+    # tile is 32 int32 words = 8 beats to write: 200 * 8 + 128 + 200 + 8 = 1936 (write-bound)
+    assert est.linear_cycles(200, 64, 32, 32, 32, 2, 16) == 200 * 16 + 1936
+    # compute-bound: 16 input tiles per output tile row (512 inputs)
+    ucu = 128 + 16 * 200 + 200 + 8
+    assert est.linear_cycles(200, 512, 32, 32, 32, 2, 16) == 200 * 128 + ucu
 
 
 def test_attention_layernorm_elementwise_by_hand():
@@ -152,8 +156,12 @@ def test_half_sparse_ucu_costs_at_most_55_percent(rows):
     dense = est.ucu_cycles(rows, out_tiles * in_tiles, out_tiles, load)
     sparse = est.ucu_cycles(rows, out_tiles * in_tiles // 2, out_tiles, load)
     assert sparse <= 0.55 * dense
-    full_dense = est.linear_cycles(rows, 256, 256, 32, 32, 2, 16)
-    full_sparse = est.linear_cycles(rows, 256, 256, 32, 32, 2, 16, stored_tiles=32)
+    # the whole layer, with enough input tiles left after pruning (16 of 32 per output
+    # tile row) that the MACs, not the int32 output writes, bound it
+    dense = est.ucu_cycles(rows, out_tiles * 32, out_tiles, load)
+    sparse = est.ucu_cycles(rows, out_tiles * 16, out_tiles, load)
+    full_dense = est.linear_cycles(rows, 1024, 256, 32, 32, 2, 16)
+    full_sparse = est.linear_cycles(rows, 1024, 256, 32, 32, 2, 16, stored_tiles=out_tiles * 16)
     assert full_dense - full_sparse == dense - sparse
 
 
