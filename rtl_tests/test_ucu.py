@@ -602,7 +602,8 @@ def test_yosys_dsp_per_mac(arch):
 
 
 def test_render_cli_writes_filelist(tmp_path):
-    """codesign rtl render: every unit in its own file, filelist.f in compile order."""
+    """codesign rtl render: every unit in its own file; filelist.f is the accelerator
+    (codesign_top last, everything it instantiates before its user)."""
     import re
 
     from click.testing import CliRunner
@@ -614,7 +615,9 @@ def test_render_cli_writes_filelist(tmp_path):
     )
     assert result.exit_code == 0, result.output
     order = (tmp_path / "filelist.f").read_text().split()
-    assert {"cds_ucu.sv", "cds_gelu.sv", "cds_requant.sv", "cds_rom_exp.sv"} <= set(order)
+    assert {"cds_ucu.sv", "cds_requant.sv", "cds_rom_exp.sv", "cds_controller.sv"} <= set(order)
+    assert order[-1] == "codesign_top.sv"
+    assert (tmp_path / "cds_gelu.sv").is_file()  # standalone units are written too
     seen = set()
     for name in order:
         text = (tmp_path / name).read_text()

