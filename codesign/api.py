@@ -90,10 +90,15 @@ class Build:
             if self._rtl is None:
                 from .rtl.harness import RtlAccelerator
 
+                arch = self._state.arch
+                ddr_bytes = len(self.program_bytes) + self.program.arena_bytes + 4096
+                depth = (-(-ddr_bytes // (arch.bus_bits // 8)) - 1).bit_length()
                 self._rtl = RtlAccelerator(
-                    self._state.arch,
+                    arch,
                     self._state.options.precision,
                     board=self._state.board.name,
+                    # the testbench's default DDR (2**20 beats) unless program + arena need more
+                    ddr_depth_log2=depth if depth > 20 else None,
                 )
             fmt = self.program.outputs[task].fmt
             outputs = [

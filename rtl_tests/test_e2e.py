@@ -262,7 +262,7 @@ def run_harness(build, tasks) -> dict:
 @pytest.mark.slow
 @pytest.mark.long
 def test_vit_tiny():
-    """vit-tiny (197 tokens, 1000 classes) on a 16x16 UCU: ~6M cycles, ~20 min simulated."""
+    """vit-tiny (197 tokens, 1000 classes) on a 16x16 UCU: ~6M cycles (over 40 min here)."""
     build = compiled("vit-tiny", VIT_ARCH)
     run = run_harness(build, [0])["runs"][0]
     figures = check_run(build, run, "vit-tiny")
