@@ -88,13 +88,12 @@ class DdrModel:
 def _controller_state(dut) -> str:
     """Where our RTL top's controller stands (empty for a Vitis export)."""
     try:
-        ctl = dut.u_controller if hasattr(dut, "u_controller") else dut.dut.u_controller
-        top = ctl._parent if hasattr(ctl, "_parent") else None
+        top = dut if hasattr(dut, "u_controller") else dut.dut  # codesign_top or codesign_tb
+        ctl = top.u_controller
         text = (
             f"controller state {int(ctl.state.value)}, layer {int(ctl.layer.value)}, "
             f"op {int(ctl.d_op.value)}, run pass {int(ctl.run_pass.value)}"
         )
-        top = dut if hasattr(dut, "u_moe") else dut.dut
         text += (
             f"; moe state {int(top.u_moe.state.value)}, job state {int(top.u_job.state.value)}, "
             f"wr1 idle {int(top.wr1_idle.value)}"

@@ -51,26 +51,11 @@ def arch_name(arch) -> str:
     return next((name for name, known in ARCHS.items() if known == arch), str(arch))
 
 
-def one_layer_program(
-    arch, layer: Layer, arena_bytes: int, rows: int, cols: int, params: dict | None = None
-) -> Program:
-    """A Program with the ArchConfig's tables and one layer.
-
-    ``params`` maps descriptor fields to int32 vectors (or packed bytes) to place in the
-    program data; the field is set to the placed address (gamma, beta, gate weights).
-    """
-    tables = tables_for(arch)
-    data, refs = b"", {}
-    base = 512 + 256  # header + one descriptor
-
-    def place(blob: bytes) -> int:
-        nonlocal data
-        offset = base + len(data)
-        data += blob + b"\0" * (-len(blob) % arch.bus_bytes)
-        return offset
-
+def place_tables(arch, place) -> dict[str, TableRef]:
+    """The ArchConfig's four tables placed with `place(blob) -> offset`, as header refs."""
+    refs = {}
     for name in TABLE_NAMES:
-        table = tables[name]
+        table = tables_for(arch)[name]
         refs[name] = TableRef(
             name,
             place(table.values.astype("<i4").tobytes()),
@@ -80,6 +65,27 @@ def one_layer_program(
             table.guard_bits,
             round(math.log2(table.domain)),
         )
+    return refs
+
+
+def one_layer_program(
+    arch, layer: Layer, arena_bytes: int, rows: int, cols: int, params: dict | None = None
+) -> Program:
+    """A Program with the ArchConfig's tables and one layer.
+
+    ``params`` maps descriptor fields to int32 vectors (or packed bytes) to place in the
+    program data; the field is set to the placed address (gamma, beta, gate weights).
+    """
+    data = b""
+    base = 512 + 256  # header + one descriptor
+
+    def place(blob: bytes) -> int:
+        nonlocal data
+        offset = base + len(data)
+        data += blob + b"\0" * (-len(blob) % arch.bus_bytes)
+        return offset
+
+    refs = place_tables(arch, place)
     for field, values in (params or {}).items():
         blob = values if isinstance(values, bytes) else np.asarray(values).astype("<i4").tobytes()
         layer.fields[field] = place(blob)

@@ -19,22 +19,19 @@ go to the cycle table next to codesign.estimate.gate_cycles / experts_cycles.
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import numpy as np
 from conftest import ARCH_TINY, record_cycles
-from test_attention import arch_name, tables_for
+from test_attention import arch_name, place_tables
 
 from codesign import estimate
 from codesign.golden import GoldenExecutor
 from codesign.numerics.fixed import Fixed
 from codesign.program import (
     NONE,
-    TABLE_NAMES,
     Layer,
     Op,
     Program,
-    TableRef,
     TensorRef,
     pack_fmt,
     pack_tiles,
@@ -86,7 +83,6 @@ def build_case(rng, arch, spec: dict) -> dict:
     ti, to = arch.tile_in, arch.tile_out
 
     # ---- program data: tables, gate weights, stacked expert weights and biases
-    tables = tables_for(arch)
     base = 512 + 2 * 256
     data = b""
 
@@ -96,18 +92,7 @@ def build_case(rng, arch, spec: dict) -> dict:
         data += blob + b"\0" * (-len(blob) % bus)
         return offset
 
-    refs = {}
-    for name in TABLE_NAMES:
-        table = tables[name]
-        refs[name] = TableRef(
-            name,
-            place(table.values.astype("<i4").tobytes()),
-            len(table.values),
-            table.fmt,
-            table.index_bits,
-            table.guard_bits,
-            round(math.log2(table.domain)),
-        )
+    refs = place_tables(arch, place)
     x = fmts["x"].quantize(rng.normal(0.0, 1.0, (tokens, dim)))
     gate = rng.normal(0.0, 0.4, (experts, dim))
     if spec["route"] == "skew":  # expert E-1 never wins: a constant feature favours the rest

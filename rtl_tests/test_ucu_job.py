@@ -14,28 +14,22 @@ codesign.estimate.linear_cycles.
 
 from __future__ import annotations
 
-import functools
 import json
-import math
 
 import numpy as np
 import pytest
 from conftest import ARCHS, record_cycles
+from test_attention import one_layer_program
 
 from codesign import estimate
 from codesign.golden import GoldenExecutor
 from codesign.numerics.fixed import OVERFLOW, ROUNDING, Fixed
-from codesign.numerics.tables import build_tables
 from codesign.program import (
     LAYER_FIELDS,
     NONE,
-    TABLE_NAMES,
     Layer,
     Op,
     Post,
-    Program,
-    TableRef,
-    TensorRef,
     pack_block_sparse,
     pack_fmt,
     pack_tiles,
@@ -45,11 +39,6 @@ from codesign.rtl import render, sim
 from codesign.rtl.render import POST_SCORE, rtl_params
 
 SEED = 20240611
-
-
-@functools.lru_cache(maxsize=4)
-def tables_for(arch):
-    return build_tables(**arch.table_params())
 
 
 def _pad(value: int, multiple: int) -> int:
@@ -63,49 +52,6 @@ def _fmt(rng, width: int, frac: int, signed: bool = True) -> Fixed:
 
 
 # ------------------------------------------------------------------ one-layer Programs
-
-
-def linear_program(arch, layer: Layer, arena_bytes: int, blobs: dict) -> Program:
-    """A Program with the ArchConfig's tables and one LINEAR; `blobs` are placed in the
-    program data (bus aligned) and the named descriptor fields set to their offsets."""
-    bus_bytes = arch.bus_bits // 8
-    base = 512 + 256  # header + one descriptor
-    data = b""
-
-    def place(blob: bytes) -> int:
-        nonlocal data
-        offset = base + len(data)
-        data += blob + b"\0" * (-len(blob) % bus_bytes)
-        return offset
-
-    refs = {}
-    for name in TABLE_NAMES:
-        table = tables_for(arch)[name]
-        refs[name] = TableRef(
-            name,
-            place(table.values.astype("<i4").tobytes()),
-            len(table.values),
-            table.fmt,
-            table.index_bits,
-            table.guard_bits,
-            round(math.log2(table.domain)),
-        )
-    for field, blob in blobs.items():
-        layer.fields[field] = place(blob)
-    ref = TensorRef(0, 1, 1, bus_bytes, Fixed(32, 32))
-    return Program(
-        model="rtl-ucu-job",
-        bus_bits=arch.bus_bits,
-        tile_in=arch.tile_in,
-        tile_out=arch.tile_out,
-        attn_parallel=arch.attn_parallel,
-        layers=[layer],
-        data=data,
-        arena_bytes=arena_bytes,
-        input=ref,
-        outputs=[ref],
-        tables=refs,
-    )
 
 
 def make_case(rng, arch, name: str, rows: int, in_dim: int, out_dim: int, *, post: int = 0,
@@ -193,7 +139,7 @@ def make_case(rng, arch, name: str, rows: int, in_dim: int, out_dim: int, *, pos
         out_fmt=pack_fmt(out_fmt),
     )  # fmt: skip
     layer = Layer(Op.LINEAR, name, fields)
-    program = linear_program(arch, layer, arena_bytes, blobs)
+    program = one_layer_program(arch, layer, arena_bytes, 1, 1, blobs)  # blobs -> fields
     # golden: gathered rows are first copied to a contiguous scratch area past the arena
     ex = GoldenExecutor(program)
     ex.arena = np.concatenate([arena, np.zeros(rows * src_stride // 4, np.int64)])
