@@ -1,7 +1,8 @@
 """Whole models on the Verilated RTL accelerator: cycles vs the estimator, wall time.
 
     python benchmarks/bench_e2e.py --model m3vit-tiny          # seconds
-    python benchmarks/bench_e2e.py --model m3vit --tasks 0 1   # the full model: long
+    python benchmarks/bench_e2e.py --model m3vit --tasks 0 1   # the full model: minutes
+    python benchmarks/bench_e2e.py --model m3vit-tiny --latency 2 64   # latency sweep
 
 Builds the model for the board's default ArchConfig, runs the first evaluation image per
 task through ``codesign.rtl.harness`` (codesign_top + the SystemVerilog DDR model:
@@ -9,6 +10,9 @@ the estimator's AXI latency, the board's DDR bandwidth),
 checks the output bit for bit against the golden executor and prints total and per-layer
 cycles next to ``codesign.estimate.estimate_cycles``, the simulated latency at the board
 clock, the simulation's wall time and cycles per second, and the float output vs torch.
+With several ``--latency`` values (DDR first-beat latency in cycles) it runs each and
+prints, per op, the DDR round trips the schedule exposes (cycles gained per cycle of
+latency), next to the estimator's ``LAYER_ROUND_TRIPS``.
 """
 
 from __future__ import annotations
@@ -19,12 +23,10 @@ import time
 import numpy as np
 
 import codesign
-from codesign.estimate import AXI_LATENCY, estimate_cycles, expert_counts_from_run
+from codesign.estimate import AXI_LATENCY, estimate_cycles, expert_counts_from_run, exposed_latency
 from codesign.fidelity import agreement, compare
 from codesign.golden import GoldenExecutor
 from codesign.rtl.harness import RtlAccelerator
-
-DDR_LATENCY = AXI_LATENCY  # the estimator's first-beat latency
 
 
 def main() -> None:
@@ -33,6 +35,9 @@ def main() -> None:
     parser.add_argument("--board", default="zcu102")
     parser.add_argument("--tasks", type=int, nargs="*", default=None)
     parser.add_argument("--layers", action="store_true", help="print every layer")
+    parser.add_argument(
+        "--latency", type=int, nargs="+", default=[AXI_LATENCY], help="DDR latency, cycles"
+    )
     args = parser.parse_args()
 
     started = time.perf_counter()
@@ -51,19 +56,37 @@ def main() -> None:
         arch,
         build.state.options.precision,
         board=args.board,
-        ddr_latency=DDR_LATENCY,
+        ddr_latency=args.latency[0],
         ddr_depth_log2=depth,
     )
     print(f"harness ready in {time.perf_counter() - started:.1f} s (cached after the first build)")
     tasks = args.tasks if args.tasks is not None else list(range(program.n_tasks))
+    per_latency = {}
+    for latency in args.latency:
+        accel.ddr_latency = latency
+        accel.reset()
+        print(f"\n=== DDR latency {latency} cycles ===")
+        per_latency[latency] = _run_tasks(args, build, accel, tasks, latency)
+    accel.close()
+    if len(args.latency) > 1:
+        _round_trips(build, per_latency)
+
+
+def _run_tasks(args, build, accel, tasks, latency) -> dict:
+    """Every task once at this latency; per task the layers' measured cycles."""
+    program, arch = build.program, build.state.arch
     clock_mhz = build.state.board.clock_mhz
+    layer_cycles = {}
     for task in tasks:
         raw = build.state.first_input[task]
         run = accel.run_program(build.program_bytes, raw, task, max_cycles=2_000_000_000)
+        layer_cycles[task] = run.layer_cycles
         golden = GoldenExecutor(program).run(raw, task)
         exact = np.array_equal(run.output, golden.output)
         counts = expert_counts_from_run(program, raw, task)
-        est = estimate_cycles(program, arch, args.board, expert_counts=counts, task=task)
+        est = estimate_cycles(
+            program, arch, args.board, expert_counts=counts, task=task, ddr_latency=latency
+        )
         out = golden.fmt.to_float(run.output)
         ref = build.state.torch_out[task][0]
         if build.graph.meta["output_kind"] == "classification":
@@ -99,7 +122,30 @@ def main() -> None:
                 f"  {op:<12} measured {measured:>10,}  estimate {estimate:>10,}  "
                 f"ratio {measured / estimate:.3f}"
             )
-    accel.close()
+    return layer_cycles
+
+
+def _round_trips(build, per_latency: dict) -> None:
+    """Per op: extra cycles per cycle of DDR latency, measured and in the estimator."""
+    low, high = min(per_latency), max(per_latency)
+    program = build.program
+    print(f"\nDDR round trips exposed per layer (cycles per latency cycle, {low} -> {high}):")
+    by_op: dict[str, list[tuple[float, float]]] = {}
+    for task, cycles in per_latency[high].items():
+        counts = expert_counts_from_run(program, build.state.first_input[task], task)
+        for layer in program.layers:
+            if layer.name not in cycles:
+                continue
+            slope = (cycles[layer.name] - per_latency[low][task][layer.name]) / (high - low)
+            model = exposed_latency(layer, 1000, counts.get(layer.name)) / 1000
+            key = layer.op.name + (" +res" if layer.fields.get("post") == 2 else "")
+            by_op.setdefault(key, []).append((slope, model))
+    for op, pairs in sorted(by_op.items()):
+        slopes = [p[0] for p in pairs]
+        print(
+            f"  {op:<16} measured {min(slopes):5.2f}..{max(slopes):5.2f}  "
+            f"estimator {pairs[0][1]:5.2f}  ({len(pairs)} layers)"
+        )
 
 
 if __name__ == "__main__":

@@ -105,6 +105,7 @@ def _check_fits(graph: Graph, arch: ArchConfig) -> None:
         ("tokens", meta["tokens"], arch.max_tokens),
         ("dim", meta["dim"], arch.max_dim),
         ("heads", meta["heads"], arch.max_heads),
+        ("head dim (dim / heads)", meta["dim"] // max(1, meta["heads"]), arch.max_head_dim),
     ]
     for node in graph.nodes:
         if node.op == "linear":

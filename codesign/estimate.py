@@ -162,6 +162,23 @@ def utilisation(rows: int, in_dim: int, out_dim: int, tile_in: int, tile_out: in
 LAYER_DISPATCH = 4  # decode a fetched descriptor and start the op's engine
 AXI_LATENCY = 64  # first-beat latency of a PL read from PS DDR (~210 ns at 300 MHz)
 DESCRIPTOR_BYTES = 4 * LAYER_WORDS  # one layer descriptor, fetched in one burst
+# DDR round trips a layer leaves exposed because each waits for the one before: the
+# descriptor, the first operands, the write acknowledgement at the end; LayerNorm and
+# EMBED/ADD partly wait on parameters or second operands too. MoE experts: descriptor,
+# queue counts, then ids/scores, the residual pass and its acknowledgement, and per
+# expert with tokens its fc1 operands, fc1's write acknowledgement, fc2's scratch reads.
+# Measured on the RTL top as the slope of per-layer cycles over DDR latency
+# (benchmarks/bench_e2e.py --latency 2 64): see docs/rtl-top.md.
+LAYER_ROUND_TRIPS = {
+    Op.LINEAR: 3.0,
+    Op.ATTENTION: 3.0,
+    Op.MOE_GATE: 3.0,
+    Op.LAYERNORM: 3.5,
+    Op.EMBED: 3.7,
+    Op.ADD: 3.7,
+    Op.MOE_EXPERTS: 5.0,
+}
+EXPERT_ROUND_TRIPS = 3.0  # per expert with tokens
 
 # DSP multiplier ports (signed operand widths) per device family.
 DSP_PORTS = {"zynquplus": (27, 18), "zynq": (25, 18)}
@@ -513,18 +530,30 @@ def _counts_for(program, layer, expert_counts) -> tuple[list[int], str]:
     return counts, "measured"
 
 
-def startup_cycles(program) -> int:
+def startup_cycles(program, ddr_latency: int = AXI_LATENCY) -> int:
     """Before the first layer: the kernel reads the header, checks every descriptor
     (one burst each), reads the header again and loads the four tables into ROMs."""
     bus = program.bus_bits // 8
-    header = beats(HEADER_BYTES, bus) + AXI_LATENCY
-    check = len(program.layers) * (beats(DESCRIPTOR_BYTES, bus) + AXI_LATENCY)
-    tables = sum(beats(4 * t.entries, bus) + AXI_LATENCY for t in program.tables.values())
+    header = beats(HEADER_BYTES, bus) + ddr_latency
+    check = len(program.layers) * (beats(DESCRIPTOR_BYTES, bus) + ddr_latency)
+    tables = sum(beats(4 * t.entries, bus) + ddr_latency for t in program.tables.values())
     return 2 * header + check + tables
 
 
-def estimate_cycles(program, arch, board, expert_counts=None, task: int = 0) -> dict:
-    """Per-layer and total cycles of one run of `program` for `task` on `board`."""
+def exposed_latency(layer, ddr_latency: int, counts: list[int] | None = None) -> int:
+    """Cycles a running layer waits on DDR round trips (see LAYER_ROUND_TRIPS)."""
+    trips = LAYER_ROUND_TRIPS[layer.op]
+    if layer.op == Op.MOE_EXPERTS:
+        trips += EXPERT_ROUND_TRIPS * sum(1 for count in counts or [] if count)
+    return round(trips * ddr_latency)
+
+
+def estimate_cycles(
+    program, arch, board, expert_counts=None, task: int = 0, ddr_latency: int = AXI_LATENCY
+) -> dict:
+    """Per-layer and total cycles of one run of `program` for `task` on `board`, with
+    `ddr_latency` cycles from a DDR read request to its first data (and from the last
+    write beat to its acknowledgement)."""
     board = _board(board)
     _check_arch(program, arch)
     if not 0 <= task < program.n_tasks:
@@ -532,8 +561,8 @@ def estimate_cycles(program, arch, board, expert_counts=None, task: int = 0) -> 
     bus = program.bus_bits // 8
     clock_hz = board.clock_mhz * 1e6
     ddr_bytes_per_cycle = board.ddr_gbps * 1e9 / clock_hz
-    descriptor = beats(DESCRIPTOR_BYTES, bus) + AXI_LATENCY + LAYER_DISPATCH
-    start = startup_cycles(program)
+    descriptor = beats(DESCRIPTOR_BYTES, bus) + LAYER_DISPATCH
+    start = startup_cycles(program, ddr_latency)
     layers, sources = [], set()
     total = start
     for layer in program.layers:
@@ -548,18 +577,20 @@ def estimate_cycles(program, arch, board, expert_counts=None, task: int = 0) -> 
             ddr = math.ceil((detail["weight_bytes"] + detail["act_bytes"]) / ddr_bytes_per_cycle)
             compute = detail["compute_cycles"]
             limited_by = detail.pop("limited_by")
-            cycles = max(compute, ddr) + descriptor
+            waits = exposed_latency(layer, ddr_latency, counts)
+            cycles = max(compute, ddr) + descriptor + waits
             entry.update(
                 cycles=cycles,
                 ddr_cycles=ddr,
                 bound="ddr" if ddr > compute else limited_by,
                 ddr_bytes=detail["weight_bytes"] + detail["act_bytes"],
+                latency_cycles=waits,
                 **detail,
             )
             if layer.op.name == "MOE_EXPERTS":
                 entry["counts_source"] = source
         else:  # the kernel reads the descriptor, sees another task, moves on
-            cycles = descriptor
+            cycles = descriptor + ddr_latency
             entry.update(cycles=cycles, compute_cycles=0, ddr_cycles=0, bound="skipped")
             entry.update(macs=0, weight_bytes=0, act_bytes=0, ddr_bytes=0)
         entry["latency_us"] = round(cycles / clock_hz * 1e6, 3)
@@ -925,9 +956,11 @@ def assumptions(board, expert_counts_note: str, task: int) -> dict:
         "notes": [
             "cycles: the per-op schedule of codesign.estimate (weight-stationary UCU, "
             "rotated attention, two-pass LayerNorm), one AXI beat per cycle per master",
-            f"per layer: descriptor fetch + {AXI_LATENCY}-cycle DDR latency + "
-            f"{LAYER_DISPATCH}-cycle dispatch; layers of other tasks cost only that; "
-            "once per run: header, descriptor check pass, table loads",
+            f"per layer: descriptor fetch + {LAYER_DISPATCH}-cycle dispatch + "
+            f"the DDR round trips its schedule exposes ({AXI_LATENCY} cycles each: "
+            "descriptor, first operands, write acknowledgement, per op more); layers of "
+            "other tasks cost a "
+            "descriptor fetch; once per run: header, descriptor check pass, table loads",
             f"a layer takes max(schedule, DDR bytes / {board.ddr_gbps:g} GB/s); 'bound' "
             "names the larger part: activations (row reads), weights (tile loads "
             "longer than the rows streaming past), compute, or ddr",

@@ -81,14 +81,11 @@ _RESOURCES: list[dict] = []
 def pytest_collection_modifyitems(config, items):
     here = Path(__file__).resolve().parent
     missing = _missing_tools()
-    long_ok = os.environ.get("CODESIGN_LONG") == "1"
     for item in items:
         if here in Path(str(item.fspath)).resolve().parents:
             item.add_marker(pytest.mark.rtl)
             if missing:
                 item.add_marker(pytest.mark.skip(reason=missing))
-            elif "long" in item.keywords and not long_ok:
-                item.add_marker(pytest.mark.skip(reason="hour-scale simulation: CODESIGN_LONG=1"))
 
 
 def _missing_tools() -> str | None:

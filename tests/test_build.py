@@ -59,6 +59,9 @@ def test_build_from_module_with_classification_head():
 def test_model_too_large_for_arch_names_the_limit():
     with pytest.raises(CompileError, match=r"dim = 64 exceeds the ArchConfig maximum 32"):
         codesign.build("m3vit-tiny", arch=ArchConfig(max_dim=32))
+    # 2 heads of 32 features; 16 heads in 64 features leave 4 lanes per head
+    with pytest.raises(CompileError, match=r"head dim \(dim / heads\) = 32 exceeds .* 4"):
+        codesign.build("m3vit-tiny", arch=ArchConfig(max_dim=64, max_heads=16))
 
 
 @pytest.mark.parametrize(

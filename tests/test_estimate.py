@@ -79,7 +79,10 @@ def test_every_layer_costed_with_its_formula(tiny_build):
         else:
             continue
         assert entry["compute_cycles"] == expected, layer.name
-        assert entry["cycles"] == max(expected, entry["ddr_cycles"]) + descriptor
+        waits = round(est.LAYER_ROUND_TRIPS[layer.op] * est.AXI_LATENCY)
+        assert entry["latency_cycles"] == waits, layer.name
+        fetch = descriptor - est.AXI_LATENCY  # the descriptor's own round trip is in waits
+        assert entry["cycles"] == max(expected, entry["ddr_cycles"]) + fetch + waits
     # once per run: header twice, one check read per descriptor, the four tables
     header = 2 * (512 // bus + est.AXI_LATENCY)
     check = len(program.layers) * (256 // bus + est.AXI_LATENCY)
@@ -87,6 +90,27 @@ def test_every_layer_costed_with_its_formula(tiny_build):
     total = header + check + tables + sum(entry["cycles"] for entry in result["layers"])
     assert result["cycles"] == total
     assert result["latency_ms"] == pytest.approx(total / 300e3)
+
+
+def test_ddr_latency_adds_the_exposed_round_trips(tiny_build):
+    """Each cycle of DDR latency costs every round trip the schedule exposes: per running
+    layer its op's count (MoE experts: plus three per expert with tokens), per skipped
+    layer and per startup read one."""
+    program, arch = tiny_build.program, tiny_build.state.arch
+    counts = est.expert_counts_from_run(program, tiny_build.state.first_input[0], 0)
+    fast, slow = (
+        est.estimate_cycles(program, arch, "zcu102", counts, 0, ddr_latency=latency)
+        for latency in (0, 100)
+    )
+    trips = 2 + len(program.layers) + len(program.tables)  # header twice, check, tables
+    for layer in program.layers:
+        if layer.task not in (-1, 0):
+            trips += 1
+            continue
+        trips += est.LAYER_ROUND_TRIPS[layer.op]
+        if layer.op == Op.MOE_EXPERTS:
+            trips += est.EXPERT_ROUND_TRIPS * sum(1 for c in counts[layer.name] if c)
+    assert slow["cycles"] - fast["cycles"] == pytest.approx(100 * trips, abs=len(program.layers))
 
 
 def test_skipped_task_layers_and_per_task_totals(tiny_build):

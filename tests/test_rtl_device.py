@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 
 from codesign.golden import GoldenExecutor
+from codesign.hls.render import CHECK_ERRORS
 from codesign.runtime import Accelerator, ModelCard, SimulatedBoard, SimulatedKernelError
 
 pytestmark = [pytest.mark.rtl, pytest.mark.e2e]
 
+CHECK_CODES = {name: code for code, name, _ in CHECK_ERRORS}
 RTL_TIMEOUT_S = 1800.0  # driver timeout: a Verilated inference takes seconds to minutes
 
 
@@ -136,3 +138,88 @@ def test_timeout_names_register_state_and_the_board_recovers(tiny_build, rtl_ker
             accel.run_raw(raw, 0)
         hurried.max_cycles = rtl_kernel.max_cycles  # the reset RTL runs the next image
         np.testing.assert_array_equal(accel.run_raw(raw, 0), _golden_raw(tiny_build, raw, 0))
+
+
+def _with_layer_fields(program_bytes: bytes, op, **changes) -> tuple[bytes, int]:
+    """The Program with `changes` applied to the first layer of `op`; that layer's index."""
+    from codesign.program import Program
+
+    program = Program.from_bytes(program_bytes)
+    index = next(i for i, layer in enumerate(program.layers) if layer.op == op)
+    fields = program.layers[index].fields
+    for name, change in changes.items():
+        fields[name] = change(fields) if callable(change) else change
+    return program.to_bytes(), index
+
+
+def _frac_above(key: str, *keys: str):
+    """A format word like fields[key] whose fraction bits exceed the sum of `keys`'."""
+    from codesign.program import pack_fmt, unpack_fmt
+
+    def change(fields):
+        fmt = unpack_fmt(fields[key])
+        frac = sum(unpack_fmt(fields[k]).frac_bits for k in keys) + 1
+        return pack_fmt(fmt.with_(width=frac + fmt.int_bits, int_bits=fmt.int_bits))
+
+    return change
+
+
+def _refusals(arch):
+    """(what, op, field changes, expected check error) for Programs both kernels refuse."""
+    from codesign.program import Op
+
+    head = arch.max_head_dim
+    bias = {"b_fmt": _frac_above("b_fmt", "x_fmt", "w_fmt")}
+    beta = {"b_fmt": _frac_above("b_fmt", "norm_fmt", "g_fmt")}
+    expert_res = {"res_fmt": _frac_above("res_fmt", "score_fmt", "y_fmt")}
+    softmax = {"sum_fmt": lambda f: f["sum_fmt"] + 0x100}  # one more fraction bit
+    return [
+        ("a head wider than the core", Op.ATTENTION, {"heads": 1, "dim": 2 * head}, "SIZE"),
+        ("heads do not divide dim", Op.ATTENTION, {"dim": lambda f: f["dim"] - 1}, "PARALLEL"),
+        ("parallel above P", Op.ATTENTION, {"parallel": arch.attn_parallel + 1}, "PARALLEL"),
+        ("softmax sum format", Op.ATTENTION, softmax, "SOFTMAX"),
+        ("bias finer than its accumulator", Op.LINEAR, bias, "ALIGN"),
+        ("beta finer than norm * gamma", Op.LAYERNORM, beta, "ALIGN"),
+        ("expert residual too fine", Op.MOE_EXPERTS, expert_res, "ALIGN"),
+        ("weight container", Op.LINEAR, {"w_bytes": 3}, "WEIGHT"),
+        ("top-k above experts", Op.MOE_GATE, {"top_k": lambda f: f["experts"] + 1}, "SIZE"),
+        ("too many rows", Op.LAYERNORM, {"rows": arch.max_tokens + 1}, "SIZE"),
+        ("format width 0", Op.EMBED, {"pos_fmt": lambda f: f["pos_fmt"] & ~0xFF}, "FORMAT"),
+    ]
+
+
+def _execute_raw(accel, program: bytes) -> None:
+    """The kernel on these bytes as they are (no host-side parsing of the Program)."""
+    accel.load_program(program)
+    accel.execute(accel.program_address, accel.arena_address(len(program)), 0, 1_000_000)
+
+
+@pytest.mark.csim
+def test_rtl_and_csim_refuse_the_same_bad_programs(tiny_build, rtl_kernel):
+    """A Program one kernel refuses, the other refuses too, with the same check error and
+    layer (the RTL controller mirrors the HLS kernel's check); nothing runs, and the
+    RTL runs the good Program next."""
+    import re
+
+    from codesign.hls.csim import CsimCase, CsimError, build_csim, csim_unavailable, run_cases
+    from codesign.rtl.harness import HarnessError
+
+    if csim_unavailable():
+        pytest.skip(csim_unavailable())
+    arch = tiny_build.state.arch
+    binary = build_csim(arch)
+    accel = rtl_kernel.accelerator
+    raw = tiny_build.quantize_input(_images(tiny_build, 1))[0]
+    for what, op, changes, error in _refusals(arch):
+        program, index = _with_layer_fields(tiny_build.program_bytes, op, **changes)
+        with pytest.raises(CsimError, match=r"code (\d+), layer (-?\d+)") as refused:
+            run_cases(binary, program, [CsimCase(raw, 0)])
+        code, layer = map(int, re.search(r"code (\d+), layer (-?\d+)", str(refused.value)).groups())
+        assert (code, layer) == (CHECK_CODES[error], index), f"{what}: C-sim {refused.value}"
+        with pytest.raises(HarnessError, match=rf"ERR_{error} at layer {index} "):
+            _execute_raw(accel, program)
+        assert accel.register_state()["LAYERS_RUN"] == 0, f"{what}: the RTL ran layers"
+    with pytest.raises(HarnessError, match=r"ERR_MAGIC at the header"):
+        _execute_raw(accel, b"\0" + tiny_build.program_bytes[1:])
+    run = accel.run_program(tiny_build.program_bytes, raw, 0)
+    np.testing.assert_array_equal(run.output, _golden_raw(tiny_build, raw[None], 0)[0])

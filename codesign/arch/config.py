@@ -106,6 +106,12 @@ class ArchConfig:
     def macs(self) -> int:
         return self.tile_in * self.tile_out
 
+    @property
+    def max_head_dim(self) -> int:
+        """Widest attention head: the RTL attention core has this many lanes, so every
+        executor refuses a head with more features (dim / heads)."""
+        return self.max_dim // self.max_heads
+
     def with_(self, **changes) -> ArchConfig:
         return replace(self, **changes)
 

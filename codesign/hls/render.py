@@ -134,6 +134,7 @@ def kernel_params(
         "max_hidden": arch.max_hidden,
         "max_experts": arch.max_experts,
         "max_heads": arch.max_heads,
+        "max_head_dim": arch.max_head_dim,
         "max_lin_in": max_lin_in,
         "max_lin_out": max_lin_out,
         "row_max": row_max,

@@ -26,7 +26,7 @@ from pathlib import Path
 import jinja2
 
 from ..arch.config import ArchConfig, Precision, parse_precision
-from ..hls.render import CHECK_ERRORS
+from ..hls.render import CHECK_ERRORS, kernel_params
 from ..numerics.tables import Table, build_tables
 from ..program import (
     _H_TABLES,
@@ -254,7 +254,14 @@ def _context(arch: ArchConfig, precision) -> dict:
         "fields": DESCRIPTOR_FIELDS,
         "field_words": FIELD_WORDS,
         "header": header_context(tables),
+        "limits": _kernel_limits(arch),
     }
+
+
+def _kernel_limits(arch: ArchConfig) -> dict:
+    """The HLS kernel's layer size limits, so both kernels refuse the same Programs."""
+    params = kernel_params(arch)
+    return {name: params[name] for name in ("max_lin_in", "max_lin_out", "row_max")}
 
 
 def _render(module: str, context: dict) -> str:
