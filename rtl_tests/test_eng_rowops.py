@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from conftest import record_cycles
 from test_attention import LINT_BOARDS, arch_name, one_layer_program
-from test_layernorm import EDGE_KINDS
+from test_layernorm import EDGE_KINDS, layernorm_layer
 from test_layernorm import make_case as make_layernorm_case
 
 from codesign import estimate
@@ -90,29 +90,7 @@ def layernorm_case(rng, arch, kind: str, index: int, shape=None) -> dict:
     (src, dst), (src_stride, dst_stride), arena_bytes = _layout(
         rng, arch, [(rows, dim), (rows, dim)]
     )
-    eps = case["eps_term"]
-    layer = Layer(
-        Op.LAYERNORM,
-        "ln",
-        {
-            "src": src,
-            "src_stride": src_stride,
-            "rows": rows,
-            "dim": dim,
-            "dst": dst,
-            "dst_stride": dst_stride,
-            "x_fmt": pack_fmt(fmts["x"]),
-            "gamma": 0,
-            "g_fmt": pack_fmt(fmts["gamma"]),
-            "beta": 0,
-            "b_fmt": pack_fmt(fmts["beta"]),
-            "stat_shift": case["stat_shift"],
-            "eps_lo": eps & 0xFFFFFFFF,
-            "eps_hi": eps >> 32,
-            "norm_fmt": pack_fmt(fmts["norm"]),
-            "out_fmt": pack_fmt(fmts["out"]),
-        },
-    )
+    layer = layernorm_layer(case, src, src_stride, dst, dst_stride)
     params = {"gamma": case["gamma"], "beta": case["beta"]}
     program = one_layer_program(arch, layer, arena_bytes, rows, dim, params)
     arena = _garbage(rng, arena_bytes)

@@ -48,33 +48,37 @@ def param_width(arch) -> int:
 # ------------------------------------------------------------------ golden reference
 
 
-def golden_layernorm(arch, case: dict) -> dict:
+def layernorm_layer(case: dict, src: int, src_stride: int, dst: int, dst_stride: int) -> Layer:
+    """The case's LAYERNORM descriptor over rows at src, outputs at dst (gamma and beta
+    are placed by one_layer_program)."""
     rows, dim = case["x"].shape
     fmts = case["fmts"]
-    stride = 4 * dim
     eps = case["eps_term"]
-    layer = Layer(
-        Op.LAYERNORM,
-        "ln",
-        {
-            "src": 0,
-            "src_stride": stride,
-            "rows": rows,
-            "dim": dim,
-            "dst": rows * stride,
-            "dst_stride": stride,
-            "x_fmt": pack_fmt(fmts["x"]),
-            "gamma": 0,
-            "g_fmt": pack_fmt(fmts["gamma"]),
-            "beta": 0,
-            "b_fmt": pack_fmt(fmts["beta"]),
-            "stat_shift": case["stat_shift"],
-            "eps_lo": eps & 0xFFFFFFFF,
-            "eps_hi": eps >> 32,
-            "norm_fmt": pack_fmt(fmts["norm"]),
-            "out_fmt": pack_fmt(fmts["out"]),
-        },
-    )
+    fields = {
+        "src": src,
+        "src_stride": src_stride,
+        "rows": rows,
+        "dim": dim,
+        "dst": dst,
+        "dst_stride": dst_stride,
+        "x_fmt": pack_fmt(fmts["x"]),
+        "gamma": 0,
+        "g_fmt": pack_fmt(fmts["gamma"]),
+        "beta": 0,
+        "b_fmt": pack_fmt(fmts["beta"]),
+        "stat_shift": case["stat_shift"],
+        "eps_lo": eps & 0xFFFFFFFF,
+        "eps_hi": eps >> 32,
+        "norm_fmt": pack_fmt(fmts["norm"]),
+        "out_fmt": pack_fmt(fmts["out"]),
+    }
+    return Layer(Op.LAYERNORM, "ln", fields)
+
+
+def golden_layernorm(arch, case: dict) -> dict:
+    rows, dim = case["x"].shape
+    stride = 4 * dim
+    layer = layernorm_layer(case, 0, stride, rows * stride, stride)
     params = {"gamma": case["gamma"], "beta": case["beta"]}
     program = one_layer_program(arch, layer, 2 * rows * stride, rows, dim, params)
     ex = GoldenExecutor(program)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from golden_runs import golden_raw, random_images
 
 from codesign.golden import GoldenExecutor
 from codesign.hls.render import CHECK_ERRORS
@@ -41,18 +42,6 @@ def rtl_kernel(tiny_build):
     kernel.close()
 
 
-def _images(build, count, seed=0):
-    meta = build.graph.meta
-    return np.random.default_rng(seed).standard_normal(
-        (count, meta["in_chans"], *meta["image_size"])
-    )
-
-
-def _golden_raw(build, raw, task):
-    executor = GoldenExecutor(build.program)
-    return np.stack([executor.run(sample, task).output for sample in raw])
-
-
 def _run_on(board, build, raw):
     """The one driver path (Accelerator.from_device) on any board; raw output per task."""
     card = ModelCard.from_build(build)
@@ -67,7 +56,7 @@ def _run_on(board, build, raw):
 def test_same_driver_on_csim_and_rtl_boards_gives_golden_bits(tiny_build, rtl_kernel):
     from codesign.runtime import csim_board
 
-    raw = tiny_build.quantize_input(_images(tiny_build, 1))
+    raw = tiny_build.quantize_input(random_images(tiny_build, 1))
     boards = {
         "csim": csim_board(tiny_build.state.arch, quiet=True),
         "rtl": SimulatedBoard(rtl_kernel),
@@ -75,7 +64,7 @@ def test_same_driver_on_csim_and_rtl_boards_gives_golden_bits(tiny_build, rtl_ke
     for name, board in boards.items():
         got = _run_on(board, tiny_build, raw)
         for task, output in got.items():
-            want = _golden_raw(tiny_build, raw, task)
+            want = golden_raw(tiny_build, raw, task)
             assert np.array_equal(output, want), f"{name} board, task {task}: not golden"
     run = boards["rtl"].last_run()
     assert run.cycles > 0 and "RTL" in run.source and run.latency_ms > 0
@@ -89,7 +78,7 @@ def test_every_layer_output_in_the_arena_is_golden(tiny_build, rtl_kernel):
     the debug registers count the run; a mismatch names the first tensor that differs."""
     accel = rtl_kernel.accelerator
     program = tiny_build.program
-    raw = tiny_build.quantize_input(_images(tiny_build, 1, seed=1))[0]
+    raw = tiny_build.quantize_input(random_images(tiny_build, 1, seed=1))[0]
     for task in range(program.n_tasks):
         run = accel.run_program(tiny_build.program_bytes, raw, task, keep_arena=True)
         executor = GoldenExecutor(program)
@@ -114,7 +103,7 @@ def test_every_layer_output_in_the_arena_is_golden(tiny_build, rtl_kernel):
 
 
 def test_predict_on_rtl_equals_golden(tiny_build, rtl_kernel):
-    images = _images(tiny_build, 1, seed=2)
+    images = random_images(tiny_build, 1, seed=2)
     for task in range(tiny_build.program.n_tasks):
         np.testing.assert_array_equal(
             tiny_build.predict(images, task, executor="rtl"),
@@ -127,7 +116,7 @@ def test_timeout_names_register_state_and_the_board_recovers(tiny_build, rtl_ker
 
     hurried = RtlKernel(accelerator=rtl_kernel.accelerator, max_cycles=500, board="zcu102")
     board = SimulatedBoard(hurried)
-    raw = tiny_build.quantize_input(_images(tiny_build, 1))
+    raw = tiny_build.quantize_input(random_images(tiny_build, 1))
     expected = (
         r"no interrupt from the RTL within 500 cycles .*CTRL=0x0000000\d \(ap_start=1 "
         r"ap_done=0 ap_idle=0 ap_ready=0\) ISR=0x[0-9a-f]{8} STATUS=0x[0-9a-f]{8} "
@@ -137,7 +126,7 @@ def test_timeout_names_register_state_and_the_board_recovers(tiny_build, rtl_ker
         with pytest.raises(SimulatedKernelError, match=expected):
             accel.run_raw(raw, 0)
         hurried.max_cycles = rtl_kernel.max_cycles  # the reset RTL runs the next image
-        np.testing.assert_array_equal(accel.run_raw(raw, 0), _golden_raw(tiny_build, raw, 0))
+        np.testing.assert_array_equal(accel.run_raw(raw, 0), golden_raw(tiny_build, raw, 0))
 
 
 def _with_layer_fields(program_bytes: bytes, op, **changes) -> tuple[bytes, int]:
@@ -209,7 +198,7 @@ def test_rtl_and_csim_refuse_the_same_bad_programs(tiny_build, rtl_kernel):
     arch = tiny_build.state.arch
     binary = build_csim(arch)
     accel = rtl_kernel.accelerator
-    raw = tiny_build.quantize_input(_images(tiny_build, 1))[0]
+    raw = tiny_build.quantize_input(random_images(tiny_build, 1))[0]
     for what, op, changes, error in _refusals(arch):
         program, index = _with_layer_fields(tiny_build.program_bytes, op, **changes)
         with pytest.raises(CsimError, match=r"code (\d+), layer (-?\d+)") as refused:
@@ -222,4 +211,4 @@ def test_rtl_and_csim_refuse_the_same_bad_programs(tiny_build, rtl_kernel):
     with pytest.raises(HarnessError, match=r"ERR_MAGIC at the header"):
         _execute_raw(accel, b"\0" + tiny_build.program_bytes[1:])
     run = accel.run_program(tiny_build.program_bytes, raw, 0)
-    np.testing.assert_array_equal(run.output, _golden_raw(tiny_build, raw[None], 0)[0])
+    np.testing.assert_array_equal(run.output, golden_raw(tiny_build, raw[None], 0)[0])

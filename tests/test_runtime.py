@@ -17,6 +17,7 @@ import numpy as np
 import pynq
 import pytest
 from click.testing import CliRunner
+from golden_runs import golden_raw, random_images
 from small_models import SMALL_VIT
 
 import codesign
@@ -48,28 +49,16 @@ def vit_build():
     return codesign.build(model, board="zcu102")
 
 
-def _images(build, count, seed=0):
-    meta = build.graph.meta
-    return np.random.default_rng(seed).standard_normal(
-        (count, meta["in_chans"], *meta["image_size"])
-    )
-
-
-def _golden_raw(build, raw, task):
-    executor = GoldenExecutor(build.program)
-    return np.stack([executor.run(sample, task).output for sample in raw])
-
-
 def check_board_matches_golden(board, build, count=3):
     """The one driver path: Accelerator.from_device on any board, every task."""
     card = ModelCard.from_build(build)
-    images = _images(build, count)
+    images = random_images(build, count)
     with Accelerator.from_device(board, build.program_bytes, card) as accel:
         raw = accel.quantize_input(images)
         np.testing.assert_array_equal(raw, build.quantize_input(images))
         for task in range(build.program.n_tasks):
             got = accel.run_raw(raw, task)
-            np.testing.assert_array_equal(got, _golden_raw(build, raw, task))
+            np.testing.assert_array_equal(got, golden_raw(build, raw, task))
             floats = accel.run(images, task)
             np.testing.assert_array_equal(floats, build.predict(images, task))
             assert len(accel.timings) == count
@@ -100,8 +89,8 @@ def test_one_arena_or_own_buffers_give_the_same_bits(tiny_build):
     """Sequential runs (one arena) and caller-allocated buffers take the same path."""
     from codesign.runtime import ProgramLayout
 
-    raw = tiny_build.quantize_input(_images(tiny_build, 3, seed=9))
-    want = _golden_raw(tiny_build, raw, 1)
+    raw = tiny_build.quantize_input(random_images(tiny_build, 3, seed=9))
+    want = golden_raw(tiny_build, raw, 1)
     board = golden_board()
     with Accelerator.from_device(board, tiny_build.program_bytes, n_arenas=1) as accel:
         np.testing.assert_array_equal(accel.run_raw(raw, 1), want)
@@ -120,12 +109,12 @@ def test_full_m3vit_on_golden_and_csim_boards():
     from codesign.runtime import csim_board
 
     build = codesign.build("m3vit", board="zcu102", calib=2)
-    raw = build.quantize_input(_images(build, 1, seed=4))
+    raw = build.quantize_input(random_images(build, 1, seed=4))
     for board in (golden_board(), csim_board(build.state.arch, quiet=True)):
         with Accelerator.from_device(board, build.program_bytes) as accel:
             for task in (0, 1):
                 np.testing.assert_array_equal(
-                    accel.run_raw(raw, task), _golden_raw(build, raw, task)
+                    accel.run_raw(raw, task), golden_raw(build, raw, task)
                 )
 
 
@@ -135,7 +124,7 @@ def test_golden_board_reports_the_cycle_model_of_each_run(tiny_build):
     from codesign.estimate import estimate_cycles, expert_counts_from_run
     from codesign.hls.csim import arch_from_program
 
-    raw = tiny_build.quantize_input(_images(tiny_build, 1, seed=2))[0]
+    raw = tiny_build.quantize_input(random_images(tiny_build, 1, seed=2))[0]
     board = golden_board("zcu102")
     accel = Accelerator.from_device(board, tiny_build.program_bytes)
     for task in (0, 1):
@@ -155,7 +144,7 @@ def test_golden_board_reports_the_cycle_model_of_each_run(tiny_build):
 def test_timeout_names_register_state(tiny_build):
     board = golden_board(stall=True)
     accel = Accelerator.from_device(board, tiny_build.program_bytes)
-    raw = tiny_build.quantize_input(_images(tiny_build, 1))
+    raw = tiny_build.quantize_input(random_images(tiny_build, 1))
     expected = (
         r"ap_done never set after 0\.2 s; CTRL=0x00000001 "
         r"\(ap_start=1 ap_done=0 ap_idle=0 ap_ready=0\); program=0x[0-9a-f]{9,}, "
@@ -166,7 +155,7 @@ def test_timeout_names_register_state(tiny_build):
     with pytest.raises(KernelBusyError, match=r"not idle: CTRL=0x00000001"):
         accel.run_raw(raw, 0)  # the hung run still holds the kernel
     board.release()
-    np.testing.assert_array_equal(accel.run_raw(raw, 0), _golden_raw(tiny_build, raw, 0))
+    np.testing.assert_array_equal(accel.run_raw(raw, 0), golden_raw(tiny_build, raw, 0))
 
 
 def test_describe_ctrl():
@@ -232,7 +221,7 @@ def test_wrong_buffer_refused_before_any_device_write(case, tiny_build):
 def test_bad_input_refused_before_any_device_write(case, match, tiny_build):
     board = golden_board(record=True)
     accel = Accelerator.from_device(board, tiny_build.program_bytes)
-    raw = tiny_build.quantize_input(_images(tiny_build, 2))
+    raw = tiny_build.quantize_input(random_images(tiny_build, 2))
     inputs = {
         "float input": (raw.astype(np.float64), 0),
         "wrong shape": (raw[0][:, :700], 0),
@@ -299,12 +288,12 @@ def test_corrupted_program_in_ddr_fails_the_simulated_kernel(tiny_build):
     accel = Accelerator.from_device(board, tiny_build.program_bytes)
     accel.program_buffer[600] ^= 0xFF
     accel.program_buffer.sync_to_device()
-    raw = tiny_build.quantize_input(_images(tiny_build, 1))
+    raw = tiny_build.quantize_input(random_images(tiny_build, 1))
     with pytest.raises(SimulatedKernelError, match="CRC mismatch"):
         accel.run_raw(raw, 0)
     accel.program_buffer[600] ^= 0xFF
     accel.program_buffer.sync_to_device()
-    np.testing.assert_array_equal(accel.run_raw(raw, 0), _golden_raw(tiny_build, raw, 0))
+    np.testing.assert_array_equal(accel.run_raw(raw, 0), golden_raw(tiny_build, raw, 0))
 
 
 def test_find_kernel_ip_and_missing_bitstream(tmp_path, tiny_build):
@@ -342,7 +331,7 @@ def test_minimal_host_example_is_true(tiny_build):
     assert words["n_tasks"] == minimal_host.H_N_TASKS
     assert (minimal_host.H_INPUT, minimal_host.H_OUTPUTS) == (_H_INPUT, _H_OUTPUTS)
 
-    images = _images(tiny_build, 2, seed=5)
+    images = random_images(tiny_build, 2, seed=5)
     patch = tiny_build.graph.meta["patch_size"]
     fmt_word = int(np.frombuffer(tiny_build.program_bytes[:512], "<u4")[_H_INPUT + 4])
     raw = minimal_host.quantize(minimal_host.patchify(images, patch), fmt_word)
@@ -378,7 +367,7 @@ def test_tokens_to_map_and_patchify_match_torch_side(tiny_build):
     outputs = np.random.default_rng(1).standard_normal((2, 8, 19))
     want = tokens_to_map(torch.tensor(outputs), card.grid).numpy()
     np.testing.assert_array_equal(card.tokens_to_map(outputs), want)
-    images = _images(tiny_build, 2)
+    images = random_images(tiny_build, 2)
     np.testing.assert_array_equal(card.patchify(images), tiny_build.graph.patchify(images))
     assert ModelCard.from_dict(json.loads(json.dumps(card.to_dict()))) == card
 
