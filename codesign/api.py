@@ -57,7 +57,22 @@ class Build:
         """Images [B, C, H, W] (or one [C, H, W]) -> raw input matrices [B, patches, K]."""
         if hasattr(images, "detach"):
             images = images.detach().cpu().numpy()
-        patches = self.graph.patchify(np.asarray(images, np.float64))
+        meta = self.graph.meta
+        shape = (meta["in_chans"], *meta["image_size"])
+        try:
+            images = np.asarray(images, np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"images must be numbers shaped [B, *{shape}]") from None
+        if images.shape == shape:
+            images = images[None]
+        if images.ndim != 4 or images.shape[1:] != shape:
+            raise ValueError(f"images have shape {images.shape}, expected [B, *{shape}]")
+        if len(images) == 0:
+            raise ValueError("predict needs at least one image; the batch is empty")
+        bad = int(np.count_nonzero(~np.isfinite(images)))
+        if bad:
+            raise ValueError(f"images contain {bad} NaN or infinite pixel values")
+        patches = self.graph.patchify(images)
         return self.program.input.fmt.quantize(patches)
 
     @property
@@ -76,6 +91,10 @@ class Build:
         """
         if executor not in EXECUTORS:
             raise ValueError(f"executor {executor!r} is not available; choose from {EXECUTORS}")
+        tasks = list(self.graph.tasks)
+        if isinstance(task, bool) or not isinstance(task, (int, np.integer)) or task not in tasks:
+            raise ValueError(f"task must be one of {tasks} for {self._state.name}, got {task!r}")
+        task = int(task)
         raw = self.quantize_input(images)
         if executor == "csim":
             if self._csim is None:
@@ -144,11 +163,22 @@ def build(
     ``csim.*``). The API default is False: the first compile for an ArchConfig takes tens
     of seconds, which interactive use and tests should not pay by surprise; the
     ``codesign build`` command runs it by default (``--no-csim`` to skip).
+
+    ``progress``: ``None`` (default) shows a progress bar of the build steps on stderr when
+    a person is watching (a terminal or a notebook), ``True``/``False`` always/never, or a
+    callable ``progress(step_name, index, total)`` called before each step.
     """
+    from .flow import STEPS
+    from .progress import step_bar
+
     opts = make_options(model_or_name, board, task, precision, weights, out, **options)
-    state = run_steps(BuildState(opts), progress)
-    if opts.out is not None:
-        write_outputs(state, opts.out, plot=opts.plot)
+    steps = len(STEPS) + (opts.out is not None)
+    with step_bar(steps, progress) as callback:
+        state = run_steps(BuildState(opts), callback)
+        if opts.out is not None:
+            if callback:
+                callback("write", len(STEPS), steps)
+            write_outputs(state, opts.out, plot=opts.plot)
     return Build(state)
 
 

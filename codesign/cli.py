@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import ClassVar
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 # wide enough that tables stay whole when the output goes to a file or a pipe
 console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 def _table(*columns: str) -> Table:
@@ -22,7 +22,29 @@ def _table(*columns: str) -> Table:
     return table
 
 
-@click.group()
+class _LazyGroup(click.Group):
+    """Subcommands that live beside their subsystems load on first use, so a typo in
+    ``codesign build`` is refused before torch is imported (seconds on a busy machine)."""
+
+    LAZY: ClassVar[dict[str, tuple[str, str]]] = {
+        "deploy": ("codesign.deploy", "deploy_command"),
+        "prune": ("codesign.prune.cli", "prune_command"),
+        "rtl": ("codesign.rtl.cli", "rtl_group"),
+    }
+
+    def list_commands(self, ctx):
+        return sorted([*super().list_commands(ctx), *self.LAZY])
+
+    def get_command(self, ctx, name):
+        if name in self.LAZY:
+            import importlib
+
+            module, attr = self.LAZY[name]
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_LazyGroup)
 @click.version_option(package_name="codesign")
 def main() -> None:
     """FPGA co-design toolkit for Vision Transformers and multi-task MoE ViTs."""
@@ -76,7 +98,11 @@ def boards_cmd() -> None:
 @click.option("--model", "model", required=True, help="registered name (codesign models) or YAML")
 @click.option("--board", default="zcu102", show_default=True, help="target board")
 @click.option("--task", type=int, multiple=True, help="task id(s) to verify (default: all)")
-@click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="torch state dict")
+@click.option(
+    "--weights",
+    help="torch state dict file; 'random' for seeded random weights "
+    "(default: the model's shipped checkpoint if it has one, else random)",
+)
 @click.option("--precision", default="w16a24", show_default=True, help="wNaM: weight/act bits")
 @click.option("--out", type=click.Path(file_okay=False), help="output dir [build/<model>-<board>]")
 @click.option("--seed", default=0, show_default=True, help="seed of the random weights")
@@ -124,11 +150,24 @@ def build_cmd(
     """Compile a model for a board and verify it bit-exactly against torch."""
     from pathlib import Path
 
-    from .flow import STEPS, BuildState, default_out_dir, make_options, run_steps, write_outputs
+    from .arch import parse_precision
+    from .names import board_name, model_name
+    from .util import check_output_dir
 
     started = time.perf_counter()
-    try:
+    try:  # names and specs first: a typo is refused before torch loads
+        model, board = model_name(model), board_name(board)
+        precision = parse_precision(precision)
         arch = parse_arch(arch_spec, board) if arch_spec else None
+        if out is not None:
+            check_output_dir(Path(out))
+    except ValueError as error:
+        err_console.print(f"[red]error:[/red] {error}")
+        sys.exit(2)
+    from .flow import STEPS, BuildState, default_out_dir, make_options, run_steps, write_outputs
+    from .progress import step_bar
+
+    try:
         opts = make_options(
             model,
             board,
@@ -147,29 +186,18 @@ def build_cmd(
             rtl_synth=rtl_synth,
         )
         state = BuildState(opts)
-        columns = (
-            TextColumn("[bold]{task.description:<10}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
-            TimeElapsedColumn(),
-        )
-        with Progress(*columns, console=err_console, transient=False) as bar:
-            steps = len(STEPS)
-            job = bar.add_task("build", total=steps + 1)
-
-            def progress(name, index, total):
-                bar.update(job, description=name, completed=index)
-
+        steps = len(STEPS)
+        with step_bar(steps + 1, progress=True, console=err_console) as progress:
             run_steps(state, progress)
-            bar.update(job, description="write", completed=steps)
+            progress("write", steps, steps + 1)
             out_dir = opts.out or default_out_dir(Path(str(model)).stem, state.board.name)
             write_outputs(state, out_dir, plot=opts.plot)
-            bar.update(job, description="done", completed=steps + 1)
     except (ValueError, OSError) as error:
         err_console.print(f"[red]error:[/red] {error}")
         sys.exit(2)
     fid = state.report["fidelity"]["vs_torch"]
-    console.print(f"wrote {out_dir}/ (program.bin, program.json, report.json, report.md, hls/)")
+    console.print(f"wrote {out_dir}/ ({_listing(Path(out_dir))})")
+    console.print(f"  weights: {state.report['model']['weights']}")
     for name, entry in fid["per_task"].items():
         agree = "" if entry["agreement"] is None else f", agreement {entry['agreement']:.4f}"
         console.print(
@@ -187,12 +215,18 @@ def build_cmd(
         sys.exit(1)
 
 
+def _listing(folder) -> str:
+    """What a build folder holds, as the user will find it (folders end in /)."""
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
+    return ", ".join(name for name in names if not name.startswith("."))
+
+
 def parse_arch(spec: str, board: str):
     """``key=value,...`` on top of the board's default ArchConfig."""
-    from .arch import ArchConfig
+    from .arch import ArchConfig, get_board
     from .arch.config import default_arch
 
-    base = default_arch(board.lower()).to_dict()
+    base = default_arch(get_board(board).name).to_dict()
     changes = {}
     for item in spec.split(","):
         key, sep, value = item.partition("=")
@@ -291,19 +325,15 @@ def _print_csim(csim: dict) -> bool:
     return True
 
 
-def _register_subcommands() -> None:
-    """Commands that live beside the package's subsystems."""
-    from .deploy import deploy_command
-    from .prune.cli import prune_command
-    from .rtl.cli import rtl_group
-
-    main.add_command(deploy_command, "deploy")
-    main.add_command(prune_command, "prune")
-    main.add_command(rtl_group, "rtl")
-
-
-_register_subcommands()
+def run() -> None:
+    """The ``codesign`` console script: Ctrl-C at any point (also while torch loads)
+    ends with one line and exit status 130, never a traceback."""
+    try:
+        main()
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
 
 
 if __name__ == "__main__":
-    main()
+    run()

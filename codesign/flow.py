@@ -82,6 +82,8 @@ class BuildState:
     pruning: dict = field(default_factory=dict)  # summary of --prune or of pruned --weights
     estimate: dict = field(default_factory=dict)  # report entry of the cycle/resource model
     first_input: dict[int, np.ndarray] = field(default_factory=dict)  # task -> raw input
+    weights_path: object = None  # the state dict loaded (a path or mapping), None if random
+    weights_source: str = ""  # how the report names it when not simply the path
 
 
 def _images(spec, count_or_array, shape, seed: int) -> np.ndarray:
@@ -116,9 +118,17 @@ def step_load(state: BuildState) -> None:
     state.board = get_board(opts.board)
     state.arch = opts.arch or default_arch(state.board.name)
     if isinstance(opts.model, (str, Path)):
-        from .models import create_model
+        from .models import RANDOM_WEIGHTS, checkpoint_path, create_model, resolve_config
 
-        state.module = create_model(str(opts.model), seed=opts.seed, weights=opts.weights)
+        config = resolve_config(str(opts.model))
+        weights = opts.weights
+        if weights is None and checkpoint_path(config) is not None:
+            weights = checkpoint_path(config)  # the model ships trained weights: use them
+            state.weights_source = f"{config.checkpoint} (the model's shipped checkpoint)"
+        elif weights == RANDOM_WEIGHTS:
+            weights = None
+        state.module = create_model(config, seed=opts.seed, weights=weights or RANDOM_WEIGHTS)
+        state.weights_path = weights
         state.name = Path(str(opts.model)).stem
     else:
         state.module = opts.model
@@ -126,6 +136,7 @@ def step_load(state: BuildState) -> None:
             from .models import load_weights
 
             load_weights(state.module, opts.weights)
+            state.weights_path = opts.weights
         state.module.eval()
         state.name = getattr(state.module, "name", None) or type(state.module).__name__.lower()
 
@@ -140,10 +151,10 @@ def step_prune(state: BuildState) -> None:
         state.module, state.pruning = apply_prune_spec(
             state.module, opts.prune, opts.calib, state.arch
         )
-    elif opts.weights:
+    elif isinstance(state.weights_path, (str, Path)):
         from .prune.io import read_pruning_summary
 
-        state.pruning = read_pruning_summary(opts.weights) or {}
+        state.pruning = read_pruning_summary(state.weights_path) or {}
         tile = state.pruning.get("tile")
         if tile and opts.arch is None:  # compile onto the tile the blocks were pruned for
             state.arch = state.arch.with_(tile_out=int(tile[0]), tile_in=int(tile[1]))
@@ -357,7 +368,8 @@ def step_report(state: BuildState) -> None:
             "heads": graph.meta["heads"],
             "image_size": list(graph.meta["image_size"]),
             "tasks": graph.meta["task_names"],
-            "weights": str(state.options.weights) if state.options.weights else "random (seeded)",
+            "weights": state.weights_source
+            or (str(state.weights_path) if state.weights_path is not None else "random (seeded)"),
             "seed": state.options.seed,
         },
         "board": board.to_dict(),
@@ -503,7 +515,28 @@ def graph_summary(graph: Graph) -> dict:
 def make_options(
     model, board="zcu102", task=None, precision=None, weights=None, out=None, **kwargs
 ) -> BuildOptions:
-    tasks = None if task is None else ([task] if isinstance(task, int) else list(task))
+    from .names import board_name, model_name
+    from .util import check_output_dir
+
+    if out is not None:
+        check_output_dir(out)  # before minutes of work, not after
+    if isinstance(model, (str, Path)):
+        model = model_name(model)
+    board = board_name(board)
+    if task is None:
+        tasks = None
+    elif isinstance(task, (list, tuple)):
+        tasks = list(task)
+    else:
+        tasks = [task]
+    for entry in tasks or ():
+        if isinstance(entry, bool) or not isinstance(entry, (int, np.integer)):
+            raise ValueError(f"task ids are integers, got {entry!r}")
+    if isinstance(kwargs.get("arch"), dict):  # fields on top of the board's default
+        kwargs["arch"] = ArchConfig.from_dict({**default_arch(board).to_dict(), **kwargs["arch"]})
+    elif kwargs.get("arch") is not None and not isinstance(kwargs["arch"], ArchConfig):
+        got = kwargs["arch"]
+        raise ValueError(f"arch must be an ArchConfig or a dict of its fields, got {got!r}")
     return BuildOptions(
         model=model,
         board=board,

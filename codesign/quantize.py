@@ -46,6 +46,10 @@ def bias_fmt(values: np.ndarray, max_frac: int) -> Fixed:
     """32-bit bias, as many fraction bits as fit but never more than the accumulator's."""
     ib = int_bits_for(float(np.abs(values).max(initial=0.0)))
     frac = min(BIAS_WIDTH - ib, max_frac)
+    # very narrow weights/activations leave the accumulator fewer fraction bits than the
+    # bias has integer bits: keep at least a sign and one magnitude bit at the accumulator's
+    # resolution (the extra integer bits cost nothing and never saturate)
+    ib = max(ib, 2 - frac)
     return Fixed(frac + ib, ib, True, "RND", "SAT")
 
 

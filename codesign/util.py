@@ -8,22 +8,86 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+OUTPUT_MARKER = ".codesign-output"  # written into every folder atomic_output_dir makes
+_LEGACY_MARKERS = ("report.json", "manifest.json")  # outputs written before the marker
+
+
+def check_output_dir(out: Path) -> Path:
+    """Refuse an ``out`` that is not ours to replace, before any work is done: a file, or a
+    folder holding files that no codesign build or deploy wrote."""
+    out = Path(out)
+    if out.exists() or out.is_symlink():
+        if not out.is_dir() or out.is_symlink():
+            raise ValueError(f"output {out} exists and is not a folder; choose another path")
+        entries = list(out.iterdir())
+        ours = any((out / name).exists() for name in (OUTPUT_MARKER, *_LEGACY_MARKERS))
+        if entries and not ours:
+            raise ValueError(
+                f"output folder {out} holds files codesign did not write; "
+                "choose another path or empty it"
+            )
+    return out
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two paths in one step (Linux renameat2 RENAME_EXCHANGE); False if unsupported."""
+    import ctypes
+    import os
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    result = renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second), rename_exchange)
+    return result == 0
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold back Ctrl-C/SIGTERM while two renames must both happen."""
+    import signal
+
+    held = {signal.SIGINT, signal.SIGTERM}
+    try:
+        before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    except (AttributeError, ValueError):  # not the main thread / no POSIX signals
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
 
 @contextmanager
 def atomic_output_dir(out: Path) -> Iterator[Path]:
     """Yield a temp folder beside `out`; on success it replaces `out`, on any error it is
-    removed and `out` stays as it was, so no half-written folder poses as complete."""
-    out = Path(out)
+    removed and `out` stays as it was, so no half-written folder poses as complete.
+
+    The old folder is swapped out in one atomic step where the OS allows, and never left
+    missing by an interrupt; a file or a foreign folder at `out` is refused, not replaced.
+    """
+    out = check_output_dir(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; outputs are meant to be shared and copied
     try:
         yield tmp
+        (tmp / OUTPUT_MARKER).write_text("written by codesign; replaced by the next run\n")
+        check_output_dir(out)  # it may have changed while we worked
         if out.exists():
+            if _exchange(tmp, out):  # tmp now holds the old output
+                shutil.rmtree(tmp, ignore_errors=True)
+                return
             old = out.with_name(f".{out.name}.old")
             shutil.rmtree(old, ignore_errors=True)
-            out.rename(old)
-            tmp.rename(out)
+            with _signals_held():
+                out.rename(old)
+                tmp.rename(out)
             shutil.rmtree(old, ignore_errors=True)
         else:
             tmp.rename(out)

@@ -121,14 +121,14 @@ def test_cli_build_writes_the_build_folder(tmp_path):
 def test_cli_failure_leaves_previous_output_intact(tmp_path):
     out = tmp_path / "tiny"
     out.mkdir()
-    (out / "keep.txt").write_text("previous build")
+    (out / "report.json").write_text("previous build")
     runner = CliRunner()
     result = runner.invoke(
         main, ["build", "--model", "m3vit-tiny", "--precision", "16bit", "--out", str(out)]
     )
     assert result.exit_code == 2
     assert "precision" in result.output
-    assert (out / "keep.txt").read_text() == "previous build"
+    assert (out / "report.json").read_text() == "previous build"
     result = runner.invoke(
         main, ["build", "--model", "m3vit-tiny", "--task", "5", "--out", str(out)]
     )

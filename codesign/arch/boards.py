@@ -111,8 +111,7 @@ def list_boards() -> list[str]:
 
 
 def get_board(name: str) -> Board:
-    try:
-        return BOARDS[name.lower()]
-    except KeyError:
-        known = ", ".join(BOARDS)
-        raise ValueError(f"unknown board {name!r}; known boards: {known}") from None
+    """The board called ``name`` in any spelling the docs use (``Ultra96-V2``, ``PYNQ-Z2``)."""
+    from ..names import board_name
+
+    return BOARDS[board_name(name)]

@@ -7,6 +7,7 @@ Every Program compiled for an ArchConfig runs on it unchanged.
 
 from __future__ import annotations
 
+import numbers
 import re
 from dataclasses import asdict, dataclass, fields, replace
 
@@ -56,6 +57,8 @@ def parse_precision(spec: str | Precision | None) -> Precision:
         return Precision()
     if isinstance(spec, Precision):
         return spec
+    if not isinstance(spec, str):
+        raise ValueError(f"precision must be a string like 'w16a24' or a Precision, got {spec!r}")
     match = _PRECISION_RE.match(spec.strip().lower())
     if not match:
         raise ValueError(
@@ -63,6 +66,18 @@ def parse_precision(spec: str | Precision | None) -> Precision:
             "N = weight bits, M = activation bits"
         )
     return Precision(int(match.group(1)), int(match.group(2)))
+
+
+# what the on-chip buffers and 16-bit descriptor fields can hold (inclusive); the table
+# fields are checked where the tables are built (numerics.tables)
+_FIELD_RANGES = (
+    ("max_tokens", 1, 65535),
+    ("max_dim", 1, 65535),
+    ("max_hidden", 1, 65535),
+    ("max_experts", 1, 64),
+    ("max_heads", 1, 64),
+    ("max_in_dim", 1, 65535),
+)
 
 
 @dataclass(frozen=True)
@@ -91,12 +106,26 @@ class ArchConfig:
     max_in_dim: int = 1024
 
     def __post_init__(self) -> None:
+        for spec in fields(self):
+            value, kind = getattr(self, spec.name), type(spec.default)
+            wanted = numbers.Integral if kind is int else numbers.Real
+            if isinstance(value, bool) or not isinstance(value, wanted):
+                noun = "an integer" if kind is int else "a number"
+                raise ValueError(f"ArchConfig.{spec.name} must be {noun}, got {value!r}")
         for name in ("tile_in", "tile_out", "attn_parallel"):
             value = getattr(self, name)
             if value < 1 or value & (value - 1):
                 raise ValueError(f"ArchConfig.{name}={value} must be a power of two >= 1")
         if self.bus_bits not in (32, 64, 128, 256, 512):
             raise ValueError(f"ArchConfig.bus_bits={self.bus_bits} must be 32..512, a power of 2")
+        for name, low, high in _FIELD_RANGES:
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise ValueError(f"ArchConfig.{name}={value} must be in {low}..{high}")
+        if self.max_dim < self.max_heads:
+            raise ValueError(
+                f"ArchConfig.max_dim={self.max_dim} must be at least max_heads={self.max_heads}"
+            )
 
     @property
     def bus_bytes(self) -> int:

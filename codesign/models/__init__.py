@@ -4,11 +4,13 @@ registry of YAML configs; every other stage starts from one of these."""
 from codesign.models.m3vit import M3ViT, M3ViTBlock, MoEMlp, select_top_k, tokens_to_map
 from codesign.models.registry import (
     MODELS_DIR,
+    RANDOM_WEIGHTS,
     ModelConfig,
     MoEConfig,
     TaskConfig,
     WeightsError,
     build_model,
+    checkpoint_path,
     config_from_dict,
     count_macs,
     count_params,
@@ -24,6 +26,7 @@ from codesign.models.vit import Attention, Block, Mlp, PatchEmbed, VisionTransfo
 
 __all__ = [
     "MODELS_DIR",
+    "RANDOM_WEIGHTS",
     "Attention",
     "Block",
     "M3ViT",
@@ -37,6 +40,7 @@ __all__ = [
     "VisionTransformer",
     "WeightsError",
     "build_model",
+    "checkpoint_path",
     "config_from_dict",
     "count_macs",
     "count_params",

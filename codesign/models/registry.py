@@ -75,6 +75,7 @@ class ModelConfig:
     num_classes: int | None = None
     moe: MoEConfig | None = None
     tasks: tuple[TaskConfig, ...] = ()
+    checkpoint: str | None = None  # trained weights beside the YAML, used unless told otherwise
     source: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -179,6 +180,8 @@ class ModelConfig:
         """The YAML schema as plain data (lists, dicts); omits unused family fields."""
         data = asdict(self)
         data.pop("source")
+        if data["checkpoint"] is None:
+            data.pop("checkpoint")
         data["image_size"] = list(self.image_size)
         if self.family == "vit":
             data.pop("moe")
@@ -190,7 +193,17 @@ class ModelConfig:
 
 
 _REQUIRED_KEYS = ("name", "family", "image_size", "patch_size", "embed_dim", "depth", "num_heads")
-_OPTIONAL_KEYS = ("description", "in_chans", "mlp_ratio", "num_classes", "moe", "tasks")
+_OPTIONAL_KEYS = (
+    "description",
+    "in_chans",
+    "mlp_ratio",
+    "num_classes",
+    "moe",
+    "tasks",
+    "checkpoint",
+)
+# ``weights=RANDOM_WEIGHTS`` asks for the seeded random init even where a checkpoint ships
+RANDOM_WEIGHTS = "random"
 _MOE_KEYS = ("num_experts", "top_k", "expert_hidden")
 _TASK_KEYS = ("name", "channels")
 
@@ -268,9 +281,10 @@ def list_models() -> list[str]:
 
 def get_config(name: str) -> ModelConfig:
     """The registered config called ``name``; an unknown name lists the known ones."""
+    from codesign.names import resolve
+
+    name = resolve(name, list_models(), "model", "registered models")
     path = MODELS_DIR / f"{name}.yaml"
-    if not isinstance(name, str) or "/" in name or not path.is_file():
-        raise ValueError(f"unknown model {name!r}; registered models: {', '.join(list_models())}")
     config = load_config(path)
     if config.name != name:
         raise ValueError(f"{path}: name: {config.name!r} does not match the file name {name!r}")
@@ -375,6 +389,22 @@ def init_weights(model: nn.Module, *, seed: int = 0) -> nn.Module:
     return model
 
 
+def _describe_file(path: Path) -> str:
+    """What a file that torch cannot load looks like, in a few words."""
+    head = path.read_bytes()[:512]
+    if not head:
+        return "the file is empty"
+    if head[:2] == b"PK":
+        return "a zip archive torch.load refused (not tensors and plain containers only)"
+    if head.lstrip()[:1] in (b"{", b"["):
+        return "it looks like JSON"
+    if head[:1] == b"\x80":
+        return "a pickle that is not a plain state dict"
+    if all(32 <= c < 127 or c in (9, 10, 13) for c in head):
+        return "it is a text file"
+    return "unrecognised binary content"
+
+
 def _read_state_dict(weights: str | Path | Mapping[str, Any]) -> tuple[Mapping[str, Any], str]:
     if isinstance(weights, Mapping):
         state, source = weights, "state dict"
@@ -384,8 +414,13 @@ def _read_state_dict(weights: str | Path | Mapping[str, Any]) -> tuple[Mapping[s
             raise WeightsError(f"weights file not found: {path}")
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise WeightsError(f"{path}: cannot read as a torch state dict ({exc})") from exc
+        except Exception:
+            # torch's own message runs to a dozen lines of advice (weights_only=False...)
+            # that do not apply: name the file and what was expected, in one line
+            raise WeightsError(
+                f"{path}: not a torch state dict ({_describe_file(path)}; expected a file "
+                f"written by torch.save(model.state_dict()))"
+            ) from None
         source = str(path)
     if isinstance(state, Mapping):
         for wrapper in ("model", "state_dict"):
@@ -431,7 +466,8 @@ def create_model(
     weights: str | Path | Mapping[str, Any] | None = None,
 ) -> nn.Module:
     """The model for a registered name, a YAML path or a config, seeded-initialised
-    (see init_weights), optionally loaded from ``weights``, in eval mode.
+    (see init_weights), loaded from ``weights`` or else from the config's shipped
+    ``checkpoint`` (``weights="random"`` keeps the random init), in eval mode.
 
     Built on the meta device first so construction draws nothing from the global RNG.
     """
@@ -440,9 +476,21 @@ def create_model(
         model = build_model(config)
     model = model.to_empty(device="cpu")
     init_weights(model, seed=seed)
+    if weights is None:
+        weights = checkpoint_path(config)
+    elif isinstance(weights, str) and weights == RANDOM_WEIGHTS:
+        weights = None
     if weights is not None:
         load_weights(model, weights)
     return model.eval()
+
+
+def checkpoint_path(config: ModelConfig) -> Path | None:
+    """The trained weights a config ships with (``checkpoint:`` beside its YAML), if any."""
+    if not config.checkpoint:
+        return None
+    base = Path(config.source).parent if config.source and config.source != "<dict>" else MODELS_DIR
+    return base / config.checkpoint
 
 
 def _structure(model_or_config: nn.Module | ModelConfig | str | Path) -> nn.Module:

@@ -55,7 +55,13 @@ def _calibration_data(model, config, data: str, calib: int, seed: int):
     "--method", type=click.Choice(["lpvit", "magnitude"]), default="lpvit", show_default=True
 )
 @click.option("--block", help="block shape BHxBW [default: the board's UCU tile To x Ti]")
-@click.option("--board", default="zcu102", show_default=True, help="board whose tile and bus")
+@click.option(
+    "--board",
+    default="zcu102",
+    show_default=True,
+    help="board whose default ArchConfig sets the block shape (its UCU tile) and the "
+    "cycle costs of the allocation's hardware term (tile and bus width)",
+)
 @click.option("--calib", default=64, show_default=True, help="calibration images")
 @click.option(
     "--data",

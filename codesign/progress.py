@@ -1,0 +1,47 @@
+"""One progress bar for a build's named steps, shared by the CLI and ``codesign.build``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+StepCallback = Callable[[str, int, int], None]
+
+
+def _wanted(console) -> bool:
+    """Show a bar where a person watches: a terminal or a Jupyter notebook."""
+    return console.is_terminal or console.is_jupyter
+
+
+@contextmanager
+def step_bar(total: int, progress=None, console=None) -> Iterator[StepCallback | None]:
+    """Yield a ``callback(step_name, index, total)`` for ``total`` steps.
+
+    ``progress``: ``None`` shows a rich bar on stderr when a person is watching (terminal
+    or notebook), ``True`` always, ``False`` never; a callable is used as it is.
+    """
+    if callable(progress):
+        yield progress
+        return
+    from rich.console import Console
+
+    console = console or Console(stderr=True)
+    if progress is False or (progress is None and not _wanted(console)):
+        yield None
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (
+        TextColumn("[bold]{task.description:<10}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as bar:
+        job = bar.add_task("build", total=total)
+
+        def update(name: str, index: int, _total: int) -> None:
+            bar.update(job, description=name, completed=index)
+
+        yield update
+        bar.update(job, description="done", completed=total)
