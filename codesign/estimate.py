@@ -413,23 +413,122 @@ def _row_parts(rows: int, lane_cycles: int, bus_beats: int) -> dict:
     return {"activations": rows * bus_beats, "compute": rows * lane_cycles}
 
 
-def _layer_estimate(program, layer, bus: int, counts: list[int] | None) -> dict:
-    """Compute cycles (the per-op formulas), useful MACs and DDR bytes of one layer."""
+# Where a layer's cycles go, part by part (the report's per-layer ``breakdown``): the
+# parts sum to the layer's cycles, checked wherever a breakdown is built. Each op's
+# schedule counts its arithmetic as "compute" and on top what it does not hide behind it.
+BREAKDOWN_PARTS = {
+    "compute": "MACs / lane arithmetic",
+    "weights": "weight tile wait",
+    "activations": "activation traffic",
+    "latency": "exposed DDR latency",
+    "control": "descriptor, dispatch, pipeline",
+    "ddr": "DDR bandwidth beyond the schedule",
+}
+
+
+def _parts(**cycles: int) -> dict:
+    """A breakdown with every part present, in BREAKDOWN_PARTS order."""
+    return {part: int(cycles.get(part, 0)) for part in BREAKDOWN_PARTS}
+
+
+def _add_parts(total: dict, more: dict) -> None:
+    for part, cycles in more.items():
+        total[part] += cycles
+
+
+def _checked(parts: dict, cycles: int, what: str) -> dict:
+    if sum(parts.values()) != cycles:
+        raise AssertionError(
+            f"{what}: breakdown {parts} sums to {sum(parts.values())}, not {cycles}"
+        )
+    return parts
+
+
+def _ucu_breakdown(rows: int, stored_tiles: int, load: int) -> dict:
+    """ucu_cycles in parts: rows streaming past stored tiles, tile loads they do not
+    hide (and the first), the last output drain, the pipeline depth."""
+    if stored_tiles == 0:
+        return _parts(activations=rows, control=UCU_PIPELINE)
+    return _parts(
+        compute=stored_tiles * rows,
+        weights=load + stored_tiles * max(0, load - rows),
+        activations=rows,
+        control=UCU_PIPELINE,
+    )
+
+
+def _linear_breakdown(rows: int, in_dim: int, out_dim: int, tile_in: int, tile_out: int,
+                      weight_bytes: int, bus_bytes: int, stored_tiles: int | None = None
+                      ) -> dict:  # fmt: skip
+    """linear_cycles in parts: input rows read, the UCU, output writes it does not hide."""
+    out_tiles, in_tiles = -(-out_dim // tile_out), -(-in_dim // tile_in)
+    stored = out_tiles * in_tiles if stored_tiles is None else stored_tiles
+    load = tile_load_beats(tile_in, tile_out, weight_bytes, bus_bytes)
+    ucu = ucu_cycles(rows, stored, out_tiles, load)
+    writes = out_tiles * rows * beats(4 * tile_out, bus_bytes) + load + rows + UCU_PIPELINE
+    parts = _ucu_breakdown(rows, stored, load)
+    parts["activations"] += rows * beats(4 * in_dim, bus_bytes) + max(0, writes - ucu)
+    return parts
+
+
+def _rows_breakdown(rows: int, lane_cycles: int, bus_beats: int, pipeline: int) -> dict:
+    """Row-wise ops (LayerNorm, EMBED, ADD): lanes per row, bus beats beyond them."""
+    return _parts(
+        compute=rows * lane_cycles,
+        activations=rows * max(0, bus_beats - lane_cycles),
+        control=pipeline,
+    )
+
+
+def _gate_breakdown(tokens, dim, experts, top_k, tile_in, tile_out, weight_bytes, bus_bytes):
+    """gate_cycles in parts: the logits on the UCU, softmax/top-k, the queue writes."""
+    parts = _linear_breakdown(tokens, dim, experts, tile_in, tile_out, weight_bytes, bus_bytes)
+    parts["compute"] += tokens * max(experts, top_k)
+    parts["activations"] += queue_beats(experts, experts, tokens, bus_bytes)
+    parts["control"] += GATE_PIPELINE
+    return parts
+
+
+def _experts_breakdown(counts, tokens, dim, hidden, tile_in, tile_out, weight_bytes, bus_bytes):
+    """experts_cycles in parts: queue reads, per active expert fc1, hidden traffic,
+    handoff and fc2, then the residual pass."""
+    active = [count for count in counts if count]
+    parts = _parts(
+        activations=queue_beats(len(counts), len(active), tokens, bus_bytes)
+        + tokens * beats(4 * dim, bus_bytes),
+        control=ELEMENTWISE_PIPELINE + EXPERT_HANDOFF * len(active),
+    )
+    load = tile_load_beats(tile_in, tile_out, weight_bytes, bus_bytes)
+    fc2_tiles = -(-dim // tile_out) * -(-hidden // tile_in)
+    for count in active:
+        fc1 = _linear_breakdown(count, dim, hidden, tile_in, tile_out, weight_bytes, bus_bytes)
+        _add_parts(parts, fc1)
+        parts["activations"] += count * beats(4 * hidden, bus_bytes)
+        _add_parts(parts, _ucu_breakdown(count, fc2_tiles, load))
+    return parts
+
+
+def _layer_estimate(program, layer, bus: int, counts: list[int] | None,
+                    dense: bool = False) -> dict:  # fmt: skip
+    """Compute cycles (the per-op formulas) and their breakdown, useful MACs and DDR
+    bytes of one layer; ``dense``: a block-sparse LINEAR as if every tile were stored."""
     f, ti, to = layer.fields, program.tile_in, program.tile_out
     macs = weight_bytes = act_bytes = 0
     extra: dict = {}
     if layer.op == Op.LINEAR:
         rows, in_dim, out_dim = f["rows"], f["in_dim"], f["out_dim"]
         out_tiles, in_tiles = -(-out_dim // to), -(-in_dim // ti)
-        stored = _block_count(program, layer)
+        sparse = f["blocks"] != NONE and not dense
+        stored = _block_count(program, layer) if sparse else out_tiles * in_tiles
         cycles = linear_cycles(
             rows, in_dim, out_dim, ti, to, f["w_bytes"], bus, stored, f["post"] == Post.ADD
         )
+        breakdown = _linear_breakdown(rows, in_dim, out_dim, ti, to, f["w_bytes"], bus, stored)
         macs = rows * in_dim * out_dim * stored // (out_tiles * in_tiles)
         load = tile_load_beats(ti, to, f["w_bytes"], bus)
         parts = _ucu_parts([(rows, stored)], load, rows * beats(4 * in_dim, bus))
         weight_bytes = stored * padded(ti * to * f["w_bytes"], bus)
-        if f["blocks"] != NONE:
+        if sparse:
             weight_bytes += 4 * (out_tiles + 1 + stored)
         weight_bytes += 4 * out_dim if f["bias"] != NONE else 0
         act_bytes = rows * (f["src_stride"] + f["dst_stride"])
@@ -437,17 +536,23 @@ def _layer_estimate(program, layer, bus: int, counts: list[int] | None) -> dict:
         extra = {
             "tiles": out_tiles * in_tiles,
             "stored_tiles": stored,
-            "block_sparse": f["blocks"] != NONE,
+            "block_sparse": sparse,
         }
     elif layer.op == Op.EMBED:
         rows = f["patches"] + 1
         cycles = elementwise_cycles(rows, f["dim"], to, bus, inputs=1)
         parts = _row_parts(rows, -(-f["dim"] // to), beats(4 * f["dim"], bus))
+        breakdown = _rows_breakdown(
+            rows, -(-f["dim"] // to), beats(4 * f["dim"], bus), ELEMENTWISE_PIPELINE
+        )
         weight_bytes = 4 * rows * f["dim"]
         act_bytes = f["patches"] * f["src_stride"] + rows * f["dst_stride"]
     elif layer.op == Op.LAYERNORM:
         cycles = layernorm_cycles(f["rows"], f["dim"], ti, bus)
         parts = _row_parts(f["rows"], 2 * -(-f["dim"] // ti), beats(4 * f["dim"], bus))
+        breakdown = _rows_breakdown(
+            f["rows"], 2 * -(-f["dim"] // ti), beats(4 * f["dim"], bus), LAYERNORM_PIPELINE
+        )
         weight_bytes = 8 * f["dim"]
         act_bytes = f["rows"] * (f["src_stride"] + f["dst_stride"])
     elif layer.op == Op.ATTENTION:
@@ -457,15 +562,24 @@ def _layer_estimate(program, layer, bus: int, counts: list[int] | None) -> dict:
         slots = min(f["parallel"], tokens)
         passes = f["heads"] * 2 * (-(-tokens // slots) * tokens + slots - 1)
         parts = {"activations": tokens * beats(12 * dim, bus), "compute": passes}
+        breakdown = _parts(
+            compute=passes,
+            activations=tokens * beats(12 * dim, bus),
+            control=f["heads"] * ATTENTION_PIPELINE,
+        )
         act_bytes = tokens * (f["src_stride"] + f["dst_stride"])
         extra = {"parallel": f["parallel"], "head_dim": dim // f["heads"]}
     elif layer.op == Op.ADD:
         cycles = elementwise_cycles(f["rows"], f["cols"], to, bus, inputs=2)
         parts = _row_parts(f["rows"], -(-f["cols"] // to), 2 * beats(4 * f["cols"], bus))
+        breakdown = _rows_breakdown(
+            f["rows"], -(-f["cols"] // to), 2 * beats(4 * f["cols"], bus), ELEMENTWISE_PIPELINE
+        )
         act_bytes = f["rows"] * (f["src_stride"] + f["res_stride"] + f["dst_stride"])
     elif layer.op == Op.MOE_GATE:
         tokens, dim, experts, top_k = f["tokens"], f["dim"], f["experts"], f["top_k"]
         cycles = gate_cycles(tokens, dim, experts, top_k, ti, to, f["w_bytes"], bus)
+        breakdown = _gate_breakdown(tokens, dim, experts, top_k, ti, to, f["w_bytes"], bus)
         macs = tokens * dim * experts
         tiles = -(-experts // to) * -(-dim // ti)
         load = tile_load_beats(ti, to, f["w_bytes"], bus)
@@ -477,6 +591,7 @@ def _layer_estimate(program, layer, bus: int, counts: list[int] | None) -> dict:
         tokens, dim, hidden = f["tokens"], f["dim"], f["hidden"]
         assert counts is not None
         cycles = experts_cycles(counts, tokens, dim, hidden, ti, to, f["w_bytes"], bus)
+        breakdown = _experts_breakdown(counts, tokens, dim, hidden, ti, to, f["w_bytes"], bus)
         routed = sum(counts)
         active = sum(1 for c in counts if c)
         macs = 2 * routed * dim * hidden
@@ -496,6 +611,7 @@ def _layer_estimate(program, layer, bus: int, counts: list[int] | None) -> dict:
         raise ValueError(f"no cycle model for op {layer.op!r}")
     return {
         "compute_cycles": int(cycles),
+        "breakdown": _checked(breakdown, int(cycles), f"{layer.name} schedule"),
         "limited_by": max(parts, key=parts.get),
         "macs": int(macs),
         "weight_bytes": int(weight_bytes),
@@ -548,6 +664,20 @@ def exposed_latency(layer, ddr_latency: int, counts: list[int] | None = None) ->
     return round(trips * ddr_latency)
 
 
+def _layer_cycles(detail: dict, ddr_bytes_per_cycle: float, descriptor: int, waits: int,
+                  name: str) -> tuple[int, int, dict]:  # fmt: skip
+    """A running layer: max(schedule, DDR transfer time) + descriptor + exposed latency;
+    returns (cycles, DDR cycles, breakdown of the cycles)."""
+    ddr = math.ceil((detail["weight_bytes"] + detail["act_bytes"]) / ddr_bytes_per_cycle)
+    compute = detail["compute_cycles"]
+    cycles = max(compute, ddr) + descriptor + waits
+    breakdown = dict(detail.pop("breakdown"))
+    breakdown["ddr"] += max(0, ddr - compute)
+    breakdown["latency"] += waits
+    breakdown["control"] += descriptor
+    return cycles, ddr, _checked(breakdown, cycles, name)
+
+
 def estimate_cycles(
     program, arch, board, expert_counts=None, task: int = 0, ddr_latency: int = AXI_LATENCY
 ) -> dict:
@@ -574,11 +704,12 @@ def estimate_cycles(
         entry = {"name": layer.name, "op": layer.op.name, "task": layer.task, "runs": runs}
         if runs:
             detail = _layer_estimate(program, layer, bus, counts)
-            ddr = math.ceil((detail["weight_bytes"] + detail["act_bytes"]) / ddr_bytes_per_cycle)
+            waits = exposed_latency(layer, ddr_latency, counts)
+            cycles, ddr, breakdown = _layer_cycles(
+                detail, ddr_bytes_per_cycle, descriptor, waits, layer.name
+            )
             compute = detail["compute_cycles"]
             limited_by = detail.pop("limited_by")
-            waits = exposed_latency(layer, ddr_latency, counts)
-            cycles = max(compute, ddr) + descriptor + waits
             entry.update(
                 cycles=cycles,
                 ddr_cycles=ddr,
@@ -586,13 +717,20 @@ def estimate_cycles(
                 ddr_bytes=detail["weight_bytes"] + detail["act_bytes"],
                 latency_cycles=waits,
                 **detail,
+                breakdown=breakdown,
             )
+            if detail.get("block_sparse"):  # what the layer would cost unpruned
+                dense = _layer_estimate(program, layer, bus, counts, dense=True)
+                entry["cycles_dense"] = _layer_cycles(
+                    dense, ddr_bytes_per_cycle, descriptor, waits, layer.name
+                )[0]
             if layer.op.name == "MOE_EXPERTS":
                 entry["counts_source"] = source
         else:  # the kernel reads the descriptor, sees another task, moves on
             cycles = descriptor + ddr_latency
             entry.update(cycles=cycles, compute_cycles=0, ddr_cycles=0, bound="skipped")
             entry.update(macs=0, weight_bytes=0, act_bytes=0, ddr_bytes=0)
+            entry["breakdown"] = _parts(latency=ddr_latency, control=descriptor)
         entry["latency_us"] = round(cycles / clock_hz * 1e6, 3)
         total += cycles
         layers.append(entry)
@@ -971,6 +1109,11 @@ def assumptions(board, expert_counts_note: str, task: int) -> dict:
             "go to UltraRAM while the board has it",
             "LUT/FF: per-unit constants (estimate.py), not synthesis results; "
             "run `make hls` with Vitis for real numbers",
+            "breakdown per layer (sums to its cycles): compute (MACs / lane arithmetic), "
+            "weights (tile loads the rows do not hide), activations (row reads and "
+            "writes the arithmetic does not hide), latency (exposed DDR round trips), "
+            "control (descriptor fetch, dispatch, pipeline fill), ddr (DDR bandwidth "
+            "beyond the schedule)",
         ],
     }
 
@@ -1021,6 +1164,9 @@ def estimate_report_section(
         "ddr_bytes": full["ddr_bytes"],
         "arch": full["arch"],
     }
+    names = getattr(program, "meta", {}).get("task_names") or []
+    if 0 <= task < len(names):
+        section["assumptions"]["task_name"] = names[task]
     return section
 
 
@@ -1066,34 +1212,105 @@ def estimate_markdown(section: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_layers(section: dict, path) -> None:
-    """Cycles per layer, coloured by op: where the time goes."""
-    import matplotlib
+BREAKDOWN_COLOURS = {
+    "compute": "#1f77b4",
+    "weights": "#ff7f0e",
+    "activations": "#2ca02c",
+    "latency": "#d62728",
+    "control": "#8c8c8c",
+    "ddr": "#9467bd",
+}
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def shade_blocks(ax, names: list[str]) -> None:
+    """Shade every other transformer block so a block's layers read as a group."""
+    blocks = [name.split(".")[1] if name.startswith("blocks.") else None for name in names]
+    first = 0
+    for index in range(1, len(names) + 1):
+        if index == len(names) or blocks[index] != blocks[first]:
+            if blocks[first] is not None and blocks[first].isdigit() and int(blocks[first]) % 2:
+                ax.axvspan(first - 0.5, index - 0.5, color="0.5", alpha=0.08, lw=0, zorder=0)
+            first = index
+
+
+def layer_axis(ax, names: list[str], max_labels: int = 160) -> None:
+    """Layer names as x tick labels, rotated, every k-th when there are too many to
+    read, over shaded blocks."""
+    step = max(1, -(-len(names) // max_labels))
+    ticks = list(range(0, len(names), step))
+    ax.set_xticks(ticks, [names[i] for i in ticks], rotation=90)
+    ax.tick_params(axis="x", labelsize=7, length=2)
+    ax.set_xlim(-0.6, len(names) - 0.4)
+    shade_blocks(ax, names)
+
+
+def cycles_figure(section: dict):
+    """The figure of ``plot_layers``. Top: one bar per running layer stacked by where
+    its cycles go, the dense cycles outlined where a layer runs block-sparse. Bottom:
+    the same parts as shares of each layer, readable for the short layers too."""
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import FuncFormatter, PercentFormatter
 
     layers = [layer for layer in section["layers"] if layer["runs"]]
-    ops = sorted({layer["op"] for layer in layers})
-    colours = {op: plt.get_cmap("tab10")(index % 10) for index, op in enumerate(ops)}
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.12 * len(layers)), 3.5))
-    ax.bar(
-        range(len(layers)),
-        [layer["cycles"] for layer in layers],
-        color=[colours[layer["op"]] for layer in layers],
-    )
-    ax.set_xlabel("layer (program order)")
+    names = [layer["name"] for layer in layers]
+    xs = np.arange(len(layers))
+    totals = np.array([layer["cycles"] for layer in layers], float)
+    fig = Figure(figsize=(max(8.0, 0.17 * len(layers) + 2.5), 7.0), layout="constrained")
+    ax, share = fig.subplots(2, 1, sharex=True, height_ratios=(2.4, 1))
+    handles, bottom = [], np.zeros(len(layers))
+    for part, label in BREAKDOWN_PARTS.items():
+        values = np.array([layer["breakdown"][part] for layer in layers], float)
+        if not values.any():  # e.g. no layer is DDR-bandwidth bound: no empty legend entry
+            continue
+        colour = BREAKDOWN_COLOURS[part]
+        ax.bar(xs, values, 0.8, bottom=bottom, color=colour, zorder=2)
+        share.bar(xs, 100 * values / totals, 0.8, bottom=100 * bottom / totals, color=colour)
+        handles.append(Patch(color=colour, label=label))
+        bottom += values
+    dense_bars = [
+        (x, layer["cycles_dense"])
+        for x, layer in zip(xs, layers, strict=True)
+        if "cycles_dense" in layer
+    ]
+    if dense_bars:
+        dense_x, dense = zip(*dense_bars, strict=True)
+        ax.bar(dense_x, dense, 0.8, fill=False, edgecolor="black", ls="--", lw=0.8, zorder=3)
+        handles.append(
+            Patch(fill=False, edgecolor="black", linestyle="--", label="dense (before pruning)")
+        )
+    shade_blocks(ax, names)
+    layer_axis(share, names)
     ax.set_ylabel("cycles")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))
+    ax.grid(True, axis="y", alpha=0.3, zorder=0)
+    share.set_ylabel("share of the layer")
+    share.set_ylim(0, 100)
+    share.yaxis.set_major_formatter(PercentFormatter())
     info = section["assumptions"]
-    ax.set_title(
-        f"{info.get('model', '')} on {info['board']}: {section['latency_ms']:.3f} ms "
-        f"at {info['clock_mhz']:g} MHz"
+    clock = info["clock_mhz"]
+    micro = ax.secondary_yaxis("right", functions=(lambda c: c / clock, lambda us: us * clock))
+    micro.set_ylabel(f"µs at {clock:g} MHz")
+    task = f"task {info['task']}" + (f" ({info['task_name']})" if info.get("task_name") else "")
+    title = f"{info.get('model', '')} on {info['board']}, {task}: {section['latency_ms']:.3f} ms"
+    if dense_bars:
+        dense_cycles = section["cycles"] + sum(
+            layer["cycles_dense"] - layer["cycles"] for layer in layers if "cycles_dense" in layer
+        )
+        title += f" block-sparse (dense: {dense_cycles / clock / 1e3:.3f} ms)"
+    skipped = len(section["layers"]) - len(layers)
+    note = f"; {skipped} layers of other tasks skipped, not shown" if skipped else ""
+    ax.set_title(f"{title}\nestimated cycles per layer, by where they go{note}", fontsize=10)
+    columns = len(handles) if fig.get_figwidth() >= 14 else -(-len(handles) // 2)
+    fig.legend(
+        handles=handles, loc="outside upper center", ncol=columns, fontsize="small", frameon=False
     )
-    handles = [plt.Rectangle((0, 0), 1, 1, color=colours[op]) for op in ops]
-    ax.legend(handles, ops, fontsize="small", ncol=min(4, len(ops)))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
+
+
+def plot_layers(section: dict, path) -> None:
+    """Cycles per layer, stacked by where they go: why a layer is slow."""
+    cycles_figure(section).savefig(path, dpi=110)
 
 
 __all__ = [
@@ -1103,6 +1320,7 @@ __all__ = [
     "beats",
     "bram36_for",
     "check_fits",
+    "cycles_figure",
     "elementwise_cycles",
     "estimate_cycles",
     "estimate_markdown",
@@ -1113,11 +1331,13 @@ __all__ = [
     "experts_cycles",
     "fit_table",
     "gate_cycles",
+    "layer_axis",
     "layernorm_cycles",
     "linear_cycles",
     "mult_dsps",
     "plot_layers",
     "read_expert_counts",
+    "shade_blocks",
     "startup_cycles",
     "tile_load_beats",
     "ucu_cycles",

@@ -192,3 +192,15 @@ def test_arch_config_refuses_values_the_buffers_cannot_hold():
         ArchConfig(max_heads=0)
     with pytest.raises(ValueError, match="max_dim=2 must be at least max_heads=4"):
         ArchConfig(max_dim=2, max_heads=4)
+
+
+def test_readme_names_the_build_steps_and_links_only_files_that_exist():
+    import re
+
+    readme = (REPO / "README.md").read_text()
+    listed = re.search(r"The steps of a build \(`([^`]*)`", readme).group(1)
+    assert [step.strip() for step in listed.split(",")] == [name for name, _ in STEPS]
+    for target in re.findall(r"\]\(([^)#]+)\)", readme):
+        if not target.startswith("http"):
+            assert (REPO / target).exists(), target
+    assert "ARCHITECTURE.md" not in readme.replace("docs/architecture.md", "")
