@@ -1,12 +1,17 @@
 """``codesign deploy``: one folder to copy to the board.
 
 It holds the bitstream and its ``.hwh`` (from ``bitstreams/<model>-<board>/``), the
-Program, the host model card, the register map, the PYNQ driver (the runtime package
-with the few modules it imports), the board notebooks, reference outputs of torch and
-of the golden executor, the torch weights for a live comparison, and a README. A
-missing bitstream is never faked: the rest is packed and ``manifest.json`` says the
-bundle is incomplete and how to build the bitstream. Written atomically (a temp
-folder renamed when complete).
+Program, the host model card, the register map, the PYNQ driver, the board notebooks,
+reference outputs of torch and of the golden executor, the torch weights for a live
+comparison, and a README. A missing bitstream is never faked: the rest is packed and
+``manifest.json`` says the bundle is incomplete and how to build the bitstream. Written
+atomically (a temp folder renamed when complete) to ``build/deploy/<model>-<board>/``
+by default, beside ``codesign build``'s ``build/<model>-<board>/``.
+
+The driver is a copy of ``codesign.runtime`` and the numpy-only modules it imports,
+packed as its own package ``host/codesign_host``: a partial copy named ``codesign``
+would shadow an installed codesign (or be shadowed by it) and mix two trees in one
+import, so the bundle's driver never shares a name with the toolkit.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import os
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -27,9 +34,17 @@ from .util import atomic_output_dir
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFEST_FORMAT = 1
-# The driver and what it imports: numpy-only modules, so the board needs no torch.
+HOST_PACKAGE = "codesign_host"  # the driver's name in a bundle: never the toolkit's
+# The driver and what it imports: numpy-only modules, so the board needs no torch. The
+# C-sim and RTL boards (runtime/csim_device.py, rtl_device.py) need the HLS and RTL
+# sources and compilers: left out, borrowed from an installed codesign when there is one.
 HOST_MODULES = (
-    "__init__.py",
+    "runtime/__init__.py",
+    "runtime/bundle.py",
+    "runtime/driver.py",
+    "runtime/layout.py",
+    "runtime/simulated.py",
+    "runtime/minimal_host.py",
     "program.py",
     "golden.py",  # lets the board run the golden simulated board for a comparison
     "numerics/__init__.py",
@@ -72,7 +87,8 @@ def sample_images(card, count: int, seed: int = REFERENCE_SEED) -> np.ndarray:
 def find_bitstream_dir(model: str, board: str, root: Path | None = None) -> Path:
     """Where `make bitstream` left ``<model>-<board>``: under ``root`` when given, else the
     first that exists of ``bitstreams/`` (working folder, then repo) and the HLS project
-    of ``codesign build`` (``build/<model>-<board>/hls/bitstreams/``)."""
+    of ``codesign build`` (``build/<model>-<board>/hls/bitstreams/``); if none does, the
+    last, where ``make bitstream`` in ``hls_project_dir`` will put it."""
     name = f"{Path(model).stem}-{board}"
     if root is not None:
         return Path(root) / name
@@ -82,8 +98,7 @@ def find_bitstream_dir(model: str, board: str, root: Path | None = None) -> Path
     for folder in candidates:
         if folder.is_dir():
             return folder
-    local = Path.cwd() / "bitstreams"
-    return (local if local.is_dir() else REPO / "bitstreams") / name
+    return hls_project_dir(model, board) / "bitstreams" / name
 
 
 def _bitstream_files(folder: Path) -> tuple[list[Path], list[str], dict]:
@@ -123,16 +138,61 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+HOST_INIT = '''"""codesign_host: the host driver of a codesign deploy bundle (numpy and pynq only).
+
+A copy of codesign.runtime and the modules it imports (Program format, golden executor,
+numerics, register map), written by `codesign deploy` {version}. It has its own name so
+it never mixes with an installed codesign: `sys.path.insert(0, "host")` then
+`from codesign_host.runtime import open_bundle`. It runs the board and the golden
+simulated board alone; the C-sim and RTL boards come from an installed codesign.
+"""
+
+__version__ = "{version}"
+'''
+
+
 def _copy_driver(dest: Path) -> None:
-    """The runtime package plus the modules it imports, as ``host/codesign``."""
+    """The runtime and the modules it imports, as the package ``host/codesign_host``
+    (their imports between each other are relative, so they work under that name)."""
     package = Path(__file__).resolve().parent
-    target = dest / "host" / "codesign"
+    target = dest / "host" / HOST_PACKAGE
     for relative in HOST_MODULES:
         (target / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(package / relative, target / relative)
-    shutil.copytree(
-        package / "runtime", target / "runtime", ignore=shutil.ignore_patterns("__pycache__")
-    )
+    (target / "__init__.py").write_text(HOST_INIT.format(version=__version__))
+
+
+def hls_project_dir(model: str, board: str) -> Path:
+    """The HLS project whose ``make bitstream`` builds this bundle's bitstream: the one
+    ``codesign build`` wrote (``build/<model>-<board>/hls``, in the working folder or the
+    repo), else where ``codesign build`` will write it from the working folder."""
+    name = f"{Path(model).stem}-{board}"
+    candidates = [base / "build" / name / "hls" for base in (Path.cwd(), REPO)]
+    for folder in candidates:
+        if (folder / "Makefile").is_file():
+            return folder.resolve()
+    return candidates[0].resolve()
+
+
+def shell_path(path, relative: bool = False) -> str:
+    """``path`` as a shell word to copy; with ``relative``, relative to the working folder
+    when it is under it."""
+    path = Path(path)
+    if relative and path.is_relative_to(Path.cwd().resolve()):
+        path = path.relative_to(Path.cwd().resolve())
+    return shlex.quote(str(path))
+
+
+def bitstream_steps(howto: dict, relative: bool = False) -> list[str]:
+    """Shell commands that build the missing bitstream (``manifest["bitstream_build"]``):
+    ``codesign build`` when the HLS project is not written yet (``--out`` named, so both
+    commands mean the same folder from anywhere), then ``make bitstream`` in it.
+    ``relative`` as in ``shell_path``."""
+    project = Path(howto["hls_project"])
+    steps = []
+    if not howto.get("project_exists"):
+        steps.append(f"{howto['codesign_build']} --out {shell_path(project.parent, relative)}")
+    return [*steps, f"make -C {shell_path(project, relative)} bitstream"]
 
 
 def _reference(build, card, count: int) -> dict[str, np.ndarray]:
@@ -164,15 +224,22 @@ def _readme(manifest: dict) -> str:
     notebook = manifest["notebook"]
     if manifest["complete"]:
         status = "Complete: the bitstream and its .hwh are in `bitstream/`."
+        device = '"board")  # off the board: "golden" or "csim"'
     else:
-        missing = "\n".join(f"  - `{item}`" for item in manifest["missing"])
+        missing = "\n".join(f"- `{item}`" for item in manifest["missing"])
+        howto = manifest["bitstream_build"]
+        commands = "\n".join(bitstream_steps(howto))
         status = (
-            "**Incomplete: no bitstream.** Missing:\n"
+            "**Incomplete: no bitstream.** Missing:\n\n"
             f"{missing}\n\n"
-            "Build it with `make bitstream` on a machine with Vivado (it lands in "
-            f"`bitstreams/{model}-{board}/`), then run `codesign deploy` again. Until then "
-            "the notebooks run on a simulated board (`CODESIGN_DEVICE=golden` or `csim`)."
+            "Build it with `make bitstream` in the HLS project, on the machine that ran "
+            "`codesign deploy` (with Vivado installed):\n\n"
+            f"```bash\n{commands}\n```\n\n"
+            f"It lands in `{howto['output']}`, where `codesign deploy` finds it: run the "
+            "deploy again. Until then the notebooks and the example below run on a "
+            "simulated board (`CODESIGN_DEVICE=golden` or `csim`)."
         )
+        device = '"golden")  # no bitstream yet; "board" on the board'
     return f"""# {model} on {board}: codesign deploy bundle
 
 {status}
@@ -188,30 +255,42 @@ def _readme(manifest: dict) -> str:
 | `report.json` | the build report: fidelity vs torch, per-layer formats and errors |
 | `reference.npz` | sample images; per task the torch (CPU) and golden outputs |
 | `model/` | `config.json` + `weights.pt`: the torch model, for a live comparison |
-| `host/codesign/` | the PYNQ driver (`codesign.runtime`) and the modules it imports |
+| `host/codesign_host/` | the PYNQ driver: `codesign.runtime` and what it imports (numpy, pynq) |
 | `notebooks/{notebook}` | load the overlay, run every task, plot, time, compare with torch |
 | `interface.md` | register map, buffer layout, Program format: write your own host code |
 | `manifest.json` | every file with its SHA-256, the ArchConfig, completeness |
 
 ## On the board
 
+Copy this folder to the board (from the folder that holds it):
+
 ```bash
 scp -r {manifest["folder"]} xilinx@<board>:~/jupyter_notebooks/
 ```
 
 Open `notebooks/{notebook}` in the board's Jupyter and run it (it uses the board when
-`CODESIGN_DEVICE` is unset). From Python:
+`CODESIGN_DEVICE` is unset).
+
+## From Python
+
+Run from this folder (on the board, or on any machine with numpy and pynq):
 
 ```python
-import sys; sys.path.insert(0, "host")
-from codesign.runtime import open_bundle
-accel = open_bundle(".", device="board").accelerator
-outputs = accel.run(images, task=0)   # images: float [B, C, H, W]
+import sys
+
+sys.path.insert(0, "host")  # this bundle's driver: the package codesign_host
+from codesign_host.runtime import open_bundle
+
+bundle = open_bundle(".", device={device}
+images = bundle.reference()["images"]  # float [B, C, H, W]: the bundle's samples
+outputs = bundle.accelerator.run(images, task=0)  # the torch model's output shape
 ```
 
-Off the board, `open_bundle(".", device="golden")` (numpy golden executor) or
-`device="csim"` (the HLS kernel under g++, needs the full codesign install) runs the
-same driver on a simulated board.
+The driver is packed as `codesign_host`, not `codesign`, so it works the same whether
+or not codesign is installed and never mixes with it. It runs `device="board"` and
+`device="golden"` (the numpy golden executor) by itself; `device="csim"` (the HLS
+kernel under g++) and `device="rtl"` (the Verilated RTL) need the full codesign
+install, and say so when it is missing.
 """
 
 
@@ -244,7 +323,7 @@ def deploy(
     )
     card = ModelCard.from_build(build)
     name = f"{Path(str(model)).stem}-{build.state.board.name}"
-    out = Path(out) if out is not None else Path("deploy") / name
+    out = Path(out) if out is not None else default_out_dir(name)
     bit_dir = find_bitstream_dir(str(model), build.state.board.name, bitstreams)
     bit_files, missing, bit_manifest = _bitstream_files(bit_dir)
     if bit_manifest.get("arch"):
@@ -274,6 +353,7 @@ def deploy(
         interface = REPO / "docs" / "interface.md"
         if interface.is_file():
             shutil.copy2(interface, tmp / "interface.md")
+        hls_project = hls_project_dir(str(model), build.state.board.name)
         manifest = {
             "format": MANIFEST_FORMAT,
             "model": card.name,
@@ -286,6 +366,14 @@ def deploy(
             "missing": missing,
             "bitstream_source": str(bit_dir),
             "bitstream_manifest": bit_manifest or None,
+            "bitstream_build": None
+            if not missing
+            else {
+                "hls_project": str(hls_project),
+                "project_exists": (hls_project / "Makefile").is_file(),
+                "codesign_build": _build_command(model, build),
+                "output": str(hls_project / "bitstreams" / name),
+            },
             "arch": build.state.arch.to_dict(),
             "precision": str(build.state.options.precision),
             "program": {
@@ -304,6 +392,26 @@ def deploy(
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return out
+
+
+def default_out_dir(name: str) -> Path:
+    """``build/deploy/<model>-<board>``: generated, like ``codesign build``'s output, so
+    under the one folder that git and ruff ignore."""
+    return Path("build") / "deploy" / name
+
+
+def _build_command(model, build) -> str:
+    """The ``codesign build`` that writes the HLS project for this bundle's kernel."""
+    from .arch import Precision
+
+    model = str(model)
+    if model.endswith((".yaml", ".yml")):
+        model = str(Path(model).resolve())  # the commands are run from anywhere
+    words = ["codesign", "build", "--model", model, "--board", build.state.board.name]
+    precision = build.state.options.precision
+    if precision != Precision():
+        words += ["--precision", str(precision)]
+    return shlex.join(words)
 
 
 def _write_model(folder: Path, build, model) -> None:
@@ -339,7 +447,7 @@ def _check_arch(program, built: dict, folder: Path) -> None:
 @click.command("deploy")
 @click.option("--model", "model", required=True, help="registered name (codesign models) or YAML")
 @click.option("--board", default="zcu102", show_default=True, help="target board")
-@click.option("--out", type=click.Path(file_okay=False), help="[deploy/<model>-<board>]")
+@click.option("--out", type=click.Path(file_okay=False), help="[build/deploy/<model>-<board>]")
 @click.option("--precision", default="w16a24", show_default=True, help="wNaM: weight/act bits")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="torch state dict")
 @click.option("--seed", default=0, show_default=True, help="seed of the random weights")
@@ -348,6 +456,7 @@ def _check_arch(program, built: dict, folder: Path) -> None:
 def deploy_command(model, board, out, precision, weights, seed, bitstreams, images) -> None:
     """Pack bitstream, hwh, Program, driver and notebooks into one folder for the board."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     console = Console(width=None if sys.stdout.isatty() else 160)
@@ -374,16 +483,32 @@ def deploy_command(model, board, out, precision, weights, seed, bitstreams, imag
         sys.exit(2)
     manifest = json.loads((folder / "manifest.json").read_text())
     size = sum(entry["bytes"] for entry in manifest["files"].values())
-    console.print(f"wrote {folder}/ ({len(manifest['files'])} files, {size / 1e6:.2f} MB)")
+    plain = {"markup": False, "highlight": False, "soft_wrap": True}  # copyable as printed
+    console.print(f"wrote {folder}{os.sep} ({len(manifest['files'])} files, "
+                  f"{size / 1e6:.2f} MB)", **plain)  # fmt: skip
     if manifest["complete"]:
         console.print("  complete: bitstream + hwh packed; copy the folder to the board")
-    else:
-        console.print("[yellow]  incomplete: no bitstream[/yellow] (missing: "
-                      + ", ".join(manifest["missing"]) + ")")  # fmt: skip
-        console.print(
-            "  build it with `make bitstream` on a machine with Vivado, then deploy again; "
-            "the notebooks run on a simulated board meanwhile (CODESIGN_DEVICE=golden)"
-        )
+        return
+    console.print("[yellow]  incomplete: no bitstream[/yellow] (missing: "
+                  + escape(", ".join(manifest["missing"])) + ")", highlight=False)  # fmt: skip
+    howto = manifest["bitstream_build"]
+    console.print("  build it with `make bitstream` in the HLS project, on a machine with Vivado:",
+                  **plain)  # fmt: skip
+    for command in bitstream_steps(howto, relative=True):
+        console.print(f"    {command}", **plain)
+    output = shell_path(howto["output"], relative=True)
+    console.print(f"  then deploy again: it picks the bitstream up from {output}", **plain)
+    console.print("  meanwhile the notebooks run on a simulated board (CODESIGN_DEVICE=golden)")
 
 
-__all__ = ["DeployError", "deploy", "deploy_command", "find_bitstream_dir", "sample_images"]
+__all__ = [
+    "DeployError",
+    "bitstream_steps",
+    "default_out_dir",
+    "deploy",
+    "deploy_command",
+    "find_bitstream_dir",
+    "hls_project_dir",
+    "sample_images",
+    "shell_path",
+]

@@ -391,7 +391,7 @@ def test_deploy_without_bitstream_is_marked_incomplete(tiny_bundle):
     for name in ("program.bin", "host.json", "regmap.json", "reference.npz", "README.md"):
         assert name in manifest["files"]
     assert "notebooks/m3vit_on_board.ipynb" in manifest["files"]
-    assert "host/codesign/runtime/driver.py" in manifest["files"]
+    assert "host/codesign_host/runtime/driver.py" in manifest["files"]
     assert "Incomplete: no bitstream" in (tiny_bundle / "README.md").read_text()
     with pytest.raises(FileNotFoundError, match="make bitstream"):
         Bundle(tiny_bundle).open("board")
@@ -414,27 +414,26 @@ def test_bundle_on_golden_board_matches_its_reference(tiny_bundle):
 
 
 def test_deployed_driver_runs_without_torch_or_the_compiler(tiny_bundle, tmp_path):
-    """The bundle's host/ copy alone (numpy + pynq) drives a board: torch, jinja2 and the
-    rest of codesign are blocked in a fresh interpreter."""
+    """The bundle's host/ copy alone (numpy + pynq) drives a board: torch, jinja2 and
+    codesign itself are blocked in a fresh interpreter."""
     script = textwrap.dedent(
         f"""
         import sys
         class Block:
             def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in ("torch", "jinja2", "yaml", "hls4ml", "timm") or \\
-                        name in ("codesign.models", "codesign.compiler", "codesign.hls"):
+                if name.split(".")[0] in ("torch", "jinja2", "yaml", "hls4ml", "timm", "codesign"):
                     raise ImportError("blocked on the board: " + name)
         sys.meta_path.insert(0, Block())
         import numpy as np
-        import codesign, codesign.runtime as rt
-        assert codesign.__file__.startswith({str(tiny_bundle)!r}), codesign.__file__
+        import codesign_host, codesign_host.runtime as rt
+        assert codesign_host.__file__.startswith({str(tiny_bundle)!r}), codesign_host.__file__
         bundle = rt.open_bundle({str(tiny_bundle)!r}, device="golden")
         ref = bundle.reference()
         for task in (0, 1):
             raw = bundle.accelerator.run_raw(ref["input_raw"], task)
             assert np.array_equal(raw, ref[f"golden_raw_task{{task}}"])
         assert bundle.torch_model() is None
-        print("ok", codesign.__file__)
+        print("ok", codesign_host.__file__)
         """
     )
     env = {**os.environ, "PYTHONPATH": str(tiny_bundle / "host")}

@@ -13,10 +13,13 @@ In simulation the same driver runs on a ``SimulatedBoard`` (a ``pynq.Device``)::
     accel = Accelerator.from_device(golden_board(), program_bytes, card)
 
 ``open_bundle`` does either for a folder written by ``codesign deploy``. Only numpy
-and pynq are needed on the board; the simulated boards import the rest of codesign.
+and pynq are needed on the board. A bundle carries this package as
+``codesign_host.runtime`` (its own name, so it never mixes with an installed codesign):
+that copy has the board and the golden board; the C-sim and RTL boards compile the HLS
+kernel or the RTL and come from the full codesign install (``bundle.full_runtime_module``).
 """
 
-from .bundle import Bundle, open_bundle
+from .bundle import Bundle, CodesignRequiredError, open_bundle
 from .driver import (
     Accelerator,
     KernelBusyError,
@@ -49,14 +52,10 @@ def __getattr__(name):
         from . import simulated
 
         return getattr(simulated, name)
-    if name in _CSIM:
-        from . import csim_device
+    if name in _CSIM | _RTL:
+        from .bundle import full_runtime_module
 
-        return getattr(csim_device, name)
-    if name in _RTL:
-        from . import rtl_device
-
-        return getattr(rtl_device, name)
+        return getattr(full_runtime_module("csim_device" if name in _CSIM else "rtl_device"), name)
     raise AttributeError(name)
 
 
@@ -65,6 +64,7 @@ __all__ = [
     "BufferMismatchError",
     "BufferSpec",
     "Bundle",
+    "CodesignRequiredError",
     "KernelBusyError",
     "KernelNotFoundError",
     "KernelTimeoutError",

@@ -8,12 +8,20 @@ Layout (see ``codesign/deploy.py``)::
     program.bin      the Program; host.json: the ModelCard; regmap.json
     reference.npz    sample images with torch (CPU) and golden outputs per task
     model/           config.json + weights.pt, for a live torch comparison
-    host/codesign/   this driver (runtime, program format, numerics, register map)
+    host/codesign_host/  this driver (runtime, program format, numerics, register map)
+                     under its own name, so it never mixes with an installed codesign
     notebooks/       the board notebooks
+
+The same module runs as ``codesign.runtime.bundle`` (the installed toolkit) and as
+``codesign_host.runtime.bundle`` (the copy in a bundle, numpy and pynq only). The copy
+runs the "board" and "golden" devices by itself; "csim" and "rtl" need the HLS/RTL
+sources and compilers of a full codesign install, which it imports when present.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 from pathlib import Path
 
@@ -24,6 +32,12 @@ from .layout import ModelCard, ProgramLayout
 
 DEVICES = ("board", "golden", "csim", "rtl")
 RTL_TIMEOUT_S = 3600.0  # driver timeout on the Verilated RTL board
+PACKAGE = __name__.split(".")[0]  # "codesign", or "codesign_host" in a bundle's host/
+FULL_PACKAGE = "codesign"
+
+
+class CodesignRequiredError(ImportError):
+    """A simulated device needs the full codesign install, which this machine lacks."""
 
 
 class Bundle:
@@ -58,10 +72,13 @@ class Bundle:
             if device == "board":
                 if not self.complete:
                     missing = ", ".join(self.manifest.get("missing", [])) or "the bitstream"
+                    project = (self.manifest.get("bitstream_build") or {}).get("hls_project")
+                    where = f" in {project}" if project else ""
                     raise FileNotFoundError(
                         f"{self.root}: this bundle has no bitstream ({missing} missing); build "
-                        "it with `make bitstream` on a machine with Vivado, then deploy again"
-                        " - or open it on a simulated board (device='golden' or 'csim')"
+                        f"it with `make bitstream`{where} on a machine with Vivado (see "
+                        "README.md), then deploy again - or open it on a simulated board "
+                        "(device='golden' or 'csim')"
                     )
                 self.accelerator = Accelerator.from_overlay(
                     self.root / "bitstream", self.layout, self.card, **kwargs
@@ -106,31 +123,52 @@ class Bundle:
 
 def simulated_device(kind: str, arch: dict | None = None, board: str | None = None, program=None):
     """A fresh simulated board of ``kind`` ("golden", "csim", "rtl") for the ArchConfig
-    ``arch``; the golden board also reports the cycle model's latency on ``board``, the
-    RTL board its own cycle count at that board's clock (DDR model at its bandwidth).
+    ``arch``; the golden and C-sim boards also report the cycle model's latency on
+    ``board`` (the golden board of a bundle's driver copy does not: no cycle model in it),
+    the RTL board its own cycle count at that board's clock (DDR model at its bandwidth).
     ``program`` (a Program, its bytes or a ProgramLayout) gives the RTL its precision."""
     if kind == "golden":
         from .simulated import golden_board
 
         return golden_board(board if _cycle_model_available() else None)
-    if kind == "csim":
-        from .csim_device import csim_board
+    if kind not in ("csim", "rtl"):
+        raise ValueError(f"no simulated device {kind!r}; choose golden, csim or rtl")
+    if PACKAGE != FULL_PACKAGE and program is not None:
+        program = _program_bytes(program)  # the full package's classes are not this copy's
+    if kind == "csim":  # the full package has the cycle model: C-sim counts no cycles
+        return full_runtime_module("csim_device", "csim").csim_board(arch, board=board)
+    return full_runtime_module("rtl_device", "rtl").rtl_board(arch, program=program, board=board)
 
-        return csim_board(arch)
-    if kind == "rtl":
-        from .rtl_device import rtl_board
 
-        return rtl_board(arch, program=program, board=board)
-    raise ValueError(f"no simulated device {kind!r}; choose golden, csim or rtl")
+def full_runtime_module(module: str, device: str | None = None):
+    """``codesign.runtime.<module>`` of the full codesign install. A bundle's driver copy
+    (``codesign_host``) has no C-sim or RTL boards: they compile the HLS kernel or the
+    Verilated RTL, so it borrows them from an installed codesign, or says it cannot."""
+    try:
+        return importlib.import_module(f"{FULL_PACKAGE}.runtime.{module}")
+    except ImportError as error:
+        if PACKAGE == FULL_PACKAGE:
+            raise
+        what = f"device={device!r}" if device else f"codesign.runtime.{module}"
+        raise CodesignRequiredError(
+            f"{what} needs the full codesign package (pip install -e <codesign repo>): it "
+            f"compiles the HLS kernel or the RTL; this bundle's driver ({PACKAGE}) runs "
+            f"device='board' and device='golden' on its own ({type(error).__name__}: {error})"
+        ) from error
+
+
+def _program_bytes(program) -> bytes:
+    """The bytes of a ProgramLayout, a Program or program.bin's contents."""
+    if hasattr(program, "program_bytes"):
+        return program.program_bytes
+    return program.to_bytes() if hasattr(program, "to_bytes") else bytes(program)
 
 
 def _cycle_model_available() -> bool:
-    """The cycle model needs codesign.estimate and codesign.hls, which the bundle's
-    driver copy (host/) leaves out: on the board the golden board reports no cycles."""
-    import importlib.util
-
+    """The cycle model needs ``estimate`` and ``hls`` beside this runtime; the bundle's
+    driver copy leaves them out, so its golden board reports no cycles."""
     try:
-        return all(importlib.util.find_spec(m) for m in ("codesign.estimate", "codesign.hls"))
+        return all(importlib.util.find_spec(f"{PACKAGE}.{name}") for name in ("estimate", "hls"))
     except ImportError:
         return False
 
@@ -142,4 +180,12 @@ def open_bundle(root, device="board", **kwargs) -> Bundle:
     return bundle
 
 
-__all__ = ["DEVICES", "RTL_TIMEOUT_S", "Bundle", "open_bundle", "simulated_device"]
+__all__ = [
+    "DEVICES",
+    "RTL_TIMEOUT_S",
+    "Bundle",
+    "CodesignRequiredError",
+    "full_runtime_module",
+    "open_bundle",
+    "simulated_device",
+]
