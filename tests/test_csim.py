@@ -80,7 +80,7 @@ def test_m3vit_tiny_both_tasks_bit_exact(tiny_build):
     assert result.cases[0].regions == checked
     for case, expected in zip(result.cases, cases, strict=True):
         np.testing.assert_array_equal(case.output, expected.expected[-1][-1])
-    assert result.seconds > 0 and result.compile_seconds >= 0
+    assert result.seconds >= 0 and result.compile_seconds >= 0  # wall clock: recorded only
 
 
 def test_vit_tiny_bit_exact():
@@ -173,7 +173,7 @@ def test_cli_build_runs_csim_and_reports_it(tmp_path):
     report = json.loads((out / "report.json").read_text())
     csim = report["csim"]
     assert csim["ran"] and csim["bit_exact"] is True and csim["first_mismatch"] is None
-    assert csim["seconds"] > 0 and csim["compile_seconds"] >= 0
+    assert csim["seconds"] >= 0 and csim["compile_seconds"] >= 0  # wall clock: recorded only
     assert {case["task"] for case in csim["cases"]} == {0, 1}
     assert "C-simulation" in (out / "report.md").read_text()
     assert (out / "hls" / "src" / "codesign_top.cpp").is_file()

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
+import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 nbformat = pytest.importorskip("nbformat")
@@ -78,15 +81,99 @@ def _outputs(notebook) -> tuple[str, int]:
     return "\n".join(text), figures
 
 
-def _check_table(text: str, tasks: list[str]) -> None:
+def _table(text: str) -> tuple[list[str], list[dict[str, str]]]:
+    """The batch table the notebook printed: its column names (two spaces apart, a name
+    may hold single spaces) and one {column: field} per task (fields hold no spaces)."""
     lines = text.splitlines()
-    header = next(i for i, line in enumerate(lines) if line.startswith("task") and "FPS" in line)
-    for task, line in zip(tasks, lines[header + 1 : header + 1 + len(tasks)], strict=True):
+    start = next(i for i, line in enumerate(lines) if line.startswith("task  ") and "FPS" in line)
+    names = re.split(r" {2,}", lines[start].strip())
+    rows = []
+    for line in lines[start + 1 :]:
         fields = line.split()
-        assert fields[0] == task
-        fpga_fps, torch_fps, cosine = float(fields[1]), float(fields[3]), float(fields[4])
-        assert fpga_fps > 0 and torch_fps > 0
-        assert cosine > 0.99
+        if len(fields) != len(names):
+            break
+        rows.append(dict(zip(names, fields, strict=True)))
+    return names, rows
+
+
+def _model_cycles(bundle: Path, count: int) -> list[list[int]]:
+    """Per task, the cycle model's figure (codesign.estimate with the image's MoE queue
+    lengths) for each of the first `count` images the notebook runs, on the bundle's board."""
+    from codesign.estimate import estimate_cycles, expert_counts_from_run
+    from codesign.hls.csim import arch_from_program
+    from codesign.runtime.layout import ModelCard, ProgramLayout
+
+    layout = ProgramLayout(bundle / "program.bin")
+    card = ModelCard.load(bundle / "host.json")
+    program, board = layout.program, json.loads((bundle / "manifest.json").read_text())["board"]
+    with np.load(bundle / "reference.npz") as reference:
+        images = reference["images"]
+    images = np.concatenate([images] * -(-count // len(images)))[:count]  # the notebook's batch
+    raw = layout.quantize_input(card.patchify(images))
+    arch = arch_from_program(program)
+
+    def cycles(x, task):
+        counts = expert_counts_from_run(program, x, task)
+        return estimate_cycles(program, arch, board, counts, task)["cycles"]
+
+    return [[cycles(x, task) for x in raw] for task in range(program.n_tasks)]
+
+
+def _check_table(text: str, bundle: Path, tasks: list[str], batch: int, cycles: str | None) -> None:
+    """The deterministic figures of the notebook's output, never a wall-clock one.
+
+    ``cycles``: "model" (the board reports the cycle model's figure: equal to it, image by
+    image) or "rtl" (the RTL's count: within a band around the model's). Either way the latency
+    and FPS at the board clock are the cycles over the clock; the outputs match torch.
+    None: the board counts no cycles, and the table says so instead of a figure.
+    The simulator's wall time and the torch CPU FPS are only printed."""
+    from codesign.arch import get_board
+
+    print("\n".join(line for line in text.splitlines() if re.match(r"task|  (?!0x)\S|\w+  ", line)))
+    if cycles is None:
+        names, rows = _table(text)
+        assert "sim FPS (no cycle count)" in names and "cycles/img" not in names, names
+        assert [row["task"] for row in rows] == tasks
+        for row in rows:
+            assert row["sim FPS (no cycle count)"] == "-"
+            assert float(row["cosine"]) > 0.99
+        return
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    clock = get_board(manifest["board"]).clock_mhz
+    label = "RTL cycles" if cycles == "rtl" else "cycle model"
+    fps_column = f"sim FPS @{clock:g} MHz ({label})"
+    ms_column = f"sim ms/img @{clock:g} MHz"
+    names, rows = _table(text)
+    assert {fps_column, ms_column, "cycles/img", "sim wall s/img", "torch CPU FPS"} <= set(names), (
+        names
+    )
+    assert [row["task"] for row in rows] == tasks
+    model = _model_cycles(bundle, batch)
+    # one line per task from the single-image cell: cycles, and their latency at the clock
+    single = re.findall(
+        r"^  (.+?): ([\d,]+) cycles = ([\d.e+-]+) ms per image at ([\d.]+) MHz", text, re.M
+    )
+    assert len(single) == len(tasks), text
+    for task, (source, count, ms, mhz) in enumerate(single):
+        count = int(count.replace(",", ""))
+        assert float(mhz) == clock and ("RTL" in source) == (cycles == "rtl")
+        assert float(ms) == pytest.approx(count / (clock * 1e3), rel=1e-3)
+        if cycles == "model":
+            assert count == model[task][0]  # the cycle model of the notebook's first image
+        else:  # whole models run within a few % of it (docs/rtl-top.md), tiny layers less so
+            assert 2 / 3 <= count / model[task][0] <= 1.5, (count, model[task][0])
+    for task, row in enumerate(rows):
+        per_image = float(row["cycles/img"])
+        assert float(row[ms_column]) == pytest.approx(per_image / (clock * 1e3), rel=1e-3)
+        assert float(row[fps_column]) == pytest.approx(clock * 1e6 / per_image, rel=1e-3)
+        if cycles == "model":
+            assert per_image == pytest.approx(np.mean(model[task]), abs=0.05)
+        else:  # one image (batch 1): the RTL counts the same cycles every time it runs it
+            assert batch == 1 and per_image == int(single[task][1].replace(",", ""))
+        assert float(row["cosine"]) > 0.99
+        float(row["sim wall s/img"])  # printed (wall clock of the simulator: no assertion)
+        torch_fps = float(row["torch CPU FPS"])  # wall clock; printed to 3 significant digits
+        assert math.isfinite(torch_fps) and torch_fps > 0
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +200,7 @@ def test_m3vit_notebook_on_golden_board(m3vit_bundle, monkeypatch):
     assert text.count("bit-exact with the golden executor: True") == 2
     assert "SimulatedBoard(sim-golden" in text
     assert figures >= 3  # a map per task and the FPS chart
-    _check_table(text, ["semseg", "depth"])
+    _check_table(text, m3vit_bundle, ["semseg", "depth"], batch=4, cycles="model")
 
 
 def test_vit_notebook_on_golden_board(vit_bundle, monkeypatch):
@@ -122,7 +209,7 @@ def test_vit_notebook_on_golden_board(vit_bundle, monkeypatch):
     assert "bit-exact with the golden executor: True" in text
     assert "predicted class: simulated (golden)" in text
     assert figures >= 2  # class bars and the FPS chart
-    _check_table(text, ["classification"])
+    _check_table(text, vit_bundle, ["classification"], batch=4, cycles="model")
 
 
 @pytest.mark.csim
@@ -132,6 +219,10 @@ def test_m3vit_notebook_on_csim_board(m3vit_bundle, monkeypatch):
     assert "SimulatedBoard(sim-csim" in text
     assert text.count("bit-exact with the golden executor: True") == 2
     assert figures >= 3
+    # the C-sim board reports the cycle model's figure when it is given the bundle's board
+    names, _ = _table(text)
+    cycles = "model" if any("(cycle model)" in name for name in names) else None
+    _check_table(text, m3vit_bundle, ["semseg", "depth"], batch=4, cycles=cycles)
 
 
 def _execute_on_rtl(bundle: Path, monkeypatch) -> nbformat.NotebookNode:
@@ -163,7 +254,7 @@ def test_m3vit_notebook_on_rtl_board(m3vit_bundle, monkeypatch):
     assert text.count("bit-exact with the golden executor: True") == 2
     assert "counted in the RTL simulation" in text
     assert figures >= 3
-    _check_table(text, ["semseg", "depth"])
+    _check_table(text, m3vit_bundle, ["semseg", "depth"], batch=1, cycles="rtl")
 
 
 @pytest.mark.rtl
@@ -174,4 +265,4 @@ def test_vit_notebook_on_rtl_board(vit_bundle, monkeypatch):
     assert "SimulatedBoard(sim-rtl" in text
     assert "bit-exact with the golden executor: True" in text
     assert figures >= 2
-    _check_table(text, ["classification"])
+    _check_table(text, vit_bundle, ["classification"], batch=1, cycles="rtl")

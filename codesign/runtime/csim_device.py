@@ -32,7 +32,7 @@ from ..program import HEADER_BYTES, HEADER_FIELDS
 from ..templates import environment
 from ..util import file_lock
 from .layout import padded
-from .simulated import KernelModel, SimulatedBoard, SimulatedKernelError
+from .simulated import GoldenKernel, KernelModel, SimulatedBoard, SimulatedKernelError, input_rows
 
 # the project's C-sim flags (numerics.aptypes), NDEBUG as in codesign.hls.csim (ap_private
 # asserts would abort the whole Python process; numerics are equal with it), and -fPIC
@@ -165,12 +165,22 @@ def _status(message: str, quiet: bool):
 
 
 class CsimKernel(KernelModel):
-    """The HLS kernel under g++ C-simulation, run in-process through ctypes."""
+    """The HLS kernel under g++ C-simulation, run in-process through ctypes.
+
+    C-simulation counts no cycles. With ``board`` (a board name) each run reports the
+    cycle model's figure for it on that board (``codesign.estimate``, with the run's MoE
+    queue lengths from the golden executor on the same input), as the golden board does:
+    an estimate, labelled as such.
+    """
 
     name = "csim"
 
-    def __init__(self, arch=None, *, program=None, quiet: bool = False):
+    def __init__(self, arch=None, *, program=None, board: str | None = None, quiet: bool = False):
         self.arch = _arch(arch, program)
+        self.cycle_model = GoldenKernel(board) if board is not None else None
+        if self.cycle_model is not None:
+            self.clock_mhz = self.cycle_model.clock_mhz
+            self.cycles_source = self.cycle_model.cycles_source
         self.library_path = build_library(self.arch, quiet=quiet)
         lib = ctypes.CDLL(str(self.library_path))
         lib.codesign_so_run.argtypes = [
@@ -197,6 +207,10 @@ class CsimKernel(KernelModel):
         arena_span = min(padded(arena_bytes, bus_bytes), memory.extent(arena_address))
         program = memory.view(program_address, program_span)
         arena = memory.view(arena_address, arena_span)
+        blob = raw = None
+        if self.cycle_model is not None:  # the input, before the kernel reuses the arena
+            blob = self.program_bytes(memory, program_address)
+            raw = input_rows(self.cycle_model.program(blob), arena.view("<i4"))
         bad_layer = ctypes.c_int(-1)
         status = self._lib.codesign_so_run(
             program.ctypes.data,
@@ -208,7 +222,9 @@ class CsimKernel(KernelModel):
         )
         if status:
             raise SimulatedKernelError(_check_message(status, bad_layer.value))
-        return None
+        if self.cycle_model is None:
+            return None
+        return self.cycle_model.model_cycles(blob, raw, task)
 
 
 def _check_message(status: int, bad_layer: int) -> str:
@@ -220,10 +236,14 @@ def _check_message(status: int, bad_layer: int) -> str:
     return f"the kernel refused the program: ERR_{name} at {where} ({message})"
 
 
-def csim_board(arch=None, *, program=None, quiet: bool = False, **kwargs) -> SimulatedBoard:
+def csim_board(
+    arch=None, *, program=None, board: str | None = None, quiet: bool = False, **kwargs
+) -> SimulatedBoard:
     """A simulated board whose PL is the C-simulated HLS kernel for ``arch`` (an
-    ArchConfig or its dict; or, given ``program``, the one it was compiled for)."""
-    return SimulatedBoard(CsimKernel(arch, program=program, quiet=quiet), **kwargs)
+    ArchConfig or its dict; or, given ``program``, the one it was compiled for). With
+    ``board`` each run also reports the cycle model's latency on that board."""
+    kernel = CsimKernel(arch, program=program, board=board, quiet=quiet)
+    return SimulatedBoard(kernel, **kwargs)
 
 
 __all__ = ["CsimBuildError", "CsimKernel", "build_library", "csim_board", "library_sources"]

@@ -84,11 +84,27 @@ def find_kernel_ip(ip_dict: dict, name: str | None = None) -> tuple[str, dict]:
 
 @dataclass
 class RunTiming:
-    """Seconds spent per image: host preparation, kernel (start to ap_done), readback."""
+    """One image: wall seconds of host preparation, kernel (start to ap_done) and
+    readback; and, on a simulated board that counts them, the kernel's clock cycles.
+
+    On a board the seconds are the FPGA's. On a simulated board they are the simulator's
+    (seconds per image where the FPGA takes milliseconds): what the FPGA would take is
+    ``cycles`` at ``clock_mhz``, counted by the RTL or modelled (``cycles_source``).
+    """
 
     prepare_s: float = 0.0
     kernel_s: float = 0.0
     readback_s: float = 0.0
+    cycles: int | None = None  # None on a board (measured, not counted) or without a count
+    clock_mhz: float | None = None
+    cycles_source: str = ""
+
+    @property
+    def latency_ms(self) -> float | None:
+        """The kernel's latency at the board clock from its cycles (None without them)."""
+        if self.cycles is None or not self.clock_mhz:
+            return None
+        return self.cycles / (self.clock_mhz * 1e3)
 
 
 class Accelerator:
@@ -100,7 +116,9 @@ class Accelerator:
     bytes, a path, or a ``Program``. ``card``: the ``ModelCard`` that ``run(images)``
     needs to patchify images and shape outputs (``run_raw`` works without it).
     Buffers may be given (``program_buffer``, ``arenas``); they are checked against
-    the Program before anything is written to the device.
+    the Program before anything is written to the device. ``device``: the
+    ``pynq.Device`` the kernel is on; when it reports each run's cycles (a
+    ``SimulatedBoard``'s ``last_run()``), ``timings`` carry them.
     """
 
     def __init__(
@@ -115,10 +133,13 @@ class Accelerator:
         n_arenas: int = 2,
         timeout: float = DEFAULT_TIMEOUT_S,
         description: str = "",
+        device=None,
     ):
         self.layout = program if isinstance(program, ProgramLayout) else ProgramLayout(program)
         self.card = card
         self.control = control
+        # a simulated board reports each run's cycles (``last_run()``); a board does not
+        self._last_run = getattr(device, "last_run", None)
         self.timeout = float(timeout)
         self.description = description
         self.regmap = register_map()
@@ -166,6 +187,7 @@ class Accelerator:
             return pynq.allocate(shape, dtype, target=device)
 
         kwargs.setdefault("description", f"{name} on {getattr(device, 'name', device.tag)}")
+        kwargs.setdefault("device", device)
         return cls(control, allocate, program, card, **kwargs)
 
     @classmethod
@@ -277,6 +299,7 @@ class Accelerator:
             self.wait(timeout)
             done = time.perf_counter()
             timings[index].kernel_s = done - started
+            self._note_cycles(timings[index])
             return index, arena, done
 
         def collect(index, arena):
@@ -301,6 +324,15 @@ class Accelerator:
             collect(*finish(*pending)[:2])
         self.timings = timings
         return outputs
+
+    def _note_cycles(self, timing: RunTiming) -> None:
+        """The cycles of the run that just finished, when the device counts them (runs
+        are one at a time, so the device's last run is this one)."""
+        run = self._last_run() if self._last_run is not None else None
+        if run is not None and getattr(run, "cycles", None) is not None:
+            timing.cycles = int(run.cycles)
+            timing.clock_mhz = run.clock_mhz
+            timing.cycles_source = run.source
 
     def quantize_input(self, images) -> np.ndarray:
         """Images [B, C, H, W] (or [C, H, W]) -> raw input rows [B, patches, C*P*P]."""

@@ -49,6 +49,7 @@ KERNEL_RANGE = 0x1_0000  # 64 KiB, the address range Vivado assigns an HLS contr
 DDR_BASE = 0x8_0000_0000  # above 4 GiB (ZynqMP DDR high) so the pointers' high words matter
 PAGE = 4096
 KERNEL_VLNV = "xilinx.com:hls:codesign_top:1.0"
+CYCLE_MODEL = "cycle model (codesign.estimate)"  # KernelRun.source of modelled cycles
 
 
 class SimulatedBusError(RuntimeError):
@@ -219,7 +220,7 @@ class GoldenKernel(KernelModel):
             from ..arch import get_board
 
             self.clock_mhz = get_board(board).clock_mhz
-            self.cycles_source = "cycle model (codesign.estimate)"
+            self.cycles_source = CYCLE_MODEL
 
     def _executor(self, blob: bytes):
         key = hashlib.blake2b(blob, digest_size=16).digest()
@@ -234,21 +235,45 @@ class GoldenKernel(KernelModel):
         executor = self._executor(self.program_bytes(memory, program_address))
         program = executor.program
         arena = memory.view(arena_address, program.arena_bytes).view("<i4")
-        ref = program.input
-        rows = arena[ref.offset // 4 : ref.offset // 4 + ref.rows * ref.stride // 4]
-        raw = rows.reshape(ref.rows, ref.stride // 4)[:, : ref.cols].astype(np.int64)
         executor.expert_counts = {} if self.board else None
-        executor.run(raw, task)
+        executor.run(input_rows(program, arena), task)
         arena[:] = executor.arena.astype(np.int32)  # every layer's output, as the kernel leaves it
+        return self._cycles(executor, task)
+
+    def program(self, blob: bytes) -> Program:
+        """The Program of ``blob`` (parsed once, cached with its executor)."""
+        return self._executor(blob).program
+
+    def model_cycles(self, blob: bytes, raw: np.ndarray, task: int) -> int | None:
+        """The cycle model's figure for a run of Program ``blob`` on input ``raw`` that
+        another kernel computed (the C-sim board): the golden executor runs the same input
+        for the MoE queue lengths, when the Program has MoE layers. None without a board."""
+        if self.board is None:
+            return None
+        executor = self._executor(blob)
+        executor.expert_counts = {}
+        if any(layer.op.name == "MOE_EXPERTS" for layer in executor.program.layers):
+            executor.run(raw, task)
+        return self._cycles(executor, task)
+
+    def _cycles(self, executor, task: int) -> int | None:
         if self.board is None:
             return None
         from ..estimate import estimate_cycles
         from ..hls.csim import arch_from_program
 
+        program = executor.program
         timing = estimate_cycles(
             program, arch_from_program(program), self.board, executor.expert_counts, task
         )
         return int(timing["cycles"])
+
+
+def input_rows(program: Program, arena: np.ndarray) -> np.ndarray:
+    """The raw input rows [rows, cols] (int64) from the arena's 32-bit words."""
+    ref = program.input
+    rows = arena[ref.offset // 4 : ref.offset // 4 + ref.rows * ref.stride // 4]
+    return rows.reshape(ref.rows, ref.stride // 4)[:, : ref.cols].astype(np.int64)
 
 
 def _counting_executor(program: Program):
@@ -510,6 +535,7 @@ def golden_board(board: str | None = None, **kwargs) -> SimulatedBoard:
 
 
 __all__ = [
+    "CYCLE_MODEL",
     "DDR_BASE",
     "KERNEL_BASE",
     "GoldenKernel",
