@@ -106,7 +106,11 @@ def boards_cmd() -> None:
 @click.option("--precision", default="w16a24", show_default=True, help="wNaM: weight/act bits")
 @click.option("--out", type=click.Path(file_okay=False), help="output dir [build/<model>-<board>]")
 @click.option("--seed", default=0, show_default=True, help="seed of the random weights")
-@click.option("--calib", default=4, show_default=True, help="calibration images")
+@click.option(
+    "--calib",
+    help="calibration images: a folder of images, an .npy array [N, C, H, W], 'digits', or "
+    "a count N of random images (default: the model's dataset if it has one, else 4 random)",
+)
 @click.option("--images", default=1, show_default=True, help="evaluation images per task")
 @click.option("--no-plot", is_flag=True, help="skip the fidelity plot")
 @click.option(
@@ -161,6 +165,10 @@ def build_cmd(
         arch = parse_arch(arch_spec, board) if arch_spec else None
         if out is not None:
             check_output_dir(Path(out))
+        if calib is not None and not (calib.isdigit() or calib == "digits" or Path(calib).exists()):
+            raise ValueError(
+                f"--calib {calib}: not a count, 'digits', an .npy file or a folder of images"
+            )
     except ValueError as error:
         err_console.print(f"[red]error:[/red] {error}")
         sys.exit(2)
@@ -198,6 +206,9 @@ def build_cmd(
     fid = state.report["fidelity"]["vs_torch"]
     console.print(f"wrote {out_dir}/ ({_listing(Path(out_dir))})")
     console.print(f"  weights: {state.report['model']['weights']}")
+    calibration = state.report["calibration"]
+    style = "[yellow]" if calibration["random"] else ""
+    console.print(f"  {style}calibration: {calibration['description']}")
     for name, entry in fid["per_task"].items():
         agree = "" if entry["agreement"] is None else f", agreement {entry['agreement']:.4f}"
         console.print(

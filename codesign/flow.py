@@ -46,7 +46,9 @@ class BuildOptions:
     weights: str | None = None
     seed: int = 0
     arch: ArchConfig | None = None  # None: the board's default, shrunk until it fits
-    calib: int | np.ndarray = 4  # random images, or an array [N, C, H, W] of real ones
+    # None: the model's dataset, else 4 random images; a count (random), "digits", an .npy
+    # path, a folder of images, or an array [N, C, H, W] (see codesign.calibration)
+    calib: int | str | Path | np.ndarray | None = None
     eval_images: int | np.ndarray = 1
     out: Path | None = None
     plot: bool = True
@@ -84,6 +86,7 @@ class BuildState:
     first_input: dict[int, np.ndarray] = field(default_factory=dict)  # task -> raw input
     weights_path: object = None  # the state dict loaded (a path or mapping), None if random
     weights_source: str = ""  # how the report names it when not simply the path
+    calibration: object = None  # codesign.calibration.Calibration, resolved once
 
 
 def _images(spec, count_or_array, shape, seed: int) -> np.ndarray:
@@ -148,9 +151,8 @@ def step_prune(state: BuildState) -> None:
     if opts.prune:
         from .prune.spec import apply_prune_spec
 
-        state.module, state.pruning = apply_prune_spec(
-            state.module, opts.prune, opts.calib, state.arch
-        )
+        images = _calibration(state, _input_shape(state.module)).images
+        state.module, state.pruning = apply_prune_spec(state.module, opts.prune, images, state.arch)
     elif isinstance(state.weights_path, (str, Path)):
         from .prune.io import read_pruning_summary
 
@@ -174,8 +176,24 @@ def step_quantize(state: BuildState) -> None:
     """Calibrate on sample images and choose every tensor's format."""
     graph = state.graph
     shape = (graph.meta["in_chans"], *graph.meta["image_size"])
-    images = _images("calibration", state.options.calib, shape, CALIB_SEED)
+    state.calibration = _calibration(state, shape)
+    images = state.calibration.images
     state.graph_quant = quantize(graph, graph.patchify(images), state.options.precision)
+
+
+def _calibration(state: BuildState, shape):
+    """The calibration images (resolved once: prune and quantize see the same ones)."""
+    if state.calibration is None:
+        from .calibration import resolve
+
+        dataset = getattr(getattr(state.module, "config", None), "dataset", None)
+        state.calibration = resolve(state.options.calib, shape, dataset=dataset, seed=CALIB_SEED)
+    return state.calibration
+
+
+def _input_shape(module) -> tuple[int, int, int]:
+    embed = module.patch_embed
+    return (embed.proj.in_channels, *embed.img_size)
 
 
 def step_compile(state: BuildState) -> None:
@@ -384,7 +402,10 @@ def step_report(state: BuildState) -> None:
             "arena_bytes": program.arena_bytes,
         },
         "register_map": register_map().to_dict(),
-        "calibration": {k: v for k, v in graph.meta["calibration"].items() if k != "max_abs"},
+        "calibration": {
+            **{k: v for k, v in graph.meta["calibration"].items() if k != "max_abs"},
+            **state.calibration.to_report(),
+        },
         "fidelity": {"vs_torch": state.fidelity["vs_torch"], "images": state.fidelity["images"]},
         "estimate": state.estimate,
         "pruning": _pruning_report(state),

@@ -145,6 +145,14 @@ def pruning_markdown(pruning: dict, estimate: dict | None = None) -> list[str]:
     return lines
 
 
+def _calibration_bullet(calibration: dict | None) -> list[str]:
+    """Where the formats came from; random calibration is said in bold."""
+    if not calibration or "description" not in calibration:
+        return []
+    text = calibration["description"]
+    return [f"- calibration: **{text}**" if calibration.get("random") else f"- calibration: {text}"]
+
+
 def write_markdown(report: dict, path: Path, plot: bool = True) -> None:
     model, board, fid = report["model"], report["board"], report["fidelity"]["vs_torch"]
     program = report["program"]
@@ -159,6 +167,7 @@ def write_markdown(report: dict, path: Path, plot: bool = True) -> None:
         f"- program: {program['bytes']} bytes, {program['layers']} layers, "
         f"arena {program['arena_bytes']} bytes, sha256 `{program['sha256'][:16]}…`",
         *_pruning_bullet(report.get("pruning")),
+        *_calibration_bullet(report.get("calibration")),
         "",
         "## Fidelity of the golden executor vs torch float",
         "",

@@ -204,3 +204,39 @@ def test_readme_names_the_build_steps_and_links_only_files_that_exist():
         if not target.startswith("http"):
             assert (REPO / target).exists(), target
     assert "ARCHITECTURE.md" not in readme.replace("docs/architecture.md", "")
+
+
+def test_calibration_sources_are_real_by_default_and_random_is_said(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for index in range(3):
+        pixels = (rng.random((40, 70, 3)) * 255).astype("uint8")
+        Image.fromarray(pixels).save(folder / f"{index}.png")
+    array = tmp_path / "calib.npy"
+    np.save(array, rng.standard_normal((2, 3, 32, 64)))
+    expected = {
+        None: ("random", 4),
+        3: ("random", 3),
+        str(folder): ("folder", 3),
+        str(array): ("npy", 2),
+    }
+    for calib, (source, count) in expected.items():
+        report = codesign.build("m3vit-tiny", eval_images=1, calib=calib).report["calibration"]
+        assert (report["source"], report["images"], report["samples"]) == (source, count, count)
+        assert report["random"] == (source == "random")
+    digits = codesign.build("digits-vit", eval_images=1).report["calibration"]
+    assert digits["source"] == "dataset" and "digits" in digits["description"]
+    with pytest.raises(ValueError, match="expected"):
+        codesign.build("digits-vit", eval_images=1, calib=array)  # wrong shape for this model
+    result = _cli("build", "--model", "m3vit-tiny", "--calib", "no-such-folder")
+    assert "not a count, 'digits', an .npy file or a folder" in result.stderr
+    assert "torch loaded: False" in result.stdout
+
+
+def test_random_calibration_is_flagged_in_report_md(tmp_path):
+    codesign.build("m3vit-tiny", eval_images=1, out=tmp_path / "b", plot=False)
+    text = (tmp_path / "b" / "report.md").read_text()
+    assert "- calibration: **4 random Gaussian image(s)" in text

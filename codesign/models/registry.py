@@ -76,6 +76,7 @@ class ModelConfig:
     moe: MoEConfig | None = None
     tasks: tuple[TaskConfig, ...] = ()
     checkpoint: str | None = None  # trained weights beside the YAML, used unless told otherwise
+    dataset: str | None = None  # real images to calibrate on by default (codesign.calibration)
     source: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -180,8 +181,9 @@ class ModelConfig:
         """The YAML schema as plain data (lists, dicts); omits unused family fields."""
         data = asdict(self)
         data.pop("source")
-        if data["checkpoint"] is None:
-            data.pop("checkpoint")
+        for optional in ("checkpoint", "dataset"):
+            if data[optional] is None:
+                data.pop(optional)
         data["image_size"] = list(self.image_size)
         if self.family == "vit":
             data.pop("moe")
@@ -201,6 +203,7 @@ _OPTIONAL_KEYS = (
     "moe",
     "tasks",
     "checkpoint",
+    "dataset",
 )
 # ``weights=RANDOM_WEIGHTS`` asks for the seeded random init even where a checkpoint ships
 RANDOM_WEIGHTS = "random"
