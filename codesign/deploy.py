@@ -304,10 +304,14 @@ def deploy(
     seed: int = 0,
     bitstreams=None,
     images: int = 4,
-    calib: int = 4,
+    calib=None,
+    arch=None,
     progress=None,
 ) -> Path:
-    """Build ``model`` for ``board`` and pack the deploy folder; returns its path."""
+    """Build ``model`` for ``board`` and pack the deploy folder; returns its path.
+
+    ``calib`` and ``arch`` as in ``codesign.build`` (default: the model's dataset or
+    random images; the board's ArchConfig)."""
     import codesign
 
     from .program import Program
@@ -319,8 +323,9 @@ def deploy(
 
     step("build")
     build = codesign.build(
-        model, board=board, precision=precision, weights=weights, seed=seed, calib=calib
-    )
+        model, board=board, precision=precision, weights=weights, seed=seed, calib=calib,
+        arch=arch, progress=False,
+    )  # fmt: skip
     card = ModelCard.from_build(build)
     name = f"{Path(str(model)).stem}-{build.state.board.name}"
     out = Path(out) if out is not None else default_out_dir(name)

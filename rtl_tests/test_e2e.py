@@ -271,28 +271,6 @@ def run_harness(build, tasks) -> dict:
     return {"runs": runs}
 
 
-@pytest.mark.slow
-def test_vit_tiny():
-    """vit-tiny (197 tokens, 1000 classes) on a 16x16 UCU: 6.4M cycles, ~3 min here."""
-    build = compiled("vit-tiny", VIT_ARCH)
-    run = run_harness(build, [0])["runs"][0]
-    figures = check_run(build, run, "vit-tiny")
-    assert figures["cosine"] > 0.999
-
-
-@pytest.mark.slow
-def test_m3vit_full():
-    """The full m3vit on its board default ArchConfig (32x32 UCU): ~3 min per task here."""
-    build = codesign.build("m3vit", BOARD)
-    for run in run_harness(build, [0, 1])["runs"]:
-        figures = check_run(build, run, "m3vit")
-        assert figures["cosine"] > 0.999
-        print(
-            f"m3vit task {run['task']}: {run['cycles']} cycles = "
-            f"{run['cycles'] / 300e3:.3f} ms at 300 MHz, wall {run['wall']:.0f} s"
-        )
-
-
 @pytest.mark.vendor
 @pytest.mark.skipif(not os.environ.get(VITIS_ENV), reason=f"{VITIS_ENV} is not set")
 def test_vitis_export():

@@ -1,5 +1,24 @@
 """Small model configs shared by tests (a module, not collected)."""
 
+from codesign.arch import ArchConfig
+
+# The whole accelerator on m3vit-tiny (9 tokens, dim 64, MLP 256, 4 experts, 2 heads,
+# 768-wide patches): a square 8x8 tile on a 128-bit bus (To = 8 > 4 words per beat) and
+# buffers just as deep as the model needs. Every test that runs m3vit-tiny on the
+# Verilated RTL uses it, so they share one small Verilated model (built once, cached).
+ARCH_TINY = ArchConfig(
+    tile_in=8,
+    tile_out=8,
+    attn_parallel=4,
+    bus_bits=128,
+    max_tokens=16,
+    max_dim=64,
+    max_hidden=256,
+    max_in_dim=768,
+    max_experts=4,
+    max_heads=2,
+)
+
 SMALL_VIT = {
     "name": "vit-small-test",
     "family": "vit",

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from small_models import ARCH_TINY
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
@@ -181,7 +182,10 @@ def m3vit_bundle(tmp_path_factory):
     from codesign.deploy import deploy
 
     root = tmp_path_factory.mktemp("nb")
-    return deploy("m3vit-tiny", "zcu102", root / "m3vit", bitstreams=root / "none", images=2)
+    # the small ArchConfig every m3vit-tiny RTL test shares: one small Verilated model
+    return deploy(
+        "m3vit-tiny", "zcu102", root / "m3vit", bitstreams=root / "none", images=2, arch=ARCH_TINY
+    )
 
 
 @pytest.fixture(scope="module")

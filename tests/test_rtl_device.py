@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from golden_runs import golden_raw, random_images
+from small_models import ARCH_TINY
 
 from codesign.golden import GoldenExecutor
 from codesign.hls.render import CHECK_ERRORS
@@ -32,12 +33,24 @@ def _skip_without_rtl() -> None:
 
 
 @pytest.fixture(scope="module")
+def tiny_build():
+    """m3vit-tiny on the small RTL ArchConfig every m3vit-tiny RTL test shares (one
+    Verilated model for all of them, instead of a 32x32 UCU of its own)."""
+    import codesign
+
+    return codesign.build("m3vit-tiny", board="zcu102", arch=ARCH_TINY, eval_images=2)
+
+
+@pytest.fixture(scope="module")
 def rtl_kernel(tiny_build):
     """One Verilated accelerator for m3vit-tiny's ArchConfig and precision."""
     _skip_without_rtl()
     from codesign.runtime import RtlKernel
 
-    kernel = RtlKernel(program=tiny_build.program_bytes, board="zcu102", quiet=True)
+    # the ArchConfig itself: program.bin records the tile, bus and tables, not the maxima
+    kernel = RtlKernel(
+        tiny_build.state.arch, program=tiny_build.program_bytes, board="zcu102", quiet=True
+    )
     yield kernel
     kernel.close()
 
