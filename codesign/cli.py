@@ -254,13 +254,20 @@ def parse_arch(spec: str, board: str):
 
 
 def _print_estimate(estimate: dict | None, arch: dict) -> None:
+    """Modelled figures, each saying what it rests on (DDR model, estimator not synthesis)."""
     if not estimate:
         return
-    res = estimate["resources"]
+    res, assumed = estimate["resources"], estimate["assumptions"]
     console.print(
-        f"  estimate: {estimate['latency_ms']:.2f} ms/image, {estimate['cycles']} cycles; "
-        f"UCU {arch['tile_out']}x{arch['tile_in']}, P={arch['attn_parallel']}; "
-        f"DSP {res['dsp']}, BRAM36 {res['bram36']}, LUT {res['lut']}, FF {res['ff']} (fits)"
+        f"  latency (cycle model, task {assumed['task']}): {estimate['latency_ms']:.2f} ms/image, "
+        f"{estimate['cycles']} cycles at {assumed['clock_mhz']:g} MHz; DDR model: "
+        f"{arch['bus_bits']}-bit AXI masters, one beat per cycle, capped at "
+        f"{assumed['ddr_gbps']:g} GB/s (100% of peak)"
+    )
+    console.print(
+        f"  resources (estimator constants, not synthesis): UCU {arch['tile_out']}x"
+        f"{arch['tile_in']}, P={arch['attn_parallel']}; DSP {res['dsp']}, BRAM36 "
+        f"{res['bram36']}, LUT {res['lut']}, FF {res['ff']} (fits by this estimate)"
     )
 
 

@@ -164,14 +164,21 @@ def test_build_reports_progress_through_a_callback():
     assert [index for _, index, _ in seen] == list(range(len(STEPS)))
 
 
-def test_ctrl_c_during_start_up_prints_no_traceback():
+def test_ctrl_c_during_start_up_prints_no_traceback(tmp_path):
     """SIGINT while torch and the flow load (after the console script's own import)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     code = "from codesign.cli import run\nprint('ready', flush=True)\nrun()"
+
+    def default_sigint():  # pytest-xdist workers ignore SIGINT, and children inherit that
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
     for delay in (0.2, 1.5):
+        out = tmp_path / f"after-{delay}"
         proc = subprocess.Popen(
-            [sys.executable, "-c", code, "build", "--model", "m3vit", "--no-csim"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
+            [sys.executable, "-c", code, "build", "--model", "m3vit", "--no-csim",
+             "--out", str(out)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+            preexec_fn=default_sigint,
         )  # fmt: skip
         assert proc.stdout.readline().strip() == "ready"
         time.sleep(delay)
@@ -179,6 +186,7 @@ def test_ctrl_c_during_start_up_prints_no_traceback():
         _, stderr = proc.communicate(timeout=300)
         assert "Traceback" not in stderr, stderr
         assert proc.returncode in (1, 130), (proc.returncode, stderr)
+        assert not out.exists()  # interrupted before anything was written
 
 
 def test_prune_help_has_whole_sentences():

@@ -489,7 +489,7 @@ def test_weights_errors(tmp_path) -> None:
 
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint")
-    with pytest.raises(WeightsError, match=r"garbage\.pt: cannot read as a torch state dict"):
+    with pytest.raises(WeightsError, match=r"garbage\.pt: not a torch state dict \(it is a text"):
         create_model("m3vit-tiny", weights=garbage)
 
 
