@@ -19,8 +19,8 @@ from torch import nn
 
 from codesign.models.m3vit import M3ViT, MoEMlp
 from codesign.models.vit import VisionTransformer
+from codesign.names import MODELS_DIR, registered_models  # one registry, torch-free
 
-MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 FAMILIES = ("vit", "m3vit")
 
 # Init choices (see init_weights): timm's scheme, with norms and biases perturbed so
@@ -279,7 +279,7 @@ def load_config(path: str | Path) -> ModelConfig:
 
 def list_models() -> list[str]:
     """Names of the registered models (the YAML files in the repo's models/ folder)."""
-    return sorted(path.stem for path in MODELS_DIR.glob("*.yaml"))
+    return registered_models()
 
 
 def get_config(name: str) -> ModelConfig:
