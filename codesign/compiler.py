@@ -207,6 +207,7 @@ class _Compiler:
             "res_fmt": 0,
             "out_fmt": pack_fmt(out.fmt),
             "blocks": NONE,
+            "nnz": 0,
         }
         arch = self.arch
         if self.block_sparse and not tile_mask(w_raw, arch.tile_in, arch.tile_out).all():
@@ -215,6 +216,7 @@ class _Compiler:
             )
             fields["weight"] = self.blob.add(tiles) if tiles else self.blob.add(b"\0")
             fields["blocks"] = self.blob.int32(index)
+            fields["nnz"] = len(index) - (-(-weight.shape[0] // arch.tile_out) + 1)
         else:
             fields["weight"] = self.weights(w_raw, fmts["weight"])
         if "bias" in node.params:

@@ -21,180 +21,26 @@ from __future__ import annotations
 import json
 import zlib
 from dataclasses import dataclass, field
-from enum import IntEnum
 
 import numpy as np
 
+from .contract import NONE, Post, ProgramError, ProgramRefused
 from .numerics.fixed import OVERFLOW, OVERFLOW_CODE, ROUNDING, ROUNDING_CODE, Fixed
+from .ops import LAYER_FIELDS, TABLE_NAMES, TABLE_WORDS, Op
 
 MAGIC = b"CDSGPROG"
-VERSION = 1
+VERSION = 2  # 2: LINEAR carries nnz (stored tiles of a block-sparse matrix)
 HEADER_BYTES = 512
 LAYER_WORDS = 64
 NAME_WORDS = 16
 FIELD_WORDS = LAYER_WORDS - 2 - NAME_WORDS
 MAX_TASKS = 8
-NONE = 0xFFFFFFFF  # an absent address (e.g. no bias)
 
 
-class ProgramError(ValueError):
-    """A program.bin that is malformed, truncated or inconsistent."""
-
-
-class Op(IntEnum):
-    LINEAR = 1
-    EMBED = 2
-    LAYERNORM = 3
-    ATTENTION = 4
-    ADD = 5
-    MOE_GATE = 6
-    MOE_EXPERTS = 7
-
-
-class Post(IntEnum):
-    NONE = 0
-    GELU = 1
-    ADD = 2
-
-
-# Field order is the descriptor layout; *_fmt fields hold a packed format word.
-LAYER_FIELDS: dict[Op, tuple[str, ...]] = {
-    Op.LINEAR: (
-        "src",
-        "src_stride",
-        "rows",
-        "in_dim",
-        "out_dim",
-        "dst",
-        "dst_stride",
-        "x_fmt",
-        "weight",
-        "w_fmt",
-        "w_bytes",
-        "bias",
-        "b_fmt",
-        "post",
-        "pre_fmt",
-        "res",
-        "res_stride",
-        "res_fmt",
-        "out_fmt",
-        "blocks",
-    ),
-    Op.EMBED: (
-        "src",
-        "src_stride",
-        "patches",
-        "dim",
-        "dst",
-        "dst_stride",
-        "x_fmt",
-        "pos",
-        "pos_fmt",
-        "out_fmt",
-    ),
-    Op.LAYERNORM: (
-        "src",
-        "src_stride",
-        "rows",
-        "dim",
-        "dst",
-        "dst_stride",
-        "x_fmt",
-        "gamma",
-        "g_fmt",
-        "beta",
-        "b_fmt",
-        "stat_shift",
-        "eps_lo",
-        "eps_hi",
-        "norm_fmt",
-        "out_fmt",
-    ),
-    Op.ATTENTION: (
-        "src",
-        "src_stride",
-        "tokens",
-        "dim",
-        "heads",
-        "dst",
-        "dst_stride",
-        "qkv_fmt",
-        "score_fmt",
-        "sum_fmt",
-        "prob_fmt",
-        "out_fmt",
-        "parallel",
-    ),
-    Op.ADD: (
-        "src",
-        "src_stride",
-        "rows",
-        "cols",
-        "res",
-        "res_stride",
-        "dst",
-        "dst_stride",
-        "x_fmt",
-        "res_fmt",
-        "out_fmt",
-    ),
-    Op.MOE_GATE: (
-        "src",
-        "src_stride",
-        "tokens",
-        "dim",
-        "experts",
-        "top_k",
-        "weight",
-        "w_fmt",
-        "w_bytes",
-        "x_fmt",
-        "logit_fmt",
-        "score_fmt",
-        "queue",
-    ),
-    Op.MOE_EXPERTS: (
-        "src",
-        "src_stride",
-        "tokens",
-        "dim",
-        "hidden",
-        "experts",
-        "queue",
-        "res",
-        "res_stride",
-        "dst",
-        "dst_stride",
-        "x_fmt",
-        "res_fmt",
-        "out_fmt",
-        "fc1",
-        "fc1_stride",
-        "fc1_fmt",
-        "fc1_bias",
-        "fc1_bias_stride",
-        "fc1_bias_fmt",
-        "pre_fmt",
-        "hidden_fmt",
-        "fc2",
-        "fc2_stride",
-        "fc2_fmt",
-        "fc2_bias",
-        "fc2_bias_stride",
-        "fc2_bias_fmt",
-        "y_fmt",
-        "score_fmt",
-        "w_bytes",
-        "scratch",
-        "scratch_stride",
-    ),
-}
+# Op codes, descriptor fields and their rules live in the op registry (codesign.ops).
 assert all(len(f) <= FIELD_WORDS for f in LAYER_FIELDS.values())
 
 # Header: (name, words). Tensor refs are offset, rows, cols, stride, fmt.
-TABLE_NAMES = ("gelu_delta", "exp", "recip", "rsqrt")
-TABLE_WORDS = ("offset", "entries", "fmt", "index_bits", "guard_bits", "domain_log2")
 REF_WORDS = ("offset", "rows", "cols", "stride", "fmt")
 HEADER_FIELDS = (
     "version",
@@ -424,14 +270,9 @@ class Program:
         zeroed[crc_at : crc_at + 4] = b"\0\0\0\0"
         if zlib.crc32(bytes(zeroed)) != values["crc32"]:
             raise ProgramError(f"{source}: CRC mismatch: the file is corrupted")
-        if values["header_bytes"] != HEADER_BYTES or values["layer_words"] != LAYER_WORDS:
-            raise ProgramError(f"{source}: unexpected header or descriptor size")
+        _check_structure(blob, values, source)
         n_layers = values["n_layers"]
         data_offset = HEADER_BYTES + n_layers * LAYER_WORDS * 4
-        if values["data_offset"] != data_offset or data_offset + values["data_bytes"] != len(blob):
-            raise ProgramError(f"{source}: section sizes do not add up")
-        if not 1 <= values["n_tasks"] <= MAX_TASKS:
-            raise ProgramError(f"{source}: {values['n_tasks']} tasks")
         words = np.frombuffer(blob[HEADER_BYTES:data_offset], "<u4").reshape(n_layers, LAYER_WORDS)
         layers = [cls._decode_layer(index, row, source) for index, row in enumerate(words)]
         tables = {}
@@ -457,15 +298,11 @@ class Program:
             ],
             tables=tables,
         )
-        program.validate(source)
         return program
 
     @staticmethod
     def _decode_layer(index: int, row, source: str) -> Layer:
-        try:
-            op = Op(int(row[0]))
-        except ValueError:
-            raise ProgramError(f"{source}: layer {index}: unknown op code {int(row[0])}") from None
+        op = Op(int(row[0]))  # known: _check_structure refused unknown codes
         task = int(row[1])
         task = task - (1 << 32) if task >= 1 << 31 else task
         names = LAYER_FIELDS[op]
@@ -482,54 +319,10 @@ class Program:
             raise ProgramError(f"{path}: no such program file")
         return cls.from_bytes(path.read_bytes(), source=str(path))
 
-    def validate(self, source: str = "program") -> None:
-        """Check every address a descriptor names lies inside its buffer."""
-        end = self.data_offset + len(self.data)
-
-        def weights_ok(what, offset, nbytes):
-            if offset == NONE:
-                return
-            if not (self.data_offset <= offset and offset + nbytes <= end):
-                raise ProgramError(
-                    f"{source}: {what} [{offset}, {offset + nbytes}) lies outside the "
-                    f"program data [{self.data_offset}, {end})"
-                )
-
-        def arena_ok(what, offset, rows, stride):
-            if offset == NONE:
-                return
-            if offset % 4 or offset + rows * stride > self.arena_bytes:
-                raise ProgramError(
-                    f"{source}: {what} at arena offset {offset} ({rows} rows of {stride} "
-                    f"bytes) exceeds the {self.arena_bytes}-byte arena"
-                )
-
-        for ref_name, ref in [("input", self.input)] + [
-            (f"output {t}", r) for t, r in enumerate(self.outputs)
-        ]:
-            arena_ok(ref_name, ref.offset, ref.rows, ref.stride)
-        for table in self.tables.values():
-            weights_ok(f"table {table.name}", table.offset, 4 * table.entries)
-        for layer in self.layers:
-            f = layer.fields
-            where = f"layer {layer.name}"
-            for key in f:
-                if key.endswith("_fmt") and f[key] != 0:  # 0 = unused (no bias, no residual)
-                    try:
-                        unpack_fmt(f[key])
-                    except ProgramError as err:
-                        raise ProgramError(f"{source}: {where}.{key}: {err}") from None
-            rows = f.get("rows", f.get("tokens", f.get("patches", 0)))
-            if "src" in f:
-                arena_ok(f"{where} source", f["src"], rows, f["src_stride"])
-            if "dst" in f:
-                out_rows = f.get("rows", f.get("tokens", f.get("patches", 0) + 1))
-                arena_ok(f"{where} destination", f["dst"], out_rows, f["dst_stride"])
-            if "res" in f and f.get("post", Post.ADD) == Post.ADD:
-                arena_ok(f"{where} residual", f["res"], rows, f["res_stride"])
-            for key in ("weight", "bias", "pos", "gamma", "beta", "fc1", "fc2", "blocks"):
-                if key in f:
-                    weights_ok(f"{where}.{key}", f[key], 4)
+    def validate(self, source: str = "program", arch=None, task: int = 0) -> None:
+        """Refuse what the loader (``arch`` None) or the kernel for ``arch`` would refuse:
+        every rule of the op registry, every address inside its buffer."""
+        _check_rules(self.to_bytes(), source, arch, task)
 
     # ------------------------------------------------------------------ dump
     def to_json(self) -> dict:
@@ -579,6 +372,110 @@ class Program:
         if start < 0 or start + count * itemsize > len(self.data):
             raise ProgramError(f"read of {count} x {dtype} at {offset} is outside the program data")
         return np.frombuffer(self.data, dtype, count, start).astype(np.int64)
+
+
+# ---------------------------------------------------------------- loader checks
+
+BUS_WIDTHS = (32, 64, 128, 256, 512, 1024)
+MAX_TILE = 256
+# the golden executor holds the arena as int64: bound what a file may ask for
+LOADER_ARENA_MAX_BYTES = 1 << 28
+LOADER_PROGRAM_MAX_BYTES = 1 << 31
+
+
+def _check_structure(blob: bytes, values: dict, source: str) -> None:
+    """What the loader needs before the rules can be evaluated: sane geometry and tables
+    (the kernel compares these with its build; without an ArchConfig the loader checks
+    them for consistency), then the rules themselves (format limits)."""
+    if values["bus_bits"] not in BUS_WIDTHS:
+        raise ProgramError(f"{source}: bus_bits {values['bus_bits']} is not one of {BUS_WIDTHS}")
+    for name in ("tile_in", "tile_out", "attn_parallel"):
+        if not 1 <= values[name] <= MAX_TILE:
+            raise ProgramError(f"{source}: {name} {values[name]} outside 1..{MAX_TILE}")
+    header = np.frombuffer(blob[:HEADER_BYTES], "<u4")
+    for index, name in enumerate(TABLE_NAMES):
+        start = _H_TABLES + index * len(TABLE_WORDS)
+        t = dict(
+            zip(
+                TABLE_WORDS, (int(v) for v in header[start : start + len(TABLE_WORDS)]), strict=True
+            )
+        )
+        index_bits = t["index_bits"]
+        expected = (3 if name == "rsqrt" else 1) * (1 << min(index_bits, 20)) + 1
+        if not 1 <= index_bits <= 16 or t["entries"] != expected:
+            raise ProgramError(
+                f"{source}: table {name}: {t['entries']} entries for {index_bits} index bits"
+            )
+        fmt = t["fmt"]
+        if not (
+            1 <= fmt & 0xFF <= 32
+            and (fmt >> 17) & 7 < len(ROUNDING)
+            and (fmt >> 20) & 7 < len(OVERFLOW)
+        ):
+            raise ProgramError(f"{source}: table {name}: format word 0x{fmt:08x} is not valid")
+        domain = t["domain_log2"] - (1 << 32) if t["domain_log2"] >> 31 else t["domain_log2"]
+        if not -32 <= domain <= 32 or t["guard_bits"] > 32:
+            raise ProgramError(f"{source}: table {name}: domain or guard bits out of range")
+    _check_rules(blob, source, None, 0, header)
+
+
+def loader_params(header) -> dict:
+    """The check parameters of the format itself: geometry and tables as the header says,
+    sizes at the format's limits (a kernel's are ArchConfig-bound: kernel_check_params)."""
+    from .ops import FORMAT_LIMITS, HEADER_WORD_INDEX
+
+    params = dict(FORMAT_LIMITS)
+    words = {name: int(header[index]) for name, (index, _) in HEADER_WORD_INDEX.items()}
+    for name in HEADER_WORD_INDEX:
+        if name.split("_")[0] in ("gelu", "exp", "recip", "rsqrt"):
+            value = words[name]
+            params[name] = (
+                value - (1 << 32) if name.endswith("domain_log2") and value >> 31 else value
+            )
+    params.update(
+        bus_bits=words["bus_bits"],
+        bus_bytes=words["bus_bits"] // 8,
+        tile_in=words["tile_in"],
+        tile_out=words["tile_out"],
+        w_bytes=(2, 4),
+        max_tasks=MAX_TASKS,
+        program_max_bytes=LOADER_PROGRAM_MAX_BYTES,
+        arena_max_bytes=LOADER_ARENA_MAX_BYTES,
+    )
+    exp_fmt = words["exp_fmt"]
+    frac = (exp_fmt >> 8) & 0xFF
+    params["exp_frac"] = frac - 256 if frac >= 128 else frac
+    params["attn_parallel"] = min(words.get("attn_parallel", 64) or 64, 64)
+    return params
+
+
+def _check_rules(blob: bytes, source: str, arch, task: int, header=None) -> None:
+    from .ops import check_blob, kernel_check_params
+
+    if arch is None:
+        header = np.frombuffer(blob[:HEADER_BYTES], "<u4") if header is None else header
+        params, who = loader_params(header), "the loader"
+        params["attn_parallel"] = int(header[2 + HEADER_FIELDS.index("attn_parallel")])
+    else:
+        params, who = kernel_check_params(arch), "the kernel check"
+    refusal = check_blob(blob, params, task)
+    if refusal is not None:
+        raise ProgramRefused(
+            refusal.code,
+            refusal.layer,
+            _op_at(blob, refusal.layer),
+            executor=f"{source}: {who}",
+            detail=refusal.detail,
+        )
+
+
+def _op_at(blob: bytes, layer: int | None) -> str | None:
+    from .ops import op_name_of_code
+
+    if layer is None:
+        return None
+    start = HEADER_BYTES + layer * LAYER_WORDS * 4
+    return op_name_of_code(int.from_bytes(blob[start : start + 4], "little"))
 
 
 # ---------------------------------------------------------------- weight layout

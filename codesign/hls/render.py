@@ -20,6 +20,7 @@ from jinja2 import Environment
 from .. import program as program_format
 from ..arch import ArchConfig, Board, get_board, register_map
 from ..arch.regmap import AP_DONE, AP_IDLE, AP_READY, AP_START, AUTO_RESTART
+from ..contract import CHECK_ERRORS, STATUS_HEADER_BIT, STATUS_OFFSET
 from ..numerics.fixed import OVERFLOW, ROUNDING
 from ..program import (
     HEADER_BYTES,
@@ -66,27 +67,6 @@ SOURCE_TEMPLATES = (
     ("codesign_top.cpp.j2", KERNEL_SOURCE),
     ("tb_codesign.cpp.j2", TESTBENCH_SOURCE),
 )
-
-# Results of the kernel's program check (codesign_check_program): code, name, message.
-CHECK_ERRORS = (
-    (0, "OK", "the program runs on this kernel"),
-    (1, "MAGIC", "not a codesign program (bad magic)"),
-    (2, "VERSION", "program format version differs from the kernel's"),
-    (3, "LAYOUT", "header or descriptor size, or layer count, inconsistent"),
-    (4, "BUS", "program packed for another bus width"),
-    (5, "TILE", "program packed for another UCU tile (tile_in/tile_out)"),
-    (6, "TABLE", "lookup table size or format differs from the kernel's ArchConfig"),
-    (7, "TASKS", "task count outside 1..8, or the task argument is out of range"),
-    (8, "OP", "unknown op code"),
-    (9, "SIZE", "layer exceeds the kernel's maximum sizes (ArchConfig.max_*)"),
-    (10, "FORMAT", "invalid or too wide format word"),
-    (11, "ALIGN", "a bias or residual has more fraction bits than its accumulator"),
-    (12, "PARALLEL", "attention parallel outside 1..P (or > tokens), or heads do not divide dim"),
-    (13, "SOFTMAX", "softmax sum format must have the exp table's fraction bits"),
-    (14, "DEPTH", "program or arena larger than the kernel's m_axi depth"),
-    (15, "WEIGHT", "weight container not 2 or 4 bytes, or unknown post-op"),
-)
-
 
 class RenderError(ValueError):
     """The Program cannot run on the kernel rendered for this ArchConfig."""
@@ -161,6 +141,8 @@ def kernel_params(
         "write_burst": min(256, 4096 // bus_bytes),
     }
     params.update(_format_params())
+    params["status_offset"] = STATUS_OFFSET
+    params["status_header_bit"] = STATUS_HEADER_BIT
     regmap = register_map()
     params["regmap"] = regmap
     params["ctrl_bits"] = [
@@ -223,7 +205,22 @@ def render_sources(
     params = kernel_params(
         arch, program_max_bytes=program_max_bytes, arena_max_bytes=arena_max_bytes
     )
+    params["check_cpp"] = check_cpp(arch, program_max_bytes, arena_max_bytes)
     return {path: env.get_template(name).render(**params) for name, path in SOURCE_TEMPLATES}
+
+
+def check_cpp(
+    arch: ArchConfig,
+    program_max_bytes: int = PROGRAM_MAX_BYTES,
+    arena_max_bytes: int = ARENA_MAX_BYTES,
+) -> str:
+    """The kernel's check_header/check_layer, generated from the op registry's rules."""
+    from ..ops import cpp_check, kernel_check_params
+
+    params = kernel_check_params(
+        arch, program_max_bytes=program_max_bytes, arena_max_bytes=arena_max_bytes
+    )
+    return cpp_check(params)
 
 
 def kernel_sources(sources: dict[str, str]) -> dict[str, str]:

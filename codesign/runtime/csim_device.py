@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..arch import ArchConfig
+from ..contract import ProgramRefused
 from ..numerics.aptypes import (
     DEFAULT_CXXFLAGS,
     ApTypesNotFoundError,
@@ -32,7 +33,7 @@ from ..program import HEADER_BYTES, HEADER_FIELDS
 from ..templates import environment
 from ..util import file_lock
 from .layout import padded
-from .simulated import GoldenKernel, KernelModel, SimulatedBoard, SimulatedKernelError, input_rows
+from .simulated import GoldenKernel, KernelModel, SimulatedBoard, input_rows
 
 # the project's C-sim flags (numerics.aptypes), NDEBUG as in codesign.hls.csim (ap_private
 # asserts would abort the whole Python process; numerics are equal with it), and -fPIC
@@ -189,9 +190,8 @@ class CsimKernel(KernelModel):
             ctypes.c_void_p,
             ctypes.c_size_t,
             ctypes.c_uint,
-            ctypes.POINTER(ctypes.c_int),
         ]
-        lib.codesign_so_run.restype = ctypes.c_int
+        lib.codesign_so_run.restype = ctypes.c_uint
         lib.codesign_so_bus_bits.restype = ctypes.c_int
         if lib.codesign_so_bus_bits() != self.arch.bus_bits:
             raise CsimBuildError(f"{self.library_path}: compiled for another bus width")
@@ -211,29 +211,16 @@ class CsimKernel(KernelModel):
         if self.cycle_model is not None:  # the input, before the kernel reuses the arena
             blob = self.program_bytes(memory, program_address)
             raw = input_rows(self.cycle_model.program(blob), arena.view("<i4"))
-        bad_layer = ctypes.c_int(-1)
         status = self._lib.codesign_so_run(
-            program.ctypes.data,
-            program_span,
-            arena.ctypes.data,
-            arena_span,
-            int(task),
-            ctypes.byref(bad_layer),
+            program.ctypes.data, program_span, arena.ctypes.data, arena_span, int(task) & 0xFFFFFFFF
         )
-        if status:
-            raise SimulatedKernelError(_check_message(status, bad_layer.value))
+        if status:  # the kernel's STATUS register: it refused and ran nothing
+            raise ProgramRefused.from_status(
+                status, bytes(program), executor="the C-sim kernel"
+            )
         if self.cycle_model is None:
             return None
         return self.cycle_model.model_cycles(blob, raw, task)
-
-
-def _check_message(status: int, bad_layer: int) -> str:
-    from ..hls.render import CHECK_ERRORS
-
-    names = {code: (name, message) for code, name, message in CHECK_ERRORS}
-    name, message = names.get(status, (str(status), "unknown check result"))
-    where = "the header" if bad_layer < 0 else f"layer {bad_layer}"
-    return f"the kernel refused the program: ERR_{name} at {where} ({message})"
 
 
 def csim_board(

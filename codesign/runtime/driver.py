@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..arch.regmap import AP_DONE, AP_IDLE, AP_READY, AP_START, AUTO_RESTART, CTRL, register_map
+from ..contract import STATUS_OFFSET, ProgramRefused
 from .layout import BufferMismatchError, ModelCard, ProgramLayout
 
 KERNEL_NAME = "codesign_top"  # the HLS top function; the IP's VLNV is <vendor>:hls:codesign_top:<v>
@@ -272,6 +273,18 @@ class Accelerator:
                 time.sleep(delay)
             delay = min(max(2 * delay, 5e-6), 5e-4)
 
+    def check_status(self) -> None:
+        """After ap_done: raise ProgramRefused when STATUS (0x80, both kernels) says the
+        kernel refused the Program and ran nothing."""
+        status = int(self.control.read(STATUS_OFFSET))
+        if status:
+            raise ProgramRefused.from_status(
+                status, self.layout.program_bytes, executor=f"the kernel{self._on()}"
+            )
+
+    def _on(self) -> str:
+        return f" on {self.description}" if self.description else ""
+
     # ------------------------------------------------------------ runs
     def _prepare(self, arena, raw_rows: np.ndarray) -> None:
         self.layout.write_input(arena, raw_rows)
@@ -297,6 +310,7 @@ class Accelerator:
 
         def finish(index, arena, started):
             self.wait(timeout)
+            self.check_status()
             done = time.perf_counter()
             timings[index].kernel_s = done - started
             self._note_cycles(timings[index])

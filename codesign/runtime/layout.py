@@ -80,6 +80,7 @@ class ProgramLayout:
             program = Path(program).read_bytes()
         if isinstance(program, Program):
             self.program_bytes = program.to_bytes()
+            Program.from_bytes(self.program_bytes, source)  # the loader's checks, as for bytes
             self.program = program
         else:
             self.program_bytes = bytes(program)

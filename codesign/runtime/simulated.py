@@ -42,6 +42,7 @@ from ..arch.regmap import (
     ISR,
     register_map,
 )
+from ..contract import STATUS_OFFSET, ProgramRefused
 from ..program import HEADER_BYTES, HEADER_FIELDS, Program
 
 KERNEL_BASE = 0xA000_0000  # M_AXI_HPM0_FPD window of a Zynq UltraScale+, where Vivado puts IPs
@@ -485,6 +486,11 @@ class SimulatedBoard(Device):
         began = time.perf_counter()
         try:
             cycles = self.kernel.execute(self.memory, program, arena, task)
+        except ProgramRefused as refused:  # the kernel ran nothing; STATUS says why
+            with self._lock:
+                self._args[STATUS_OFFSET] = refused.status
+                self._finish()
+            return
         except BaseException as error:  # surfaced to the host at its next register access
             with self._lock:
                 self._fault = error
@@ -494,6 +500,7 @@ class SimulatedBoard(Device):
             task, time.perf_counter() - began, cycles, kernel.clock_mhz, kernel.cycles_source
         )
         with self._lock:
+            self._args[STATUS_OFFSET] = 0
             self.stats.runs.append(run)
             self._finish()
 

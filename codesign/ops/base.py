@@ -1,0 +1,167 @@
+"""What an op is to the toolkit: its code, descriptor fields and validation rules.
+
+Each op module (``linear.py``, ...) builds one ``OpSpec``. The region helpers here turn
+"this layer reads rows x cols int32 at src" into the rules every executor enforces:
+aligned to the bus, a stride that holds a padded row, and an end inside the buffer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..contract import NONE
+from .expr import C, Expr, F, H, P, Rule, ceil_div, fmt_ok, frac, lift, round_up, text
+
+# Field kinds: "u" unsigned word (an address, a stride, a byte count), "c" a count
+# (signed; range-checked before any arithmetic uses it), "s" another signed word,
+# "f" a format word.
+KINDS = ("u", "c", "s", "f")
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """One op of the Program: everything the executors and tools need to know of it."""
+
+    name: str
+    code: int
+    fields: tuple[tuple[str, str], ...]  # (name, kind) in descriptor order
+    rules: tuple[Rule, ...]  # in check order: the first that fails names the error
+    doc: str = ""
+    rows_field: str = "rows"  # what counts the rows it processes (for reports)
+    output: tuple[str, str, str] | None = ("dst", "dst_stride", "rows")  # base, stride, rows
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def field_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.fields)
+
+    def kind(self, name: str) -> str:
+        for key, kind in self.fields:
+            if key == name:
+                return kind
+        raise KeyError(f"{self.name} has no field {name!r}")
+
+    def index(self, name: str) -> int:
+        """Word index of a field inside the descriptor (word 0 op, word 1 task)."""
+        return 2 + self.field_names.index(name)
+
+
+def fields(spec: str) -> tuple[tuple[str, str], ...]:
+    """``"src:u rows:c x_fmt"``: kinds after a colon; ``*_fmt`` are formats, else signed."""
+    out = []
+    for item in spec.split():
+        name, _, kind = item.partition(":")
+        kind = kind or ("f" if name.endswith("_fmt") else "s")
+        if kind not in KINDS:
+            raise ValueError(f"field {name}: unknown kind {kind!r}")
+        out.append((name, kind))
+    return tuple(out)
+
+
+def present(name: str) -> Expr:
+    return F(name).ne(NONE)
+
+
+def in_range(name: str, lo, hi, error: str = "SIZE") -> Rule:
+    low, high = text(lift(lo)), text(lift(hi))
+    return Rule(error, (F(name) >= lo) & (F(name) <= hi), why=f"{name} in [{low}, {high}]")
+
+
+def formats(*names: str, when: Expr | None = None) -> list[Rule]:
+    return [Rule("FORMAT", fmt_ok(F(name)), when, f"{name} is a valid format") for name in names]
+
+
+def narrow(name: str, bits: int, when: Expr | None = None) -> Rule:
+    """A format kept in a 32-bit word may not be wider than it."""
+    from .expr import width
+
+    return Rule("FORMAT", width(F(name)) <= bits, when, f"{name} at most {bits} bits wide")
+
+
+def frac_le(name: str, *sum_of: str, when: Expr | None = None, error: str = "ALIGN") -> Rule:
+    total = frac(F(sum_of[0]))
+    for other in sum_of[1:]:
+        total = total + frac(F(other))
+    return Rule(
+        error,
+        frac(F(name)) <= total,
+        when,
+        f"frac({name}) <= " + " + ".join(f"frac({n})" for n in sum_of),
+    )
+
+
+def aligned(value: Expr) -> Expr:
+    return round_up(value, P("bus_bytes")).eq(value)
+
+
+def row_bytes(cols: Expr) -> Expr:
+    return round_up(cols * 4, P("bus_bytes"))
+
+
+def arena_rows(
+    what: str, base: str, stride: str | None, rows: Expr, cols: Expr, when: Expr | None = None
+) -> list[Rule]:
+    """``rows`` rows of ``cols`` int32 at arena offset ``base``, ``stride`` bytes apart."""
+    end = F(base) + rows * (F(stride) if stride else row_bytes(cols))
+    rules = [Rule("REGION", aligned(F(base)), when, f"{what}: {base} bus-aligned")]
+    if stride:
+        rules.append(
+            Rule(
+                "REGION",
+                aligned(F(stride)) & (F(stride) >= row_bytes(cols)),
+                when,
+                f"{what}: {stride} bus-aligned and holds a row",
+            )
+        )
+    rules.append(Rule("REGION", end <= H("arena_bytes"), when, f"{what}: inside the arena"))
+    return rules
+
+
+def program_block(
+    what: str, base: str, nbytes: Expr, when: Expr | None = None, *, copies=None
+) -> list[Rule]:
+    """``nbytes`` at program offset ``base`` (``copies`` = (count, stride field) for
+    per-expert blocks), inside the data section and bus-aligned."""
+    end = F(base) + nbytes
+    rules = [
+        Rule(
+            "REGION",
+            aligned(F(base)) & (F(base) >= H("data_offset")),
+            when,
+            f"{what}: {base} bus-aligned, in the data section",
+        )
+    ]
+    if copies is not None:
+        count, stride = copies
+        rules.append(Rule("REGION", aligned(F(stride)), when, f"{what}: {stride} bus-aligned"))
+        end = end + (count - 1) * F(stride)
+    rules.append(Rule("REGION", end <= H("total_bytes"), when, f"{what}: inside the program"))
+    return rules
+
+
+def tiled_bytes(out_dim: Expr, in_dim: Expr, container: Expr) -> Expr:
+    """Bytes of one dense weight matrix in the UCU's tile order (codesign.program)."""
+    tile = round_up(P("tile_in") * P("tile_out") * container, P("bus_bytes"))
+    return ceil_div(out_dim, P("tile_out")) * ceil_div(in_dim, P("tile_in")) * tile
+
+
+def vector_bytes(count: Expr) -> Expr:
+    """An int32 vector padded to whole UCU output tiles (biases) and the bus."""
+    return round_up(round_up(count, P("tile_out")) * 4, P("bus_bytes"))
+
+
+__all__ = [
+    "C",
+    "OpSpec",
+    "aligned",
+    "arena_rows",
+    "fields",
+    "formats",
+    "frac_le",
+    "in_range",
+    "narrow",
+    "present",
+    "program_block",
+    "tiled_bytes",
+    "vector_bytes",
+]

@@ -1,0 +1,85 @@
+"""MOE_EXPERTS: every expert with a non-empty queue gathers its tokens, runs
+fc1 -> GELU -> fc2 on the UCU (hidden rows through ``scratch``), and adds score * y into
+an exact accumulator; the residual joins before one requantisation."""
+
+from .base import (
+    OpSpec,
+    arena_rows,
+    fields,
+    formats,
+    frac_le,
+    in_range,
+    present,
+    program_block,
+    tiled_bytes,
+    vector_bytes,
+)
+from .expr import F, P, Rule, one_of
+from .moe_gate import queue_rules
+
+SPEC = OpSpec(
+    name="MOE_EXPERTS",
+    code=7,
+    fields=fields(
+        "src:u src_stride:u tokens:c dim:c hidden:c experts:c queue:u res:u res_stride:u dst:u "
+        "dst_stride:u x_fmt res_fmt out_fmt fc1:u fc1_stride:u fc1_fmt fc1_bias:u "
+        "fc1_bias_stride:u fc1_bias_fmt pre_fmt hidden_fmt fc2:u fc2_stride:u fc2_fmt fc2_bias:u "
+        "fc2_bias_stride:u fc2_bias_fmt y_fmt score_fmt w_bytes:c scratch:u scratch_stride:u"
+    ),
+    rules=(
+        in_range("tokens", 1, P("max_tokens")),
+        in_range("dim", 1, P("max_dim")),
+        in_range("hidden", 1, P("max_hidden")),
+        in_range("experts", 1, P("max_experts")),
+        Rule(
+            "WEIGHT", one_of(F("w_bytes"), "w_bytes"), why="w_bytes a container this kernel reads"
+        ),
+        *formats(
+            "x_fmt",
+            "out_fmt",
+            "fc1_fmt",
+            "fc1_bias_fmt",
+            "pre_fmt",
+            "hidden_fmt",
+            "fc2_fmt",
+            "fc2_bias_fmt",
+            "y_fmt",
+            "score_fmt",
+        ),
+        frac_le("fc1_bias_fmt", "x_fmt", "fc1_fmt"),
+        frac_le("fc2_bias_fmt", "hidden_fmt", "fc2_fmt"),
+        *formats("res_fmt", when=present("res")),
+        frac_le("res_fmt", "score_fmt", "y_fmt", when=present("res")),
+        *arena_rows("source", "src", "src_stride", F("tokens"), F("dim")),
+        *arena_rows("residual", "res", "res_stride", F("tokens"), F("dim"), when=present("res")),
+        *arena_rows("destination", "dst", "dst_stride", F("tokens"), F("dim")),
+        *arena_rows("scratch", "scratch", "scratch_stride", F("tokens"), F("hidden")),
+        *queue_rules(),
+        *program_block(
+            "fc1 weights",
+            "fc1",
+            tiled_bytes(F("hidden"), F("dim"), F("w_bytes")),
+            copies=(F("experts"), "fc1_stride"),
+        ),
+        *program_block(
+            "fc1 biases",
+            "fc1_bias",
+            vector_bytes(F("hidden")),
+            copies=(F("experts"), "fc1_bias_stride"),
+        ),
+        *program_block(
+            "fc2 weights",
+            "fc2",
+            tiled_bytes(F("dim"), F("hidden"), F("w_bytes")),
+            copies=(F("experts"), "fc2_stride"),
+        ),
+        *program_block(
+            "fc2 biases",
+            "fc2_bias",
+            vector_bytes(F("dim")),
+            copies=(F("experts"), "fc2_bias_stride"),
+        ),
+    ),
+    rows_field="tokens",
+    output=("dst", "dst_stride", "tokens"),
+)
