@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .contract import ProgramRefused
 from .numerics.fixed import Fixed, apply_overflow, count_overflow, shift_round
 from .numerics.tables import Table, exp_neg, gelu, recip, rsqrt
 from .program import (
+    HEADER_BYTES,
     NONE,
     Layer,
     Op,
@@ -42,8 +44,8 @@ def matmul_exact(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     bound = peak_a * peak_b * k
     if bound < _EXACT_FLOAT:
         return np.rint(a.astype(np.float64) @ b.T.astype(np.float64)).astype(np.int64)
-    if bound >= 2**63:
-        raise OverflowError(f"integer matmul bound 2**{bound.bit_length()} exceeds int64")
+    # int64 sums wrap modulo 2**64 like the kernel's 64-bit accumulators; only a Program
+    # whose data breaks its formats' widths gets there (the compiler never does)
     return a @ b.T
 
 
@@ -63,7 +65,10 @@ def align(raw: np.ndarray, frac_from: int, frac_to: int) -> np.ndarray:
     """Exact re-scaling to more fraction bits."""
     if frac_to < frac_from:
         raise ValueError(f"cannot align {frac_from} fraction bits down to {frac_to} exactly")
-    return np.asarray(raw, np.int64) << np.int64(frac_to - frac_from)
+    shift = frac_to - frac_from
+    if shift >= 64:  # every bit shifted out of the 64-bit word, as in the kernel
+        return np.zeros_like(np.asarray(raw, np.int64))
+    return np.asarray(raw, np.int64) << np.int64(shift)
 
 
 @dataclass
@@ -80,10 +85,18 @@ class RunResult:
 class GoldenExecutor:
     """Bit-exact reference for the accelerator; one instance per Program."""
 
-    def __init__(self, program: Program | bytes):
+    def __init__(self, program: Program | bytes, arch=None):
+        """``arch``: refuse, before each run, exactly what the kernel built for that
+        ArchConfig refuses (``ProgramRefused``); without it, what no kernel could run
+        (the loader's checks, the format's own limits)."""
         if isinstance(program, (bytes, bytearray)):
-            program = Program.from_bytes(bytes(program))
+            self._blob = bytes(program)
+            program = Program.from_bytes(self._blob)
+        else:
+            self._blob = None
         self.program = program
+        self.arch = arch
+        self._checked: set[int] = set()
         self.tables = {
             name: Table(
                 name,
@@ -105,9 +118,11 @@ class GoldenExecutor:
         return self.arena[start : start + rows * words].reshape(rows, words)[:, :cols].copy()
 
     def write(self, offset: int, stride: int, values: np.ndarray) -> None:
+        """Store as DDR does: 32-bit words (a value wider than its container wraps)."""
         rows, cols = values.shape
         start, words = offset // 4, stride // 4
-        self.arena[start : start + rows * words].reshape(rows, words)[:, :cols] = values
+        wrapped = ((np.asarray(values, np.int64) + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
+        self.arena[start : start + rows * words].reshape(rows, words)[:, :cols] = wrapped
 
     def weights(
         self, offset: int, out_dim: int, in_dim: int, container: int, blocks: int = NONE
@@ -132,10 +147,37 @@ class GoldenExecutor:
         return apply_overflow(rounded, fmt.width, fmt.signed, fmt.overflow)
 
     # ---------------------------------------------------------------- run
+    def check(self, task: int) -> None:
+        """The kernel's program check for ``task`` (the op registry's rules)."""
+        if task in self._checked:
+            return
+        if self._blob is None:
+            self._blob = self.program.to_bytes()
+        from .ops import check_blob, kernel_check_params
+        from .program import loader_params
+
+        if self.arch is not None:
+            params = kernel_check_params(self.arch)
+        else:
+            params = loader_params(np.frombuffer(self._blob[:HEADER_BYTES], "<u4"))
+        refusal = check_blob(self._blob, params, task)
+        if refusal is not None:
+            layer = refusal.layer
+            raise ProgramRefused(
+                refusal.code,
+                layer,
+                None if layer is None else self.program.layers[layer].op.name,
+                executor="the golden executor",
+                layer_name=None if layer is None else self.program.layers[layer].name,
+                detail=refusal.detail,
+            )
+        self._checked.add(task)
+
     def run(self, input_raw: np.ndarray, task: int = 0, trace: bool = False) -> RunResult:
         program = self.program
-        if not 0 <= task < program.n_tasks:
+        if not isinstance(task, (int, np.integer)) or not 0 <= task < program.n_tasks:
             raise ValueError(f"task {task} out of range: the program has {program.n_tasks} tasks")
+        self.check(int(task))
         ref = program.input
         input_raw = np.asarray(input_raw, np.int64)
         if input_raw.shape != (ref.rows, ref.cols):
@@ -224,6 +266,7 @@ class GoldenExecutor:
         s1s = xs.sum(axis=1)
         s2s = (xs * xs).sum(axis=1)
         eps = f["eps_lo"] | (f["eps_hi"] << 32)
+        eps = eps - (1 << 64) if eps >> 63 else eps  # a signed 64-bit word, as the kernel reads
         u = dim * s2s - s1s * s1s + eps
         stat_frac = 2 * (x_fmt.frac_bits - shift)
         table = self.tables["rsqrt"]
@@ -354,10 +397,13 @@ class GoldenExecutor:
         frac1 = x_fmt.frac_bits + w1_fmt.frac_bits
         frac2 = hidden_fmt.frac_bits + w2_fmt.frac_bits
         for expert in range(experts):
-            count = int(counts[expert])
-            if count == 0:
+            count = min(int(counts[expert]), tokens)  # the kernel clamps a corrupt queue
+            if count <= 0:
                 continue
-            rows = ids[expert, :count]
+            rows = ids[expert, :count].copy()
+            corrupt = (rows < 0) | (rows >= tokens)  # contributes nothing (score 0, token 0)
+            rows[corrupt] = 0
+            scores[expert, :count][corrupt] = 0
             w1 = self.weights(f["fc1"] + expert * f["fc1_stride"], hidden, dim, f["w_bytes"])
             b1 = self.vector(f["fc1_bias"] + expert * f["fc1_bias_stride"], hidden)
             pre = matmul_exact(x[rows], w1) + align(b1, fmt("fc1_bias_fmt").frac_bits, frac1)
@@ -368,7 +414,7 @@ class GoldenExecutor:
             b2 = self.vector(f["fc2_bias"] + expert * f["fc2_bias_stride"], dim)
             y = matmul_exact(act, w2) + align(b2, fmt("fc2_bias_fmt").frac_bits, frac2)
             y = self.quant(y, frac2, y_fmt)
-            acc[rows] += scores[expert, :count, None] * y
+            np.add.at(acc, rows, scores[expert, :count, None] * y)  # a token may repeat
         if f["res"] != NONE:
             res = self.read(f["res"], tokens, dim, f["res_stride"])
             acc += align(res, fmt("res_fmt").frac_bits, acc_frac)

@@ -18,6 +18,7 @@ with the crc word taken as zero.
 
 from __future__ import annotations
 
+import functools
 import json
 import zlib
 from dataclasses import dataclass, field
@@ -283,7 +284,7 @@ class Program:
             tables[name] = TableRef(name, t[0], t[1], unpack_fmt(t[2]), t[3], t[4], domain)
         name = bytes(header[_H_NAME : _H_NAME + _H_NAME_WORDS].tobytes()).rstrip(b"\0")
         program = cls(
-            model=name.decode("ascii", "replace"),
+            model=name.decode("ascii", "replace").replace("\ufffd", "?"),
             bus_bits=values["bus_bits"],
             tile_in=values["tile_in"],
             tile_out=values["tile_out"],
@@ -308,7 +309,8 @@ class Program:
         names = LAYER_FIELDS[op]
         fields = {key: int(v) for key, v in zip(names, row[2 : 2 + len(names)], strict=True)}
         raw_name = bytes(row[LAYER_WORDS - NAME_WORDS :].tobytes()).split(b"\0")[0]
-        return Layer(op, raw_name.decode("ascii", "replace") or f"layer{index}", fields, task)
+        name = raw_name.decode("ascii", "replace").replace("\ufffd", "?")
+        return Layer(op, name or f"layer{index}", fields, task)
 
     @classmethod
     def load(cls, path) -> Program:
@@ -417,6 +419,92 @@ def _check_structure(blob: bytes, values: dict, source: str) -> None:
         if not -32 <= domain <= 32 or t["guard_bits"] > 32:
             raise ProgramError(f"{source}: table {name}: domain or guard bits out of range")
     _check_rules(blob, source, None, 0, header)
+    _check_table_values(blob, header, source)
+    refs = [("input", _H_INPUT)] + [
+        (f"output {task}", _H_OUTPUTS + 5 * task) for task in range(values["n_tasks"])
+    ]
+    for what, at in refs:
+        offset, rows, cols, stride, fmt = (int(v) for v in header[at : at + 5])
+        bus = values["bus_bits"] // 8
+        if (
+            offset % bus
+            or stride % bus
+            or stride < 4 * cols
+            or not 1 <= rows <= 65535
+            or not 1 <= cols <= 65535
+            or offset + rows * stride > values["arena_bytes"]
+            or not (
+                1 <= fmt & 0xFF <= 32
+                and (fmt >> 17) & 7 < len(ROUNDING)
+                and (fmt >> 20) & 7 < len(OVERFLOW)
+            )
+        ):
+            raise ProgramError(
+                f"{source}: the {what} tensor lies outside the arena or is malformed"
+            )
+
+
+def _check_table_values(blob: bytes, header, source: str) -> None:
+    """The four tables must hold exactly what their header words describe (the kernels
+    compute with tables built from their ArchConfig; a corrupt table would make the
+    golden executor disagree with them, or fail)."""
+    t = {}
+    for index, name in enumerate(TABLE_NAMES):
+        start = _H_TABLES + index * len(TABLE_WORDS)
+        t[name] = dict(
+            zip(
+                TABLE_WORDS, (int(v) for v in header[start : start + len(TABLE_WORDS)]), strict=True
+            )
+        )
+
+    def domain(name):
+        value = t[name]["domain_log2"]
+        return float(2.0 ** (value - (1 << 32) if value >> 31 else value))
+
+    try:
+        expected = _tables(
+            t["gelu_delta"]["index_bits"],
+            domain("gelu_delta"),
+            t["exp"]["index_bits"],
+            domain("exp"),
+            t["recip"]["index_bits"],
+            t["rsqrt"]["index_bits"],
+            t["recip"]["guard_bits"],
+            t["exp"]["fmt"] & 0xFF,
+        )
+    except (ValueError, TypeError) as error:
+        raise ProgramError(
+            f"{source}: the tables' header words describe no valid table: {error}"
+        ) from None
+    for name in TABLE_NAMES:
+        table, words = expected[name], t[name]
+        values = np.frombuffer(blob, "<i4", words["entries"], words["offset"])
+        same = (
+            len(table.values) == words["entries"]
+            and pack_fmt(table.fmt) == words["fmt"]
+            and table.guard_bits == words["guard_bits"]
+            and np.array_equal(values, np.asarray(table.values, np.int64))
+        )
+        if not same:
+            raise ProgramError(
+                f"{source}: table {name} does not hold the values its header describes"
+            )
+
+
+@functools.lru_cache(maxsize=16)
+def _tables(gelu_bits, gelu_range, exp_bits, exp_range, recip_bits, rsqrt_bits, guard, width):
+    from .numerics.tables import build_tables
+
+    return build_tables(
+        gelu_index_bits=gelu_bits,
+        gelu_range=gelu_range,
+        exp_index_bits=exp_bits,
+        exp_range=exp_range,
+        recip_index_bits=recip_bits,
+        rsqrt_index_bits=rsqrt_bits,
+        guard_bits=guard,
+        table_width=width,
+    )
 
 
 def loader_params(header) -> dict:
@@ -580,7 +668,8 @@ def unpack_block_sparse(
     for row in range(n_out):
         for k in range(int(row_ptr[row]), int(row_ptr[row + 1])):
             col = int(cols[k])
-            full[row * tile_out : (row + 1) * tile_out, col * tile_in : (col + 1) * tile_in] = (
+            # a column listed twice adds up, as the UCU accumulates every stored tile
+            full[row * tile_out : (row + 1) * tile_out, col * tile_in : (col + 1) * tile_in] += (
                 tiles[k]
             )
     return full[:out_dim, :in_dim]

@@ -63,7 +63,8 @@ def test_register_map_follows_vitis_layout():
         ("program", 0x10),
         ("arena", 0x1C),
         ("task", 0x28),
+        ("STATUS", 0x80),
     ]
-    assert regmap.size == 0x40
+    assert regmap.size == 0x100
     assert (AP_START, AP_DONE) == (1, 2)
     assert regmap.to_dict()["registers"][4]["bits"] == 64

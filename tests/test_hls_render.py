@@ -67,13 +67,18 @@ def test_sources_depend_only_on_the_arch_and_are_deterministic(rendered):
 
 def test_kernel_interface_matches_the_register_map(rendered):
     top = rendered["default"][KERNEL_SOURCE]
-    assert "void codesign_top(const bus_t *program, bus_t *arena, ap_uint<32> task)" in top
+    assert (
+        "void codesign_top(const bus_t *program, bus_t *arena, ap_uint<32> task, "
+        "ap_uint<32> &status)" in top
+    )
     pragmas = re.findall(r"#pragma HLS INTERFACE ([^\n]*)", top)
     maxi = {re.search(r"port=(\w+)", p).group(1): p for p in pragmas if "m_axi" in p}
     assert "bundle=gmem0" in maxi["program"] and "bundle=gmem1" in maxi["arena"]
     assert all("depth=" in p for p in maxi.values())
     lite = {re.search(r"port=(\w+)", p).group(1) for p in pragmas if "s_axilite" in p}
-    assert lite == {"program", "arena", "task", "return"}
+    assert lite == {"program", "arena", "task", "status", "return"}
+    status = next(p for p in pragmas if "port=status" in p)
+    assert f"offset=0x{register_map().offset('STATUS'):02X}" in status
     assert all("bundle=control" in p for p in pragmas if "s_axilite" in p)
     assert any("ap_ctrl_hs" in p for p in pragmas)
     regmap = _defines(rendered["default"]["src/codesign_regmap.h"])

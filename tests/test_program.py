@@ -15,6 +15,7 @@ from codesign.program import (
     Op,
     Program,
     ProgramError,
+    VERSION,
     pack_block_sparse,
     pack_fmt,
     pack_tiles,
@@ -38,7 +39,7 @@ def test_json_dump_names_every_field(tiny_build, tmp_path):
     path = tmp_path / "program.json"
     tiny_build.program.dump_json(path)
     data = json.loads(path.read_text())
-    assert data["format"]["version"] == 1
+    assert data["format"]["version"] == VERSION
     assert len(data["layers"]) == len(tiny_build.program.layers)
     first = data["layers"][0]
     assert first["op"] == "LINEAR" and first["name"] == "patch_embed.proj"
@@ -114,12 +115,12 @@ def _recrc(blob: bytes) -> bytes:
 
 def test_inconsistent_descriptor_is_rejected_even_with_valid_crc(tiny_program):
     bad_op = _recrc(_corrupt(tiny_program, HEADER_BYTES, (99).to_bytes(4, "little")))
-    with pytest.raises(ProgramError, match="unknown op code 99"):
+    with pytest.raises(ProgramError, match="ERR_OP at layer 0: unknown op code"):
         Program.from_bytes(bad_op)
     # first layer's weight address (field 8 after op and task) pointing past the end
     weight_at = HEADER_BYTES + 4 * (2 + 8)
     far = _recrc(_corrupt(tiny_program, weight_at, (len(tiny_program) + 64).to_bytes(4, "little")))
-    with pytest.raises(ProgramError, match="outside the program data"):
+    with pytest.raises(ProgramError, match="ERR_REGION at layer 0 .*weights: inside the program"):
         Program.from_bytes(far)
     # destination beyond the arena
     dst_at = HEADER_BYTES + 4 * (2 + 5)

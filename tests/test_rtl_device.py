@@ -187,24 +187,32 @@ def _refusals(arch):
         ("top-k above experts", Op.MOE_GATE, {"top_k": lambda f: f["experts"] + 1}, "SIZE"),
         ("too many rows", Op.LAYERNORM, {"rows": arch.max_tokens + 1}, "SIZE"),
         ("format width 0", Op.EMBED, {"pos_fmt": lambda f: f["pos_fmt"] & ~0xFF}, "FORMAT"),
+        ("destination past the arena", Op.LAYERNORM, {"dst": 0x00FF_FF00}, "REGION"),
+        ("source not bus-aligned", Op.LAYERNORM, {"src": lambda f: f["src"] + 4}, "REGION"),
+        ("stride shorter than a row", Op.LINEAR, {"dst_stride": 16}, "REGION"),
+        ("expert queue past the arena", Op.MOE_GATE, {"queue": 0x00FF_FF00}, "REGION"),
+        ("weights past the program", Op.LINEAR, {"weight": 0x7FFF_FF00}, "REGION"),
+        ("scratch not bus-aligned", Op.MOE_EXPERTS, {"scratch": lambda f: f["scratch"] + 4}, "REGION"),
+        ("fc2 of the last expert past the end", Op.MOE_EXPERTS, {"fc2_stride": 1 << 24}, "REGION"),
     ]
 
 
 def _execute_raw(accel, program: bytes) -> None:
     """The kernel on these bytes as they are (no host-side parsing of the Program)."""
     accel.load_program(program)
-    accel.execute(accel.program_address, accel.arena_address(len(program)), 0, 1_000_000)
+    accel.execute(accel.program_address, accel.arena_address(len(program)), 0, 1_000_000, program)
 
 
 @pytest.mark.csim
 def test_rtl_and_csim_refuse_the_same_bad_programs(tiny_build, rtl_kernel):
     """A Program one kernel refuses, the other refuses too, with the same check error and
-    layer (the RTL controller mirrors the HLS kernel's check); nothing runs, and the
-    RTL runs the good Program next."""
+    layer, and so does the Python check (all three are generated from the op registry's
+    rules); nothing runs, and the RTL runs the good Program next."""
     import re
 
+    from codesign.contract import ERROR_NAMES, ProgramRefused
     from codesign.hls.csim import CsimCase, CsimError, build_csim, csim_unavailable, run_cases
-    from codesign.rtl.harness import HarnessError
+    from codesign.ops import check_blob, kernel_check_params
 
     if csim_unavailable():
         pytest.skip(csim_unavailable())
@@ -218,10 +226,12 @@ def test_rtl_and_csim_refuse_the_same_bad_programs(tiny_build, rtl_kernel):
             run_cases(binary, program, [CsimCase(raw, 0)])
         code, layer = map(int, re.search(r"code (\d+), layer (-?\d+)", str(refused.value)).groups())
         assert (code, layer) == (CHECK_CODES[error], index), f"{what}: C-sim {refused.value}"
-        with pytest.raises(HarnessError, match=rf"ERR_{error} at layer {index} "):
+        refusal = check_blob(program, kernel_check_params(arch), 0)
+        assert (ERROR_NAMES[refusal.code], refusal.layer) == (error, index), what
+        with pytest.raises(ProgramRefused, match=rf"ERR_{error} at layer {index} \({op.name} "):
             _execute_raw(accel, program)
         assert accel.register_state()["LAYERS_RUN"] == 0, f"{what}: the RTL ran layers"
-    with pytest.raises(HarnessError, match=r"ERR_MAGIC at the header"):
+    with pytest.raises(ProgramRefused, match=r"ERR_MAGIC at the header"):
         _execute_raw(accel, b"\0" + tiny_build.program_bytes[1:])
     run = accel.run_program(tiny_build.program_bytes, raw, 0)
     np.testing.assert_array_equal(run.output, golden_raw(tiny_build, raw[None], 0)[0])

@@ -76,5 +76,17 @@ def register_map() -> RegisterMap:
     for name, bits, meaning in KERNEL_ARGS:
         regs.append(Register(name, offset, bits, meaning))
         offset += 4 * (bits // 32) + 4  # data words then one reserved word
-    size = 1 << (offset - 1).bit_length()
+    from ..contract import STATUS_OFFSET
+
+    # the kernel's output register (s_axilite offset pinned to the RTL's debug STATUS)
+    regs.append(
+        Register(
+            "STATUS",
+            STATUS_OFFSET,
+            32,
+            "program check of the last run: 0 ran; else code [7:0], layer [23:8], header [24]",
+        )
+    )
+    end = max(reg.offset + 4 * (reg.bits // 32) for reg in regs)
+    size = 1 << (end - 1).bit_length()
     return RegisterMap(tuple(regs), size)

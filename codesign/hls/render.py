@@ -68,6 +68,7 @@ SOURCE_TEMPLATES = (
     ("tb_codesign.cpp.j2", TESTBENCH_SOURCE),
 )
 
+
 class RenderError(ValueError):
     """The Program cannot run on the kernel rendered for this ArchConfig."""
 

@@ -32,6 +32,7 @@ __all__ = [
 DEFAULT_CXXFLAGS: tuple[str, ...] = (
     "-std=c++17",
     "-O2",
+    "-fwrapv",  # 64-bit accumulators wrap, as the hardware's do (docs/numerics.md)
     "-Wno-unknown-pragmas",
     "-Wno-maybe-uninitialized",
     "-Wno-uninitialized",

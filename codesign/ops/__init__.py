@@ -111,6 +111,7 @@ def header_rules(magic: tuple[int, int], version: int, header_bytes: int, layer_
             & (layers_end <= H("total_bytes")),
             why="header and descriptor sizes, layer count within the file",
         ),
+        Rule("LAYOUT", aligned(H("arena_bytes")), why="arena size a whole number of bus beats"),
         Rule(
             "LAYOUT",
             H("data_offset").eq(layers_end)
@@ -284,8 +285,9 @@ def check_blob(blob: bytes, params: dict, task: int = 0) -> Refusal | None:
     """The kernel's program check in Python: None, or the first failing rule's Refusal.
 
     Reads the raw words as the kernel does (no trust in anything it has not checked yet);
-    ``params`` from ``kernel_check_params``. Never raises on any input of at least a
-    header's length; shorter input is refused as LAYOUT.
+    ``params`` from ``kernel_check_params``. Never raises: a buffer shorter than a header
+    or than the header's ``total_bytes`` is refused as LAYOUT (the C-sim wrapper's and
+    the driver's buffer check).
     """
     from ..program import HEADER_BYTES, LAYER_WORDS
 
@@ -293,13 +295,13 @@ def check_blob(blob: bytes, params: dict, task: int = 0) -> Refusal | None:
         return Refusal(ERROR_CODES["LAYOUT"], None, "shorter than a header")
     header_words = np.frombuffer(blob[:HEADER_BYTES], "<u4")
     header = _header_env(header_words, task)
+    if header("total_bytes") > len(blob):  # the buffer ends before the header says
+        return Refusal(ERROR_CODES["LAYOUT"], None, "buffer shorter than total_bytes")
     env = Env(field=lambda name: 0, kind=lambda name: "u", header=header, param=params.__getitem__)
     failed = _first_failure(_header_rules(), env)
     if failed is not None:
         return Refusal(ERROR_CODES[failed.error], None, failed.why)
     n_layers = header("n_layers")
-    if HEADER_BYTES + n_layers * LAYER_WORDS * 4 > len(blob):  # the kernel reads past the end
-        return Refusal(ERROR_CODES["LAYOUT"], None, "the file ends inside the descriptors")
     rows = np.frombuffer(blob, "<u4", n_layers * LAYER_WORDS, HEADER_BYTES).reshape(
         n_layers, LAYER_WORDS
     )

@@ -1,6 +1,6 @@
 """ADD: element-wise sum of two activation matrices, aligned to the finer format."""
 
-from .base import OpSpec, arena_rows, fields, formats, in_range
+from .base import OpSpec, arena_rows, disjoint, fields, formats, in_range, rows_of
 from .expr import F, P
 
 SPEC = OpSpec(
@@ -17,5 +17,15 @@ SPEC = OpSpec(
         *arena_rows("source", "src", "src_stride", F("rows"), F("cols")),
         *arena_rows("residual", "res", "res_stride", F("rows"), F("cols")),
         *arena_rows("destination", "dst", "dst_stride", F("rows"), F("cols")),
+        disjoint(
+            "destination and source",
+            rows_of("dst", "dst_stride", F("rows")),
+            rows_of("src", "src_stride", F("rows")),
+        ),
+        disjoint(
+            "destination and residual",
+            rows_of("dst", "dst_stride", F("rows")),
+            rows_of("res", "res_stride", F("rows")),
+        ),
     ),
 )

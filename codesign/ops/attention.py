@@ -1,7 +1,17 @@
 """ATTENTION: multi-head self-attention on a [tokens, 3 dim] QKV matrix, Edge-MoE's
 reordered loop with ``parallel`` query slots and single-pass softmax."""
 
-from .base import OpSpec, arena_rows, fields, formats, in_range, narrow
+from .base import (
+    OpSpec,
+    arena_rows,
+    disjoint,
+    fields,
+    formats,
+    in_range,
+    narrow,
+    rows_of,
+    table_input,
+)
 from .expr import F, P, Rule, divides, frac, one_of
 
 SPEC = OpSpec(
@@ -26,11 +36,17 @@ SPEC = OpSpec(
         ),
         *formats("qkv_fmt", "score_fmt", "sum_fmt", "prob_fmt", "out_fmt"),
         narrow("score_fmt", 32),
+        table_input("softmax input score_fmt", frac(F("score_fmt"))),
         Rule(
             "SOFTMAX", frac(F("sum_fmt")).eq(P("exp_frac")), why="sum_fmt has the exp table's frac"
         ),
         *arena_rows("source", "src", "src_stride", F("tokens"), 3 * F("dim")),
         *arena_rows("destination", "dst", "dst_stride", F("tokens"), F("dim")),
+        disjoint(
+            "destination and source",
+            rows_of("dst", "dst_stride", F("tokens")),
+            rows_of("src", "src_stride", F("tokens")),
+        ),
     ),
     rows_field="tokens",
     output=("dst", "dst_stride", "tokens"),

@@ -90,6 +90,22 @@ def frac_le(name: str, *sum_of: str, when: Expr | None = None, error: str = "ALI
     )
 
 
+# fraction bits a lookup-table input may have (codesign.numerics.tables)
+TABLE_FRAC = (-32, 62)
+
+
+def table_input(what: str, frac_bits: Expr, when: Expr | None = None) -> Rule:
+    """A table lookup's input (softmax scores, GELU's argument, layer-norm statistics)
+    has fraction bits in the tables' domain."""
+    low, high = TABLE_FRAC
+    return Rule(
+        "FORMAT",
+        (frac_bits >= low) & (frac_bits <= high),
+        when,
+        f"{what}: fraction bits in [{low}, {high}]",
+    )
+
+
 def aligned(value: Expr) -> Expr:
     return round_up(value, P("bus_bytes")).eq(value)
 
@@ -137,6 +153,18 @@ def program_block(
         end = end + (count - 1) * F(stride)
     rules.append(Rule("REGION", end <= H("total_bytes"), when, f"{what}: inside the program"))
     return rules
+
+
+def disjoint(what: str, a: tuple[Expr, Expr], b: tuple[Expr, Expr], when: Expr | None = None):
+    """Two arena blocks [start, end) do not overlap (an op that writes one while it still
+    reads the other would otherwise depend on its own order of accesses)."""
+    (a_start, a_end), (b_start, b_end) = a, b
+    return Rule("REGION", (a_end <= b_start) | (b_end <= a_start), when, f"{what} do not overlap")
+
+
+def rows_of(base: str, stride: str, rows: Expr) -> tuple[Expr, Expr]:
+    """[start, end) of ``rows`` rows at ``base``, ``stride`` bytes apart."""
+    return F(base), F(base) + rows * F(stride)
 
 
 def tiled_bytes(out_dim: Expr, in_dim: Expr, container: Expr) -> Expr:

@@ -1,7 +1,7 @@
 """EMBED: the class token and the patch embeddings plus positions:
 out[0] = pos[0] (class token folded in), out[1 + p] = x[p] + pos[1 + p]."""
 
-from .base import OpSpec, arena_rows, fields, formats, in_range, program_block
+from .base import OpSpec, arena_rows, disjoint, fields, formats, in_range, program_block, rows_of
 from .expr import F, P, round_up
 
 SPEC = OpSpec(
@@ -16,6 +16,11 @@ SPEC = OpSpec(
         *formats("x_fmt", "pos_fmt", "out_fmt"),
         *arena_rows("source", "src", "src_stride", F("patches"), F("dim")),
         *arena_rows("destination", "dst", "dst_stride", F("patches") + 1, F("dim")),
+        disjoint(
+            "destination and source",
+            rows_of("dst", "dst_stride", F("patches") + 1),
+            rows_of("src", "src_stride", F("patches")),
+        ),
         *program_block(
             "positions", "pos", round_up((F("patches") + 1) * F("dim") * 4, P("bus_bytes"))
         ),

@@ -7,16 +7,19 @@ from ..contract import NONE, Post
 from .base import (
     OpSpec,
     arena_rows,
+    disjoint,
     fields,
     formats,
     frac_le,
     in_range,
     present,
     program_block,
+    rows_of,
+    table_input,
     tiled_bytes,
     vector_bytes,
 )
-from .expr import F, P, Rule, ceil_div, one_of, round_up
+from .expr import F, P, Rule, ceil_div, frac, one_of, round_up
 
 DENSE = F("blocks").eq(NONE)
 SPARSE = F("blocks").ne(NONE)
@@ -44,6 +47,7 @@ SPEC = OpSpec(
         *formats("pre_fmt", when=F("post").eq(int(Post.GELU))),
         *formats("res_fmt", when=F("post").eq(int(Post.ADD))),
         frac_le("res_fmt", "x_fmt", "w_fmt", when=F("post").eq(int(Post.ADD))),
+        table_input("GELU input pre_fmt", frac(F("pre_fmt")), F("post").eq(int(Post.GELU))),
         *arena_rows("source", "src", "src_stride", F("rows"), F("in_dim")),
         *arena_rows("destination", "dst", "dst_stride", F("rows"), F("out_dim")),
         *arena_rows(
@@ -53,6 +57,17 @@ SPEC = OpSpec(
             F("rows"),
             F("out_dim"),
             when=F("post").eq(int(Post.ADD)),
+        ),
+        disjoint(
+            "destination and source",
+            rows_of("dst", "dst_stride", F("rows")),
+            rows_of("src", "src_stride", F("rows")),
+        ),
+        disjoint(
+            "destination and residual",
+            rows_of("dst", "dst_stride", F("rows")),
+            rows_of("res", "res_stride", F("rows")),
+            F("post").eq(int(Post.ADD)),
         ),
         *program_block(
             "weights", "weight", tiled_bytes(F("out_dim"), F("in_dim"), F("w_bytes")), DENSE

@@ -5,17 +5,26 @@ an exact accumulator; the residual joins before one requantisation."""
 from .base import (
     OpSpec,
     arena_rows,
+    disjoint,
     fields,
     formats,
     frac_le,
     in_range,
     present,
     program_block,
+    table_input,
     tiled_bytes,
     vector_bytes,
 )
-from .expr import F, P, Rule, one_of
-from .moe_gate import queue_rules
+from .expr import F, P, Rule, frac, one_of
+from .moe_gate import QUEUE_BYTES, queue_rules
+
+SCRATCH = (F("scratch"), F("scratch") + F("tokens") * F("scratch_stride"))
+
+
+def rows_block(base: str, stride: str):
+    return F(base), F(base) + F("tokens") * F(stride)
+
 
 SPEC = OpSpec(
     name="MOE_EXPERTS",
@@ -48,6 +57,7 @@ SPEC = OpSpec(
         ),
         frac_le("fc1_bias_fmt", "x_fmt", "fc1_fmt"),
         frac_le("fc2_bias_fmt", "hidden_fmt", "fc2_fmt"),
+        table_input("GELU input pre_fmt", frac(F("pre_fmt"))),
         *formats("res_fmt", when=present("res")),
         frac_le("res_fmt", "score_fmt", "y_fmt", when=present("res")),
         *arena_rows("source", "src", "src_stride", F("tokens"), F("dim")),
@@ -55,6 +65,28 @@ SPEC = OpSpec(
         *arena_rows("destination", "dst", "dst_stride", F("tokens"), F("dim")),
         *arena_rows("scratch", "scratch", "scratch_stride", F("tokens"), F("hidden")),
         *queue_rules(),
+        # scratch is written expert by expert while the queue, the source and the residual
+        # are still read: none may share a byte with it
+        disjoint("scratch and queue", SCRATCH, (F("queue"), F("queue") + QUEUE_BYTES)),
+        disjoint("scratch and source", SCRATCH, rows_block("src", "src_stride")),
+        disjoint("scratch and residual", SCRATCH, rows_block("res", "res_stride"), present("res")),
+        disjoint("destination and scratch", rows_block("dst", "dst_stride"), SCRATCH),
+        disjoint(
+            "destination and queue",
+            rows_block("dst", "dst_stride"),
+            (F("queue"), F("queue") + QUEUE_BYTES),
+        ),
+        disjoint(
+            "destination and source",
+            rows_block("dst", "dst_stride"),
+            rows_block("src", "src_stride"),
+        ),
+        disjoint(
+            "destination and residual",
+            rows_block("dst", "dst_stride"),
+            rows_block("res", "res_stride"),
+            present("res"),
+        ),
         *program_block(
             "fc1 weights",
             "fc1",

@@ -5,14 +5,17 @@ from .base import (
     OpSpec,
     aligned,
     arena_rows,
+    disjoint,
     fields,
     formats,
     in_range,
     narrow,
     program_block,
+    rows_of,
+    table_input,
     tiled_bytes,
 )
-from .expr import F, H, P, Rule, one_of
+from .expr import F, H, P, Rule, frac, one_of
 
 QUEUE_BYTES = 4 * F("experts") + 8 * F("experts") * F("tokens")
 
@@ -43,7 +46,13 @@ SPEC = OpSpec(
         *formats("w_fmt", "x_fmt", "logit_fmt", "score_fmt"),
         narrow("logit_fmt", 32),
         narrow("score_fmt", 32),
+        table_input("gate softmax input logit_fmt", frac(F("logit_fmt"))),
         *arena_rows("source", "src", "src_stride", F("tokens"), F("dim")),
+        disjoint(
+            "queue and source",
+            (F("queue"), F("queue") + QUEUE_BYTES),
+            rows_of("src", "src_stride", F("tokens")),
+        ),
         *program_block("gate weights", "weight", tiled_bytes(F("experts"), F("dim"), F("w_bytes"))),
         *queue_rules(),
     ),

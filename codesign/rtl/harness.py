@@ -68,15 +68,7 @@ _FORMAT = 1  # bump to invalidate every cached harness
 DDR_BASE = 0x8_0000_0000  # the testbench's DDR window = the simulated boards' DDR_BASE
 DEFAULT_MAX_CYCLES = 1_000_000_000
 
-# RTL-only debug registers of codesign_top (docs: top spec §4)
-DEBUG_REGISTERS = {
-    "STATUS": 0x80,  # program check code, bad layer
-    "CYCLES_LO": 0x84,
-    "CYCLES_HI": 0x88,
-    "PERF_SEL": 0x8C,  # write: layer index
-    "PERF_CYCLES": 0x90,  # cycles of the selected layer in the last run
-    "LAYERS_RUN": 0x94,
-}
+from ..contract import DEBUG_REGISTERS, ProgramRefused  # noqa: E402 (the contract's registers)
 
 # Verilator flags of the harness build: no -Wall (lint is `codesign.rtl.sim.lint`'s job),
 # X handling as in the cocotb builds so both simulate the same.
@@ -779,12 +771,14 @@ class RtlAccelerator:
         if self.harness.ddr_oob:
             raise HarnessError(f"the RTL accessed DDR out of bounds: {self.describe_state()}")
 
-    def status_check(self) -> None:
-        """Raise when STATUS holds a program check error."""
+    def status_check(self, program: bytes | None = None) -> None:
+        """Raise ProgramRefused when STATUS holds a program check error (``program``, its
+        bytes, names the layer's op), HarnessError on a bus error flag."""
         status = self.harness.axil_read(DEBUG_REGISTERS["STATUS"])
-        code = status & 0xF  # cds_controller: code | bad layer << 8
-        if code:
-            raise HarnessError(_check_message(code, (status >> 8) & 0xFFFF, status))
+        if status >> 29:  # codesign_top: rd0, rd1, wr1 bus errors in [31:29]
+            raise HarnessError(f"the RTL saw an AXI error response: STATUS=0x{status:08x}")
+        if status & 0xFF:  # cds_controller: code [7:0] | bad layer << 8 | header << 24
+            raise ProgramRefused.from_status(status, program, executor="the RTL")
 
     def counters(self, program, task: int) -> tuple[int, dict[str, int]]:
         """CYCLES of the last run and, for every layer the run executed (the task's and
@@ -803,11 +797,18 @@ class RtlAccelerator:
             per_layer[name] = read(DEBUG_REGISTERS["PERF_CYCLES"])
         return cycles, per_layer
 
-    def execute(self, program_address: int, arena_address: int, task: int, max_cycles: int) -> None:
+    def execute(
+        self,
+        program_address: int,
+        arena_address: int,
+        task: int,
+        max_cycles: int,
+        program: bytes | None = None,
+    ) -> None:
         """One kernel run on what is in DDR (start, clock to the interrupt, check)."""
         self.start(program_address, arena_address, task)
         self.wait(max_cycles)
-        self.status_check()
+        self.status_check(program)
 
     def run_program(
         self,
@@ -832,7 +833,7 @@ class RtlAccelerator:
         rows = rows.reshape(ref.rows, ref.stride // 4)
         rows[:, : ref.cols] = np.asarray(input_raw, np.int64).reshape(ref.rows, ref.cols)
         self.write_ddr(arena_address, arena)
-        self.execute(self.program_address, arena_address, task, max_cycles)
+        self.execute(self.program_address, arena_address, task, max_cycles, program_bytes)
         done = self.read_ddr(arena_address, program.arena_bytes).view("<i4")
         out = program.outputs[task]
         out_rows = done[out.offset // 4 : out.offset // 4 + out.rows * out.stride // 4]
@@ -846,15 +847,3 @@ class RtlAccelerator:
             seconds=time.perf_counter() - began,
             arena=done.copy() if keep_arena else None,
         )
-
-
-def _check_message(code: int, bad_layer: int, status: int) -> str:
-    try:
-        from ..hls.render import CHECK_ERRORS
-
-        names = {c: (name, message) for c, name, message in CHECK_ERRORS}
-    except ImportError:  # pragma: no cover
-        names = {}
-    name, message = names.get(code, (str(code), "unknown check result"))
-    where = "the header" if status & (1 << 24) else f"layer {bad_layer}"
-    return f"the RTL refused the program: ERR_{name} at {where} ({message}); STATUS=0x{status:08x}"

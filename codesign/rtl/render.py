@@ -26,7 +26,8 @@ from pathlib import Path
 import jinja2
 
 from ..arch.config import ArchConfig, Precision, parse_precision
-from ..hls.render import CHECK_ERRORS, kernel_params
+from ..contract import CHECK_ERRORS, DEBUG_REGISTERS
+from ..hls.render import kernel_params
 from ..numerics.tables import Table, build_tables
 from ..program import (
     _H_TABLES,
@@ -245,9 +246,33 @@ def header_context(tables: dict[str, Table]) -> dict:
     }
 
 
+def check_context(arch: ArchConfig, precision) -> dict:
+    """The controller's header and layer checks, generated from the op registry's rules
+    with this build's constants (its weight container: one precision per RTL build)."""
+    from ..ops import (
+        OP_CODE_BITS,
+        kernel_check_params,
+        sv_header_check,
+        sv_header_words,
+        sv_layer_check,
+    )
+
+    params = kernel_check_params(arch, w_bytes=(rtl_params(arch, precision)["w_container"] // 8,))
+    return {
+        "header": sv_header_check(params),
+        "layer": sv_layer_check(params),
+        "header_words": sv_header_words(),
+        "op_bits": OP_CODE_BITS,
+    }
+
+
 def _context(arch: ArchConfig, precision) -> dict:
     tables = build_tables(**arch.table_params())
+    check = check_context(arch, precision)
     return {
+        "check": check,
+        "debug_registers": DEBUG_REGISTERS,
+        "op_bits": check["op_bits"],
         "arch": arch,
         "p": rtl_params(arch, precision),
         "tables": {name: rom_info(table) for name, table in tables.items()},

@@ -74,7 +74,11 @@ def _arch(arch, program=None) -> ArchConfig:
 
 def render_wrapper(arch: ArchConfig) -> str:
     env = environment("runtime")
-    return env.get_template(WRAPPER_TEMPLATE).render(bus_bits=arch.bus_bits)
+    from ..contract import STATUS_HEADER_BIT
+
+    return env.get_template(WRAPPER_TEMPLATE).render(
+        bus_bits=arch.bus_bits, status_header_bit=STATUS_HEADER_BIT
+    )
 
 
 def library_sources(arch: ArchConfig) -> dict[str, str]:
@@ -215,9 +219,7 @@ class CsimKernel(KernelModel):
             program.ctypes.data, program_span, arena.ctypes.data, arena_span, int(task) & 0xFFFFFFFF
         )
         if status:  # the kernel's STATUS register: it refused and ran nothing
-            raise ProgramRefused.from_status(
-                status, bytes(program), executor="the C-sim kernel"
-            )
+            raise ProgramRefused.from_status(status, bytes(program), executor="the C-sim kernel")
         if self.cycle_model is None:
             return None
         return self.cycle_model.model_cycles(blob, raw, task)

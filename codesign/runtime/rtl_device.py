@@ -17,6 +17,7 @@ from __future__ import annotations
 import threading
 
 from ..arch import ArchConfig
+from ..contract import ProgramRefused
 from ..program import HEADER_BYTES, HEADER_FIELDS
 from .simulated import PAGE, KernelModel, SimulatedBoard, SimulatedKernelError
 
@@ -116,7 +117,9 @@ class RtlKernel(KernelModel):
             try:
                 accel.load_program(program_blob, program_at)
                 accel.write_ddr(arena_at, arena)
-                accel.execute(program_at, arena_at, int(task), self.max_cycles)
+                accel.execute(program_at, arena_at, int(task), self.max_cycles, program_blob)
+            except ProgramRefused:
+                raise  # the RTL ran nothing; STATUS says why (the board shows it)
             except Exception as error:
                 accel.reset()  # like a PL reset: the next run starts from idle
                 raise SimulatedKernelError(f"RTL run failed: {error}") from error
