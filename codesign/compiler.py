@@ -16,6 +16,7 @@ from .arch import ArchConfig
 from .ir import Graph, Node
 from .numerics.fixed import Fixed
 from .numerics.tables import build_tables
+from .ops import spec
 from .program import (
     NONE,
     TABLE_NAMES,
@@ -35,19 +36,6 @@ from .program import (
 
 ARENA_ALIGN = 64
 LN_STAT_BITS = 18  # LayerNorm squares inputs truncated to this many bits (keeps sums < 2**62)
-# descriptor fields that hold program addresses (blob-relative until the layout is final)
-PROGRAM_ADDRESS_FIELDS = (
-    "blocks",
-    "weight",
-    "bias",
-    "pos",
-    "gamma",
-    "beta",
-    "fc1",
-    "fc1_bias",
-    "fc2",
-    "fc2_bias",
-)
 
 
 class CompileError(ValueError):
@@ -453,11 +441,16 @@ class _Compiler:
             input=input_ref,
             outputs=outputs,
             tables={},
+            geometry=(
+                int(graph.meta["in_chans"]),
+                int(graph.meta["patch_size"]),
+                *(int(v) for v in graph.meta["image_size"]),
+            ),
         )
         base = program.data_offset
         for layer in self.layers:
-            for key in PROGRAM_ADDRESS_FIELDS:
-                if key in layer.fields and layer.fields[key] != NONE:
+            for key in spec(layer.op).program_addresses:
+                if layer.fields[key] != NONE:
                     layer.fields[key] += base
         for ref in tables.values():
             ref.offset += base

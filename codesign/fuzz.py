@@ -185,6 +185,18 @@ def initial_arena(program: Program, raw: np.ndarray) -> np.ndarray:
     return arena
 
 
+def host_accepts(blob: bytes, raw: np.ndarray) -> Program | None:
+    """The Program when the host's checks pass (the loader: CRC, sizes, the format's
+    rules; and the input fits the header's input tensor), else None."""
+    try:
+        program = Program.from_bytes(blob, "mutant")
+    except ProgramError:
+        return None
+    ref = program.input
+    fits = raw.min() >= ref.fmt.raw_min and raw.max() <= ref.fmt.raw_max
+    return program if (ref.rows, ref.cols) == raw.shape and fits else None
+
+
 def golden_verdict(mutant: Mutant, arch, raw: np.ndarray) -> Verdict:
     """The golden side: the kernel check in Python (the op registry's rules, what the
     golden executor runs before a run), the loader (what the host driver runs before the
@@ -196,14 +208,8 @@ def golden_verdict(mutant: Mutant, arch, raw: np.ndarray) -> Verdict:
     try:
         refusal = check_blob(mutant.blob, kernel_check_params(arch), mutant.task)
         verdict.refusal = None if refusal is None else (refusal.code, refusal.layer)
-        try:
-            program = Program.from_bytes(mutant.blob, "mutant")
-        except ProgramError:
-            verdict.loaded = False
-            return verdict
-        ref = program.input
-        fits = raw.min() >= ref.fmt.raw_min and raw.max() <= ref.fmt.raw_max
-        if (ref.rows, ref.cols) != raw.shape or not fits:  # the host could not place this input
+        program = host_accepts(mutant.blob, raw)
+        if program is None:
             verdict.loaded = False
             return verdict
         if refusal is None:
@@ -218,50 +224,59 @@ def golden_verdict(mutant: Mutant, arch, raw: np.ndarray) -> Verdict:
 # ----------------------------------------------------------------------------- C-sim
 
 
-def csim_verdicts(
-    arch, items: list[Mutant], raw: np.ndarray, run: list[bool], timeout: float = 3600.0
-) -> dict[int, Verdict]:
-    """The C-sim kernel's verdict on each mutant, in a child process. ``run[i]``: also run
-    it (the host would: its loader accepted it). A crash or hang of the child is reported
-    on the mutant it was working on; the rest are retried after it."""
-    from .runtime.csim_device import build_library
+class CsimRunner:
+    """The C-sim kernel's verdicts on mutants, computed in a child process while the
+    caller does other work (the golden side). The child applies the host's checks itself
+    (the loader) and runs what they and the kernel accept. A crash or a hang is reported
+    on the mutant the child was working on; the rest are retried after it."""
 
-    library = build_library(arch, quiet=True)
-    results: dict[int, Verdict] = {}
-    pending = list(range(len(items)))
-    with tempfile.TemporaryDirectory(prefix="codesign-fuzz-") as tmp:
-        while pending:
-            path = Path(tmp) / "batch.npz"
-            arrays = {"raw": np.asarray(raw, np.int64)}
-            for position, index in enumerate(pending):
-                mutant = items[index]
-                arrays[f"blob{position}"] = np.frombuffer(mutant.blob, np.uint8)
-            meta = [(items[i].task, run[i]) for i in pending]
-            np.savez(path, **arrays)
-            (Path(tmp) / "meta.json").write_text(json.dumps(meta))
-            command = [sys.executable, "-m", "codesign.fuzz", str(library), tmp]
+    def __init__(self, arch, items: list[Mutant], raw: np.ndarray, timeout: float = 3600.0):
+        from .runtime.csim_device import build_library
+
+        self.library = str(build_library(arch, quiet=True))
+        self.items, self.raw, self.timeout = items, np.asarray(raw, np.int64), timeout
+        self._tmp = tempfile.TemporaryDirectory(prefix="codesign-fuzz-")
+        self.results: dict[int, Verdict] = {}
+        self._pending = list(range(len(items)))
+        self._proc = self._start()
+
+    def _start(self) -> subprocess.Popen:
+        folder = Path(self._tmp.name)
+        arrays = {"raw": self.raw}
+        for position, index in enumerate(self._pending):
+            arrays[f"blob{position}"] = np.frombuffer(self.items[index].blob, np.uint8)
+        np.savez(folder / "batch.npz", **arrays)
+        tasks = [self.items[i].task for i in self._pending]
+        (folder / "meta.json").write_text(json.dumps(tasks))
+        command = [sys.executable, "-m", "codesign.fuzz", self.library, str(folder)]
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def wait(self) -> dict[int, Verdict]:
+        while self._pending:
             try:
-                proc = subprocess.run(
-                    command, capture_output=True, text=True, timeout=timeout, check=False
-                )
-                lines, failed = proc.stdout.splitlines(), proc.returncode != 0
-                reason = f"exit status {proc.returncode}: {proc.stderr[-300:]}"
-            except subprocess.TimeoutExpired as expired:
-                out = expired.stdout or b""
-                lines = (out.decode() if isinstance(out, bytes) else out).splitlines()
-                failed, reason = True, f"hang: no verdict within {timeout:.0f} s"
+                out, err = self._proc.communicate(timeout=self.timeout)
+                failed = self._proc.returncode != 0
+                reason = f"exit status {self._proc.returncode}: {err[-300:]}"
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                out, _ = self._proc.communicate()
+                failed, reason = True, f"hang: no verdict within {self.timeout:.0f} s"
             done = 0
-            for line in lines:
+            for line in out.splitlines():
                 record = json.loads(line)
-                position = record["i"]
                 refusal = None if record["code"] == 0 else (record["code"], record["layer"])
-                results[pending[position]] = Verdict(refusal=refusal, arena=record.get("arena"))
-                done = position + 1
-            if failed and done < len(pending):
-                results[pending[done]] = Verdict(crash=reason)
+                verdict = Verdict(refusal=refusal, arena=record.get("arena"))
+                verdict.loaded = record["loaded"]
+                self.results[self._pending[record["i"]]] = verdict
+                done = record["i"] + 1
+            if failed and done < len(self._pending):
+                self.results[self._pending[done]] = Verdict(crash=reason)
                 done += 1
-            pending = pending[done:]
-    return results
+            self._pending = self._pending[done:]
+            if self._pending:
+                self._proc = self._start()
+        self._tmp.cleanup()
+        return self.results
 
 
 def _worker(library: str, folder: str) -> None:
@@ -285,15 +300,23 @@ def _worker(library: str, folder: str) -> None:
     ]
     lib.codesign_so_run.restype = ctypes.c_uint
     batch = np.load(Path(folder) / "batch.npz")
-    meta = json.loads((Path(folder) / "meta.json").read_text())
+    tasks = json.loads((Path(folder) / "meta.json").read_text())
     raw = batch["raw"]
-    for position, (task, run) in enumerate(meta):
+    poison = os.environ.get("CODESIGN_FUZZ_CRASH_ON", "").encode()  # tests: a crashing kernel
+    for position, task in enumerate(tasks):
         blob = np.ascontiguousarray(batch[f"blob{position}"])
+        if poison and blob.tobytes() == poison:
+            os.abort()
         bad = ctypes.c_int(-1)
         code = lib.codesign_so_check(blob.ctypes.data, blob.size, task & 0xFFFFFFFF, bad)
-        record = {"i": position, "code": int(code), "layer": None if bad.value < 0 else bad.value}
-        if code == 0 and run:
-            program = Program.from_bytes(blob.tobytes())
+        program = host_accepts(blob.tobytes(), raw)
+        record = {
+            "i": position,
+            "code": int(code),
+            "layer": None if bad.value < 0 else bad.value,
+            "loaded": program is not None,
+        }
+        if code == 0 and program is not None:
             arena = initial_arena(program, raw)
             status = lib.codesign_so_run(
                 blob.ctypes.data, blob.size, arena.ctypes.data, arena.nbytes, task
@@ -334,8 +357,9 @@ class Report:
 def compare(blob: bytes, arch, raw: np.ndarray, count: int, seed: int = 0, tasks: int = 1):
     """Fuzz golden against C-sim on ``count`` mutants of ``blob``; the Report."""
     items = mutants(blob, count, seed, tasks)
+    runner = CsimRunner(arch, items, raw)  # the C-sim side runs meanwhile
     golden = [golden_verdict(m, arch, raw) for m in items]
-    csim = csim_verdicts(arch, items, raw, [v.loaded and v.refusal is None for v in golden])
+    csim = runner.wait()
     report = Report(tried=len(items))
     for mutant, g in zip(items, golden, strict=True):
         c = csim[mutant.index]
@@ -348,8 +372,10 @@ def compare(blob: bytes, arch, raw: np.ndarray, count: int, seed: int = 0, tasks
                 report.crashes.append(f"{what}: {name} {verdict.crash}")
         if g.crash or c.crash:
             continue
-        if g.refusal != c.refusal:
-            report.disagreements.append(f"{what}: golden {g.refusal}, C-sim {c.refusal}")
+        if g.refusal != c.refusal or g.loaded != c.loaded:
+            report.disagreements.append(
+                f"{what}: golden {g.refusal} loaded={g.loaded}, C-sim {c.refusal} loaded={c.loaded}"
+            )
         elif g.loaded and g.refusal is None:
             report.both_ran += 1
             if g.arena != c.arena:

@@ -65,7 +65,9 @@ _H_OUTPUTS = _H_INPUT + len(REF_WORDS)
 _H_TABLES = _H_OUTPUTS + MAX_TASKS * len(REF_WORDS)
 _H_NAME = _H_TABLES + len(TABLE_NAMES) * len(TABLE_WORDS)
 _H_NAME_WORDS = 8
-assert _H_NAME + _H_NAME_WORDS <= HEADER_BYTES // 4
+_H_GEOMETRY = _H_NAME + _H_NAME_WORDS  # image channels, patch, height, width (0: unknown)
+GEOMETRY_WORDS = ("channels", "patch", "height", "width")
+assert _H_GEOMETRY + len(GEOMETRY_WORDS) <= HEADER_BYTES // 4
 
 
 def pack_fmt(fmt: Fixed) -> int:
@@ -190,6 +192,8 @@ class Program:
     outputs: list[TensorRef]
     tables: dict[str, TableRef]
     meta: dict = field(default_factory=dict)  # json-only extras (formats, shapes)
+    # the image the input patches come from: channels, patch, height, width (0 = unknown)
+    geometry: tuple[int, int, int, int] = (0, 0, 0, 0)
 
     @property
     def data_offset(self) -> int:
@@ -233,6 +237,7 @@ class Program:
             header[start : start + len(TABLE_WORDS)] = self.tables[name].words()
         name = self.model.encode("ascii")[: _H_NAME_WORDS * 4 - 1].ljust(_H_NAME_WORDS * 4, b"\0")
         header[_H_NAME : _H_NAME + _H_NAME_WORDS] = np.frombuffer(name, "<u4")
+        header[_H_GEOMETRY : _H_GEOMETRY + len(GEOMETRY_WORDS)] = [int(v) for v in self.geometry]
         blob = bytearray(header.tobytes() + layers.tobytes() + self.data)
         crc = zlib.crc32(bytes(blob))
         crc_at = (2 + HEADER_FIELDS.index("crc32")) * 4
@@ -298,6 +303,7 @@ class Program:
                 for t in range(values["n_tasks"])
             ],
             tables=tables,
+            geometry=tuple(int(v) for v in header[_H_GEOMETRY : _H_GEOMETRY + len(GEOMETRY_WORDS)]),
         )
         return program
 
@@ -345,6 +351,7 @@ class Program:
                 "total_bytes": self.data_offset + len(self.data),
                 "arena_bytes": self.arena_bytes,
             },
+            "geometry": dict(zip(GEOMETRY_WORDS, self.geometry, strict=True)),
             "input": self.input.to_dict(),
             "outputs": [ref.to_dict() for ref in self.outputs],
             "tables": {

@@ -37,7 +37,6 @@ from scalar_reference import shift_round as ref_shift_round
 
 import codesign.golden as golden_module
 from codesign.arch import ArchConfig, Precision
-from codesign.compiler import PROGRAM_ADDRESS_FIELDS
 from codesign.flow import STEPS, BuildState, make_options
 from codesign.golden import GoldenExecutor
 from codesign.models import config_from_dict, create_model
@@ -45,6 +44,7 @@ from codesign.numerics import fixed as fixed_module
 from codesign.numerics import tables as tables_module
 from codesign.numerics.fixed import OVERFLOW, ROUNDING, Fixed
 from codesign.numerics.tables import build_tables
+from codesign.ops import PROGRAM_ADDRESS_FIELDS
 from codesign.program import (
     HEADER_BYTES,
     LAYER_FIELDS,

@@ -235,3 +235,55 @@ def test_rtl_and_csim_refuse_the_same_bad_programs(tiny_build, rtl_kernel):
         _execute_raw(accel, b"\0" + tiny_build.program_bytes[1:])
     run = accel.run_program(tiny_build.program_bytes, raw, 0)
     np.testing.assert_array_equal(run.output, golden_raw(tiny_build, raw[None], 0)[0])
+
+
+def test_rtl_board_raises_program_refused(tiny_build, rtl_kernel):
+    """On the RTL board, as on the others: STATUS set, ProgramRefused from the driver."""
+    from codesign.contract import ProgramRefused
+    from codesign.program import Op
+
+    blob, index = _with_layer_fields(tiny_build.program_bytes, Op.ATTENTION, heads=1)
+    raw = tiny_build.quantize_input(random_images(tiny_build, 1))
+    board = SimulatedBoard(rtl_kernel)
+    with Accelerator.from_device(board, blob, timeout=RTL_TIMEOUT_S) as accel:
+        with pytest.raises(ProgramRefused, match=rf"ERR_SIZE at layer {index} \(ATTENTION "):
+            accel.run_raw(raw, 0)
+        assert accel.control.read(0x80) == (index << 8) | 9
+
+
+@pytest.mark.slow
+def test_rtl_agrees_with_the_python_check_on_a_fuzz_sample(tiny_build, rtl_kernel):
+    """A sample of codesign.fuzz's mutants on the Verilated RTL: the controller's check
+    (generated from the same rules) refuses with the Python check's code and layer, runs
+    nothing when it refuses, and a few accepted mutants run to the golden executor's bits."""
+    from codesign import fuzz
+    from codesign.contract import ProgramRefused
+    from codesign.ops import check_blob, kernel_check_params
+    from codesign.rtl.render import rtl_params
+
+    arch = tiny_build.state.arch
+    w_bytes = rtl_params(arch, None)["w_container"] // 8
+    params = kernel_check_params(arch, w_bytes=(w_bytes,))
+    accel = rtl_kernel.accelerator
+    raw = tiny_build.quantize_input(random_images(tiny_build, 1))[0]
+    kinds = {"header-word", "descriptor-field", "bit-flip", "data-word", "task"}
+    sample = [m for m in fuzz.mutants(tiny_build.program_bytes, 160, seed=7, tasks=2)]
+    sample = [m for m in sample if m.kind in kinds][:70]
+    refused = ran = 0
+    for mutant in sample:
+        refusal = check_blob(mutant.blob, params, mutant.task)
+        if refusal is not None:
+            accel.load_program(mutant.blob)
+            arena = accel.arena_address(len(mutant.blob))
+            with pytest.raises(ProgramRefused) as caught:
+                accel.execute(accel.program_address, arena, mutant.task, 1_000_000, mutant.blob)
+            got = (caught.value.code, caught.value.layer)
+            assert got == (refusal.code, refusal.layer), mutant.note
+            assert accel.register_state()["LAYERS_RUN"] == 0, mutant.note
+            refused += 1
+        elif ran < 3 and fuzz.host_accepts(mutant.blob, raw) is not None:
+            run = accel.run_program(mutant.blob, raw, mutant.task)
+            expected = GoldenExecutor(mutant.blob, arch).run(raw, mutant.task).output
+            np.testing.assert_array_equal(run.output, expected, err_msg=mutant.note)
+            ran += 1
+    assert refused >= 20 and ran >= 1, (refused, ran)

@@ -18,7 +18,7 @@ import pynq
 import pytest
 from click.testing import CliRunner
 from golden_runs import golden_raw, random_images
-from small_models import SMALL_VIT
+from small_models import ARCH_TINY, SMALL_VIT
 
 import codesign
 from codesign.arch import register_map
@@ -77,6 +77,42 @@ def test_golden_board_returns_golden_bits(which, tiny_build, vit_build):
     board = check_board_matches_golden(golden_board(), build)
     assert len(board.stats.runs) == 2 * 3 * build.program.n_tasks
     assert board.memory.allocated_bytes == 0  # close() gave every buffer back
+
+
+def _kernel_refuses(build) -> tuple[bytes, int]:
+    """``build``'s Program with one attention head as wide as all of them: the loader
+    takes it (the format allows it), the kernel of ARCH_TINY refuses it (ERR_SIZE: a
+    head wider than its attention core)."""
+    from codesign.program import Op, Program
+
+    program = Program.from_bytes(build.program_bytes)
+    index = next(i for i, layer in enumerate(program.layers) if layer.op == Op.ATTENTION)
+    program.layers[index].fields["heads"] = 1
+    return program.to_bytes(), index
+
+
+@pytest.mark.csim
+@pytest.mark.parametrize("which", ["golden", "csim"])
+def test_every_board_raises_program_refused_naming_code_layer_and_op(which, tiny_build):
+    """The kernel refuses, runs nothing, sets STATUS; the driver raises ProgramRefused
+    (the RTL board: tests/test_rtl_device.py)."""
+    from codesign.contract import ProgramRefused
+    from codesign.runtime import csim_board
+
+    build = codesign.build("m3vit-tiny", board="zcu102", arch=ARCH_TINY, eval_images=1)
+    board = golden_board(arch=ARCH_TINY) if which == "golden" else csim_board(ARCH_TINY)
+    blob, layer = _kernel_refuses(build)
+    raw = build.quantize_input(random_images(build, 1))
+    with Accelerator.from_device(board, blob) as accel:
+        with pytest.raises(ProgramRefused) as refused:
+            accel.run_raw(raw, 0)
+        got = (refused.value.name, refused.value.layer, refused.value.op)
+        assert got == ("SIZE", layer, "ATTENTION")
+        assert f"ERR_SIZE at layer {layer} (ATTENTION " in str(refused.value)
+        assert accel.control.read(0x80) == refused.value.status == (layer << 8) | 9
+    with Accelerator.from_device(board, build.program_bytes) as accel:  # the board is fine
+        np.testing.assert_array_equal(accel.run_raw(raw, 0), golden_raw(build, raw, 0))
+        assert accel.control.read(0x80) == 0
 
 
 @pytest.mark.csim
@@ -320,6 +356,15 @@ def test_manifest_of_another_arch_is_refused(tmp_path, tiny_build):
         Accelerator.from_overlay(tmp_path, tiny_build.program_bytes)
 
 
+def _recrc_with(blob: bytes, at: int, value: int) -> bytes:
+    """``blob`` with the word at byte ``at`` set to ``value`` and its CRC made right."""
+    from codesign.fuzz import recrc
+
+    data = bytearray(blob)
+    data[at : at + 4] = value.to_bytes(4, "little", signed=value < 0)
+    return recrc(bytes(data))
+
+
 def test_minimal_host_example_is_true(tiny_build):
     """docs/interface.md's example: its constants are the interface, its result golden."""
     regs = register_map()
@@ -335,9 +380,16 @@ def test_minimal_host_example_is_true(tiny_build):
     assert words["bus_bits"] == minimal_host.H_BUS_BITS
     assert words["n_tasks"] == minimal_host.H_N_TASKS
     assert (minimal_host.H_INPUT, minimal_host.H_OUTPUTS) == (_H_INPUT, _H_OUTPUTS)
+    assert words["crc32"] == minimal_host.H_CRC32
+    assert regs.offset("STATUS") == minimal_host.STATUS
+    from codesign.program import _H_GEOMETRY
+
+    assert minimal_host.H_GEOMETRY == _H_GEOMETRY
 
     images = random_images(tiny_build, 2, seed=5)
     patch = tiny_build.graph.meta["patch_size"]
+    header = np.frombuffer(tiny_build.program_bytes[:512], "<u4")
+    assert int(header[_H_GEOMETRY + 1]) == patch
     fmt_word = int(np.frombuffer(tiny_build.program_bytes[:512], "<u4")[_H_INPUT + 4])
     raw = minimal_host.quantize(minimal_host.patchify(images, patch), fmt_word)
     np.testing.assert_array_equal(raw, tiny_build.quantize_input(images))
@@ -353,6 +405,16 @@ def test_minimal_host_example_is_true(tiny_build):
         got = minimal_host.run(control, allocate, tiny_build.program_bytes, raw[0], task)
         want = GoldenExecutor(tiny_build.program).run(raw[0], task).to_float()
         np.testing.assert_array_equal(got, want)
+    # NaN pixels, a corrupted file, a refused Program: errors, never garbage
+    with pytest.raises(ValueError, match="NaN"):
+        minimal_host.quantize(np.full((1, 2), np.nan), fmt_word)
+    corrupt = bytearray(tiny_build.program_bytes)
+    corrupt[-1] ^= 1
+    with pytest.raises(ValueError, match="CRC"):
+        minimal_host.run(control, allocate, bytes(corrupt), raw[0], 0)
+    refused = _recrc_with(tiny_build.program_bytes, 512 + 4 * 4, 0)  # layer 0: rows = 0
+    with pytest.raises(RuntimeError, match="refused the program: code 9 at layer 0"):
+        minimal_host.run(control, allocate, refused, raw[0], 0)
 
 
 def test_interface_doc_is_up_to_date():

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..contract import ERROR_CODES, NONE, Refusal
 from . import add, attention, embed, layernorm, linear, moe_experts, moe_gate
-from .base import OpSpec, aligned
+from .base import UNSIGNED, OpSpec, aligned
 from .expr import C, Env, F, H, P, Rule, Target, emit, evaluate, round_up, text
 
 SPECS: tuple[OpSpec, ...] = (
@@ -35,6 +35,9 @@ OP_CODE_BITS = 8  # the RTL's op bus; codes 1..255
 Op = IntEnum("Op", {spec.name: spec.code for spec in SPECS})
 Op.__doc__ = "Op codes of program.bin (from the op registry, codesign.ops)."
 LAYER_FIELDS: dict[Op, tuple[str, ...]] = {Op(spec.code): spec.field_names for spec in SPECS}
+
+# every field that holds a program byte offset, of any op (relocated by the compiler)
+PROGRAM_ADDRESS_FIELDS = tuple(dict.fromkeys(f for spec in SPECS for f in spec.program_addresses))
 
 assert len(BY_CODE) == len(SPECS) and all(0 < code < 1 << OP_CODE_BITS for code in BY_CODE)
 
@@ -351,7 +354,7 @@ def _cpp_target(op: OpSpec | None, params: dict) -> Target:
         if name == "task":
             return "(i64)d[D_TASK]"
         word = f"d[{op.name}_{name.upper()}]"
-        return f"(i64)(u32){word}" if kinds[name] == "u" else f"(i64){word}"
+        return f"(i64)(u32){word}" if kinds[name] in UNSIGNED else f"(i64){word}"
 
     def header(name: str) -> str:
         return f"h_{name}"
@@ -428,7 +431,7 @@ def _sv_target(op: OpSpec | None, params: dict, field_base: dict[str, int] | Non
         if name == "task":
             return "longint'($signed(d_task))"
         word = f"f[{field_base[name]}]"
-        if kinds[name] == "u":
+        if kinds[name] in UNSIGNED:
             return f"longint'({{32'd0, {word}}})"
         return f"longint'($signed({word}))"
 

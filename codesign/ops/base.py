@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from ..contract import NONE
 from .expr import C, Expr, F, H, P, Rule, ceil_div, fmt_ok, frac, lift, round_up, text
 
-# Field kinds: "u" unsigned word (an address, a stride, a byte count), "c" a count
-# (signed; range-checked before any arithmetic uses it), "s" another signed word,
-# "f" a format word.
-KINDS = ("u", "c", "s", "f")
+# Field kinds: "u" unsigned word (an arena address, a stride, a byte count), "p" a
+# program address (unsigned; relocated with the data section), "c" a count (signed;
+# range-checked before any arithmetic uses it), "s" another signed word, "f" a format.
+KINDS = ("u", "p", "c", "s", "f")
+UNSIGNED = ("u", "p")
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,11 @@ class OpSpec:
             if key == name:
                 return kind
         raise KeyError(f"{self.name} has no field {name!r}")
+
+    @property
+    def program_addresses(self) -> tuple[str, ...]:
+        """Fields holding program byte offsets (weights, biases, tables of the op)."""
+        return tuple(name for name, kind in self.fields if kind == "p")
 
     def index(self, name: str) -> int:
         """Word index of a field inside the descriptor (word 0 op, word 1 task)."""

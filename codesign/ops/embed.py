@@ -8,7 +8,7 @@ SPEC = OpSpec(
     name="EMBED",
     code=2,
     fields=fields(
-        "src:u src_stride:u patches:c dim:c dst:u dst_stride:u x_fmt pos:u pos_fmt out_fmt"
+        "src:u src_stride:u patches:c dim:c dst:u dst_stride:u x_fmt pos:p pos_fmt out_fmt"
     ),
     rules=(
         in_range("patches", 0, P("max_tokens") - 1),

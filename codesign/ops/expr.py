@@ -242,14 +242,14 @@ class Env:
     """What a Python evaluation reads: raw field words and how each is read."""
 
     field: Callable[[str], int]  # raw 32-bit word of a field
-    kind: Callable[[str], str]  # "u" unsigned, else signed
+    kind: Callable[[str], str]  # "u"/"p" unsigned, else signed
     header: Callable[[str], int]
     param: Callable[[str], object]
 
 
 def _read(env: Env, name: str) -> int:
     raw = env.field(name) & 0xFFFFFFFF
-    return raw if env.kind(name) == "u" else _signed32(raw)
+    return raw if env.kind(name) in ("u", "p") else _signed32(raw)
 
 
 def _raw_word(node: Expr, env: Env) -> int:

@@ -19,7 +19,7 @@ SPEC = OpSpec(
     name="LAYERNORM",
     code=3,
     fields=fields(
-        "src:u src_stride:u rows:c dim:c dst:u dst_stride:u x_fmt gamma:u g_fmt beta:u b_fmt "
+        "src:u src_stride:u rows:c dim:c dst:u dst_stride:u x_fmt gamma:p g_fmt beta:p b_fmt "
         "stat_shift:s eps_lo:u eps_hi:s norm_fmt out_fmt"
     ),
     rules=(

@@ -30,8 +30,8 @@ SPEC = OpSpec(
     name="LINEAR",
     code=1,
     fields=fields(
-        "src:u src_stride:u rows:c in_dim:c out_dim:c dst:u dst_stride:u x_fmt weight:u w_fmt "
-        "w_bytes:c bias:u b_fmt post:c pre_fmt res:u res_stride:u res_fmt out_fmt blocks:u nnz:c"
+        "src:u src_stride:u rows:c in_dim:c out_dim:c dst:u dst_stride:u x_fmt weight:p w_fmt "
+        "w_bytes:c bias:p b_fmt post:c pre_fmt res:u res_stride:u res_fmt out_fmt blocks:p nnz:c"
     ),
     rules=(
         in_range("rows", 1, P("max_tokens")),

@@ -10,6 +10,7 @@ from .base import (
     formats,
     frac_le,
     in_range,
+    narrow,
     present,
     program_block,
     table_input,
@@ -31,8 +32,8 @@ SPEC = OpSpec(
     code=7,
     fields=fields(
         "src:u src_stride:u tokens:c dim:c hidden:c experts:c queue:u res:u res_stride:u dst:u "
-        "dst_stride:u x_fmt res_fmt out_fmt fc1:u fc1_stride:u fc1_fmt fc1_bias:u "
-        "fc1_bias_stride:u fc1_bias_fmt pre_fmt hidden_fmt fc2:u fc2_stride:u fc2_fmt fc2_bias:u "
+        "dst_stride:u x_fmt res_fmt out_fmt fc1:p fc1_stride:u fc1_fmt fc1_bias:p "
+        "fc1_bias_stride:u fc1_bias_fmt pre_fmt hidden_fmt fc2:p fc2_stride:u fc2_fmt fc2_bias:p "
         "fc2_bias_stride:u fc2_bias_fmt y_fmt score_fmt w_bytes:c scratch:u scratch_stride:u"
     ),
     rules=(
@@ -55,6 +56,7 @@ SPEC = OpSpec(
             "y_fmt",
             "score_fmt",
         ),
+        narrow("hidden_fmt", 32),  # fc1's output goes through the 32-bit scratch rows
         frac_le("fc1_bias_fmt", "x_fmt", "fc1_fmt"),
         frac_le("fc2_bias_fmt", "hidden_fmt", "fc2_fmt"),
         table_input("GELU input pre_fmt", frac(F("pre_fmt"))),

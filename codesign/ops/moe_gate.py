@@ -32,7 +32,7 @@ SPEC = OpSpec(
     name="MOE_GATE",
     code=6,
     fields=fields(
-        "src:u src_stride:u tokens:c dim:c experts:c top_k:c weight:u w_fmt w_bytes:c x_fmt "
+        "src:u src_stride:u tokens:c dim:c experts:c top_k:c weight:p w_fmt w_bytes:c x_fmt "
         "logit_fmt score_fmt queue:u"
     ),
     rules=(

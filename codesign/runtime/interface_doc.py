@@ -11,8 +11,9 @@ from pathlib import Path
 
 from ..arch import ArchConfig, register_map
 from ..arch.regmap import AP_DONE, AP_IDLE, AP_READY, AP_START, AUTO_RESTART
+from ..contract import CHECK_ERRORS, STATUS_OFFSET
 from ..numerics.fixed import OVERFLOW, ROUNDING
-from ..program import _H_INPUT, _H_OUTPUTS, HEADER_FIELDS
+from ..program import _H_GEOMETRY, _H_INPUT, _H_OUTPUTS, HEADER_FIELDS
 from ..templates import environment
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,6 +24,7 @@ HEADER_USES = {
     "arena_bytes": "arena size in bytes",
     "bus_bits": "AXI data width the Program is packed for",
     "n_tasks": "number of tasks (valid `task` values are 0 .. n_tasks - 1)",
+    "crc32": "CRC-32 (zlib) of the whole file with this word read as zero: check it",
 }
 CTRL_ACCESS = (
     ("ap_start", AP_START, "R/W: host writes 1 to start; the kernel clears it on taking the run"),
@@ -43,6 +45,9 @@ def render() -> str:
     header_words.append(
         ("output ref of task t", f"{_H_OUTPUTS} + 5t …", "where task t's output rows are")
     )
+    header_words.append(
+        ("image geometry", f"{_H_GEOMETRY}–{_H_GEOMETRY + 3}", "channels, patch, height, width")
+    )
     example = (Path(__file__).parent / "minimal_host.py").read_text().rstrip("\n")
     return env.get_template("interface.md.j2").render(
         regmap_size=f"0x{regmap.size:X}",
@@ -57,6 +62,9 @@ def render() -> str:
         rounding=ROUNDING,
         overflow=OVERFLOW,
         example=example,
+        geometry_word=_H_GEOMETRY,
+        status_offset=STATUS_OFFSET,
+        check_errors=CHECK_ERRORS,
     )
 
 

@@ -8,16 +8,18 @@ purpose (they are the documented interface); the tests compare them with
 """
 
 import time
+import zlib
 
 import numpy as np
 import pynq
 
 # AXI4-Lite registers (ap_ctrl_hs) and CTRL bits
-CTRL, PROGRAM, ARENA, TASK = 0x00, 0x10, 0x1C, 0x28
+CTRL, PROGRAM, ARENA, TASK, STATUS = 0x00, 0x10, 0x1C, 0x28, 0x80
 AP_START, AP_DONE = 0x1, 0x2
 # program.bin header: 32-bit word indices
-H_TOTAL_BYTES, H_ARENA_BYTES, H_BUS_BITS, H_N_TASKS = 4, 11, 12, 16
+H_TOTAL_BYTES, H_CRC32, H_ARENA_BYTES, H_BUS_BITS, H_N_TASKS = 4, 5, 11, 12, 16
 H_INPUT, H_OUTPUTS = 17, 22  # tensor refs: offset, rows, cols, stride, format word
+H_GEOMETRY = 94  # image channels, patch, height, width
 
 
 def padded(value, multiple):
@@ -43,6 +45,8 @@ def quantize(values, fmt_word):
     width, rounding, overflow = fmt_word & 0xFF, (fmt_word >> 17) & 7, (fmt_word >> 20) & 7
     if not (fmt_word >> 16) & 1 or rounding != 2 or overflow != 1:
         raise NotImplementedError("this example handles signed RND/SAT input formats only")
+    if not np.isfinite(values).all():  # NaN has no fixed-point value: refuse, never guess
+        raise ValueError("the input has NaN or infinite values")
     raw = np.floor(np.ldexp(np.asarray(values, np.float64), frac_bits(fmt_word)) + 0.5)
     limit = 2 ** (width - 1)
     return np.clip(raw, -limit, limit - 1).astype(np.int64)
@@ -54,6 +58,10 @@ def run(control, allocate, program, input_raw, task=0, timeout=10.0):
     output as float [rows, cols]."""
     header = np.frombuffer(program[:512], "<u4").astype(np.int64)
     total, arena_bytes = int(header[H_TOTAL_BYTES]), int(header[H_ARENA_BYTES])
+    zeroed = bytearray(program)
+    zeroed[4 * H_CRC32 : 4 * H_CRC32 + 4] = bytes(4)
+    if total != len(program) or zlib.crc32(bytes(zeroed)) != header[H_CRC32]:
+        raise ValueError("program.bin is truncated or corrupted (size or CRC-32)")
     bus_bytes = int(header[H_BUS_BITS]) // 8
     if not 0 <= task < header[H_N_TASKS]:
         raise ValueError(f"task {task}: the program has {header[H_N_TASKS]} task(s)")
@@ -81,6 +89,10 @@ def run(control, allocate, program, input_raw, task=0, timeout=10.0):
     while not control.read(CTRL) & AP_DONE:  # ap_done clears when read
         if time.monotonic() > deadline:
             raise TimeoutError(f"ap_done not set after {timeout} s")
+    status = control.read(STATUS)  # 0: it ran; else the kernel refused and ran nothing
+    if status:
+        where = "the header" if status >> 24 & 1 else f"layer {status >> 8 & 0xFFFF}"
+        raise RuntimeError(f"the kernel refused the program: code {status & 0xFF} at {where}")
 
     arena.sync_from_device()
     out = arena[out_offset // 4 : (out_offset + out_rows * out_stride) // 4]
@@ -88,13 +100,15 @@ def run(control, allocate, program, input_raw, task=0, timeout=10.0):
     return np.ldexp(raw.astype(np.float64), -frac_bits(out_fmt))
 
 
-def on_board(bitfile, program_path, images, patch, task=0):
-    """The whole thing on a PYNQ board: overlay, kernel IP, buffers, one run per image."""
+def on_board(bitfile, program_path, images, task=0):
+    """The whole thing on a PYNQ board: overlay, kernel IP, buffers, one run per image
+    (the patch size comes from the Program header's image geometry)."""
     overlay = pynq.Overlay(bitfile)
     kernel = next(d for d in overlay.ip_dict.values() if ":codesign_top:" in d["type"])
     control = pynq.MMIO(kernel["phys_addr"], kernel["addr_range"])
     with open(program_path, "rb") as handle:
         program = handle.read()
-    input_fmt = int(np.frombuffer(program[:512], "<u4")[H_INPUT + 4])
+    header = np.frombuffer(program[:512], "<u4")
+    input_fmt, patch = int(header[H_INPUT + 4]), int(header[H_GEOMETRY + 1])
     rows = quantize(patchify(images, patch), input_fmt)
     return [run(control, pynq.allocate, program, sample, task) for sample in rows]

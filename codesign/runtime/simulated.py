@@ -213,7 +213,8 @@ class GoldenKernel(KernelModel):
 
     name = "golden"
 
-    def __init__(self, board: str | None = None, cache_size: int = 4):
+    def __init__(self, board: str | None = None, cache_size: int = 4, arch=None):
+        self.arch = arch  # refuse what the kernel for this ArchConfig refuses (else: the loader)
         self._executors: OrderedDict[bytes, object] = OrderedDict()
         self._cache_size = cache_size
         self.board = board
@@ -226,7 +227,8 @@ class GoldenKernel(KernelModel):
     def _executor(self, blob: bytes):
         key = hashlib.blake2b(blob, digest_size=16).digest()
         if key not in self._executors:
-            self._executors[key] = _counting_executor(Program.from_bytes(blob, "program in DDR"))
+            program = Program.from_bytes(blob, "program in DDR")
+            self._executors[key] = _counting_executor(program, self.arch)
             while len(self._executors) > self._cache_size:
                 self._executors.popitem(last=False)
         self._executors.move_to_end(key)
@@ -277,7 +279,7 @@ def input_rows(program: Program, arena: np.ndarray) -> np.ndarray:
     return rows.reshape(ref.rows, ref.stride // 4)[:, : ref.cols].astype(np.int64)
 
 
-def _counting_executor(program: Program):
+def _counting_executor(program: Program, arch=None):
     """A GoldenExecutor that notes each MoE layer's queue lengths (for the cycle model)."""
     from ..golden import GoldenExecutor
 
@@ -291,7 +293,7 @@ def _counting_executor(program: Program):
                 self.expert_counts[layer.name] = read_expert_counts(self.program, self.arena, layer)
             return super().moe_experts(layer, task)
 
-    executor = CountingExecutor(program)
+    executor = CountingExecutor(program, arch)
     executor.expert_counts = None
     return executor
 
@@ -535,10 +537,12 @@ class SimulatedBoard(Device):
         return self.stats.runs[-1] if self.stats.runs else None
 
 
-def golden_board(board: str | None = None, **kwargs) -> SimulatedBoard:
+def golden_board(board: str | None = None, *, arch=None, **kwargs) -> SimulatedBoard:
     """A simulated board computing with the golden executor (fast, always available);
-    with ``board`` each run also reports the cycle model's latency on that board."""
-    return SimulatedBoard(GoldenKernel(board), **kwargs)
+    with ``board`` each run also reports the cycle model's latency on that board; with
+    ``arch`` (an ArchConfig) it refuses exactly what that kernel refuses (STATUS, then
+    ``ProgramRefused`` from the driver), else what no kernel could run."""
+    return SimulatedBoard(GoldenKernel(board, arch=arch), **kwargs)
 
 
 __all__ = [
