@@ -47,16 +47,7 @@ HOST_MODULES = (
     "runtime/minimal_host.py",
     "program.py",
     "contract.py",
-    "ops/__init__.py",
-    "ops/base.py",
-    "ops/expr.py",
-    "ops/linear.py",
-    "ops/embed.py",
-    "ops/layernorm.py",
-    "ops/attention.py",
-    "ops/add.py",
-    "ops/moe_gate.py",
-    "ops/moe_experts.py",
+    "ops/*.py",  # the op registry, every op (the loader checks its rules)
     "golden.py",  # lets the board run the golden simulated board for a comparison
     "numerics/__init__.py",
     "numerics/fixed.py",
@@ -167,9 +158,11 @@ def _copy_driver(dest: Path) -> None:
     (their imports between each other are relative, so they work under that name)."""
     package = Path(__file__).resolve().parent
     target = dest / "host" / HOST_PACKAGE
-    for relative in HOST_MODULES:
-        (target / relative).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(package / relative, target / relative)
+    for pattern in HOST_MODULES:
+        for source in sorted(package.glob(pattern)):
+            relative = source.relative_to(package)
+            (target / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / relative)
     (target / "__init__.py").write_text(HOST_INIT.format(version=__version__))
 
 

@@ -80,6 +80,7 @@ class BuildState:
     # C-sim cases from verify: the golden executor's per-layer outputs of every image/task
     csim_cases: list = field(default_factory=list)
     csim: dict = field(default_factory=dict)  # report entry of the C-simulation
+    rtl_files: dict[str, str] = field(default_factory=dict)  # the rtl step: file -> text
     arch_choice: dict = field(default_factory=dict)
     pruning: dict = field(default_factory=dict)  # summary of --prune or of pruned --weights
     estimate: dict = field(default_factory=dict)  # report entry of the cycle/resource model
@@ -329,6 +330,21 @@ def step_csim(state: BuildState) -> None:
     state.csim = result.to_report()
 
 
+def step_rtl(state: BuildState) -> None:
+    """Render the open RTL of this ArchConfig and precision (``state.rtl_files``: every
+    unit and the filelists), lint it with Verilator and, with ``rtl_synth``, count its
+    resources with Yosys; written to ``rtl/`` with the other outputs."""
+    if not (state.options.rtl or state.options.rtl_synth):
+        return
+    from .rtl import rtl_files, rtl_report
+
+    state.rtl_files = rtl_files(state.arch, state.options.precision)
+    state.report["rtl"] = rtl_report(
+        state.rtl_files, state.arch, state.options.precision,
+        synth_stage=state.options.rtl_synth, program=state.program, board=state.board,
+    )  # fmt: skip
+
+
 def _pruning_report(state: BuildState) -> dict:
     """Per-layer sparsity as pruned and as stored in the Program, and the cycle change."""
     if not state.pruning:
@@ -428,6 +444,7 @@ STEPS: list[tuple[str, Callable[[BuildState], None]]] = [
     ("estimate", step_estimate),
     ("csim", step_csim),
     ("report", step_report),
+    ("rtl", step_rtl),
 ]
 
 
@@ -494,13 +511,10 @@ def write_outputs(state: BuildState, out: Path, plot: bool = True) -> Path:
         if first_image:  # tb_codesign's arguments for Vitis csim/cosim (run_hls.tcl)
             args = ["../program.bin", *(f"tb/cases/task{case.task}" for case in first_image)]
             (tmp / "hls" / "tb" / "args.txt").write_text(" ".join(args) + "\n")
-        if state.options.rtl or state.options.rtl_synth:
-            from .rtl import rtl_report
+        if state.rtl_files:  # the rtl step's artefacts
+            from .rtl import write_rtl
 
-            state.report["rtl"] = rtl_report(
-                tmp / "rtl", state.arch, state.options.precision,
-                synth_stage=state.options.rtl_synth, program=state.program, board=state.board,
-            )  # fmt: skip
+            write_rtl(tmp / "rtl", state.arch, files=state.rtl_files)
         (tmp / "report.json").write_text(json.dumps(state.report, indent=1) + "\n")
     state.out_dir = out
     return out

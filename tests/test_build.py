@@ -183,6 +183,12 @@ def test_build_with_rtl_writes_the_linted_rtl_and_a_filelist(tmp_path):
     assert set(files) < set(report["rtl"]["files"])
     assert all((out / "rtl" / name).is_file() for name in report["rtl"]["files"])
     assert set(report["rtl"]["lint"].values()) == {"clean"}
+    # the rtl step is a build step: without out= its artefacts are on the Build's state
+    build = codesign.build("m3vit-tiny", csim=False, rtl=True)
+    assert "rtl" in build.report["timing"]["stages_s"]
+    assert build.state.rtl_files["filelist.f"] == (out / "rtl" / "filelist.f").read_text()
+    assert build.state.rtl_files["codesign_top.sv"] == (out / "rtl" / "codesign_top.sv").read_text()
+    assert build.report["rtl"]["files"] == report["rtl"]["files"]
 
 
 def test_default_arch_grows_its_buffers_for_a_wider_model():

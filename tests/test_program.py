@@ -12,10 +12,10 @@ from codesign.program import (
     HEADER_BYTES,
     LAYER_WORDS,
     NONE,
+    VERSION,
     Op,
     Program,
     ProgramError,
-    VERSION,
     pack_block_sparse,
     pack_fmt,
     pack_tiles,
@@ -120,7 +120,7 @@ def test_inconsistent_descriptor_is_rejected_even_with_valid_crc(tiny_program):
     # first layer's weight address (field 8 after op and task) pointing past the end
     weight_at = HEADER_BYTES + 4 * (2 + 8)
     far = _recrc(_corrupt(tiny_program, weight_at, (len(tiny_program) + 64).to_bytes(4, "little")))
-    with pytest.raises(ProgramError, match="ERR_REGION at layer 0 .*weights: inside the program"):
+    with pytest.raises(ProgramError, match=r"ERR_REGION at layer 0 .*weights: inside the program"):
         Program.from_bytes(far)
     # destination beyond the arena
     dst_at = HEADER_BYTES + 4 * (2 + 5)

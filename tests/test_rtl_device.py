@@ -12,8 +12,8 @@ import pytest
 from golden_runs import golden_raw, random_images
 from small_models import ARCH_TINY
 
+from codesign.contract import CHECK_ERRORS
 from codesign.golden import GoldenExecutor
-from codesign.hls.render import CHECK_ERRORS
 from codesign.runtime import Accelerator, ModelCard, SimulatedBoard, SimulatedKernelError
 
 pytestmark = [pytest.mark.rtl, pytest.mark.e2e]
@@ -192,7 +192,7 @@ def _refusals(arch):
         ("stride shorter than a row", Op.LINEAR, {"dst_stride": 16}, "REGION"),
         ("expert queue past the arena", Op.MOE_GATE, {"queue": 0x00FF_FF00}, "REGION"),
         ("weights past the program", Op.LINEAR, {"weight": 0x7FFF_FF00}, "REGION"),
-        ("scratch not bus-aligned", Op.MOE_EXPERTS, {"scratch": lambda f: f["scratch"] + 4}, "REGION"),
+        ("scratch not aligned", Op.MOE_EXPERTS, {"scratch": lambda f: f["scratch"] + 4}, "REGION"),
         ("fc2 of the last expert past the end", Op.MOE_EXPERTS, {"fc2_stride": 1 << 24}, "REGION"),
     ]
 

@@ -31,7 +31,7 @@ from ..numerics.aptypes import (
     cache_dir,
     find_gxx,
 )
-from ..program import Layer, Op, Program
+from ..program import Layer, Program
 from .render import KERNEL_SOURCE, TESTBENCH_SOURCE, depth_limits, render_sources
 
 #: g++ flags of the C-simulation: the toolchain defaults, all warnings, and NDEBUG (ap_private
@@ -196,16 +196,9 @@ class CsimCase:
 def output_region(layer: Layer) -> tuple[int, int, int, int] | None:
     """(offset, rows, cols, stride) of the arena region a layer writes, or None (MoE gate:
     its queue is not an output and is shared by every gate)."""
-    f = layer.fields
-    if layer.op == Op.LINEAR:
-        return f["dst"], f["rows"], f["out_dim"], f["dst_stride"]
-    if layer.op == Op.EMBED:
-        return f["dst"], f["patches"] + 1, f["dim"], f["dst_stride"]
-    if layer.op in (Op.LAYERNORM, Op.ADD):
-        return f["dst"], f["rows"], f.get("dim", f.get("cols")), f["dst_stride"]
-    if layer.op in (Op.ATTENTION, Op.MOE_EXPERTS):
-        return f["dst"], f["tokens"], f["dim"], f["dst_stride"]
-    return None
+    from ..ops import spec
+
+    return spec(layer.op).output_region(layer.fields)
 
 
 def expected_regions(

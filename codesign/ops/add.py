@@ -28,4 +28,5 @@ SPEC = OpSpec(
             rows_of("res", "res_stride", F("rows")),
         ),
     ),
+    output=("dst", "dst_stride", "rows", 0, "cols"),
 )

@@ -49,7 +49,7 @@ SPEC = OpSpec(
         ),
     ),
     rows_field="tokens",
-    output=("dst", "dst_stride", "tokens"),
+    output=("dst", "dst_stride", "tokens", 0, "dim"),
 )
 
 __all__ = ["SPEC", "one_of"]

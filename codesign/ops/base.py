@@ -29,7 +29,9 @@ class OpSpec:
     rules: tuple[Rule, ...]  # in check order: the first that fails names the error
     doc: str = ""
     rows_field: str = "rows"  # what counts the rows it processes (for reports)
-    output: tuple[str, str, str] | None = ("dst", "dst_stride", "rows")  # base, stride, rows
+    # the activation it writes: base, stride, rows field, extra rows, cols field (None: the
+    # op writes no activation, e.g. MOE_GATE's queue)
+    output: tuple[str, str, str, int, str] | None = ("dst", "dst_stride", "rows", 0, "dim")
     extras: dict = field(default_factory=dict)
 
     @property
@@ -41,6 +43,13 @@ class OpSpec:
             if key == name:
                 return kind
         raise KeyError(f"{self.name} has no field {name!r}")
+
+    def output_region(self, fields: dict) -> tuple[int, int, int, int] | None:
+        """(arena offset, rows, cols, stride) of the activation a layer writes, or None."""
+        if self.output is None:
+            return None
+        base, stride, rows, extra, cols = self.output
+        return fields[base], fields[rows] + extra, fields[cols], fields[stride]
 
     @property
     def program_addresses(self) -> tuple[str, ...]:

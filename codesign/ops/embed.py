@@ -26,5 +26,5 @@ SPEC = OpSpec(
         ),
     ),
     rows_field="patches",
-    output=("dst", "dst_stride", "patches+1"),
+    output=("dst", "dst_stride", "patches", 1, "dim"),
 )

@@ -311,8 +311,12 @@ def text(node: Expr) -> str:
     """A readable form of a rule for messages and docs."""
     if isinstance(node, C):
         return hex(node.value) if node.value >= 0xFFFF else str(node.value)
-    if isinstance(node, (F, H, P)):
+    if isinstance(node, F):
         return node.name
+    if isinstance(node, H):
+        return f"hdr.{node.name}"
+    if isinstance(node, P):
+        return f"kernel.{node.name}"
     if isinstance(node, FmtPart):
         return f"{'fmt_ok' if node.part == 'ok' else node.part}({text(node.field)})"
     if isinstance(node, (Bin, Cmp, Logic)):

@@ -83,4 +83,5 @@ SPEC = OpSpec(
         *program_block("bias", "bias", vector_bytes(F("out_dim")), present("bias")),
     ),
     extras={"weights": "UCU", "block_index": ("blocks", "nnz", "out_dim", "in_dim")},
+    output=("dst", "dst_stride", "rows", 0, "out_dim"),
 )

@@ -115,5 +115,5 @@ SPEC = OpSpec(
         ),
     ),
     rows_field="tokens",
-    output=("dst", "dst_stride", "tokens"),
+    output=("dst", "dst_stride", "tokens", 0, "dim"),
 )

@@ -8,15 +8,10 @@ to zero and layers that were left dense.
 from __future__ import annotations
 
 from ..estimate import (
-    attention_cycles,
     balanced_counts,
-    elementwise_cycles,
-    experts_cycles,
-    gate_cycles,
-    layernorm_cycles,
     linear_cycles,
 )
-from ..program import NONE, Op, Post, Program
+from ..program import NONE, Op, Program
 
 
 def program_sparsity(program: Program) -> dict:
@@ -68,38 +63,24 @@ def program_cycles(program: Program, task: int = 0) -> dict:
     Layers run one after another (the estimator's per-op schedules, summed); MoE
     experts assume balanced routing since no golden run is at hand.
     """
+    from ..estimate import _layer_estimate
+
     bus = program.bus_bits // 8
-    ti, to = program.tile_in, program.tile_out
+    top_k = next((g.fields["top_k"] for g in program.layers if g.op == Op.MOE_GATE), 2)
     per_layer, linear, other = {}, 0, 0
     for layer in program.layers:
         if layer.task not in (-1, task):
             continue
         f = layer.fields
+        counts = (
+            balanced_counts(f["tokens"], f["experts"], top_k)
+            if layer.op == Op.MOE_EXPERTS
+            else None
+        )
+        cycles = _layer_estimate(program, layer, bus, counts)["compute_cycles"]
         if layer.op == Op.LINEAR:
-            cycles = linear_cycles(
-                f["rows"], f["in_dim"], f["out_dim"], ti, to, f["w_bytes"], bus,
-                stored_tiles=_stored_tiles(program, f), residual=f["post"] == Post.ADD,
-            )  # fmt: skip
             linear += cycles
         else:
-            if layer.op == Op.EMBED:
-                cycles = elementwise_cycles(f["patches"] + 1, f["dim"], to, bus, inputs=2)
-            elif layer.op == Op.LAYERNORM:
-                cycles = layernorm_cycles(f["rows"], f["dim"], ti, bus)
-            elif layer.op == Op.ATTENTION:
-                cycles = attention_cycles(f["tokens"], f["dim"], f["heads"], f["parallel"], bus)
-            elif layer.op == Op.ADD:
-                cycles = elementwise_cycles(f["rows"], f["cols"], to, bus, inputs=2)
-            elif layer.op == Op.MOE_GATE:
-                cycles = gate_cycles(
-                    f["tokens"], f["dim"], f["experts"], f["top_k"], ti, to, f["w_bytes"], bus
-                )
-            else:  # MOE_EXPERTS
-                top_k = next((g.fields["top_k"] for g in program.layers if g.op == Op.MOE_GATE), 2)
-                counts = balanced_counts(f["tokens"], f["experts"], top_k)
-                cycles = experts_cycles(
-                    counts, f["tokens"], f["dim"], f["hidden"], ti, to, f["w_bytes"], bus
-                )
             other += cycles
         per_layer[layer.name] = cycles
     return {"linear": linear, "other": other, "total": linear + other, "per_layer": per_layer}

@@ -11,29 +11,33 @@
 
 from __future__ import annotations
 
-from .render import list_units, render_all, rtl_params, unit_sources, write_rtl
+from .render import list_units, render_all, rtl_files, rtl_params, unit_sources, write_rtl
 
-__all__ = ["list_units", "render_all", "rtl_params", "rtl_report", "unit_sources", "write_rtl"]
+__all__ = [
+    "list_units",
+    "render_all",
+    "rtl_files",
+    "rtl_params",
+    "rtl_report",
+    "unit_sources",
+    "write_rtl",
+]
 
 
-def rtl_report(out_dir, arch, precision=None, *, synth_stage=None, synth_units=("cds_ucu",),
-               program=None, board=None, lint=True) -> dict:  # fmt: skip
-    """Write the rendered RTL into `out_dir` (``rtl/`` of a build) and return the report
-    section: files, lint result per unit (when Verilator is installed) and, when
-    `synth_stage` is given ("full", "ffs" or "dsp"), Yosys resource counts of
+def rtl_report(files, arch, precision=None, *, synth_stage=None, synth_units=("cds_ucu",),
+               program=None, board=None, lint=True, dir_name="rtl") -> dict:  # fmt: skip
+    """The report section of the rendered RTL ``files`` (``rtl_files``; a build writes
+    them into ``rtl/``): files, lint result per unit (when Verilator is installed) and,
+    when `synth_stage` is given ("full", "ffs" or "dsp"), Yosys resource counts of
     `synth_units` next to the estimator's lines for the same hardware (needs `program`
     and `board`). Paths in the section are relative to the build directory."""
-    from pathlib import Path
-
     from . import sim
     from . import synth as synth_mod
 
-    out = Path(out_dir)
-    paths = write_rtl(out, arch, precision)
     section = {
-        "dir": out.name,
-        "filelist": f"{out.name}/filelist.f",
-        "files": [p.name for p in paths],
+        "dir": dir_name,
+        "filelist": f"{dir_name}/filelist.f",
+        "files": [name for name in files if name.endswith(".sv")],
         "arch": {"tile_in": arch.tile_in, "tile_out": arch.tile_out, "bus_bits": arch.bus_bits},
         "vivado": "found on PATH" if synth_mod.vivado_available() else "absent (not run)",
     }

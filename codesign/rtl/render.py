@@ -342,20 +342,30 @@ def render_all(arch: ArchConfig, precision: Precision | str | None = None) -> di
     return unit_sources(list_units(), arch, precision)
 
 
+def rtl_files(arch: ArchConfig, precision: Precision | str | None = None) -> dict[str, str]:
+    """Every rendered unit, plus ``filelist.f`` (the accelerator, ``codesign_top`` and what
+    it instantiates, in compile order: what a synthesis project takes) and
+    ``filelist_sim.f`` (``codesign_tb``: the top with the simulated DDR)."""
+    files = dict(render_all(arch, precision))
+    for listing, top in (("filelist.f", TOP), ("filelist_sim.f", SIM_TOP)):
+        names = unit_sources(top, arch, precision)
+        files[listing] = "".join(f"{name}\n" for name in names)
+    return files
+
+
 def write_rtl(
-    out_dir: Path | str, arch: ArchConfig, precision: Precision | str | None = None
+    out_dir: Path | str,
+    arch: ArchConfig,
+    precision: Precision | str | None = None,
+    files: dict[str, str] | None = None,
 ) -> list[Path]:
-    """Write every rendered unit into `out_dir`, plus ``filelist.f`` (the accelerator,
-    ``codesign_top`` and what it instantiates, in compile order: what a synthesis project
-    takes) and ``filelist_sim.f`` (``codesign_tb``: the top with the simulated DDR)."""
+    """Write ``rtl_files`` (or ``files``, already rendered) into `out_dir`; the .sv paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, text in render_all(arch, precision).items():
+    for name, text in (files or rtl_files(arch, precision)).items():
         path = out / name
         path.write_text(text)
-        paths.append(path)
-    for listing, top in (("filelist.f", TOP), ("filelist_sim.f", SIM_TOP)):
-        names = unit_sources(top, arch, precision)
-        (out / listing).write_text("".join(f"{name}\n" for name in names))
+        if name.endswith(".sv"):
+            paths.append(path)
     return paths

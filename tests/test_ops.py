@@ -1,0 +1,138 @@
+"""The op registry: one rule table, generated into the C++ kernel, the SV controller and
+the Python check; its docs; and the structure the generators rely on."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+from small_models import ARCH_TINY
+
+from codesign import ops
+from codesign.arch import ArchConfig
+from codesign.contract import ERROR_CODES
+from codesign.ops import BY_CODE, SPECS, cpp_check, kernel_check_params, sv_layer_check
+from codesign.ops.expr import Bin, CeilDiv, Cmp, F, FmtPart, Logic, Not, Rule
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def test_rules_doc_is_up_to_date():
+    from codesign.ops import doc
+
+    assert doc.DOC.read_text() == doc.render(), "stale: python -m codesign.ops.doc"
+
+
+def test_program_format_doc_lists_every_field_of_every_op():
+    text = (DOCS / "program-format.md").read_text()
+    for spec in SPECS:
+        section = text.split(f"### {spec.name} (op {spec.code})")[1].split("###")[0]
+        section = section.split("## ")[0]
+        listed = re.findall(r"^\| (\d+) \| `(\w+)` \|$", section, re.M)
+        assert listed == [(str(i + 2), name) for i, name in enumerate(spec.field_names)]
+
+
+def _linear_rows_rule_changed(limit: int):
+    """The registry with LINEAR's row range rule's upper bound replaced by ``limit``."""
+    linear = BY_CODE[1]
+    rules = list(linear.rules)
+    index = next(i for i, r in enumerate(rules) if r.why.startswith("rows in"))
+    rules[index] = Rule("SIZE", (F("rows") >= 1) & (F("rows") <= limit), why=f"rows <= {limit}")
+    changed = dataclasses.replace(linear, rules=tuple(rules))
+    return tuple(changed if s is linear else s for s in SPECS), changed
+
+
+def test_one_rule_changed_changes_the_cpp_the_sv_and_the_python_check(monkeypatch, tiny_build):
+    """The three checks are generated from the rule table: edit one rule and all three
+    follow (nothing restates it by hand)."""
+    from codesign.hls.render import render_sources
+    from codesign.program import Program
+    from codesign.rtl.render import check_context
+
+    arch = tiny_build.state.arch
+    params = kernel_check_params(arch)
+    limit = 7  # below every kernel's max_tokens: a value nobody else emits
+    before_cpp = render_sources(arch)["src/codesign_top.cpp"]
+    before_sv = check_context(arch, None)["layer"]
+    program = Program.from_bytes(tiny_build.program_bytes)
+    specs, changed = _linear_rows_rule_changed(limit)
+    monkeypatch.setattr(ops, "SPECS", specs)
+    monkeypatch.setitem(ops.BY_CODE, 1, changed)
+    after_cpp = render_sources(arch)["src/codesign_top.cpp"]
+    after_sv = check_context(arch, None)["layer"]
+    cpp_rows = "((i64)d[LINEAR_ROWS] <= {}LL)"
+    sv_rows = "(longint'($signed(f[2])) <= 64'sd{})"
+    assert cpp_rows.format(params["max_tokens"]) in before_cpp
+    assert cpp_rows.format(limit) in after_cpp and cpp_rows.format(limit) not in before_cpp
+    assert sv_rows.format(params["max_tokens"]) in before_sv
+    assert sv_rows.format(limit) in after_sv and sv_rows.format(limit) not in before_sv
+    index = next(i for i, layer in enumerate(program.layers) if layer.op.name == "LINEAR")
+    program.layers[index].fields["rows"] = limit + 1
+    refusal = ops.check_blob(program.to_bytes(), params, 0)
+    assert (refusal.code, refusal.layer) == (ERROR_CODES["SIZE"], index)
+
+
+def test_every_op_and_error_reaches_both_generated_checks():
+    params = kernel_check_params(ArchConfig())
+    cpp, sv = cpp_check(params), sv_layer_check(params)
+    for spec in SPECS:
+        assert f"case OP_{spec.name}:" in cpp
+        assert f"32'd{spec.code}: begin  // {spec.name}" in sv
+        for rule in spec.rules:
+            assert f"return ERR_{rule.error};" in cpp
+            assert f"layer_err = 8'd{ERROR_CODES[rule.error]};" in sv
+    assert max(BY_CODE) < 1 << ops.OP_CODE_BITS
+
+
+def _arithmetic_fields(node) -> set[str]:
+    """Fields that appear inside +, -, *, ceil_div (not in plain comparisons)."""
+    if isinstance(node, (Bin, CeilDiv)):
+        return node.fields() if isinstance(node, Bin) else node.a.fields()
+    if isinstance(node, (Cmp, Logic)):
+        return _arithmetic_fields(node.a) | _arithmetic_fields(node.b)
+    if isinstance(node, Not):
+        return _arithmetic_fields(node.a)
+    if isinstance(node, FmtPart):
+        return set()
+    return set()
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+def test_counts_are_range_checked_before_any_arithmetic_uses_them(spec):
+    """Every rule runs only after the ones before it passed, so products stay far below
+    2**63 in C++, SV and Python alike, provided each count used in arithmetic has had
+    its range rule first (and the rule table refers only to its own fields)."""
+    kinds = dict(spec.fields)
+    checked: set[str] = set()
+    for rule in spec.rules:
+        assert rule.fields() <= set(kinds) | {"task"}, rule.why
+        for name in _arithmetic_fields(rule.must) | (
+            _arithmetic_fields(rule.when) if rule.when is not None else set()
+        ):
+            if kinds.get(name) == "c":
+                assert name in checked, f"{spec.name}: {name} used in {rule.why!r} unchecked"
+        if rule.error == "SIZE" or rule.why.startswith(("parallel", "post", "stat_shift")):
+            checked |= {n for n in rule.must.fields() if kinds.get(n) == "c"}
+        if rule.error in ("WEIGHT", "BLOCKS"):
+            checked |= {n for n in rule.must.fields() if kinds.get(n) == "c"}
+
+
+def test_the_python_check_never_raises_on_garbage():
+    import numpy as np
+
+    from codesign.fuzz import recrc
+    from codesign.program import MAGIC
+
+    params = kernel_check_params(ARCH_TINY)
+    rng = np.random.default_rng(0)
+    for length in [0, 3, 511, 512, 513, 700, 2048, 20000]:
+        for _ in range(20):
+            blob = bytearray(rng.integers(0, 256, length, np.uint8).tobytes())
+            if length >= 8:
+                blob[:8] = MAGIC
+            if length >= 16 and rng.random() < 0.5:
+                blob[8:12] = (2).to_bytes(4, "little")  # version
+            result = ops.check_blob(recrc(bytes(blob)), params, int(rng.integers(0, 3)))
+            assert result is None or result.code in ERROR_CODES.values()
