@@ -52,6 +52,7 @@ HOST_MODULES = (
     "numerics/__init__.py",
     "numerics/fixed.py",
     "numerics/tables.py",
+    "numerics/exact.py",
     "arch/__init__.py",
     "arch/boards.py",
     "arch/config.py",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -110,3 +111,64 @@ def file_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# ---------------------------------------------------------------- compiled artefacts
+
+
+def cache_dir() -> Path:
+    """Per-user cache of compiled artefacts: ``$CODESIGN_CACHE``, else
+    ``$XDG_CACHE_HOME/codesign``, else ``~/.cache/codesign``."""
+    root = os.environ.get("CODESIGN_CACHE")
+    if root:
+        return Path(root)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "codesign"
+
+
+def cache_key(*parts) -> str:
+    """A short digest of everything a build depends on (sources, flags, tool versions)."""
+    import hashlib
+    import json
+
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def cached_build(
+    kind: str,
+    key: str,
+    build,
+    *,
+    complete=None,
+    force: bool = False,
+    on_failure=None,
+) -> tuple[Path, bool]:
+    """The cache entry ``cache_dir()/kind/key`` for one compiled artefact, built now by
+    ``build(work_dir)`` when it is missing: (entry, built now).
+
+    One builder per entry across processes (a file lock); the build happens in a temp
+    folder beside the entry, renamed into place only when complete, so an interrupted or
+    failed build never leaves an entry that looks finished. ``complete(entry)`` says
+    whether an entry is usable (default: it exists); ``on_failure(work_dir)`` may save a
+    log before the temp folder goes.
+    """
+    complete = complete or Path.is_dir
+    base = cache_dir() / kind
+    entry = base / key
+    if not force and complete(entry):
+        return entry, False
+    with file_lock(base / "locks" / f"{key}.lock"):
+        if not force and complete(entry):  # another process built it while we waited
+            return entry, False
+        work = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=base))
+        try:
+            build(work)
+            shutil.rmtree(entry, ignore_errors=True)
+            work.rename(entry)
+        except BaseException:
+            if on_failure is not None:
+                on_failure(work)
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+    return entry, True

@@ -35,7 +35,7 @@ from scalar_reference import (
 from scalar_reference import apply_overflow as ref_apply_overflow
 from scalar_reference import shift_round as ref_shift_round
 
-import codesign.golden as golden_module
+import codesign.numerics.exact as exact_module
 from codesign.arch import ArchConfig, Precision
 from codesign.flow import STEPS, BuildState, make_options
 from codesign.golden import GoldenExecutor
@@ -935,15 +935,17 @@ def big_operands(in_dim: int, seed: int = 0):
 def matmul_bounds():
     """Record the bound max|a| * max|b| * k of every golden matmul_exact call (the golden
     executor multiplies in float64 only when it is below 2**53)."""
+    from codesign.ops import linear
+
     bounds: list[int] = []
-    real = golden_module.matmul_exact
+    real = linear.matmul_exact
 
     def spy(a, b):
         bounds.append(int(np.abs(a).max()) * int(np.abs(b).max()) * a.shape[1])
         return real(a, b)
 
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(golden_module, "matmul_exact", spy)
+    with pytest.MonkeyPatch.context() as mp:  # LINEAR's semantics (codesign/ops/linear.py)
+        mp.setattr(linear, "matmul_exact", spy)
         yield bounds
 
 
@@ -961,7 +963,7 @@ def test_linear_exact_beyond_float64():
 
     with matmul_bounds() as bounds:
         got, ref, _ = compare(program, x)
-    assert bounds and min(bounds) >= golden_module._EXACT_FLOAT  # the int64 path ran
+    assert bounds and min(bounds) >= exact_module._EXACT_FLOAT  # the int64 path ran
     want = [s - ((s >> 24) << 24) for s in sums[0]]  # = s mod 2**24, odd
     assert ref.output[0] == want
     assert np.array_equal(got.output[0], want)
@@ -969,7 +971,7 @@ def test_linear_exact_beyond_float64():
 
     # and a golden executor that trusted float64 here would be caught
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(golden_module, "_EXACT_FLOAT", float("inf"))
+        mp.setattr(exact_module, "_EXACT_FLOAT", float("inf"))
         shortcut = GoldenExecutor(program).run(x, 0)
     assert not np.array_equal(shortcut.output, got.output)
 
@@ -986,7 +988,7 @@ def test_linear_at_the_float64_boundary():
         program = exact_linear_program(x, w, [-(s >> 24), 0])
         with matmul_bounds() as bounds:
             _, ref, _ = compare(program, x)
-        paths.add(bounds[0] >= golden_module._EXACT_FLOAT)
+        paths.add(bounds[0] >= exact_module._EXACT_FLOAT)
         assert ref.output[0][0] == s - ((s >> 24) << 24)
         assert abs(s) <= 2**53
     assert paths == {True, False}  # both the int64 and the float64 path ran

@@ -136,3 +136,20 @@ def test_the_python_check_never_raises_on_garbage():
                 blob[8:12] = (2).to_bytes(4, "little")  # version
             result = ops.check_blob(recrc(bytes(blob)), params, int(rng.integers(0, 3)))
             assert result is None or result.code in ERROR_CODES.values()
+
+
+def test_every_op_carries_its_semantics_and_cycle_model():
+    """Golden execution and the cycle model are reached through the registry (no op is
+    special-cased by name in codesign.golden or codesign.estimate.cycles)."""
+    import inspect
+
+    from codesign import golden
+    from codesign.estimate import cycles
+
+    for spec in SPECS:
+        assert callable(spec.golden) and callable(spec.estimate), spec.name
+        assert 2.0 <= spec.round_trips <= 8.0, spec.name
+    for function in (golden.GoldenExecutor, cycles._layer_estimate, cycles.exposed_latency):
+        text = inspect.getsource(function)
+        for spec in SPECS:
+            assert f"Op.{spec.name}" not in text, (function.__name__, spec.name)

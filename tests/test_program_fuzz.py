@@ -85,4 +85,4 @@ def test_a_crashing_kernel_is_a_finding_not_the_end(builds, tmp_path, monkeypatc
     monkeypatch.setenv("CODESIGN_FUZZ_CRASH_ON", "CRASH!")
     results = fuzz.CsimRunner(ARCH_TINY, items, _raw(builds[0])).wait()
     assert results[2].crash and "exit status" in results[2].crash
-    assert all(results[i].crash is None for i in (0, 1, 3, 4, 5))
+    assert all(results[i].crash is None for i in (0, 1, 3, 4, 5)), results

@@ -28,10 +28,10 @@ from ..numerics.aptypes import (
     DEFAULT_CXXFLAGS,
     ApTypesNotFoundError,
     ap_types_include,
-    cache_dir,
     find_gxx,
 )
 from ..program import Layer, Program
+from ..util import cached_build
 from .render import KERNEL_SOURCE, TESTBENCH_SOURCE, depth_limits, render_sources
 
 #: g++ flags of the C-simulation: the toolchain defaults, all warnings, and NDEBUG (ap_private
@@ -124,28 +124,21 @@ def build_csim(
     gxx = find_gxx()
     sources = sources if sources is not None else render_sources(arch, board)
     key = _source_key(sources, gxx)
-    root = cache_dir() / "csim" / key
-    exe = root / "tb_codesign"
-    if exe.is_file() and os.access(exe, os.X_OK) and not force:
-        warnings_file = root / "warnings.txt"
-        warnings = warnings_file.read_text().splitlines() if warnings_file.is_file() else []
-        return CsimBinary(exe, key, 0.0, True, [w for w in warnings if w])
-
-    root.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root.parent))
-    try:
+    found: list[str] = []
+
+    def build(work: Path) -> None:
         for relative, text in sources.items():
-            path = tmp / relative
+            path = work / relative
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
-        includes = [f"-I{ap_types_include()}", f"-I{tmp / 'src'}"]
+        includes = [f"-I{ap_types_include()}", f"-I{work / 'src'}"]
         units = [KERNEL_SOURCE, TESTBENCH_SOURCE]
 
         def compile_unit(relative: str) -> tuple[str, str]:
-            obj = tmp / (Path(relative).stem + ".o")
+            obj = work / (Path(relative).stem + ".o")
             cmd = [gxx, *CSIM_FLAGS, *includes, "-c", relative, "-o", str(obj)]
-            res = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, check=False)
+            res = subprocess.run(cmd, cwd=work, capture_output=True, text=True, check=False)
             if res.returncode != 0:
                 raise CsimError(
                     f"g++ failed on {relative} ({res.returncode}):\n{res.stderr[-6000:]}"
@@ -155,26 +148,29 @@ def build_csim(
         with ThreadPoolExecutor(max_workers=2) as pool:
             compiled = list(pool.map(compile_unit, units))
         link = subprocess.run(
-            [gxx, *(obj for obj, _ in compiled), "-o", str(tmp / "tb_codesign")],
+            [gxx, *(obj for obj, _ in compiled), "-o", str(work / "tb_codesign")],
             capture_output=True,
             text=True,
             check=False,
         )
         if link.returncode != 0:
             raise CsimError(f"linking the C-simulation failed:\n{link.stderr[-4000:]}")
-        warnings = _own_warnings("\n".join(err for _, err in compiled), tmp)
-        (tmp / "warnings.txt").write_text("\n".join(warnings) + ("\n" if warnings else ""))
+        found.extend(_own_warnings("\n".join(err for _, err in compiled), work))
+        (work / "warnings.txt").write_text("\n".join(found) + ("\n" if found else ""))
         for obj, _ in compiled:
             Path(obj).unlink()
-        if force and root.exists():
-            shutil.rmtree(root, ignore_errors=True)
-        try:
-            tmp.rename(root)
-        except OSError:  # another process published the same key first
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    def usable(entry: Path) -> bool:
+        exe = entry / "tb_codesign"
+        return exe.is_file() and os.access(exe, os.X_OK)
+
+    root, built = cached_build("csim", key, build, complete=usable, force=force)
+    exe = root / "tb_codesign"
+    if not built:
+        warnings_file = root / "warnings.txt"
+        warnings = warnings_file.read_text().splitlines() if warnings_file.is_file() else []
+        return CsimBinary(exe, key, 0.0, True, [w for w in warnings if w])
+    warnings = found
     seconds = round(time.perf_counter() - started, 3)
     return CsimBinary(exe, key, seconds, False, warnings)
 

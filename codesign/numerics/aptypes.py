@@ -14,10 +14,11 @@ import importlib.util
 import os
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from ..util import cache_dir, cached_build
 
 __all__ = [
     "DEFAULT_CXXFLAGS",
@@ -65,16 +66,6 @@ def find_gxx() -> str | None:
     return shutil.which(os.environ.get("CXX", "g++"))
 
 
-def cache_dir() -> Path:
-    """Per-user cache for compiled helpers ($CODESIGN_CACHE, else XDG cache/codesign)."""
-    root = os.environ.get("CODESIGN_CACHE")
-    if root:
-        return Path(root)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg) if xdg else Path.home() / ".cache"
-    return base / "codesign"
-
-
 def _compiler_id(gxx: str) -> str:
     out = subprocess.run([gxx, "--version"], capture_output=True, text=True, check=False)
     return out.stdout.splitlines()[0] if out.stdout else gxx
@@ -110,17 +101,11 @@ def compile_cpp(
         h.update(part.encode())
         h.update(b"\0")
     key = h.hexdigest()[:20]
-    out_dir = cache_dir() / "cbin"
-    exe = out_dir / f"{name}-{key}"
-    if exe.is_file() and os.access(exe, os.X_OK):
-        return exe
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f"{name}-", dir=out_dir) as tmp:
-        tmpdir = Path(tmp)
+    def build(work: Path) -> None:
         srcs = []
         for i, text in enumerate(units):
-            src = tmpdir / f"u{i}.cpp"
+            src = work / f"u{i}.cpp"
             src.write_text(text)
             srcs.append(src)
 
@@ -132,11 +117,12 @@ def compile_cpp(
         n_jobs = jobs or min(len(srcs), os.cpu_count() or 1)
         with ThreadPoolExecutor(max_workers=max(1, n_jobs)) as pool:
             objs = list(pool.map(_cc, srcs))
-        tmp_exe = tmpdir / "a.out"
-        _run([gxx, *[str(o) for o in objs], "-o", str(tmp_exe)])
-        # Atomic publish: concurrent builders of the same key just overwrite each other.
-        os.replace(tmp_exe, exe)
-    return exe
+        _run([gxx, *[str(o) for o in objs], "-o", str(work / name)])
+        for obj in objs:
+            obj.unlink()
+
+    entry, _ = cached_build("cbin", f"{name}-{key}", build, complete=lambda e: (e / name).is_file())
+    return entry / name
 
 
 def _run(cmd: list[str]) -> None:

@@ -1,7 +1,58 @@
 """ADD: element-wise sum of two activation matrices, aligned to the finer format."""
 
+from __future__ import annotations
+
+import numpy as np
+
+from ..numerics.exact import align
 from .base import OpSpec, arena_rows, disjoint, fields, formats, in_range, rows_of
 from .expr import F, P
+
+
+def golden(ex, layer, task: int) -> np.ndarray | None:
+    f = layer.fields
+    x_fmt, res_fmt, out_fmt = (layer.fmt(k) for k in ("x_fmt", "res_fmt", "out_fmt"))
+    x = ex.read(f["src"], f["rows"], f["cols"], f["src_stride"])
+    res = ex.read(f["res"], f["rows"], f["cols"], f["res_stride"])
+    frac = max(x_fmt.frac_bits, res_fmt.frac_bits)
+    y = ex.quant(
+        align(x, x_fmt.frac_bits, frac) + align(res, res_fmt.frac_bits, frac), frac, out_fmt
+    )
+    ex.write(f["dst"], f["dst_stride"], y)
+    return y
+
+
+def estimate(program, layer, bus: int, counts: list[int] | None, dense: bool) -> dict:
+    """Cycles of the op's schedule, their breakdown and the parts that bound it, useful
+    MACs and DDR bytes (codesign.estimate; ``dense``: as if every weight tile were stored)."""
+    from ..estimate.cycles import (
+        ELEMENTWISE_PIPELINE,
+        beats,
+        elementwise_cycles,
+        row_parts,
+        rows_breakdown,
+    )
+
+    f = layer.fields
+    to = program.tile_out
+    macs = weight_bytes = act_bytes = 0
+    extra: dict = {}
+    cycles = elementwise_cycles(f["rows"], f["cols"], to, bus, inputs=2)
+    parts = row_parts(f["rows"], -(-f["cols"] // to), 2 * beats(4 * f["cols"], bus))
+    breakdown = rows_breakdown(
+        f["rows"], -(-f["cols"] // to), 2 * beats(4 * f["cols"], bus), ELEMENTWISE_PIPELINE
+    )
+    act_bytes = f["rows"] * (f["src_stride"] + f["res_stride"] + f["dst_stride"])
+    return {
+        "cycles": cycles,
+        "breakdown": breakdown,
+        "parts": parts,
+        "macs": macs,
+        "weight_bytes": weight_bytes,
+        "act_bytes": act_bytes,
+        **extra,
+    }
+
 
 SPEC = OpSpec(
     name="ADD",
@@ -29,4 +80,7 @@ SPEC = OpSpec(
         ),
     ),
     output=("dst", "dst_stride", "rows", 0, "cols"),
+    golden=golden,
+    estimate=estimate,
+    round_trips=3.7,
 )

@@ -1,6 +1,13 @@
 """ATTENTION: multi-head self-attention on a [tokens, 3 dim] QKV matrix, Edge-MoE's
 reordered loop with ``parallel`` query slots and single-pass softmax."""
 
+from __future__ import annotations
+
+import numpy as np
+
+from ..numerics.exact import matmul_exact, shift_round_rows
+from ..numerics.fixed import Fixed, apply_overflow, shift_round
+from ..numerics.tables import exp_neg, recip
 from .base import (
     OpSpec,
     arena_rows,
@@ -13,6 +20,94 @@ from .base import (
     table_input,
 )
 from .expr import F, P, Rule, divides, frac, one_of
+
+
+def _softmax_stats(ex, scores: np.ndarray, score_frac: int, parallel: int, sum_fmt: Fixed):
+    """Running max m and sum s per (head, query) over keys in the rotated order.
+
+    Query i sits in slot i mod P and sees keys (i mod P + t) mod N for t = 0..N-1.
+    New key x: if x > m, s = round(s * e^(m-x)) + 1 and m = x; else s += e^(x-m).
+    """
+    _heads, tokens, _ = scores.shape
+    table = ex.tables["exp"]
+    one = int(table.values[0])
+    queries = np.arange(tokens)
+    start = queries % parallel
+    m = scores[:, queries, start]
+    s = np.full(m.shape, one, np.int64)
+    for step in range(1, tokens):
+        x = scores[:, queries, (start + step) % tokens]
+        e = exp_neg(-np.abs(x - m), score_frac, table)
+        greater = x > m
+        rescaled = shift_round(s * e, table.fmt.frac_bits, sum_fmt.rounding) + one
+        s = np.where(greater, rescaled, s + e)
+        s = apply_overflow(s, sum_fmt.width, sum_fmt.signed, sum_fmt.overflow)
+        m = np.maximum(m, x)
+    return m, s
+
+
+def golden(ex, layer, task: int) -> np.ndarray | None:
+    f = layer.fields
+    qkv_fmt, score_fmt, sum_fmt, prob_fmt, out_fmt = (
+        layer.fmt(k) for k in ("qkv_fmt", "score_fmt", "sum_fmt", "prob_fmt", "out_fmt")
+    )
+    tokens, dim, heads = f["tokens"], f["dim"], f["heads"]
+    head_dim = dim // heads
+    exp_table, recip_table = ex.tables["exp"], ex.tables["recip"]
+    if sum_fmt.frac_bits != exp_table.fmt.frac_bits:
+        raise ValueError(f"{layer.name}: sum format must have the exp table's fraction bits")
+    qkv = ex.read(f["src"], tokens, 3 * dim, f["src_stride"])
+    split = qkv.reshape(tokens, 3, heads, head_dim).transpose(1, 2, 0, 3)  # [3, H, N, hd]
+    scores = np.stack([matmul_exact(split[0, h], split[1, h]) for h in range(heads)])
+    scores = ex.quant(scores, 2 * qkv_fmt.frac_bits, score_fmt)
+    m, s = _softmax_stats(ex, scores, score_fmt.frac_bits, f["parallel"], sum_fmt)
+    mant, exponent = recip(s, exp_table.fmt.frac_bits, recip_table)
+    out = np.zeros((tokens, dim), np.int64)
+    for h in range(heads):
+        e = exp_neg(scores[h] - m[h][:, None], score_fmt.frac_bits, exp_table)
+        shifts = exp_table.fmt.frac_bits + recip_table.fmt.frac_bits + exponent[h]
+        shifts = shifts - prob_fmt.frac_bits
+        probs = shift_round_rows(e * mant[h][:, None], shifts, prob_fmt.rounding)
+        probs = apply_overflow(probs, prob_fmt.width, prob_fmt.signed, prob_fmt.overflow)
+        acc = matmul_exact(probs, split[2, h].T)
+        out[:, h * head_dim : (h + 1) * head_dim] = ex.quant(
+            acc, prob_fmt.frac_bits + qkv_fmt.frac_bits, out_fmt
+        )
+    ex.write(f["dst"], f["dst_stride"], out)
+    return out
+
+
+def estimate(program, layer, bus: int, counts: list[int] | None, dense: bool) -> dict:
+    """Cycles of the op's schedule, their breakdown and the parts that bound it, useful
+    MACs and DDR bytes (codesign.estimate; ``dense``: as if every weight tile were stored)."""
+    from ..estimate.cycles import ATTENTION_PIPELINE, attention_cycles, beats, breakdown_parts
+
+    f = layer.fields
+    macs = weight_bytes = act_bytes = 0
+    extra: dict = {}
+    tokens, dim = f["tokens"], f["dim"]
+    cycles = attention_cycles(tokens, dim, f["heads"], f["parallel"], bus)
+    macs = 2 * tokens * tokens * dim
+    slots = min(f["parallel"], tokens)
+    passes = f["heads"] * 2 * (-(-tokens // slots) * tokens + slots - 1)
+    parts = {"activations": tokens * beats(12 * dim, bus), "compute": passes}
+    breakdown = breakdown_parts(
+        compute=passes,
+        activations=tokens * beats(12 * dim, bus),
+        control=f["heads"] * ATTENTION_PIPELINE,
+    )
+    act_bytes = tokens * (f["src_stride"] + f["dst_stride"])
+    extra = {"parallel": f["parallel"], "head_dim": dim // f["heads"]}
+    return {
+        "cycles": cycles,
+        "breakdown": breakdown,
+        "parts": parts,
+        "macs": macs,
+        "weight_bytes": weight_bytes,
+        "act_bytes": act_bytes,
+        **extra,
+    }
+
 
 SPEC = OpSpec(
     name="ATTENTION",
@@ -50,6 +145,9 @@ SPEC = OpSpec(
     ),
     rows_field="tokens",
     output=("dst", "dst_stride", "tokens", 0, "dim"),
+    golden=golden,
+    estimate=estimate,
+    round_trips=3.0,
 )
 
 __all__ = ["SPEC", "one_of"]

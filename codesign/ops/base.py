@@ -7,6 +7,7 @@ aligned to the bus, a stride that holds a padded row, and an end inside the buff
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..contract import NONE
@@ -33,6 +34,15 @@ class OpSpec:
     # op writes no activation, e.g. MOE_GATE's queue)
     output: tuple[str, str, str, int, str] | None = ("dst", "dst_stride", "rows", 0, "dim")
     extras: dict = field(default_factory=dict)
+    # the bit-exact semantics: golden(executor, layer, task) -> the output it wrote (or
+    # None), with the executor's arena, weights, tables and requantiser (codesign.golden)
+    golden: Callable | None = None
+    # the cycle model: estimate(program, layer, bus_bytes, expert_counts, dense) -> dict
+    # (codesign.estimate), and the DDR round trips a layer leaves exposed (measured on the
+    # RTL top as the slope of its cycles over DDR latency: docs/rtl-top.md)
+    estimate: Callable | None = None
+    round_trips: float = 3.0
+    round_trips_per_expert: float = 0.0  # MOE_EXPERTS: more per expert with tokens
 
     @property
     def field_names(self) -> tuple[str, ...]:

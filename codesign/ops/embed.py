@@ -1,8 +1,62 @@
 """EMBED: the class token and the patch embeddings plus positions:
 out[0] = pos[0] (class token folded in), out[1 + p] = x[p] + pos[1 + p]."""
 
+from __future__ import annotations
+
+import numpy as np
+
+from ..numerics.exact import align
 from .base import OpSpec, arena_rows, disjoint, fields, formats, in_range, program_block, rows_of
 from .expr import F, P, round_up
+
+
+def golden(ex, layer, task: int) -> np.ndarray | None:
+    f = layer.fields
+    x_fmt, pos_fmt, out_fmt = (layer.fmt(k) for k in ("x_fmt", "pos_fmt", "out_fmt"))
+    patches, dim = f["patches"], f["dim"]
+    x = ex.read(f["src"], patches, dim, f["src_stride"])
+    pos = ex.vector(f["pos"], (patches + 1) * dim).reshape(patches + 1, dim)
+    frac = max(x_fmt.frac_bits, pos_fmt.frac_bits)
+    value = align(pos, pos_fmt.frac_bits, frac)
+    value[1:] += align(x, x_fmt.frac_bits, frac)
+    y = ex.quant(value, frac, out_fmt)
+    ex.write(f["dst"], f["dst_stride"], y)
+    return y
+
+
+def estimate(program, layer, bus: int, counts: list[int] | None, dense: bool) -> dict:
+    """Cycles of the op's schedule, their breakdown and the parts that bound it, useful
+    MACs and DDR bytes (codesign.estimate; ``dense``: as if every weight tile were stored)."""
+    from ..estimate.cycles import (
+        ELEMENTWISE_PIPELINE,
+        beats,
+        elementwise_cycles,
+        row_parts,
+        rows_breakdown,
+    )
+
+    f = layer.fields
+    to = program.tile_out
+    macs = weight_bytes = act_bytes = 0
+    extra: dict = {}
+    rows = f["patches"] + 1
+    cycles = elementwise_cycles(rows, f["dim"], to, bus, inputs=1)
+    parts = row_parts(rows, -(-f["dim"] // to), beats(4 * f["dim"], bus))
+    breakdown = rows_breakdown(
+        rows, -(-f["dim"] // to), beats(4 * f["dim"], bus), ELEMENTWISE_PIPELINE
+    )
+    weight_bytes = 4 * rows * f["dim"]
+    act_bytes = f["patches"] * f["src_stride"] + rows * f["dst_stride"]
+    return {
+        "cycles": cycles,
+        "breakdown": breakdown,
+        "parts": parts,
+        "macs": macs,
+        "weight_bytes": weight_bytes,
+        "act_bytes": act_bytes,
+        **extra,
+    }
+
 
 SPEC = OpSpec(
     name="EMBED",
@@ -27,4 +81,7 @@ SPEC = OpSpec(
     ),
     rows_field="patches",
     output=("dst", "dst_stride", "patches", 1, "dim"),
+    golden=golden,
+    estimate=estimate,
+    round_trips=3.7,
 )

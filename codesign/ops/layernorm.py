@@ -1,6 +1,13 @@
 """LAYERNORM: per row mean and variance in one pass, rsqrt from its table, then the
 affine gamma/beta, requantised to out_fmt."""
 
+from __future__ import annotations
+
+import numpy as np
+
+from ..numerics.exact import align, shift_round_rows
+from ..numerics.fixed import apply_overflow, count_overflow
+from ..numerics.tables import rsqrt
 from .base import (
     OpSpec,
     arena_rows,
@@ -14,6 +21,75 @@ from .base import (
     table_input,
 )
 from .expr import F, P, Rule, frac, round_up
+
+
+def golden(ex, layer, task: int) -> np.ndarray | None:
+    """One pass: S1 = sum x, S2 = sum (x >> t)^2; no division anywhere.
+
+    u = D*S2' - S1'^2 + eps*D^2 (S' over the truncated x) is D^2 (var + eps) in units
+    of 2**-2(Fx-t); (x - mean)/std = (D*x - S1) * rsqrt(u), with rsqrt as mantissa
+    and exponent so the product keeps full precision at any scale.
+    """
+    f = layer.fields
+    x_fmt, g_fmt, b_fmt = (layer.fmt(k) for k in ("x_fmt", "g_fmt", "b_fmt"))
+    norm_fmt, out_fmt = layer.fmt("norm_fmt"), layer.fmt("out_fmt")
+    rows, dim, shift = f["rows"], f["dim"], f["stat_shift"]
+    x = ex.read(f["src"], rows, dim, f["src_stride"])
+    s1 = x.sum(axis=1)
+    xs = x >> np.int64(shift)
+    s1s = xs.sum(axis=1)
+    s2s = (xs * xs).sum(axis=1)
+    eps = f["eps_lo"] | (f["eps_hi"] << 32)
+    eps = eps - (1 << 64) if eps >> 63 else eps  # a signed 64-bit word, as the kernel reads
+    u = dim * s2s - s1s * s1s + eps
+    stat_frac = 2 * (x_fmt.frac_bits - shift)
+    table = ex.tables["rsqrt"]
+    mant, half_exp = rsqrt(u, stat_frac, table)
+    centred = dim * x - s1[:, None]
+    shifts = x_fmt.frac_bits + table.fmt.frac_bits + half_exp - norm_fmt.frac_bits
+    rounded = shift_round_rows(centred * mant[:, None], shifts, norm_fmt.rounding)
+    ex._sat += count_overflow(rounded, norm_fmt.width, norm_fmt.signed)
+    norm = apply_overflow(rounded, norm_fmt.width, norm_fmt.signed, norm_fmt.overflow)
+    gamma = ex.vector(f["gamma"], dim)
+    beta = ex.vector(f["beta"], dim)
+    frac = norm_fmt.frac_bits + g_fmt.frac_bits
+    y = ex.quant(norm * gamma + align(beta, b_fmt.frac_bits, frac), frac, out_fmt)
+    ex.write(f["dst"], f["dst_stride"], y)
+    return y
+
+
+def estimate(program, layer, bus: int, counts: list[int] | None, dense: bool) -> dict:
+    """Cycles of the op's schedule, their breakdown and the parts that bound it, useful
+    MACs and DDR bytes (codesign.estimate; ``dense``: as if every weight tile were stored)."""
+    from ..estimate.cycles import (
+        LAYERNORM_PIPELINE,
+        beats,
+        layernorm_cycles,
+        row_parts,
+        rows_breakdown,
+    )
+
+    f = layer.fields
+    ti = program.tile_in
+    macs = weight_bytes = act_bytes = 0
+    extra: dict = {}
+    cycles = layernorm_cycles(f["rows"], f["dim"], ti, bus)
+    parts = row_parts(f["rows"], 2 * -(-f["dim"] // ti), beats(4 * f["dim"], bus))
+    breakdown = rows_breakdown(
+        f["rows"], 2 * -(-f["dim"] // ti), beats(4 * f["dim"], bus), LAYERNORM_PIPELINE
+    )
+    weight_bytes = 8 * f["dim"]
+    act_bytes = f["rows"] * (f["src_stride"] + f["dst_stride"])
+    return {
+        "cycles": cycles,
+        "breakdown": breakdown,
+        "parts": parts,
+        "macs": macs,
+        "weight_bytes": weight_bytes,
+        "act_bytes": act_bytes,
+        **extra,
+    }
+
 
 SPEC = OpSpec(
     name="LAYERNORM",
@@ -46,4 +122,7 @@ SPEC = OpSpec(
         *program_block("gamma", "gamma", round_up(F("dim") * 4, P("bus_bytes"))),
         *program_block("beta", "beta", round_up(F("dim") * 4, P("bus_bytes"))),
     ),
+    golden=golden,
+    estimate=estimate,
+    round_trips=3.5,
 )

@@ -3,7 +3,13 @@ UCU, plus bias, then a post-op (none, GELU, or a residual add) and one requantis
 Weights are dense tiles, or only the non-zero tiles with a CSR block index (``blocks``,
 ``nnz`` stored tiles; LPViT block-sparse)."""
 
+from __future__ import annotations
+
+import numpy as np
+
 from ..contract import NONE, Post
+from ..numerics.exact import align, matmul_exact
+from ..numerics.tables import gelu
 from .base import (
     OpSpec,
     arena_rows,
@@ -25,6 +31,79 @@ DENSE = F("blocks").eq(NONE)
 SPARSE = F("blocks").ne(NONE)
 TILE_BYTES = round_up(P("tile_in") * P("tile_out") * F("w_bytes"), P("bus_bytes"))
 OUT_TILES = ceil_div(F("out_dim"), P("tile_out"))
+
+
+def golden(ex, layer, task: int) -> np.ndarray | None:
+    f = layer.fields
+    x_fmt, w_fmt, out_fmt = (layer.fmt(k) for k in ("x_fmt", "w_fmt", "out_fmt"))
+    x = ex.read(f["src"], f["rows"], f["in_dim"], f["src_stride"])
+    w = ex.weights(f["weight"], f["out_dim"], f["in_dim"], f["w_bytes"], f["blocks"])
+    acc_frac = x_fmt.frac_bits + w_fmt.frac_bits
+    acc = matmul_exact(x, w)
+    if f["bias"] != NONE:
+        acc += align(ex.vector(f["bias"], f["out_dim"]), layer.fmt("b_fmt").frac_bits, acc_frac)
+    post = Post(f["post"])
+    if post == Post.ADD:
+        res = ex.read(f["res"], f["rows"], f["out_dim"], f["res_stride"])
+        acc += align(res, layer.fmt("res_fmt").frac_bits, acc_frac)
+    if post == Post.GELU:
+        pre_fmt = layer.fmt("pre_fmt")
+        pre = ex.quant(acc, acc_frac, pre_fmt)
+        y = gelu(pre, pre_fmt.frac_bits, ex.tables["gelu_delta"], out_fmt)
+    else:
+        y = ex.quant(acc, acc_frac, out_fmt)
+    ex.write(f["dst"], f["dst_stride"], y)
+    return y
+
+
+def estimate(program, layer, bus: int, counts: list[int] | None, dense: bool) -> dict:
+    """Cycles of the op's schedule, their breakdown and the parts that bound it, useful
+    MACs and DDR bytes (codesign.estimate; ``dense``: as if every weight tile were stored)."""
+    from ..estimate.cycles import (
+        beats,
+        block_count,
+        linear_breakdown,
+        linear_cycles,
+        tile_load_beats,
+        ucu_parts,
+    )
+    from ..program import padded
+
+    f, ti, to = layer.fields, program.tile_in, program.tile_out
+    macs = weight_bytes = act_bytes = 0
+    extra: dict = {}
+    rows, in_dim, out_dim = f["rows"], f["in_dim"], f["out_dim"]
+    out_tiles, in_tiles = -(-out_dim // to), -(-in_dim // ti)
+    sparse = f["blocks"] != NONE and not dense
+    stored = block_count(program, layer) if sparse else out_tiles * in_tiles
+    cycles = linear_cycles(
+        rows, in_dim, out_dim, ti, to, f["w_bytes"], bus, stored, f["post"] == Post.ADD
+    )
+    breakdown = linear_breakdown(rows, in_dim, out_dim, ti, to, f["w_bytes"], bus, stored)
+    macs = rows * in_dim * out_dim * stored // (out_tiles * in_tiles)
+    load = tile_load_beats(ti, to, f["w_bytes"], bus)
+    parts = ucu_parts([(rows, stored)], load, rows * beats(4 * in_dim, bus))
+    weight_bytes = stored * padded(ti * to * f["w_bytes"], bus)
+    if sparse:
+        weight_bytes += 4 * (out_tiles + 1 + stored)
+    weight_bytes += 4 * out_dim if f["bias"] != NONE else 0
+    act_bytes = rows * (f["src_stride"] + f["dst_stride"])
+    act_bytes += rows * f["res_stride"] if f["post"] == Post.ADD else 0
+    extra = {
+        "tiles": out_tiles * in_tiles,
+        "stored_tiles": stored,
+        "block_sparse": sparse,
+    }
+    return {
+        "cycles": cycles,
+        "breakdown": breakdown,
+        "parts": parts,
+        "macs": macs,
+        "weight_bytes": weight_bytes,
+        "act_bytes": act_bytes,
+        **extra,
+    }
+
 
 SPEC = OpSpec(
     name="LINEAR",
@@ -84,4 +163,7 @@ SPEC = OpSpec(
     ),
     extras={"weights": "UCU", "block_index": ("blocks", "nnz", "out_dim", "in_dim")},
     output=("dst", "dst_stride", "rows", 0, "out_dim"),
+    golden=golden,
+    estimate=estimate,
+    round_trips=3.0,
 )

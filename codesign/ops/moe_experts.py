@@ -2,6 +2,13 @@
 fc1 -> GELU -> fc2 on the UCU (hidden rows through ``scratch``), and adds score * y into
 an exact accumulator; the residual joins before one requantisation."""
 
+from __future__ import annotations
+
+import numpy as np
+
+from ..contract import NONE
+from ..numerics.exact import align, matmul_exact
+from ..numerics.tables import gelu
 from .base import (
     OpSpec,
     arena_rows,
@@ -18,13 +25,104 @@ from .base import (
     vector_bytes,
 )
 from .expr import F, P, Rule, frac, one_of
-from .moe_gate import QUEUE_BYTES, queue_rules
+from .moe_gate import QUEUE_BYTES, queue_layout, queue_rules
 
 SCRATCH = (F("scratch"), F("scratch") + F("tokens") * F("scratch_stride"))
 
 
 def rows_block(base: str, stride: str):
     return F(base), F(base) + F("tokens") * F(stride)
+
+
+def golden(ex, layer, task: int) -> np.ndarray | None:
+    """Each non-empty expert gathers its tokens, runs fc1-GELU-fc2 once, scatters
+    score * y into an exact accumulator; the residual joins before one rounding."""
+    f = layer.fields
+    fmt = layer.fmt
+    tokens, dim, hidden, experts = f["tokens"], f["dim"], f["hidden"], f["experts"]
+    x_fmt, pre_fmt, hidden_fmt, y_fmt = (
+        fmt(k) for k in ("x_fmt", "pre_fmt", "hidden_fmt", "y_fmt")
+    )
+    w1_fmt, w2_fmt, score_fmt = fmt("fc1_fmt"), fmt("fc2_fmt"), fmt("score_fmt")
+    x = ex.read(f["src"], tokens, dim, f["src_stride"])
+    counts_at, ids_at, scores_at = queue_layout(f)
+    counts = ex.read(counts_at, 1, experts, 4 * experts)[0]
+    ids = ex.read(ids_at, experts, tokens, 4 * tokens)
+    scores = ex.read(scores_at, experts, tokens, 4 * tokens)
+    acc_frac = score_fmt.frac_bits + y_fmt.frac_bits
+    acc = np.zeros((tokens, dim), np.int64)
+    frac1 = x_fmt.frac_bits + w1_fmt.frac_bits
+    frac2 = hidden_fmt.frac_bits + w2_fmt.frac_bits
+    for expert in range(experts):
+        count = min(int(counts[expert]), tokens)  # the kernel clamps a corrupt queue
+        if count <= 0:
+            continue
+        rows = ids[expert, :count].copy()
+        corrupt = (rows < 0) | (rows >= tokens)  # contributes nothing (score 0, token 0)
+        rows[corrupt] = 0
+        scores[expert, :count][corrupt] = 0
+        w1 = ex.weights(f["fc1"] + expert * f["fc1_stride"], hidden, dim, f["w_bytes"])
+        b1 = ex.vector(f["fc1_bias"] + expert * f["fc1_bias_stride"], hidden)
+        pre = matmul_exact(x[rows], w1) + align(b1, fmt("fc1_bias_fmt").frac_bits, frac1)
+        pre = ex.quant(pre, frac1, pre_fmt)
+        act = gelu(pre, pre_fmt.frac_bits, ex.tables["gelu_delta"], hidden_fmt)
+        ex.write(f["scratch"], f["scratch_stride"], act)
+        w2 = ex.weights(f["fc2"] + expert * f["fc2_stride"], dim, hidden, f["w_bytes"])
+        b2 = ex.vector(f["fc2_bias"] + expert * f["fc2_bias_stride"], dim)
+        y = matmul_exact(act, w2) + align(b2, fmt("fc2_bias_fmt").frac_bits, frac2)
+        y = ex.quant(y, frac2, y_fmt)
+        np.add.at(acc, rows, scores[expert, :count, None] * y)  # a token may repeat
+    if f["res"] != NONE:
+        res = ex.read(f["res"], tokens, dim, f["res_stride"])
+        acc += align(res, fmt("res_fmt").frac_bits, acc_frac)
+    out = ex.quant(acc, acc_frac, fmt("out_fmt"))
+    ex.write(f["dst"], f["dst_stride"], out)
+    return out
+
+
+def estimate(program, layer, bus: int, counts: list[int] | None, dense: bool) -> dict:
+    """Cycles of the op's schedule, their breakdown and the parts that bound it, useful
+    MACs and DDR bytes (codesign.estimate; ``dense``: as if every weight tile were stored)."""
+    from ..estimate.cycles import (
+        beats,
+        experts_breakdown,
+        experts_cycles,
+        tile_load_beats,
+        ucu_parts,
+    )
+    from ..program import padded
+
+    f, ti, to = layer.fields, program.tile_in, program.tile_out
+    macs = weight_bytes = act_bytes = 0
+    extra: dict = {}
+    tokens, dim, hidden = f["tokens"], f["dim"], f["hidden"]
+    assert counts is not None
+    cycles = experts_cycles(counts, tokens, dim, hidden, ti, to, f["w_bytes"], bus)
+    breakdown = experts_breakdown(counts, tokens, dim, hidden, ti, to, f["w_bytes"], bus)
+    routed = sum(counts)
+    active = sum(1 for c in counts if c)
+    macs = 2 * routed * dim * hidden
+    load = tile_load_beats(ti, to, f["w_bytes"], bus)
+    per_matrix = -(-hidden // to) * -(-dim // ti)
+    parts = ucu_parts(
+        [(c, 2 * per_matrix) for c in counts if c], load, routed * beats(4 * dim, bus)
+    )
+    tile_bytes = padded(ti * to * f["w_bytes"], bus)
+    per_expert = 2 * (-(-hidden // to) * -(-dim // ti)) * tile_bytes + 4 * (hidden + dim)
+    weight_bytes = active * per_expert
+    act_bytes = routed * f["src_stride"] + 4 * len(counts) + 8 * routed
+    act_bytes += tokens * f["dst_stride"]
+    act_bytes += tokens * f["res_stride"] if f["res"] != NONE else 0
+    extra = {"expert_counts": list(counts), "active_experts": active}
+    return {
+        "cycles": cycles,
+        "breakdown": breakdown,
+        "parts": parts,
+        "macs": macs,
+        "weight_bytes": weight_bytes,
+        "act_bytes": act_bytes,
+        **extra,
+    }
 
 
 SPEC = OpSpec(
@@ -116,4 +214,8 @@ SPEC = OpSpec(
     ),
     rows_field="tokens",
     output=("dst", "dst_stride", "tokens", 0, "dim"),
+    golden=golden,
+    estimate=estimate,
+    round_trips=5.0,
+    round_trips_per_expert=3.0,
 )

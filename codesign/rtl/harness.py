@@ -9,8 +9,9 @@ slave with their real handshakes, and read or write the DDR model's memory array
 directly (a Verilator config file makes that one array public, nothing else).
 
 * :func:`build_harness` verilates and compiles (``-j2``), cached under
-  ``codesign.rtl.sim.cache_root()/harness/`` by a hash of every source, the parameters,
-  the harness template, the flags and the Verilator and g++ versions, behind a file lock.
+  ``codesign.util.cache_dir()/rtl/harness/`` (``codesign.util.cached_build``) by a hash of
+  every source, the parameters, the harness template, the flags and the Verilator and g++
+  versions, behind a file lock.
   A big tile takes minutes; a rich progress bar counts the compiled C++ files.
 * :class:`RtlHarness` is the ctypes handle: ``reset``, ``axil_write``/``axil_read``,
   ``mem_write``/``mem_read``, ``run(max_cycles)`` (until the interrupt pin), ``cycles``.
@@ -33,7 +34,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -43,8 +43,8 @@ from pathlib import Path
 import numpy as np
 
 from ..arch.regmap import AP_DONE, AP_IDLE, AP_START, CTRL, GIE, IER, ISR, register_map
-from ..util import file_lock
-from .sim import ToolMissing, cache_root, ensure_verilator, waves_enabled
+from ..util import cache_dir, cached_build
+from .sim import ToolMissing, ensure_verilator, waves_enabled
 
 __all__ = [
     "DEBUG_REGISTERS",
@@ -65,6 +65,7 @@ DDR_VAR = "mem"
 TEMPLATE = "harness.cpp.j2"
 LIBRARY = "libcds_harness.so"
 _FORMAT = 1  # bump to invalidate every cached harness
+HARNESS_KIND = "rtl/harness"  # cache_dir()/rtl/harness/<top>-<key>/
 DDR_BASE = 0x8_0000_0000  # the testbench's DDR window = the simulated boards' DDR_BASE
 DEFAULT_MAX_CYCLES = 1_000_000_000
 
@@ -224,7 +225,7 @@ def build_harness(
         default=str,
     )
     key = hashlib.sha256(key_data.encode()).hexdigest()[:20]
-    base = cache_root() / "harness"
+    base = cache_dir() / HARNESS_KIND
     entry = base / f"{top}-{key}"
     info_path = entry / "harness.json"
 
@@ -243,38 +244,36 @@ def build_harness(
             parameters=params,
         )
 
-    hit = cached()
-    if hit is not None:
-        return hit
-    with file_lock(base / "locks" / f"{top}-{key}.lock"):
-        hit = cached()  # another process built it while we waited
-        if hit is not None:
-            return hit
-        began = time.perf_counter()
-        work = Path(tempfile.mkdtemp(prefix=f".{top}-{key}.", dir=base))
-        try:
-            ddr = (ddr_module, ddr_instance, ddr_var)
-            found = _compile(work, sources, top, params, ddr, waves, jobs, quiet)
-            seconds = time.perf_counter() - began
-            info = {
-                "top": top,
-                "mem_member": found[0],
-                "elem_bits": found[1],
-                "mem_depth": found[2],
-                "parameters": params,
-                "waves": waves,
-                "seconds": round(seconds, 1),
-                **versions,
-            }
-            (work / "harness.json").write_text(json.dumps(info, indent=1))
-            shutil.rmtree(work / "obj", ignore_errors=True)  # objects: ~100 MB for a big top
-            shutil.rmtree(entry, ignore_errors=True)
-            work.rename(entry)
-        except BaseException:
-            if (work / "build.log").is_file():  # keep the log the error message names
-                shutil.copy2(work / "build.log", base / f"failed-{top}-{key}.log")
-            shutil.rmtree(work, ignore_errors=True)
-            raise
+    began = time.perf_counter()
+    found: list = []
+
+    def build(work: Path) -> None:
+        ddr = (ddr_module, ddr_instance, ddr_var)
+        found.extend(_compile(work, sources, top, params, ddr, waves, jobs, quiet))
+        info = {
+            "top": top,
+            "mem_member": found[0],
+            "elem_bits": found[1],
+            "mem_depth": found[2],
+            "parameters": params,
+            "waves": waves,
+            "seconds": round(time.perf_counter() - began, 1),
+            **versions,
+        }
+        (work / "harness.json").write_text(json.dumps(info, indent=1))
+        shutil.rmtree(work / "obj", ignore_errors=True)  # objects: ~100 MB for a big top
+
+    def keep_log(work: Path) -> None:  # the error message names this log
+        if (work / "build.log").is_file():
+            shutil.copy2(work / "build.log", base / f"failed-{top}-{key}.log")
+
+    _, built = cached_build(
+        HARNESS_KIND, f"{top}-{key}", build,
+        complete=lambda entry: (entry / "harness.json").is_file(), on_failure=keep_log,
+    )  # fmt: skip
+    seconds = time.perf_counter() - began
+    if not built:
+        return cached()
     _prune(base)
     build = cached()
     build.built, build.seconds = True, seconds

@@ -9,7 +9,7 @@ benchmarks and the CLI share one cache and one set of flags:
   warning, so every rendered unit stays lint clean.
 * :func:`build` compiles a toplevel with ``cocotb_tools.runner`` into a directory keyed by
   a hash of the source texts, parameters and tool versions, under
-  ``~/.cache/codesign/rtl/`` (``CODESIGN_CACHE`` moves it). A second call with the same
+  ``$XDG_CACHE_HOME/codesign/rtl/`` (``CODESIGN_CACHE`` moves it). A second call with the same
   key reuses the binary; a file lock keeps two processes from building the same key.
 * :func:`run` runs one cocotb module against a build. Inputs go in as numpy arrays
   (``inputs.npz``), the cocotb side reads them with ``rtl_tests.common.load_inputs`` and
@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..util import file_lock
+from ..util import cache_dir, file_lock
 
 __all__ = [
     "ENV_IN",
@@ -145,9 +145,8 @@ def waves_enabled() -> bool:
 
 
 def cache_root() -> Path:
-    base = os.environ.get("CODESIGN_CACHE")
-    root = Path(base) if base else Path.home() / ".cache" / "codesign"
-    return root / "rtl"
+    """Verilator builds: ``codesign.util.cache_dir()/rtl`` (XDG_CACHE_HOME honoured)."""
+    return cache_dir() / "rtl"
 
 
 # ---------------------------------------------------------------------------------- sources

@@ -3,7 +3,7 @@
 The kernel sources come from ``codesign.hls.render_sources(arch)`` (one binary per
 ArchConfig, like one bitstream); ``hls_templates/runtime/kernel_so.cpp.j2`` adds C entry
 points that pack the simulated DDR bytes into ``bus_t`` beats, call ``codesign_top``
-and unpack the arena. The library is cached under ``~/.cache/codesign/runtime/csim/``
+and unpack the arena. The library is cached under ``$XDG_CACHE_HOME/codesign/runtime/csim/``
 keyed by the hash of every source, the flags and the compiler version, so only the
 first use of an ArchConfig compiles (about a minute on two cores).
 """
@@ -13,9 +13,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import json
-import shutil
 import subprocess
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,7 +29,7 @@ from ..numerics.aptypes import (
 )
 from ..program import HEADER_BYTES, HEADER_FIELDS
 from ..templates import environment
-from ..util import file_lock
+from ..util import cached_build
 from .layout import padded
 from .simulated import GoldenKernel, KernelModel, SimulatedBoard, input_rows
 
@@ -46,8 +44,11 @@ class CsimBuildError(RuntimeError):
     """The kernel library cannot be built (no g++, no ap_types, a compile error)."""
 
 
+CACHE_KIND = "runtime/csim"  # cache_dir()/runtime/csim/<key>/libcodesign_csim.so
+
+
 def cache_root() -> Path:
-    return cache_dir() / "runtime" / "csim"
+    return cache_dir() / CACHE_KIND
 
 
 def compiler() -> str:
@@ -108,55 +109,42 @@ def build_library(arch=None, *, jobs: int = 2, quiet: bool = False) -> Path:
         {"sources": sources, "flags": CXX_FLAGS, "cxx": _compiler_version(cxx)}, sort_keys=True
     )
     key = hashlib.sha256(key_data.encode()).hexdigest()[:20]
-    entry = cache_root() / key
-    library = entry / LIBRARY_NAME
-    if library.is_file():
-        return library
-    with file_lock(cache_root() / f"{key}.lock"):
-        if library.is_file():  # another process built it while we waited
-            return library
-        units = [path for path in sources if path.endswith(".cpp")]
-        status = _status(f"compiling the C-sim kernel ({len(units)} units, g++ -O2)", quiet)
+    units = [path for path in sources if path.endswith(".cpp")]
+
+    def build(work: Path) -> None:
         began = time.perf_counter()
-        with status:
-            work = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=cache_root()))
-            try:
-                for relative, text in sources.items():
-                    (work / relative).parent.mkdir(parents=True, exist_ok=True)
-                    (work / relative).write_text(text)
-                flags = [*CXX_FLAGS, f"-I{work / 'src'}", f"-I{include}"]
+        for relative, text in sources.items():
+            (work / relative).parent.mkdir(parents=True, exist_ok=True)
+            (work / relative).write_text(text)
+        flags = [*CXX_FLAGS, f"-I{work / 'src'}", f"-I{include}"]
 
-                def compile_unit(relative: str) -> Path:
-                    obj = work / (relative + ".o")
-                    command = [cxx, *flags, "-c", str(work / relative), "-o", str(obj)]
-                    result = subprocess.run(command, capture_output=True, text=True, check=False)
-                    if result.returncode:
-                        raise CsimBuildError(f"g++ failed on {relative}:\n{result.stderr[-6000:]}")
-                    return obj
+        def compile_unit(relative: str) -> Path:
+            obj = work / (relative + ".o")
+            command = [cxx, *flags, "-c", str(work / relative), "-o", str(obj)]
+            result = subprocess.run(command, capture_output=True, text=True, check=False)
+            if result.returncode:
+                raise CsimBuildError(f"g++ failed on {relative}:\n{result.stderr[-6000:]}")
+            return obj
 
-                with ThreadPoolExecutor(max(1, min(jobs, len(units)))) as pool:
-                    objects = list(pool.map(compile_unit, units))
-                link = [cxx, "-shared", "-o", str(work / LIBRARY_NAME), *map(str, objects)]
-                result = subprocess.run(link, capture_output=True, text=True, check=False)
-                if result.returncode:
-                    raise CsimBuildError(f"linking the C-sim kernel failed:\n{result.stderr}")
-                (work / "build.json").write_text(
-                    json.dumps(
-                        {
-                            "arch": arch.to_dict(),
-                            "flags": CXX_FLAGS,
-                            "cxx": _compiler_version(cxx),
-                            "seconds": round(time.perf_counter() - began, 1),
-                        },
-                        indent=1,
-                    )
-                )
-                shutil.rmtree(entry, ignore_errors=True)
-                work.rename(entry)
-            except BaseException:
-                shutil.rmtree(work, ignore_errors=True)
-                raise
-    return library
+        status = _status(f"compiling the C-sim kernel ({len(units)} units, g++ -O2)", quiet)
+        with status, ThreadPoolExecutor(max(1, min(jobs, len(units)))) as pool:
+            objects = list(pool.map(compile_unit, units))
+        link = [cxx, "-shared", "-o", str(work / LIBRARY_NAME), *map(str, objects)]
+        result = subprocess.run(link, capture_output=True, text=True, check=False)
+        if result.returncode:
+            raise CsimBuildError(f"linking the C-sim kernel failed:\n{result.stderr}")
+        info = {
+            "arch": arch.to_dict(),
+            "flags": CXX_FLAGS,
+            "cxx": _compiler_version(cxx),
+            "seconds": round(time.perf_counter() - began, 1),
+        }
+        (work / "build.json").write_text(json.dumps(info, indent=1))
+
+    entry, _ = cached_build(
+        CACHE_KIND, key, build, complete=lambda entry: (entry / LIBRARY_NAME).is_file()
+    )
+    return entry / LIBRARY_NAME
 
 
 def _status(message: str, quiet: bool):

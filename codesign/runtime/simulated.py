@@ -286,12 +286,12 @@ def _counting_executor(program: Program, arch=None):
     class CountingExecutor(GoldenExecutor):
         expert_counts: dict
 
-        def moe_experts(self, layer, task):
-            if self.expert_counts is not None:  # only with the cycle model (not in a bundle)
-                from ..estimate import read_expert_counts
+        def execute(self, layer, task):
+            if layer.op.name == "MOE_EXPERTS" and self.expert_counts is not None:
+                from ..estimate import read_expert_counts  # the cycle model (not in a bundle)
 
                 self.expert_counts[layer.name] = read_expert_counts(self.program, self.arena, layer)
-            return super().moe_experts(layer, task)
+            return super().execute(layer, task)
 
     executor = CountingExecutor(program, arch)
     executor.expert_counts = None

@@ -1,0 +1,556 @@
+"""Cycle model of the accelerator: the schedule the HLS kernel and the RTL implement.
+
+One formula per operation, shared by the build report, the HLS templates' design
+notes and the RTL cycle-count tests (which compare measured cycles to these). All
+counts are PL clock cycles. A DDR beat is one bus word (``arch.bus_bytes``); each
+AXI master moves at most one beat per cycle (weights/tables on the program port,
+activations on the arena port).
+
+Schedules:
+
+- **UCU (LINEAR, MoE gate and experts)**: for each output tile row, for each stored
+  input tile, the To x Ti weight tile loads into the shadow buffer while the previous
+  tile computes; then every row (token) streams past it, one row of Ti inputs per
+  cycle (Ti*To MACs per cycle). A tile costs ``max(rows, load_beats)``; the first load
+  and the last output drain (``rows`` cycles, overlapped with the next tile row
+  otherwise) are exposed once, plus the pipeline depth.
+- **Attention**: per head, Q·K and A·V each stream K (resp. V) past P query slots in
+  the rotated order: ``ceil(N/P) * N + P - 1`` cycles per pass, one key per cycle.
+- **LayerNorm**: per row, one pass of ``ceil(dim/Ti)`` cycles for sums, one of the
+  same length to normalise; **EMBED / ADD**: ``ceil(cols/To)`` cycles per row.
+
+Program level: ``estimate_cycles`` walks a Program as the kernel does (each layer's
+figures from its op's model in the op registry, ``codesign/ops/<op>.py``); resources and
+fit are ``codesign.estimate.resources``, the report entry and plots
+``codesign.estimate.report``. Assumptions: docs/hls.md.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..arch import Board, get_board
+from ..ops import SPECS, spec
+from ..program import HEADER_BYTES, LAYER_WORDS, NONE, Op, unpack_fmt
+
+UCU_PIPELINE = 8  # cycles from a row entering the array to its accumulators updating
+ATTENTION_PIPELINE = 16  # score -> exp -> running sum / recip pipeline
+LAYERNORM_PIPELINE = 24  # sums -> rsqrt table -> first normalised element
+ELEMENTWISE_PIPELINE = 4
+GATE_PIPELINE = 16
+EXPERT_HANDOFF = 48  # per expert: fc1's writes acknowledged, fc2's job started
+
+
+def beats(nbytes: int, bus_bytes: int) -> int:
+    """DDR beats to move `nbytes` over a bus of `bus_bytes`."""
+    return -(-int(nbytes) // bus_bytes)
+
+
+def tile_load_beats(tile_in: int, tile_out: int, weight_bytes: int, bus_bytes: int) -> int:
+    """Beats to load one To x Ti weight tile (tiles are padded to whole beats)."""
+    return beats(tile_in * tile_out * weight_bytes, bus_bytes)
+
+
+def ucu_cycles(rows: int, stored_tiles: int, out_tiles: int, load_beats: int) -> int:
+    """UCU compute cycles for one weight matrix (excluding activation DMA).
+
+    ``stored_tiles``: tiles actually stored (all tiles when dense, non-zero tiles when
+    block-sparse), spread over ``out_tiles`` output tile rows.
+    """
+    if stored_tiles == 0:
+        return rows + UCU_PIPELINE  # bias-only outputs still drain
+    return load_beats + stored_tiles * max(rows, load_beats) + rows + UCU_PIPELINE
+
+
+def linear_cycles(rows: int, in_dim: int, out_dim: int, tile_in: int, tile_out: int,
+                  weight_bytes: int, bus_bytes: int, stored_tiles: int | None = None,
+                  residual: bool = False) -> int:  # fmt: skip
+    """A LINEAR layer: input rows read once into the on-chip row buffer (exposed),
+    the UCU schedule, residual reads and output writes overlapped with the drain."""
+    out_tiles = -(-out_dim // tile_out)
+    in_tiles = -(-in_dim // tile_in)
+    stored = out_tiles * in_tiles if stored_tiles is None else stored_tiles
+    load = tile_load_beats(tile_in, tile_out, weight_bytes, bus_bytes)
+    x_beats = rows * beats(4 * in_dim, bus_bytes)
+    # every output row of a tile is To int32 words on the bus: with few input tiles the
+    # writes (and residual reads, on the other port) outlast the MACs
+    writes = out_tiles * rows * beats(4 * tile_out, bus_bytes) + load + rows + UCU_PIPELINE
+    return x_beats + max(ucu_cycles(rows, stored, out_tiles, load), writes)
+
+
+def attention_cycles(tokens: int, dim: int, heads: int, parallel: int, bus_bytes: int) -> int:
+    """Reordered attention: qkv read once, per head two rotated passes, output written
+    while the last pass drains."""
+    slots = min(parallel, tokens)
+    per_pass = -(-tokens // slots) * tokens + slots - 1
+    qkv_beats = tokens * beats(4 * 3 * dim, bus_bytes)
+    return qkv_beats + heads * (2 * per_pass + ATTENTION_PIPELINE)
+
+
+def layernorm_cycles(rows: int, dim: int, lanes: int, bus_bytes: int) -> int:
+    per_row = 2 * -(-dim // lanes)
+    return rows * max(per_row, beats(4 * dim, bus_bytes)) + LAYERNORM_PIPELINE
+
+
+def elementwise_cycles(rows: int, cols: int, lanes: int, bus_bytes: int, inputs: int = 1) -> int:
+    """EMBED / ADD: `lanes` elements per cycle, bounded by reading `inputs` streams."""
+    per_row = max(-(-cols // lanes), inputs * beats(4 * cols, bus_bytes))
+    return rows * per_row + ELEMENTWISE_PIPELINE
+
+
+def gate_cycles(tokens: int, dim: int, experts: int, top_k: int, tile_in: int, tile_out: int,
+                weight_bytes: int, bus_bytes: int) -> int:  # fmt: skip
+    """Gate logits on the UCU, then per token a softmax over experts (one per cycle),
+    top-k selection; the k queue appends overlap the next token's scan."""
+    logits = linear_cycles(tokens, dim, experts, tile_in, tile_out, weight_bytes, bus_bytes)
+    queue = queue_beats(experts, experts, tokens, bus_bytes)  # counts, ids, scores written
+    return logits + tokens * max(experts, top_k) + queue + GATE_PIPELINE
+
+
+def queue_beats(experts: int, rows: int, tokens: int, bus_bytes: int) -> int:
+    """The MoE queue in the arena: counts[E], then ids and scores rows of `rows` experts."""
+    return beats(4 * experts, bus_bytes) + 2 * rows * beats(4 * tokens, bus_bytes)
+
+
+def experts_cycles(counts: list[int], tokens: int, dim: int, hidden: int, tile_in: int,
+                   tile_out: int, weight_bytes: int, bus_bytes: int) -> int:  # fmt: skip
+    """Only experts with tokens run; each loads its weights once and gathers its rows.
+
+    The queue is read back first (counts, then ids and scores of the experts with tokens);
+    fc1's GELU output goes to the arena's scratch rows, which fc2 reads after the writes
+    have landed (EXPERT_HANDOFF: write acknowledgement and the two job starts)."""
+    active = [count for count in counts if count]
+    total = queue_beats(len(counts), len(active), tokens, bus_bytes)
+    for count in active:
+        total += linear_cycles(count, dim, hidden, tile_in, tile_out, weight_bytes, bus_bytes)
+        total += count * beats(4 * hidden, bus_bytes) + EXPERT_HANDOFF
+        total += ucu_cycles(
+            count,
+            -(-dim // tile_out) * -(-hidden // tile_in),
+            -(-dim // tile_out),
+            tile_load_beats(tile_in, tile_out, weight_bytes, bus_bytes),
+        )
+    residual = tokens * beats(4 * dim, bus_bytes)
+    return total + residual + ELEMENTWISE_PIPELINE
+
+
+def balanced_counts(tokens: int, experts: int, top_k: int) -> list[int]:
+    """Expert queue lengths when routing is perfectly balanced (no golden run at hand)."""
+    total = tokens * top_k
+    return [total // experts + (1 if e < total % experts else 0) for e in range(experts)]
+
+
+def utilisation(rows: int, in_dim: int, out_dim: int, tile_in: int, tile_out: int,
+                cycles: int) -> float:  # fmt: skip
+    """Useful MACs over the array's capacity in `cycles`."""
+    return rows * in_dim * out_dim / (tile_in * tile_out * cycles) if cycles else 0.0
+
+
+# =====================================================================================
+# Program level: per-layer cycles, latency at the board clock, resources, fit check
+# =====================================================================================
+#
+# The functions below walk a Program the way the kernel does (header, then one
+# descriptor per layer; layers of another task are read and skipped) and apply the
+# per-operation formulas above. On top of those formulas they add only what the
+# formulas leave out on purpose: the start of a run (header, descriptor check, table
+# loads), the descriptor fetch per layer, and the board's DDR bandwidth as an upper
+# bound on what both AXI masters together can move.
+
+LAYER_DISPATCH = 4  # decode a fetched descriptor and start the op's engine
+AXI_LATENCY = 64  # first-beat latency of a PL read from PS DDR (~210 ns at 300 MHz)
+DESCRIPTOR_BYTES = 4 * LAYER_WORDS  # one layer descriptor, fetched in one burst
+# DDR round trips a layer leaves exposed because each waits for the one before: the
+# descriptor, the first operands, the write acknowledgement at the end; LayerNorm and
+# EMBED/ADD partly wait on parameters or second operands too. MoE experts: descriptor,
+# queue counts, then ids/scores, the residual pass and its acknowledgement, and per
+# expert with tokens its fc1 operands, fc1's write acknowledgement, fc2's scratch reads.
+# Measured on the RTL top as the slope of per-layer cycles over DDR latency
+# (benchmarks/bench_e2e.py --latency 2 64): see docs/rtl-top.md.
+LAYER_ROUND_TRIPS = {Op(op.code): op.round_trips for op in SPECS}  # in each op's module
+EXPERT_ROUND_TRIPS = spec(Op.MOE_EXPERTS).round_trips_per_expert  # per expert with tokens
+
+
+# ---------------------------------------------------------------- reading a Program
+
+
+def _fmt_width(layer, key: str) -> int:
+    word = layer.fields.get(key, 0)
+    return unpack_fmt(word).width if word else 0
+
+
+def _board(board):
+    return board if isinstance(board, Board) else get_board(str(board))
+
+
+def block_count(program, layer) -> int:
+    """Stored (non-zero) tiles of a LINEAR layer: all of them when dense."""
+    f = layer.fields
+    out_tiles = -(-f["out_dim"] // program.tile_out)
+    in_tiles = -(-f["in_dim"] // program.tile_in)
+    if f["blocks"] == NONE:
+        return out_tiles * in_tiles
+    return int(program.read_words(f["blocks"] + 4 * out_tiles, 1)[0])
+
+
+def program_widths(program) -> dict:
+    """Operand widths the datapath must carry, read from the Program's format words."""
+    widths = {
+        "weight": 0,
+        "activation": 0,
+        "qkv": 0,
+        "score": 0,
+        "sum": 0,
+        "prob": 0,
+        "gate_score": 0,
+        "expert_y": 0,
+        "norm": 0,
+        "gamma": 0,
+    }
+
+    def grow(key, value):
+        widths[key] = max(widths[key], value)
+
+    for layer in program.layers:
+        op = layer.op
+        if op == Op.LINEAR:
+            grow("weight", _fmt_width(layer, "w_fmt"))
+            for key in ("x_fmt", "out_fmt", "pre_fmt", "res_fmt"):
+                grow("activation", _fmt_width(layer, key))
+        elif op == Op.MOE_GATE:
+            grow("weight", _fmt_width(layer, "w_fmt"))
+            grow("activation", _fmt_width(layer, "x_fmt"))
+            grow("gate_score", _fmt_width(layer, "score_fmt"))
+        elif op == Op.MOE_EXPERTS:
+            grow("weight", max(_fmt_width(layer, "fc1_fmt"), _fmt_width(layer, "fc2_fmt")))
+            for key in ("x_fmt", "pre_fmt", "hidden_fmt", "out_fmt"):
+                grow("activation", _fmt_width(layer, key))
+            grow("expert_y", _fmt_width(layer, "y_fmt"))
+            grow("gate_score", _fmt_width(layer, "score_fmt"))
+        elif op == Op.ATTENTION:
+            grow("qkv", _fmt_width(layer, "qkv_fmt"))
+            grow("score", _fmt_width(layer, "score_fmt"))
+            grow("sum", _fmt_width(layer, "sum_fmt"))
+            grow("prob", _fmt_width(layer, "prob_fmt"))
+            grow("activation", _fmt_width(layer, "out_fmt"))
+        elif op == Op.LAYERNORM:
+            grow("norm", _fmt_width(layer, "norm_fmt"))
+            grow("gamma", _fmt_width(layer, "g_fmt"))
+            grow("activation", _fmt_width(layer, "x_fmt"))
+        else:
+            grow("activation", _fmt_width(layer, "out_fmt"))
+    widths["table"] = max(t.fmt.width for t in program.tables.values())
+    widths["activation"] = widths["activation"] or program.input.fmt.width
+    widths["weight"] = widths["weight"] or 16
+    return widths
+
+
+# ---------------------------------------------------------------- MoE queue lengths
+
+
+def read_expert_counts(program, arena, layer) -> list[int]:
+    """Queue lengths of one MOE_EXPERTS (or MOE_GATE) layer from an arena snapshot.
+
+    `arena` is the kernel's arena as bytes or an int array of 32-bit words (the golden
+    executor's, or one dumped by C-sim/RTL) taken after the gate of that layer ran:
+    every MoE layer reuses one queue area, so later layers overwrite it."""
+    words = (
+        np.frombuffer(bytes(arena), "<i4")
+        if isinstance(arena, (bytes, bytearray, memoryview))
+        else np.asarray(arena)
+    )
+    start, experts = layer.fields["queue"] // 4, layer.fields["experts"]
+    return [int(v) for v in words[start : start + experts]]
+
+
+def expert_counts_from_run(program, input_raw, task: int = 0) -> dict[str, list[int]]:
+    """Run the golden executor once and record each MoE layer's queue lengths.
+
+    The counts are read from the arena just before each MOE_EXPERTS layer consumes its
+    queues, i.e. exactly what the hardware's experts engine will see for this input."""
+    from ..golden import GoldenExecutor
+
+    counts: dict[str, list[int]] = {}
+
+    class _Recorder(GoldenExecutor):
+        def moe_experts(self, layer, task_id):
+            counts[layer.name] = read_expert_counts(self.program, self.arena, layer)
+            return super().moe_experts(layer, task_id)
+
+    _Recorder(program).run(input_raw, task)
+    return counts
+
+
+def _gate_top_k(program, experts_layer) -> int:
+    """top_k of the gate that fills this experts layer's queue (the closest one before it)."""
+    top_k = 1
+    for layer in program.layers:
+        if layer is experts_layer:
+            break
+        if layer.op == Op.MOE_GATE and layer.fields["queue"] == experts_layer.fields["queue"]:
+            top_k = layer.fields["top_k"]
+    return top_k
+
+
+# ---------------------------------------------------------------- per-layer cycles
+
+
+def ucu_parts(jobs: list[tuple[int, int]], load: int, activation_beats: int) -> dict:
+    """Where a UCU schedule spends its time: reading rows, waiting for weight tiles
+    (a tile whose load outlasts its rows), or streaming rows past loaded tiles."""
+    return {
+        "activations": activation_beats,
+        "weights": sum(tiles * max(0, load - rows) for rows, tiles in jobs),
+        "compute": sum(tiles * rows for rows, tiles in jobs),
+    }
+
+
+def row_parts(rows: int, lane_cycles: int, bus_beats: int) -> dict:
+    """Row-wise ops: lanes of arithmetic per row against bus beats per row."""
+    return {"activations": rows * bus_beats, "compute": rows * lane_cycles}
+
+
+# Where a layer's cycles go, part by part (the report's per-layer ``breakdown``): the
+# parts sum to the layer's cycles, checked wherever a breakdown is built. Each op's
+# schedule counts its arithmetic as "compute" and on top what it does not hide behind it.
+BREAKDOWN_PARTS = {
+    "compute": "MACs / lane arithmetic",
+    "weights": "weight tile wait",
+    "activations": "activation traffic",
+    "latency": "exposed DDR latency",
+    "control": "descriptor, dispatch, pipeline",
+    "ddr": "DDR bandwidth beyond the schedule",
+}
+
+
+def breakdown_parts(**cycles: int) -> dict:
+    """A breakdown with every part present, in BREAKDOWN_PARTS order."""
+    return {part: int(cycles.get(part, 0)) for part in BREAKDOWN_PARTS}
+
+
+def add_parts(total: dict, more: dict) -> None:
+    for part, cycles in more.items():
+        total[part] += cycles
+
+
+def _checked(parts: dict, cycles: int, what: str) -> dict:
+    if sum(parts.values()) != cycles:
+        raise AssertionError(
+            f"{what}: breakdown {parts} sums to {sum(parts.values())}, not {cycles}"
+        )
+    return parts
+
+
+def ucu_breakdown(rows: int, stored_tiles: int, load: int) -> dict:
+    """ucu_cycles in parts: rows streaming past stored tiles, tile loads they do not
+    hide (and the first), the last output drain, the pipeline depth."""
+    if stored_tiles == 0:
+        return breakdown_parts(activations=rows, control=UCU_PIPELINE)
+    return breakdown_parts(
+        compute=stored_tiles * rows,
+        weights=load + stored_tiles * max(0, load - rows),
+        activations=rows,
+        control=UCU_PIPELINE,
+    )
+
+
+def linear_breakdown(rows: int, in_dim: int, out_dim: int, tile_in: int, tile_out: int,
+                      weight_bytes: int, bus_bytes: int, stored_tiles: int | None = None
+                      ) -> dict:  # fmt: skip
+    """linear_cycles in parts: input rows read, the UCU, output writes it does not hide."""
+    out_tiles, in_tiles = -(-out_dim // tile_out), -(-in_dim // tile_in)
+    stored = out_tiles * in_tiles if stored_tiles is None else stored_tiles
+    load = tile_load_beats(tile_in, tile_out, weight_bytes, bus_bytes)
+    ucu = ucu_cycles(rows, stored, out_tiles, load)
+    writes = out_tiles * rows * beats(4 * tile_out, bus_bytes) + load + rows + UCU_PIPELINE
+    parts = ucu_breakdown(rows, stored, load)
+    parts["activations"] += rows * beats(4 * in_dim, bus_bytes) + max(0, writes - ucu)
+    return parts
+
+
+def rows_breakdown(rows: int, lane_cycles: int, bus_beats: int, pipeline: int) -> dict:
+    """Row-wise ops (LayerNorm, EMBED, ADD): lanes per row, bus beats beyond them."""
+    return breakdown_parts(
+        compute=rows * lane_cycles,
+        activations=rows * max(0, bus_beats - lane_cycles),
+        control=pipeline,
+    )
+
+
+def gate_breakdown(tokens, dim, experts, top_k, tile_in, tile_out, weight_bytes, bus_bytes):
+    """gate_cycles in parts: the logits on the UCU, softmax/top-k, the queue writes."""
+    parts = linear_breakdown(tokens, dim, experts, tile_in, tile_out, weight_bytes, bus_bytes)
+    parts["compute"] += tokens * max(experts, top_k)
+    parts["activations"] += queue_beats(experts, experts, tokens, bus_bytes)
+    parts["control"] += GATE_PIPELINE
+    return parts
+
+
+def experts_breakdown(counts, tokens, dim, hidden, tile_in, tile_out, weight_bytes, bus_bytes):
+    """experts_cycles in parts: queue reads, per active expert fc1, hidden traffic,
+    handoff and fc2, then the residual pass."""
+    active = [count for count in counts if count]
+    parts = breakdown_parts(
+        activations=queue_beats(len(counts), len(active), tokens, bus_bytes)
+        + tokens * beats(4 * dim, bus_bytes),
+        control=ELEMENTWISE_PIPELINE + EXPERT_HANDOFF * len(active),
+    )
+    load = tile_load_beats(tile_in, tile_out, weight_bytes, bus_bytes)
+    fc2_tiles = -(-dim // tile_out) * -(-hidden // tile_in)
+    for count in active:
+        fc1 = linear_breakdown(count, dim, hidden, tile_in, tile_out, weight_bytes, bus_bytes)
+        add_parts(parts, fc1)
+        parts["activations"] += count * beats(4 * hidden, bus_bytes)
+        add_parts(parts, ucu_breakdown(count, fc2_tiles, load))
+    return parts
+
+
+def _layer_estimate(program, layer, bus: int, counts: list[int] | None,
+                    dense: bool = False) -> dict:  # fmt: skip
+    """Compute cycles (the per-op formulas) and their breakdown, useful MACs and DDR
+    bytes of one layer; ``dense``: a block-sparse LINEAR as if every tile were stored."""
+    model = dict(spec(layer.op).estimate(program, layer, bus, counts, dense))
+    cycles, breakdown, parts = model.pop("cycles"), model.pop("breakdown"), model.pop("parts")
+    return {
+        "compute_cycles": int(cycles),
+        "breakdown": _checked(breakdown, int(cycles), f"{layer.name} schedule"),
+        "limited_by": max(parts, key=parts.get),
+        "macs": int(model.pop("macs")),
+        "weight_bytes": int(model.pop("weight_bytes")),
+        "act_bytes": int(model.pop("act_bytes")),
+        **model,
+    }
+
+
+def _check_arch(program, arch) -> None:
+    mismatch = [
+        f"{name} (program {getattr(program, name)}, ArchConfig {getattr(arch, name)})"
+        for name in ("tile_in", "tile_out", "bus_bits")
+        if getattr(program, name) != getattr(arch, name)
+    ]
+    if mismatch:
+        raise ValueError("the Program was compiled for another ArchConfig: " + ", ".join(mismatch))
+
+
+def _counts_for(program, layer, expert_counts) -> tuple[list[int], str]:
+    f = layer.fields
+    given = None
+    if expert_counts is not None:
+        given = expert_counts.get(layer.name)
+    if given is None:
+        return balanced_counts(f["tokens"], f["experts"], _gate_top_k(program, layer)), "balanced"
+    counts = [int(c) for c in given]
+    if len(counts) != f["experts"] or min(counts, default=0) < 0 or max(counts) > f["tokens"]:
+        raise ValueError(
+            f"{layer.name}: expert counts {counts} do not fit {f['experts']} experts "
+            f"of at most {f['tokens']} tokens"
+        )
+    return counts, "measured"
+
+
+def startup_cycles(program, ddr_latency: int = AXI_LATENCY) -> int:
+    """Before the first layer: the kernel reads the header, checks every descriptor
+    (one burst each), reads the header again and loads the four tables into ROMs."""
+    bus = program.bus_bits // 8
+    header = beats(HEADER_BYTES, bus) + ddr_latency
+    check = len(program.layers) * (beats(DESCRIPTOR_BYTES, bus) + ddr_latency)
+    tables = sum(beats(4 * t.entries, bus) + ddr_latency for t in program.tables.values())
+    return 2 * header + check + tables
+
+
+def exposed_latency(layer, ddr_latency: int, counts: list[int] | None = None) -> int:
+    """Cycles a running layer waits on DDR round trips (see LAYER_ROUND_TRIPS)."""
+    op = spec(layer.op)
+    trips = op.round_trips + op.round_trips_per_expert * sum(1 for count in counts or [] if count)
+    return round(trips * ddr_latency)
+
+
+def _layer_cycles(detail: dict, ddr_bytes_per_cycle: float, descriptor: int, waits: int,
+                  name: str) -> tuple[int, int, dict]:  # fmt: skip
+    """A running layer: max(schedule, DDR transfer time) + descriptor + exposed latency;
+    returns (cycles, DDR cycles, breakdown of the cycles)."""
+    ddr = math.ceil((detail["weight_bytes"] + detail["act_bytes"]) / ddr_bytes_per_cycle)
+    compute = detail["compute_cycles"]
+    cycles = max(compute, ddr) + descriptor + waits
+    breakdown = dict(detail.pop("breakdown"))
+    breakdown["ddr"] += max(0, ddr - compute)
+    breakdown["latency"] += waits
+    breakdown["control"] += descriptor
+    return cycles, ddr, _checked(breakdown, cycles, name)
+
+
+def estimate_cycles(
+    program, arch, board, expert_counts=None, task: int = 0, ddr_latency: int = AXI_LATENCY
+) -> dict:
+    """Per-layer and total cycles of one run of `program` for `task` on `board`, with
+    `ddr_latency` cycles from a DDR read request to its first data (and from the last
+    write beat to its acknowledgement)."""
+    board = _board(board)
+    _check_arch(program, arch)
+    if not 0 <= task < program.n_tasks:
+        raise ValueError(f"task {task} out of range: the program has {program.n_tasks} tasks")
+    bus = program.bus_bits // 8
+    clock_hz = board.clock_mhz * 1e6
+    ddr_bytes_per_cycle = board.ddr_gbps * 1e9 / clock_hz
+    descriptor = beats(DESCRIPTOR_BYTES, bus) + LAYER_DISPATCH
+    start = startup_cycles(program, ddr_latency)
+    layers, sources = [], set()
+    total = start
+    for layer in program.layers:
+        runs = layer.task in (-1, task)
+        counts = None
+        if layer.op.name == "MOE_EXPERTS":
+            counts, source = _counts_for(program, layer, expert_counts)
+            sources.add(source)
+        entry = {"name": layer.name, "op": layer.op.name, "task": layer.task, "runs": runs}
+        if runs:
+            detail = _layer_estimate(program, layer, bus, counts)
+            waits = exposed_latency(layer, ddr_latency, counts)
+            cycles, ddr, breakdown = _layer_cycles(
+                detail, ddr_bytes_per_cycle, descriptor, waits, layer.name
+            )
+            compute = detail["compute_cycles"]
+            limited_by = detail.pop("limited_by")
+            entry.update(
+                cycles=cycles,
+                ddr_cycles=ddr,
+                bound="ddr" if ddr > compute else limited_by,
+                ddr_bytes=detail["weight_bytes"] + detail["act_bytes"],
+                latency_cycles=waits,
+                **detail,
+                breakdown=breakdown,
+            )
+            if detail.get("block_sparse"):  # what the layer would cost unpruned
+                dense = _layer_estimate(program, layer, bus, counts, dense=True)
+                entry["cycles_dense"] = _layer_cycles(
+                    dense, ddr_bytes_per_cycle, descriptor, waits, layer.name
+                )[0]
+            if layer.op.name == "MOE_EXPERTS":
+                entry["counts_source"] = source
+        else:  # the kernel reads the descriptor, sees another task, moves on
+            cycles = descriptor + ddr_latency
+            entry.update(cycles=cycles, compute_cycles=0, ddr_cycles=0, bound="skipped")
+            entry.update(macs=0, weight_bytes=0, act_bytes=0, ddr_bytes=0)
+            entry["breakdown"] = breakdown_parts(latency=ddr_latency, control=descriptor)
+        entry["latency_us"] = round(cycles / clock_hz * 1e6, 3)
+        total += cycles
+        layers.append(entry)
+    if not sources:
+        counts_note = "no MoE layers"
+    elif sources == {"measured"}:
+        counts_note = "measured (queue lengths of a golden run)"
+    elif sources == {"balanced"}:
+        counts_note = "balanced (tokens x top_k spread evenly; no golden run given)"
+    else:
+        counts_note = "mixed: measured where given, balanced elsewhere"
+    return {
+        "task": task,
+        "clock_mhz": board.clock_mhz,
+        "start_cycles": start,
+        "cycles": int(total),
+        "latency_ms": total / clock_hz * 1e3,
+        "layers": layers,
+        "expert_counts": counts_note,
+    }
