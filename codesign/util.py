@@ -164,7 +164,10 @@ def cached_build(
         work = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=base))
         try:
             build(work)
-            shutil.rmtree(entry, ignore_errors=True)
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            elif entry.exists():  # an older cache layout kept a file here
+                entry.unlink()
             work.rename(entry)
         except BaseException:
             if on_failure is not None:

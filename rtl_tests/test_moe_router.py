@@ -30,6 +30,7 @@ from codesign import estimate
 from codesign.arch.config import default_arch
 from codesign.golden import GoldenExecutor
 from codesign.numerics.fixed import ROUNDING, Fixed
+from codesign.ops.moe_gate import queue_layout
 from codesign.program import Layer, Op, pack_fmt, pack_tiles
 from codesign.rtl import sim
 from codesign.rtl.render import rtl_params, unit_sources
@@ -79,7 +80,7 @@ def golden_gate(arch, case: dict) -> dict:
     ex._sat = 0
     ex.moe_gate(layer, 0)
     assert ex._sat == 0, "the identity gate must reproduce the logits exactly"
-    counts_at, ids_at, scores_at = ex._queue_layout(layer.fields)
+    counts_at, ids_at, scores_at = queue_layout(layer.fields)
     return {
         "counts": ex.read(counts_at, 1, experts, 4 * experts)[0],
         "ids": ex.read(ids_at, experts, tokens, 4 * tokens),
