@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .executors import NAMES
 from .flow import BuildState, make_options, run_steps, write_outputs
 from .frontend import convert
-from .golden import GoldenExecutor
 from .program import Program
 
-EXECUTORS = ("golden", "csim", "rtl")
+EXECUTORS = NAMES  # codesign.executors
 
 
 class Build:
@@ -19,9 +19,7 @@ class Build:
 
     def __init__(self, state: BuildState):
         self._state = state
-        self._golden: GoldenExecutor | None = None
-        self._csim = None  # CsimExecutor, compiled on first use
-        self._rtl = None  # RtlAccelerator (the Verilated RTL top), built on first use
+        self._executors: dict = {}  # codesign.executors, each built on first use
 
     @property
     def report(self) -> dict:
@@ -96,38 +94,20 @@ class Build:
             raise ValueError(f"task must be one of {tasks} for {self._state.name}, got {task!r}")
         task = int(task)
         raw = self.quantize_input(images)
-        if executor == "csim":
-            if self._csim is None:
-                from .hls.csim import CsimExecutor
+        if executor not in self._executors:
+            from .executors import make_executor
 
-                self._csim = CsimExecutor(
-                    self.program_bytes, arch=self._state.arch, board=self._state.board
-                )
-            fmt = self.program.outputs[task].fmt
-            outputs = [fmt.to_float(out) for out in self._csim.run_batch(list(raw), task)]
-        elif executor == "rtl":
-            if self._rtl is None:
-                from .rtl.harness import RtlAccelerator
+            self._executors[executor] = make_executor(
+                executor,
+                self._state.arch,
+                precision=self._state.options.precision,
+                board=self._state.board.name,
+                ddr_bytes=len(self.program_bytes) + self.program.arena_bytes,
+            )
+        from .executors import run_input
 
-                arch = self._state.arch
-                ddr_bytes = len(self.program_bytes) + self.program.arena_bytes + 4096
-                depth = (-(-ddr_bytes // (arch.bus_bits // 8)) - 1).bit_length()
-                self._rtl = RtlAccelerator(
-                    arch,
-                    self._state.options.precision,
-                    board=self._state.board.name,
-                    # the testbench's default DDR (2**20 beats) unless program + arena need more
-                    ddr_depth_log2=depth if depth > 20 else None,
-                )
-            fmt = self.program.outputs[task].fmt
-            outputs = [
-                fmt.to_float(self._rtl.run_program(self.program_bytes, sample, task).output)
-                for sample in raw
-            ]
-        else:
-            if self._golden is None:
-                self._golden = GoldenExecutor(Program.from_bytes(self.program_bytes))
-            outputs = [self._golden.run(sample, task).to_float() for sample in raw]
+        run, fmt = self._executors[executor], self.program.outputs[task].fmt
+        outputs = [fmt.to_float(run_input(run, self.program, sample, task)) for sample in raw]
         out = np.stack(outputs)
         if self.graph.meta["output_kind"] == "classification":
             out = out[:, 0, :]

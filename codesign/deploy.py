@@ -47,6 +47,7 @@ HOST_MODULES = (
     "runtime/minimal_host.py",
     "program.py",
     "contract.py",
+    "executors.py",  # the arena interface the simulated boards share
     "ops/*.py",  # the op registry, every op (the loader checks its rules)
     "golden.py",  # lets the board run the golden simulated board for a comparison
     "numerics/__init__.py",

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .contract import ERROR_NAMES, ProgramError
+from .executors import CsimArena, initial_arena
 from .program import HEADER_BYTES, HEADER_FIELDS, LAYER_WORDS, Program
 
 CRC_AT = (2 + HEADER_FIELDS.index("crc32")) * 4
@@ -176,15 +177,6 @@ def arena_digest(arena_words: np.ndarray) -> str:
     return hashlib.blake2b(np.asarray(arena_words, "<i4").tobytes(), digest_size=16).hexdigest()
 
 
-def initial_arena(program: Program, raw: np.ndarray) -> np.ndarray:
-    """The arena a host hands over: zeros, the input rows at the header's input tensor."""
-    arena = np.zeros(program.arena_bytes // 4, np.int32)
-    ref = program.input
-    rows = arena[ref.offset // 4 : ref.offset // 4 + ref.rows * ref.stride // 4]
-    rows.reshape(ref.rows, ref.stride // 4)[:, : ref.cols] = raw
-    return arena
-
-
 def host_accepts(blob: bytes, raw: np.ndarray) -> Program | None:
     """The Program when the host's checks pass (the loader: CRC, sizes, the format's
     rules; and the input fits the header's input tensor), else None."""
@@ -233,6 +225,7 @@ class CsimRunner:
     def __init__(self, arch, items: list[Mutant], raw: np.ndarray, timeout: float = 3600.0):
         from .runtime.csim_device import build_library
 
+        self.arch = arch
         self.library = str(build_library(arch, quiet=True))
         self.items, self.raw, self.timeout = items, np.asarray(raw, np.int64), timeout
         self._tmp = tempfile.TemporaryDirectory(prefix="codesign-fuzz-")
@@ -247,7 +240,7 @@ class CsimRunner:
             arrays[f"blob{position}"] = np.frombuffer(self.items[index].blob, np.uint8)
         np.savez(folder / "batch.npz", **arrays)
         tasks = [self.items[i].task for i in self._pending]
-        (folder / "meta.json").write_text(json.dumps(tasks))
+        (folder / "meta.json").write_text(json.dumps({"arch": self.arch.to_dict(), "tasks": tasks}))
         command = [sys.executable, "-m", "codesign.fuzz", self.library, str(folder)]
         return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -281,47 +274,28 @@ class CsimRunner:
 
 def _worker(library: str, folder: str) -> None:
     """Child process: every mutant of ``folder/batch.npz`` through the C-sim library."""
-    import ctypes
+    from .arch import ArchConfig
+    from .contract import ProgramRefused
 
-    lib = ctypes.CDLL(library)
-    lib.codesign_so_check.argtypes = [
-        ctypes.c_void_p,
-        ctypes.c_size_t,
-        ctypes.c_uint,
-        ctypes.POINTER(ctypes.c_int),
-    ]
-    lib.codesign_so_check.restype = ctypes.c_int
-    lib.codesign_so_run.argtypes = [
-        ctypes.c_void_p,
-        ctypes.c_size_t,
-        ctypes.c_void_p,
-        ctypes.c_size_t,
-        ctypes.c_uint,
-    ]
-    lib.codesign_so_run.restype = ctypes.c_uint
     batch = np.load(Path(folder) / "batch.npz")
-    tasks = json.loads((Path(folder) / "meta.json").read_text())
+    meta = json.loads((Path(folder) / "meta.json").read_text())
+    kernel = CsimArena(ArchConfig.from_dict(meta["arch"]), library=library)
     raw = batch["raw"]
     poison = os.environ.get("CODESIGN_FUZZ_CRASH_ON", "").encode()  # tests: a crashing kernel
-    for position, task in enumerate(tasks):
+    for position, task in enumerate(meta["tasks"]):
         blob = np.ascontiguousarray(batch[f"blob{position}"])
         if poison and blob.tobytes() == poison:
             os.abort()
-        bad = ctypes.c_int(-1)
-        code = lib.codesign_so_check(blob.ctypes.data, blob.size, task & 0xFFFFFFFF, bad)
+        code, layer = kernel.check(blob, task)
         program = host_accepts(blob.tobytes(), raw)
-        record = {
-            "i": position,
-            "code": int(code),
-            "layer": None if bad.value < 0 else bad.value,
-            "loaded": program is not None,
-        }
+        record = {"i": position, "code": code, "layer": layer, "loaded": program is not None}
         if code == 0 and program is not None:
             arena = initial_arena(program, raw)
-            status = lib.codesign_so_run(
-                blob.ctypes.data, blob.size, arena.ctypes.data, arena.nbytes, task
-            )
-            record["arena"] = arena_digest(arena) if status == 0 else f"status {status:#x}"
+            try:
+                kernel.run(blob, arena, task)
+                record["arena"] = arena_digest(arena)
+            except ProgramRefused as refused:  # the run's own check disagreed with check()
+                record["arena"] = f"status {refused.status:#x}"
         print(json.dumps(record), flush=True)
 
 

@@ -19,7 +19,6 @@ from codesign.hls import csim as csim_module
 from codesign.hls.csim import (
     CsimCase,
     CsimError,
-    CsimExecutor,
     build_csim,
     csim_unavailable,
     expected_regions,
@@ -158,10 +157,13 @@ def test_predict_through_csim_equals_golden(tiny_build):
         golden = tiny_build.predict(images, task=task)
         simulated = tiny_build.predict(images, task=task, executor="csim")
         np.testing.assert_array_equal(simulated, golden)
-    executor = CsimExecutor(tiny_build.program_bytes)  # ArchConfig recovered from program.bin
+    from codesign.executors import CsimArena, run_input
+    from codesign.hls.csim import arch_from_program
+
+    executor = CsimArena(arch_from_program(tiny_build.program))  # ArchConfig from program.bin
     raw = tiny_build.quantize_input(images[:1])[0]
     expected = GoldenExecutor(tiny_build.program).run(raw, 1).output
-    np.testing.assert_array_equal(executor.run(raw, 1), expected)
+    np.testing.assert_array_equal(run_input(executor, tiny_build.program, raw, 1), expected)
 
 
 def test_cli_build_runs_csim_and_reports_it(tmp_path):

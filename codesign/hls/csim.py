@@ -451,54 +451,6 @@ def arch_from_program(program: Program, base: ArchConfig | None = None) -> ArchC
     )
 
 
-class CsimExecutor:
-    """Runs a Program through the C-simulated kernel (compiled once, reused; files in, files out).
-
-    ``run`` returns the raw output of one input like ``GoldenExecutor.run(...).output``.
-    """
-
-    def __init__(
-        self,
-        program: Program | bytes,
-        arch: ArchConfig | None = None,
-        board: Board | str | None = None,
-    ):
-        if isinstance(program, (bytes, bytearray)):
-            program = Program.from_bytes(bytes(program))
-        self.program = program
-        self.program_bytes = program.to_bytes()
-        self.arch = arch or arch_from_program(program)
-        self.board = board
-        reason = csim_unavailable()
-        if reason:
-            raise CsimError(f"C-simulation is not available: {reason}")
-        sources = render_sources(self.arch, board, **depth_limits(program))
-        self.binary = build_csim(self.arch, board, sources=sources)
-        self.last_seconds = 0.0
-
-    def run_batch(self, inputs: Sequence[np.ndarray], task: int = 0) -> list[np.ndarray]:
-        """Raw outputs [rows, cols] (int64) for several inputs, in one testbench process."""
-        if not 0 <= task < self.program.n_tasks:
-            raise ValueError(f"task {task} out of range: the program has {self.program.n_tasks}")
-        ref = self.program.input
-        cases = []
-        for index, raw in enumerate(inputs):
-            raw = np.asarray(raw, np.int64)
-            if raw.shape != (ref.rows, ref.cols):
-                raise ValueError(f"input has shape {raw.shape}, expected {(ref.rows, ref.cols)}")
-            cases.append(CsimCase(raw, task, None, f"input{index}"))
-        results, seconds, _ = run_cases(self.binary, self.program_bytes, cases)
-        self.last_seconds = seconds
-        out = self.program.outputs[task]
-        return [r.output.reshape(out.rows, out.cols) for r in results]
-
-    def run(self, input_raw: np.ndarray, task: int = 0) -> np.ndarray:
-        return self.run_batch([input_raw], task)[0]
-
-    def to_float(self, raw: np.ndarray, task: int = 0) -> np.ndarray:
-        return self.program.outputs[task].fmt.to_float(raw)
-
-
 def markdown_lines(csim: dict) -> list[str]:
     """The report.md section for a ``csim`` report entry."""
     lines = ["", "## C-simulation (HLS kernel, g++)", ""]
@@ -524,7 +476,6 @@ __all__ = [
     "CsimBinary",
     "CsimCase",
     "CsimError",
-    "CsimExecutor",
     "CsimResult",
     "arch_from_program",
     "build_csim",

@@ -10,7 +10,6 @@ first use of an ArchConfig compiles (about a minute on two cores).
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import json
 import subprocess
@@ -19,7 +18,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..arch import ArchConfig
-from ..contract import ProgramRefused
 from ..numerics.aptypes import (
     DEFAULT_CXXFLAGS,
     ApTypesNotFoundError,
@@ -174,20 +172,10 @@ class CsimKernel(KernelModel):
         if self.cycle_model is not None:
             self.clock_mhz = self.cycle_model.clock_mhz
             self.cycles_source = self.cycle_model.cycles_source
-        self.library_path = build_library(self.arch, quiet=quiet)
-        lib = ctypes.CDLL(str(self.library_path))
-        lib.codesign_so_run.argtypes = [
-            ctypes.c_void_p,
-            ctypes.c_size_t,
-            ctypes.c_void_p,
-            ctypes.c_size_t,
-            ctypes.c_uint,
-        ]
-        lib.codesign_so_run.restype = ctypes.c_uint
-        lib.codesign_so_bus_bits.restype = ctypes.c_int
-        if lib.codesign_so_bus_bits() != self.arch.bus_bits:
-            raise CsimBuildError(f"{self.library_path}: compiled for another bus width")
-        self._lib = lib
+        from ..executors import CsimArena
+
+        self.executor = CsimArena(self.arch, quiet=quiet)  # the same one Build.predict uses
+        self.library_path = self.executor.library_path
 
     def execute(self, memory, program_address, arena_address, task):
         bus_bytes = self.arch.bus_bytes
@@ -203,11 +191,7 @@ class CsimKernel(KernelModel):
         if self.cycle_model is not None:  # the input, before the kernel reuses the arena
             blob = self.program_bytes(memory, program_address)
             raw = input_rows(self.cycle_model.program(blob), arena.view("<i4"))
-        status = self._lib.codesign_so_run(
-            program.ctypes.data, program_span, arena.ctypes.data, arena_span, int(task) & 0xFFFFFFFF
-        )
-        if status:  # the kernel's STATUS register: it refused and ran nothing
-            raise ProgramRefused.from_status(status, bytes(program), executor="the C-sim kernel")
+        self.executor.run(program, arena, task)  # ProgramRefused when the kernel refuses
         if self.cycle_model is None:
             return None
         return self.cycle_model.model_cycles(blob, raw, task)

@@ -43,6 +43,7 @@ from ..arch.regmap import (
     register_map,
 )
 from ..contract import STATUS_OFFSET, ProgramRefused
+from ..executors import input_rows
 from ..program import HEADER_BYTES, HEADER_FIELDS, Program
 
 KERNEL_BASE = 0xA000_0000  # M_AXI_HPM0_FPD window of a Zynq UltraScale+, where Vivado puts IPs
@@ -270,13 +271,6 @@ class GoldenKernel(KernelModel):
             program, arch_from_program(program), self.board, executor.expert_counts, task
         )
         return int(timing["cycles"])
-
-
-def input_rows(program: Program, arena: np.ndarray) -> np.ndarray:
-    """The raw input rows [rows, cols] (int64) from the arena's 32-bit words."""
-    ref = program.input
-    rows = arena[ref.offset // 4 : ref.offset // 4 + ref.rows * ref.stride // 4]
-    return rows.reshape(ref.rows, ref.stride // 4)[:, : ref.cols].astype(np.int64)
 
 
 def _counting_executor(program: Program, arch=None):
