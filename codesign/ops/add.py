@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..numerics.exact import align
-from .base import OpSpec, arena_rows, disjoint, fields, formats, in_range, rows_of
+from .base import OpSpec, arena_rows, disjoint, fields, formats, in_range, layer_model, rows_of
 from .expr import F, P
 
 
@@ -23,8 +23,7 @@ def golden(ex, layer, task: int) -> np.ndarray | None:
 
 
 def estimate(program, layer, bus: int, counts: list[int] | None, dense: bool) -> dict:
-    """Cycles of the op's schedule, their breakdown and the parts that bound it, useful
-    MACs and DDR bytes (codesign.estimate; ``dense``: as if every weight tile were stored)."""
+    """ADD's schedule in cycles, DDR bytes and MACs (``OpSpec.estimate``)."""
     from ..estimate.cycles import (
         ELEMENTWISE_PIPELINE,
         beats,
@@ -35,23 +34,13 @@ def estimate(program, layer, bus: int, counts: list[int] | None, dense: bool) ->
 
     f = layer.fields
     to = program.tile_out
-    macs = weight_bytes = act_bytes = 0
-    extra: dict = {}
     cycles = elementwise_cycles(f["rows"], f["cols"], to, bus, inputs=2)
     parts = row_parts(f["rows"], -(-f["cols"] // to), 2 * beats(4 * f["cols"], bus))
     breakdown = rows_breakdown(
         f["rows"], -(-f["cols"] // to), 2 * beats(4 * f["cols"], bus), ELEMENTWISE_PIPELINE
     )
     act_bytes = f["rows"] * (f["src_stride"] + f["res_stride"] + f["dst_stride"])
-    return {
-        "cycles": cycles,
-        "breakdown": breakdown,
-        "parts": parts,
-        "macs": macs,
-        "weight_bytes": weight_bytes,
-        "act_bytes": act_bytes,
-        **extra,
-    }
+    return layer_model(cycles, breakdown, parts, act_bytes=act_bytes)
 
 
 SPEC = OpSpec(

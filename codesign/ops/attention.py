@@ -15,6 +15,7 @@ from .base import (
     fields,
     formats,
     in_range,
+    layer_model,
     narrow,
     rows_of,
     table_input,
@@ -78,13 +79,10 @@ def golden(ex, layer, task: int) -> np.ndarray | None:
 
 
 def estimate(program, layer, bus: int, counts: list[int] | None, dense: bool) -> dict:
-    """Cycles of the op's schedule, their breakdown and the parts that bound it, useful
-    MACs and DDR bytes (codesign.estimate; ``dense``: as if every weight tile were stored)."""
+    """ATTENTION's schedule in cycles, DDR bytes and MACs (``OpSpec.estimate``)."""
     from ..estimate.cycles import ATTENTION_PIPELINE, attention_cycles, beats, breakdown_parts
 
     f = layer.fields
-    macs = weight_bytes = act_bytes = 0
-    extra: dict = {}
     tokens, dim = f["tokens"], f["dim"]
     cycles = attention_cycles(tokens, dim, f["heads"], f["parallel"], bus)
     macs = 2 * tokens * tokens * dim
@@ -98,15 +96,7 @@ def estimate(program, layer, bus: int, counts: list[int] | None, dense: bool) ->
     )
     act_bytes = tokens * (f["src_stride"] + f["dst_stride"])
     extra = {"parallel": f["parallel"], "head_dim": dim // f["heads"]}
-    return {
-        "cycles": cycles,
-        "breakdown": breakdown,
-        "parts": parts,
-        "macs": macs,
-        "weight_bytes": weight_bytes,
-        "act_bytes": act_bytes,
-        **extra,
-    }
+    return layer_model(cycles, breakdown, parts, macs=macs, act_bytes=act_bytes, **extra)
 
 
 SPEC = OpSpec(

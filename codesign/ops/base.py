@@ -38,7 +38,8 @@ class OpSpec:
     # None), with the executor's arena, weights, tables and requantiser (codesign.golden)
     golden: Callable | None = None
     # the cycle model: estimate(program, layer, bus_bytes, expert_counts, dense) -> dict
-    # (codesign.estimate), and the DDR round trips a layer leaves exposed (measured on the
+    # (``layer_model``; ``dense``: a block-sparse layer as if every tile were stored, for
+    # codesign.estimate), and the DDR round trips a layer leaves exposed (measured on the
     # RTL top as the slope of its cycles over DDR latency: docs/rtl-top.md)
     estimate: Callable | None = None
     round_trips: float = 3.0
@@ -190,6 +191,20 @@ def disjoint(what: str, a: tuple[Expr, Expr], b: tuple[Expr, Expr], when: Expr |
 def rows_of(base: str, stride: str, rows: Expr) -> tuple[Expr, Expr]:
     """[start, end) of ``rows`` rows at ``base``, ``stride`` bytes apart."""
     return F(base), F(base) + rows * F(stride)
+
+
+def layer_model(cycles, breakdown, parts, *, macs=0, weight_bytes=0, act_bytes=0, **extra):
+    """What an op's ``estimate`` returns: its schedule's cycles and their breakdown, the
+    parts that bound them, useful MACs, DDR bytes, and op-specific extras."""
+    return {
+        "cycles": cycles,
+        "breakdown": breakdown,
+        "parts": parts,
+        "macs": macs,
+        "weight_bytes": weight_bytes,
+        "act_bytes": act_bytes,
+        **extra,
+    }
 
 
 def tiled_bytes(out_dim: Expr, in_dim: Expr, container: Expr) -> Expr:

@@ -6,7 +6,17 @@ from __future__ import annotations
 import numpy as np
 
 from ..numerics.exact import align
-from .base import OpSpec, arena_rows, disjoint, fields, formats, in_range, program_block, rows_of
+from .base import (
+    OpSpec,
+    arena_rows,
+    disjoint,
+    fields,
+    formats,
+    in_range,
+    layer_model,
+    program_block,
+    rows_of,
+)
 from .expr import F, P, round_up
 
 
@@ -25,8 +35,7 @@ def golden(ex, layer, task: int) -> np.ndarray | None:
 
 
 def estimate(program, layer, bus: int, counts: list[int] | None, dense: bool) -> dict:
-    """Cycles of the op's schedule, their breakdown and the parts that bound it, useful
-    MACs and DDR bytes (codesign.estimate; ``dense``: as if every weight tile were stored)."""
+    """EMBED's schedule in cycles, DDR bytes and MACs (``OpSpec.estimate``)."""
     from ..estimate.cycles import (
         ELEMENTWISE_PIPELINE,
         beats,
@@ -37,8 +46,6 @@ def estimate(program, layer, bus: int, counts: list[int] | None, dense: bool) ->
 
     f = layer.fields
     to = program.tile_out
-    macs = weight_bytes = act_bytes = 0
-    extra: dict = {}
     rows = f["patches"] + 1
     cycles = elementwise_cycles(rows, f["dim"], to, bus, inputs=1)
     parts = row_parts(rows, -(-f["dim"] // to), beats(4 * f["dim"], bus))
@@ -47,15 +54,7 @@ def estimate(program, layer, bus: int, counts: list[int] | None, dense: bool) ->
     )
     weight_bytes = 4 * rows * f["dim"]
     act_bytes = f["patches"] * f["src_stride"] + rows * f["dst_stride"]
-    return {
-        "cycles": cycles,
-        "breakdown": breakdown,
-        "parts": parts,
-        "macs": macs,
-        "weight_bytes": weight_bytes,
-        "act_bytes": act_bytes,
-        **extra,
-    }
+    return layer_model(cycles, breakdown, parts, weight_bytes=weight_bytes, act_bytes=act_bytes)
 
 
 SPEC = OpSpec(

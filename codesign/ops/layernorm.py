@@ -16,6 +16,7 @@ from .base import (
     formats,
     frac_le,
     in_range,
+    layer_model,
     program_block,
     rows_of,
     table_input,
@@ -59,8 +60,7 @@ def golden(ex, layer, task: int) -> np.ndarray | None:
 
 
 def estimate(program, layer, bus: int, counts: list[int] | None, dense: bool) -> dict:
-    """Cycles of the op's schedule, their breakdown and the parts that bound it, useful
-    MACs and DDR bytes (codesign.estimate; ``dense``: as if every weight tile were stored)."""
+    """LAYERNORM's schedule in cycles, DDR bytes and MACs (``OpSpec.estimate``)."""
     from ..estimate.cycles import (
         LAYERNORM_PIPELINE,
         beats,
@@ -71,8 +71,6 @@ def estimate(program, layer, bus: int, counts: list[int] | None, dense: bool) ->
 
     f = layer.fields
     ti = program.tile_in
-    macs = weight_bytes = act_bytes = 0
-    extra: dict = {}
     cycles = layernorm_cycles(f["rows"], f["dim"], ti, bus)
     parts = row_parts(f["rows"], 2 * -(-f["dim"] // ti), beats(4 * f["dim"], bus))
     breakdown = rows_breakdown(
@@ -80,15 +78,7 @@ def estimate(program, layer, bus: int, counts: list[int] | None, dense: bool) ->
     )
     weight_bytes = 8 * f["dim"]
     act_bytes = f["rows"] * (f["src_stride"] + f["dst_stride"])
-    return {
-        "cycles": cycles,
-        "breakdown": breakdown,
-        "parts": parts,
-        "macs": macs,
-        "weight_bytes": weight_bytes,
-        "act_bytes": act_bytes,
-        **extra,
-    }
+    return layer_model(cycles, breakdown, parts, weight_bytes=weight_bytes, act_bytes=act_bytes)
 
 
 SPEC = OpSpec(

@@ -18,6 +18,7 @@ from .base import (
     formats,
     frac_le,
     in_range,
+    layer_model,
     present,
     program_block,
     rows_of,
@@ -57,8 +58,7 @@ def golden(ex, layer, task: int) -> np.ndarray | None:
 
 
 def estimate(program, layer, bus: int, counts: list[int] | None, dense: bool) -> dict:
-    """Cycles of the op's schedule, their breakdown and the parts that bound it, useful
-    MACs and DDR bytes (codesign.estimate; ``dense``: as if every weight tile were stored)."""
+    """LINEAR's schedule in cycles, DDR bytes and MACs (``OpSpec.estimate``)."""
     from ..estimate.cycles import (
         beats,
         block_count,
@@ -70,8 +70,6 @@ def estimate(program, layer, bus: int, counts: list[int] | None, dense: bool) ->
     from ..program import padded
 
     f, ti, to = layer.fields, program.tile_in, program.tile_out
-    macs = weight_bytes = act_bytes = 0
-    extra: dict = {}
     rows, in_dim, out_dim = f["rows"], f["in_dim"], f["out_dim"]
     out_tiles, in_tiles = -(-out_dim // to), -(-in_dim // ti)
     sparse = f["blocks"] != NONE and not dense
@@ -94,15 +92,9 @@ def estimate(program, layer, bus: int, counts: list[int] | None, dense: bool) ->
         "stored_tiles": stored,
         "block_sparse": sparse,
     }
-    return {
-        "cycles": cycles,
-        "breakdown": breakdown,
-        "parts": parts,
-        "macs": macs,
-        "weight_bytes": weight_bytes,
-        "act_bytes": act_bytes,
-        **extra,
-    }
+    return layer_model(
+        cycles, breakdown, parts, macs=macs, weight_bytes=weight_bytes, act_bytes=act_bytes, **extra
+    )
 
 
 SPEC = OpSpec(

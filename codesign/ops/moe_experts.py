@@ -17,9 +17,11 @@ from .base import (
     formats,
     frac_le,
     in_range,
+    layer_model,
     narrow,
     present,
     program_block,
+    rows_of,
     table_input,
     tiled_bytes,
     vector_bytes,
@@ -27,11 +29,12 @@ from .base import (
 from .expr import F, P, Rule, frac, one_of
 from .moe_gate import QUEUE_BYTES, queue_layout, queue_rules
 
-SCRATCH = (F("scratch"), F("scratch") + F("tokens") * F("scratch_stride"))
+SCRATCH = rows_of("scratch", "scratch_stride", F("tokens"))
 
 
 def rows_block(base: str, stride: str):
-    return F(base), F(base) + F("tokens") * F(stride)
+    """[start, end) of the ``tokens`` rows at ``base``."""
+    return rows_of(base, stride, F("tokens"))
 
 
 def golden(ex, layer, task: int) -> np.ndarray | None:
@@ -81,8 +84,7 @@ def golden(ex, layer, task: int) -> np.ndarray | None:
 
 
 def estimate(program, layer, bus: int, counts: list[int] | None, dense: bool) -> dict:
-    """Cycles of the op's schedule, their breakdown and the parts that bound it, useful
-    MACs and DDR bytes (codesign.estimate; ``dense``: as if every weight tile were stored)."""
+    """MOE_EXPERTS's schedule in cycles, DDR bytes and MACs (``OpSpec.estimate``)."""
     from ..estimate.cycles import (
         beats,
         experts_breakdown,
@@ -93,8 +95,6 @@ def estimate(program, layer, bus: int, counts: list[int] | None, dense: bool) ->
     from ..program import padded
 
     f, ti, to = layer.fields, program.tile_in, program.tile_out
-    macs = weight_bytes = act_bytes = 0
-    extra: dict = {}
     tokens, dim, hidden = f["tokens"], f["dim"], f["hidden"]
     assert counts is not None
     cycles = experts_cycles(counts, tokens, dim, hidden, ti, to, f["w_bytes"], bus)
@@ -114,15 +114,9 @@ def estimate(program, layer, bus: int, counts: list[int] | None, dense: bool) ->
     act_bytes += tokens * f["dst_stride"]
     act_bytes += tokens * f["res_stride"] if f["res"] != NONE else 0
     extra = {"expert_counts": list(counts), "active_experts": active}
-    return {
-        "cycles": cycles,
-        "breakdown": breakdown,
-        "parts": parts,
-        "macs": macs,
-        "weight_bytes": weight_bytes,
-        "act_bytes": act_bytes,
-        **extra,
-    }
+    return layer_model(
+        cycles, breakdown, parts, macs=macs, weight_bytes=weight_bytes, act_bytes=act_bytes, **extra
+    )
 
 
 SPEC = OpSpec(

@@ -16,6 +16,7 @@ from .base import (
     fields,
     formats,
     in_range,
+    layer_model,
     narrow,
     program_block,
     rows_of,
@@ -76,8 +77,7 @@ def golden(ex, layer, task: int) -> np.ndarray | None:
 
 
 def estimate(program, layer, bus: int, counts: list[int] | None, dense: bool) -> dict:
-    """Cycles of the op's schedule, their breakdown and the parts that bound it, useful
-    MACs and DDR bytes (codesign.estimate; ``dense``: as if every weight tile were stored)."""
+    """MOE_GATE's schedule in cycles, DDR bytes and MACs (``OpSpec.estimate``)."""
     from ..estimate.cycles import (
         beats,
         gate_breakdown,
@@ -88,8 +88,6 @@ def estimate(program, layer, bus: int, counts: list[int] | None, dense: bool) ->
     from ..program import padded
 
     f, ti, to = layer.fields, program.tile_in, program.tile_out
-    macs = weight_bytes = act_bytes = 0
-    extra: dict = {}
     tokens, dim, experts, top_k = f["tokens"], f["dim"], f["experts"], f["top_k"]
     cycles = gate_cycles(tokens, dim, experts, top_k, ti, to, f["w_bytes"], bus)
     breakdown = gate_breakdown(tokens, dim, experts, top_k, ti, to, f["w_bytes"], bus)
@@ -100,15 +98,9 @@ def estimate(program, layer, bus: int, counts: list[int] | None, dense: bool) ->
     parts["compute"] += tokens * max(experts, top_k)
     weight_bytes = tiles * padded(ti * to * f["w_bytes"], bus)
     act_bytes = tokens * f["src_stride"] + 4 * experts + 8 * tokens * top_k
-    return {
-        "cycles": cycles,
-        "breakdown": breakdown,
-        "parts": parts,
-        "macs": macs,
-        "weight_bytes": weight_bytes,
-        "act_bytes": act_bytes,
-        **extra,
-    }
+    return layer_model(
+        cycles, breakdown, parts, macs=macs, weight_bytes=weight_bytes, act_bytes=act_bytes
+    )
 
 
 SPEC = OpSpec(
