@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..ops import spec
 from ..program import padded
 from .cycles import (
     _board,
@@ -114,15 +115,20 @@ def mac_dsps(act_bits: int, weight_bits: int, family: str = "zynquplus") -> floa
 # ---------------------------------------------------------------- resources
 
 
-def _op_set(program) -> set[str]:
-    return {layer.op.name for layer in program.layers}
+def _units(program) -> set[str]:
+    """The hardware units the Program's ops need (each op's ``units`` in the registry)."""
+    return {unit for layer in program.layers for unit in spec(layer.op).units}
+
+
+def _layers_with(program, unit: str):
+    return [layer for layer in program.layers if unit in spec(layer.op).units]
 
 
 def _buffers(program, arch, widths: dict) -> list[Buffer]:
     """On-chip memories of the kernel (the arrays of hls_templates/codesign_top.cpp),
     sized by the ArchConfig maxima (one bitstream runs every Program within them) and
     as wide as the Program's formats need."""
-    ops = _op_set(program)
+    units = _units(program)
     act, table = widths["activation"], widths["table"]
     ti, to, slots = arch.tile_in, arch.tile_out, arch.attn_parallel
     tokens = arch.max_tokens
@@ -154,7 +160,7 @@ def _buffers(program, arch, widths: dict) -> list[Buffer]:
             "one source, residual and output row for LayerNorm, EMBED, ADD, MoE output",
         ),
     ]
-    if "ATTENTION" in ops:
+    if "attention" in units:
         score = widths["score"]
         buffers += [
             Buffer(
@@ -180,10 +186,9 @@ def _buffers(program, arch, widths: dict) -> list[Buffer]:
                 "slot_acc[P][max_dim]: A.V sums of the P query slots",
             ),
         ]
-    if "MOE_GATE" in ops or "MOE_EXPERTS" in ops:
+    if "moe_buffers" in units:
         top_k = max(
-            (layer.fields["top_k"] for layer in program.layers if layer.op.name == "MOE_GATE"),
-            default=1,
+            (layer.fields["top_k"] for layer in _layers_with(program, "moe_gate")), default=1
         )
         experts = arch.max_experts
         buffers += [
@@ -211,13 +216,13 @@ def _buffers(program, arch, widths: dict) -> list[Buffer]:
             ),
         ]
     # lookup tables, loaded from the Program at start; one dual-port copy serves two lanes
-    gelu_users = to if ("LINEAR" in ops or "MOE_EXPERTS" in ops) else 0
-    exp_users = (slots if "ATTENTION" in ops else 0) + (1 if "MOE_GATE" in ops else 0)
+    gelu_users = to if "gelu_table" in units else 0
+    exp_users = (slots if "attention" in units else 0) + (1 if "moe_gate" in units else 0)
     table_specs = [
         ("gelu_delta", gelu_users, "GELU on every UCU output lane"),
         ("exp", exp_users, "one exp per attention slot (+ the gate softmax)"),
         ("recip", 2 if exp_users else 0, "softmax and gate 1/s"),
-        ("rsqrt", 1 if "LAYERNORM" in ops else 0, "one rsqrt per LayerNorm row"),
+        ("rsqrt", 1 if "rsqrt_table" in units else 0, "one rsqrt per LayerNorm row"),
     ]
     for name, users, why in table_specs:
         if users:
@@ -254,7 +259,7 @@ def estimate_resources(program, arch, board) -> dict:
     board = _board(board)
     family = board.family if board.family in DSP_PORTS else "zynquplus"
     widths = program_widths(program)
-    ops = _op_set(program)
+    needed = _units(program)
     ti, to, slots = arch.tile_in, arch.tile_out, arch.attn_parallel
     act, weight, table = widths["activation"], widths["weight"], widths["table"]
     bus_scale = arch.bus_bits / 128
@@ -283,7 +288,7 @@ def estimate_resources(program, arch, board) -> dict:
         to * LANE_FF,
         f"{to} lanes: bias/residual align, requantise, GELU table interpolation",
     )
-    if "MOE_EXPERTS" in ops:
+    if "moe_scatter" in needed:
         scatter = mult_dsps(widths["gate_score"], widths["expert_y"], family)
         unit(
             "moe_scatter",
@@ -292,7 +297,7 @@ def estimate_resources(program, arch, board) -> dict:
             to * LANE_FF,
             f"{to} lanes of score x y into the exact MoE accumulators",
         )
-    if "MOE_GATE" in ops:
+    if "moe_gate" in needed:
         unit(
             "moe_gate",
             2 * mult_dsps(table + 1, table, family) + 1,
@@ -301,10 +306,12 @@ def estimate_resources(program, arch, board) -> dict:
             "softmax over experts (exp, 1/S), top-k insertion sort, queue append",
         )
     head_dim = max(
-        (layer.fields["dim"] // layer.fields["heads"] for layer in program.layers
-         if layer.op.name == "ATTENTION"),
+        (
+            layer.fields["dim"] // layer.fields["heads"]
+            for layer in _layers_with(program, "attention")
+        ),
         default=0,
-    )  # fmt: skip
+    )
     if head_dim:
         qkv, prob, score = widths["qkv"], widths["prob"], widths["score"]
         per_mult = max(mult_dsps(qkv, qkv, family), mult_dsps(prob, qkv, family))
@@ -322,7 +329,7 @@ def estimate_resources(program, arch, board) -> dict:
             f"({per_mult} DSP each), per slot exp/rescale/probability multipliers, "
             "query registers and output accumulators",
         )
-    if "LAYERNORM" in ops:
+    if "layernorm" in needed:
         centred = act + arch.max_dim.bit_length() + 1
         per_lane = (
             mult_dsps(18, 18, family)  # (x >> t)^2, t keeps x >> t within 18 bits
@@ -337,7 +344,7 @@ def estimate_resources(program, arch, board) -> dict:
             ti * LANE_FF + 2 * LANE_FF,
             f"{ti} lanes: sums and squares, then (D x - S1) * rsqrt * gamma + beta",
         )
-    if ops & {"EMBED", "ADD"}:
+    if "elementwise" in needed:
         unit("elementwise", 0, to * LANE_LUT // 2, to * LANE_FF // 2, "EMBED / ADD lanes")
     unit(
         "control_and_axi",

@@ -72,4 +72,5 @@ SPEC = OpSpec(
     golden=golden,
     estimate=estimate,
     round_trips=3.7,
+    units=("elementwise",),
 )

@@ -138,6 +138,7 @@ SPEC = OpSpec(
     golden=golden,
     estimate=estimate,
     round_trips=3.0,
+    units=("attention", "exp_table", "recip_table"),
 )
 
 __all__ = ["SPEC", "one_of"]

@@ -44,6 +44,8 @@ class OpSpec:
     estimate: Callable | None = None
     round_trips: float = 3.0
     round_trips_per_expert: float = 0.0  # MOE_EXPERTS: more per expert with tokens
+    # the hardware units it needs (their DSP/BRAM/LUT/FF: codesign.estimate.resources)
+    units: tuple[str, ...] = ()
 
     @property
     def field_names(self) -> tuple[str, ...]:

@@ -115,4 +115,5 @@ SPEC = OpSpec(
     golden=golden,
     estimate=estimate,
     round_trips=3.5,
+    units=("layernorm", "rsqrt_table"),
 )

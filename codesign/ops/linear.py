@@ -158,4 +158,5 @@ SPEC = OpSpec(
     golden=golden,
     estimate=estimate,
     round_trips=3.0,
+    units=("ucu", "gelu_table"),
 )

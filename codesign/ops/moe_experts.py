@@ -212,4 +212,5 @@ SPEC = OpSpec(
     estimate=estimate,
     round_trips=5.0,
     round_trips_per_expert=3.0,
+    units=("ucu", "moe_scatter", "moe_buffers", "gelu_table"),
 )

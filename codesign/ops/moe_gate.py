@@ -136,4 +136,5 @@ SPEC = OpSpec(
     golden=golden,
     estimate=estimate,
     round_trips=3.0,
+    units=("ucu", "moe_gate", "moe_buffers", "exp_table", "recip_table"),
 )
