@@ -17,7 +17,6 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,11 +31,18 @@ from ..numerics.aptypes import (
 )
 from ..program import Layer, Program
 from ..util import cached_build
-from .render import KERNEL_SOURCE, TESTBENCH_SOURCE, depth_limits, render_sources
+from .render import (
+    KERNEL_SOURCE,
+    TESTBENCH_SOURCE,
+    depth_limits,
+    kernel_sources,
+    render_sources,
+)
 
 #: g++ flags of the C-simulation: the toolchain defaults, all warnings, and NDEBUG (ap_private
 #: asserts on some legal narrowing casts otherwise; see numerics/fixed.py).
-CSIM_FLAGS: tuple[str, ...] = (*DEFAULT_CXXFLAGS, "-Wall", "-DNDEBUG")
+# -fPIC: the one kernel object links into the testbench and into the C-sim library
+CSIM_FLAGS: tuple[str, ...] = (*DEFAULT_CXXFLAGS, "-Wall", "-DNDEBUG", "-fPIC")
 CSIM_CACHE_VERSION = "1"
 RUN_TIMEOUT_S = 3600
 
@@ -106,6 +112,67 @@ def _source_key(sources: dict[str, str], gxx: str) -> str:
     return digest.hexdigest()[:24]
 
 
+@dataclass
+class KernelObject:
+    """The HLS kernel compiled once per set of rendered sources: ``src/`` (the headers the
+    testbench and the C-sim library include) and ``kernel.o`` (position independent),
+    which the testbench (``build_csim``) and the library (``runtime.csim_device``) both
+    link, so the kernel is compiled once for either."""
+
+    root: Path
+    key: str
+    compile_seconds: float  # 0.0 when it came from the cache
+    cached: bool
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def object(self) -> Path:
+        return self.root / "kernel.o"
+
+    @property
+    def include(self) -> Path:
+        return self.root / "src"
+
+
+def _compile(gxx: str, work: Path, relative: str, obj: Path, includes: list[str]) -> str:
+    cmd = [gxx, *CSIM_FLAGS, *includes, "-c", relative, "-o", str(obj)]
+    res = subprocess.run(cmd, cwd=work, capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        raise CsimError(f"g++ failed on {relative} ({res.returncode}):\n{res.stderr[-6000:]}")
+    return res.stderr
+
+
+def build_kernel(arch: ArchConfig, board: Board | str | None = None, *, sources=None,
+                 force: bool = False) -> KernelObject:  # fmt: skip
+    """Compile (or fetch from the cache) the kernel of ``sources`` (default: rendered for
+    ``arch``): its ``src/`` only."""
+    reason = csim_unavailable()
+    if reason:
+        raise CsimError(reason)
+    gxx = find_gxx()
+    sources = kernel_sources(sources if sources is not None else render_sources(arch, board))
+    key = _source_key(sources, gxx)
+    started = time.perf_counter()
+    found: list[str] = []
+
+    def build(work: Path) -> None:
+        for relative, text in sources.items():
+            (work / relative).parent.mkdir(parents=True, exist_ok=True)
+            (work / relative).write_text(text)
+        includes = [f"-I{ap_types_include()}", f"-I{work / 'src'}"]
+        stderr = _compile(gxx, work, KERNEL_SOURCE, work / "kernel.o", includes)
+        found.extend(_own_warnings(stderr, work))
+        (work / "warnings.txt").write_text("\n".join(found) + ("\n" if found else ""))
+
+    root, built = cached_build(
+        "csim/kernel", key, build, complete=lambda e: (e / "kernel.o").is_file(), force=force
+    )
+    if not built:
+        warnings = (root / "warnings.txt").read_text().splitlines()
+        return KernelObject(root, key, 0.0, True, [w for w in warnings if w])
+    return KernelObject(root, key, round(time.perf_counter() - started, 3), False, found)
+
+
 def build_csim(
     arch: ArchConfig,
     board: Board | str | None = None,
@@ -113,52 +180,34 @@ def build_csim(
     sources: dict[str, str] | None = None,
     force: bool = False,
 ) -> CsimBinary:
-    """Compile (or fetch from the cache) the C-simulation binary for `arch`.
-
-    The two translation units (kernel, testbench) compile in parallel; the result is
-    published atomically, so concurrent builders of the same ArchConfig are safe.
+    """Compile (or fetch from the cache) the C-simulation binary for `arch`: the
+    testbench linked with the kernel object (``build_kernel``, shared with the C-sim
+    library). Published atomically, so concurrent builders of the same ArchConfig are safe.
     """
-    reason = csim_unavailable()
-    if reason:
-        raise CsimError(reason)
-    gxx = find_gxx()
     sources = sources if sources is not None else render_sources(arch, board)
-    key = _source_key(sources, gxx)
+    kernel = build_kernel(arch, board, sources=sources, force=force)
+    gxx = find_gxx()
+    bench = {TESTBENCH_SOURCE: sources[TESTBENCH_SOURCE]}
+    key = _source_key({**bench, "kernel": kernel.key}, gxx)
     started = time.perf_counter()
     found: list[str] = []
 
     def build(work: Path) -> None:
-        for relative, text in sources.items():
-            path = work / relative
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-        includes = [f"-I{ap_types_include()}", f"-I{work / 'src'}"]
-        units = [KERNEL_SOURCE, TESTBENCH_SOURCE]
-
-        def compile_unit(relative: str) -> tuple[str, str]:
-            obj = work / (Path(relative).stem + ".o")
-            cmd = [gxx, *CSIM_FLAGS, *includes, "-c", relative, "-o", str(obj)]
-            res = subprocess.run(cmd, cwd=work, capture_output=True, text=True, check=False)
-            if res.returncode != 0:
-                raise CsimError(
-                    f"g++ failed on {relative} ({res.returncode}):\n{res.stderr[-6000:]}"
-                )
-            return str(obj), res.stderr
-
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            compiled = list(pool.map(compile_unit, units))
+        (work / TESTBENCH_SOURCE).parent.mkdir(parents=True, exist_ok=True)
+        (work / TESTBENCH_SOURCE).write_text(bench[TESTBENCH_SOURCE])
+        includes = [f"-I{ap_types_include()}", f"-I{kernel.include}"]
+        stderr = _compile(gxx, work, TESTBENCH_SOURCE, work / "tb.o", includes)
         link = subprocess.run(
-            [gxx, *(obj for obj, _ in compiled), "-o", str(work / "tb_codesign")],
+            [gxx, str(work / "tb.o"), str(kernel.object), "-o", str(work / "tb_codesign")],
             capture_output=True,
             text=True,
             check=False,
         )
         if link.returncode != 0:
             raise CsimError(f"linking the C-simulation failed:\n{link.stderr[-4000:]}")
-        found.extend(_own_warnings("\n".join(err for _, err in compiled), work))
+        found.extend(_own_warnings(stderr, work))
         (work / "warnings.txt").write_text("\n".join(found) + ("\n" if found else ""))
-        for obj, _ in compiled:
-            Path(obj).unlink()
+        (work / "tb.o").unlink()
 
     def usable(entry: Path) -> bool:
         exe = entry / "tb_codesign"
@@ -167,12 +216,13 @@ def build_csim(
     root, built = cached_build("csim", key, build, complete=usable, force=force)
     exe = root / "tb_codesign"
     if not built:
-        warnings_file = root / "warnings.txt"
-        warnings = warnings_file.read_text().splitlines() if warnings_file.is_file() else []
-        return CsimBinary(exe, key, 0.0, True, [w for w in warnings if w])
-    warnings = found
-    seconds = round(time.perf_counter() - started, 3)
-    return CsimBinary(exe, key, seconds, False, warnings)
+        warnings = (root / "warnings.txt").read_text().splitlines()
+        found = [w for w in warnings if w]
+    seconds = round(time.perf_counter() - started, 3) if built else 0.0
+    return CsimBinary(
+        exe, key, seconds + kernel.compile_seconds, not built and kernel.cached,
+        sorted(set(kernel.warnings + found)),
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------- cases
@@ -477,8 +527,10 @@ __all__ = [
     "CsimCase",
     "CsimError",
     "CsimResult",
+    "KernelObject",
     "arch_from_program",
     "build_csim",
+    "build_kernel",
     "csim_unavailable",
     "expected_regions",
     "markdown_lines",

@@ -1,11 +1,12 @@
 """The C-simulation board: the HLS kernel compiled with g++ into a shared library.
 
-The kernel sources come from ``codesign.hls.render_sources(arch)`` (one binary per
-ArchConfig, like one bitstream); ``hls_templates/runtime/kernel_so.cpp.j2`` adds C entry
-points that pack the simulated DDR bytes into ``bus_t`` beats, call ``codesign_top``
-and unpack the arena. The library is cached under ``$XDG_CACHE_HOME/codesign/runtime/csim/``
-keyed by the hash of every source, the flags and the compiler version, so only the
-first use of an ArchConfig compiles (about a minute on two cores).
+The kernel is ``codesign.hls.csim.build_kernel(arch)``: the one compiled object the C
+testbench links too (one compile per ArchConfig, like one bitstream);
+``hls_templates/runtime/kernel_so.cpp.j2`` adds C entry points that pack the simulated
+DDR bytes into ``bus_t`` beats, call ``codesign_top`` and unpack the arena. Both are
+cached under ``$XDG_CACHE_HOME/codesign/`` (``codesign.util.cached_build``) keyed by the
+hash of every source, the flags and the compiler version, so only the first use of an
+ArchConfig compiles (about a minute on two cores).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import hashlib
 import json
 import subprocess
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..arch import ArchConfig
@@ -80,54 +80,49 @@ def render_wrapper(arch: ArchConfig) -> str:
     )
 
 
-def library_sources(arch: ArchConfig) -> dict[str, str]:
-    """Every file compiled into the library, by relative path."""
-    from ..hls import kernel_sources, render_sources
-
-    sources = dict(kernel_sources(render_sources(arch)))
-    sources["src/kernel_so.cpp"] = render_wrapper(arch)
-    return sources
-
-
 def _compiler_version(cxx: str) -> str:
     result = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=False)
     return result.stdout.splitlines()[0] if result.stdout else cxx
 
 
-def build_library(arch=None, *, jobs: int = 2, quiet: bool = False) -> Path:
+def build_library(arch=None, *, quiet: bool = False) -> Path:
     """The compiled kernel library for ``arch``, from the cache or built now."""
     arch = _arch(arch)
+    from ..hls.csim import CsimError, build_kernel
+
     cxx = compiler()
-    sources = library_sources(arch)
+    wrapper = render_wrapper(arch)
     try:
         include = ap_types_include()
     except ApTypesNotFoundError as error:
         raise CsimBuildError(f"{error} (pip install hls4ml==1.3.0)") from None
+    status = _status("compiling the C-sim kernel (g++ -O2)", quiet)
+    try:
+        with status:  # the kernel object the testbench links too (one compile for both)
+            kernel = build_kernel(arch)
+    except CsimError as error:
+        raise CsimBuildError(str(error)) from None
     key_data = json.dumps(
-        {"sources": sources, "flags": CXX_FLAGS, "cxx": _compiler_version(cxx)}, sort_keys=True
+        {
+            "wrapper": wrapper,
+            "kernel": kernel.key,
+            "flags": CXX_FLAGS,
+            "cxx": _compiler_version(cxx),
+        },
+        sort_keys=True,
     )
     key = hashlib.sha256(key_data.encode()).hexdigest()[:20]
-    units = [path for path in sources if path.endswith(".cpp")]
 
     def build(work: Path) -> None:
         began = time.perf_counter()
-        for relative, text in sources.items():
-            (work / relative).parent.mkdir(parents=True, exist_ok=True)
-            (work / relative).write_text(text)
-        flags = [*CXX_FLAGS, f"-I{work / 'src'}", f"-I{include}"]
-
-        def compile_unit(relative: str) -> Path:
-            obj = work / (relative + ".o")
-            command = [cxx, *flags, "-c", str(work / relative), "-o", str(obj)]
-            result = subprocess.run(command, capture_output=True, text=True, check=False)
-            if result.returncode:
-                raise CsimBuildError(f"g++ failed on {relative}:\n{result.stderr[-6000:]}")
-            return obj
-
-        status = _status(f"compiling the C-sim kernel ({len(units)} units, g++ -O2)", quiet)
-        with status, ThreadPoolExecutor(max(1, min(jobs, len(units)))) as pool:
-            objects = list(pool.map(compile_unit, units))
-        link = [cxx, "-shared", "-o", str(work / LIBRARY_NAME), *map(str, objects)]
+        (work / "kernel_so.cpp").write_text(wrapper)
+        flags = [*CXX_FLAGS, f"-I{kernel.include}", f"-I{include}"]
+        command = [cxx, *flags, "-c", str(work / "kernel_so.cpp"), "-o", str(work / "so.o")]
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        if result.returncode:
+            raise CsimBuildError(f"g++ failed on kernel_so.cpp:\n{result.stderr[-6000:]}")
+        link = [cxx, "-shared", "-o", str(work / LIBRARY_NAME), str(work / "so.o"),
+                str(kernel.object)]  # fmt: skip
         result = subprocess.run(link, capture_output=True, text=True, check=False)
         if result.returncode:
             raise CsimBuildError(f"linking the C-sim kernel failed:\n{result.stderr}")
@@ -135,6 +130,7 @@ def build_library(arch=None, *, jobs: int = 2, quiet: bool = False) -> Path:
             "arch": arch.to_dict(),
             "flags": CXX_FLAGS,
             "cxx": _compiler_version(cxx),
+            "kernel": kernel.key,
             "seconds": round(time.perf_counter() - began, 1),
         }
         (work / "build.json").write_text(json.dumps(info, indent=1))
@@ -207,4 +203,4 @@ def csim_board(
     return SimulatedBoard(kernel, **kwargs)
 
 
-__all__ = ["CsimBuildError", "CsimKernel", "build_library", "csim_board", "library_sources"]
+__all__ = ["CsimBuildError", "CsimKernel", "build_library", "csim_board"]
