@@ -537,6 +537,9 @@ def loader_params(header) -> dict:
         program_max_bytes=LOADER_PROGRAM_MAX_BYTES,
         arena_max_bytes=LOADER_ARENA_MAX_BYTES,
     )
+    from .ops.base import interpolation_limits
+
+    params.update(interpolation_limits(params))
     exp_fmt = words["exp_fmt"]
     frac = (exp_fmt >> 8) & 0xFF
     params["exp_frac"] = frac - 256 if frac >= 128 else frac

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..contract import ERROR_CODES, NONE, Refusal
 from . import add, attention, embed, layernorm, linear, moe_experts, moe_gate
-from .base import UNSIGNED, OpSpec, aligned
+from .base import UNSIGNED, OpSpec, aligned, interpolation_limits
 from .expr import C, Env, F, H, P, Rule, Target, emit, evaluate, round_up, text
 
 SPECS: tuple[OpSpec, ...] = (
@@ -235,6 +235,7 @@ def kernel_check_params(
     }
     tables = _table_words(arch)
     params.update(tables)
+    params.update(interpolation_limits(tables))
     params["exp_frac"] = _frac_of(tables["exp_fmt"])
     params["w_bytes"] = tuple(w_bytes)
     params["max_tasks"] = MAX_TASKS

@@ -121,7 +121,7 @@ SPEC = OpSpec(
         ),
         *formats("qkv_fmt", "score_fmt", "sum_fmt", "prob_fmt", "out_fmt"),
         narrow("score_fmt", 32),
-        table_input("softmax input score_fmt", frac(F("score_fmt"))),
+        table_input("softmax input score_fmt", frac(F("score_fmt")), "exp"),
         Rule(
             "SOFTMAX", frac(F("sum_fmt")).eq(P("exp_frac")), why="sum_fmt has the exp table's frac"
         ),

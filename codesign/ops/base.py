@@ -122,16 +122,33 @@ def frac_le(name: str, *sum_of: str, when: Expr | None = None, error: str = "ALI
 TABLE_FRAC = (-32, 62)
 
 
-def table_input(what: str, frac_bits: Expr, when: Expr | None = None) -> Rule:
+def table_input(what: str, frac_bits: Expr, table: str | None = None, when=None) -> Rule:
     """A table lookup's input (softmax scores, GELU's argument, layer-norm statistics)
-    has fraction bits in the tables' domain."""
+    has fraction bits in the tables' domain; an interpolating table (exp, GELU) takes its
+    interpolation bits from the input, so their product with a table difference must stay
+    within 64 bits: at most ``kernel.<table>_input_frac_max`` (``interpolation_limits``)."""
     low, high = TABLE_FRAC
+    top = P(f"{table}_input_frac_max") if table else high
+    bound = f"kernel.{table}_input_frac_max" if table else high
     return Rule(
         "FORMAT",
-        (frac_bits >= low) & (frac_bits <= high),
+        (frac_bits >= low) & (frac_bits <= top),
         when,
-        f"{what}: fraction bits in [{low}, {high}]",
+        f"{what}: fraction bits in [{low}, {bound}]",
     )
+
+
+def interpolation_limits(words: dict) -> dict:
+    """``<table>_input_frac_max`` of the interpolating tables from their header words
+    (``<table>_fmt``, ``_index_bits``, ``_domain_log2``): the input's interpolation bits
+    G = frac - (index_bits - domain_log2) must keep G + width + 1 <= 63
+    (``codesign.numerics.tables``, and the kernels' 64-bit products)."""
+    limits = {}
+    for table in ("exp", "gelu_delta"):
+        width = words[f"{table}_fmt"] & 0xFF
+        step = words[f"{table}_index_bits"] - words[f"{table}_domain_log2"]
+        limits[f"{table}_input_frac_max"] = min(TABLE_FRAC[1], 62 - width + step)
+    return limits
 
 
 def aligned(value: Expr) -> Expr:

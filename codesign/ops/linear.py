@@ -118,7 +118,9 @@ SPEC = OpSpec(
         *formats("pre_fmt", when=F("post").eq(int(Post.GELU))),
         *formats("res_fmt", when=F("post").eq(int(Post.ADD))),
         frac_le("res_fmt", "x_fmt", "w_fmt", when=F("post").eq(int(Post.ADD))),
-        table_input("GELU input pre_fmt", frac(F("pre_fmt")), F("post").eq(int(Post.GELU))),
+        table_input(
+            "GELU input pre_fmt", frac(F("pre_fmt")), "gelu_delta", F("post").eq(int(Post.GELU))
+        ),
         *arena_rows("source", "src", "src_stride", F("rows"), F("in_dim")),
         *arena_rows("destination", "dst", "dst_stride", F("rows"), F("out_dim")),
         *arena_rows(

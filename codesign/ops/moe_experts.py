@@ -151,7 +151,7 @@ SPEC = OpSpec(
         narrow("hidden_fmt", 32),  # fc1's output goes through the 32-bit scratch rows
         frac_le("fc1_bias_fmt", "x_fmt", "fc1_fmt"),
         frac_le("fc2_bias_fmt", "hidden_fmt", "fc2_fmt"),
-        table_input("GELU input pre_fmt", frac(F("pre_fmt"))),
+        table_input("GELU input pre_fmt", frac(F("pre_fmt")), "gelu_delta"),
         *formats("res_fmt", when=present("res")),
         frac_le("res_fmt", "score_fmt", "y_fmt", when=present("res")),
         *arena_rows("source", "src", "src_stride", F("tokens"), F("dim")),

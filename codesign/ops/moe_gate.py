@@ -121,7 +121,7 @@ SPEC = OpSpec(
         *formats("w_fmt", "x_fmt", "logit_fmt", "score_fmt"),
         narrow("logit_fmt", 32),
         narrow("score_fmt", 32),
-        table_input("gate softmax input logit_fmt", frac(F("logit_fmt"))),
+        table_input("gate softmax input logit_fmt", frac(F("logit_fmt")), "exp"),
         *arena_rows("source", "src", "src_stride", F("tokens"), F("dim")),
         disjoint(
             "queue and source",
