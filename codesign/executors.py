@@ -4,8 +4,9 @@ An ``Executor`` runs a Program on an arena as the kernel does: ``run(program, ar
 task)`` takes the Program's bytes and the arena's 32-bit words with the input rows in
 place, leaves every layer's output in the arena, and returns an ``ArenaRun`` (the cycles
 when the executor counts them). Each refuses, with ``ProgramRefused``, exactly what its
-kernel refuses. ``Build.predict`` and the fuzzer use them directly; the simulated boards
-(``codesign.runtime``) put the C-sim one behind the PYNQ API.
+kernel refuses. ``Build.predict`` and the fuzzer use them directly; each simulated board
+(``codesign.runtime``) puts one behind the PYNQ API (the golden board with a cycle
+model, the RTL board placing the buffers at the host's DDR addresses).
 
 - ``golden``: the numpy golden executor (``codesign.golden``), for an ArchConfig or,
   without one, at the format's own limits;
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -34,6 +35,7 @@ NAMES = ("golden", "csim", "rtl")
 class ArenaRun:
     cycles: int | None = None  # counted by the executor (the RTL), else None
     source: str = ""
+    layer_cycles: dict[str, int] = field(default_factory=dict)  # per layer, when counted
 
 
 class Executor(Protocol):
@@ -65,6 +67,14 @@ def output_rows(program: Program, arena: np.ndarray, task: int) -> np.ndarray:
     return rows.reshape(ref.rows, ref.stride // 4)[:, : ref.cols].astype(np.int64)
 
 
+def _total_bytes(program: bytes) -> int:
+    """The header's total_bytes: a buffer in DDR is padded to whole beats."""
+    from .program import HEADER_FIELDS
+
+    at = 4 * (2 + HEADER_FIELDS.index("total_bytes"))
+    return int.from_bytes(program[at : at + 4], "little")
+
+
 def run_input(executor: Executor, program: Program, raw: np.ndarray, task: int) -> np.ndarray:
     """One input through ``executor``: the task's raw output [rows, cols]."""
     arena = initial_arena(program, raw)
@@ -73,21 +83,26 @@ def run_input(executor: Executor, program: Program, raw: np.ndarray, task: int) 
 
 
 class GoldenArena:
-    """The golden executor behind the arena interface (executors cached per Program)."""
+    """The golden executor behind the arena interface (executors cached per Program;
+    ``make(program, arch)`` builds one, e.g. a GoldenExecutor subclass that records)."""
 
     name = "golden"
 
-    def __init__(self, arch=None, cache_size: int = 4):
+    def __init__(self, arch=None, cache_size: int = 4, make=None):
         self.arch = arch
+        self._make = make
         self._cache: OrderedDict[bytes, object] = OrderedDict()
         self._cache_size = cache_size
 
     def executor(self, program: bytes):
+        """The (cached) GoldenExecutor of ``program``; the loader's checks run once."""
         from .golden import GoldenExecutor
 
         key = hashlib.blake2b(program, digest_size=16).digest()
         if key not in self._cache:
-            self._cache[key] = GoldenExecutor(Program.from_bytes(program), self.arch)
+            parsed = Program.from_bytes(program, "program in DDR")
+            make = self._make or GoldenExecutor
+            self._cache[key] = make(parsed, self.arch)
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         self._cache.move_to_end(key)
@@ -186,16 +201,20 @@ class RtlArena:
             )
         self.accelerator = accelerator
 
-    def run(self, program: bytes, arena: np.ndarray, task: int) -> ArenaRun:
+    def run(self, program, arena: np.ndarray, task: int, *, program_at=None, arena_at=None):
+        """As every executor; ``program_at``/``arena_at`` place the buffers in the DDR
+        model (default: the Program at its base, the arena after it)."""
         accel = self.accelerator
         program = bytes(program)
-        accel.load_program(program)
-        at = accel.arena_address(len(program))
-        accel.write_ddr(at, arena)
-        accel.execute(accel.program_address, at, int(task), self.max_cycles, program)
-        arena[:] = accel.read_ddr(at, arena.nbytes).view(arena.dtype)
-        cycles, _ = accel.counters(Program.from_bytes(program), int(task))
-        return ArenaRun(cycles=cycles, source="RTL counter (CYCLES register)")
+        program_at = accel.program_address if program_at is None else program_at
+        arena_at = accel.arena_address(len(program)) if arena_at is None else arena_at
+        accel.load_program(program, program_at)
+        accel.write_ddr(arena_at, arena)
+        accel.execute(program_at, arena_at, int(task), self.max_cycles, program)
+        arena[:] = accel.read_ddr(arena_at, arena.nbytes).view(arena.dtype)
+        parsed = Program.from_bytes(program[: _total_bytes(program)], "program in DDR")
+        cycles, layers = accel.counters(parsed, int(task))
+        return ArenaRun(cycles, "RTL counter (CYCLES register)", layers)
 
 
 def make_executor(

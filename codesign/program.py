@@ -28,6 +28,7 @@ import numpy as np
 from .contract import NONE, Post, ProgramError, ProgramRefused
 from .numerics.fixed import OVERFLOW, OVERFLOW_CODE, ROUNDING, ROUNDING_CODE, Fixed
 from .ops import LAYER_FIELDS, TABLE_NAMES, TABLE_WORDS, Op
+from .ops.base import interpolation_limits
 
 MAGIC = b"CDSGPROG"
 VERSION = 2  # 2: LINEAR carries nnz (stored tiles of a block-sparse matrix)
@@ -537,13 +538,11 @@ def loader_params(header) -> dict:
         program_max_bytes=LOADER_PROGRAM_MAX_BYTES,
         arena_max_bytes=LOADER_ARENA_MAX_BYTES,
     )
-    from .ops.base import interpolation_limits
-
     params.update(interpolation_limits(params))
     exp_fmt = words["exp_fmt"]
     frac = (exp_fmt >> 8) & 0xFF
     params["exp_frac"] = frac - 256 if frac >= 128 else frac
-    params["attn_parallel"] = min(words.get("attn_parallel", 64) or 64, 64)
+    params["attn_parallel"] = int(header[2 + HEADER_FIELDS.index("attn_parallel")])
     return params
 
 
@@ -553,7 +552,6 @@ def _check_rules(blob: bytes, source: str, arch, task: int, header=None) -> None
     if arch is None:
         header = np.frombuffer(blob[:HEADER_BYTES], "<u4") if header is None else header
         params, who = loader_params(header), "the loader"
-        params["attn_parallel"] = int(header[2 + HEADER_FIELDS.index("attn_parallel")])
     else:
         params, who = kernel_check_params(arch), "the kernel check"
     refusal = check_blob(blob, params, task)

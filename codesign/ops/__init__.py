@@ -17,7 +17,7 @@ import numpy as np
 from ..contract import ERROR_CODES, NONE, Refusal
 from . import add, attention, embed, layernorm, linear, moe_experts, moe_gate
 from .base import UNSIGNED, OpSpec, aligned, interpolation_limits
-from .expr import C, Env, F, H, P, Rule, Target, emit, evaluate, round_up, text
+from .expr import Env, F, H, P, Rule, Target, emit, evaluate, round_up, text
 
 SPECS: tuple[OpSpec, ...] = (
     linear.SPEC,
@@ -496,7 +496,6 @@ __all__ = [
     "BY_NAME",
     "LAYER_FIELDS",
     "SPECS",
-    "C",
     "Op",
     "OpSpec",
     "check_blob",

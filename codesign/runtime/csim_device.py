@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from ..arch import ArchConfig
+from ..executors import input_rows
 from ..numerics.aptypes import (
     DEFAULT_CXXFLAGS,
     ApTypesNotFoundError,
@@ -29,7 +30,7 @@ from ..program import HEADER_BYTES, HEADER_FIELDS
 from ..templates import environment
 from ..util import cached_build
 from .layout import padded
-from .simulated import GoldenKernel, KernelModel, SimulatedBoard, input_rows
+from .simulated import GoldenKernel, KernelModel, SimulatedBoard
 
 # the project's C-sim flags (numerics.aptypes), NDEBUG as in codesign.hls.csim (ap_private
 # asserts would abort the whole Python process; numerics are equal with it), and -fPIC

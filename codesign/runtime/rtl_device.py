@@ -84,6 +84,10 @@ class RtlKernel(KernelModel):
             )
         self.accelerator = accelerator
         self.max_cycles = int(max_cycles)
+        from ..executors import RtlArena
+
+        # the executor Build.predict uses too; the board adds the DDR placement
+        self.executor = RtlArena(self.arch, accelerator=accelerator, max_cycles=self.max_cycles)
         if board is not None:
             from ..arch import get_board
 
@@ -95,8 +99,6 @@ class RtlKernel(KernelModel):
 
     def execute(self, memory, program_address, arena_address, task):
         import time
-
-        from ..program import Program
 
         accel = self.accelerator
         header = memory.view(program_address, HEADER_BYTES).view("<u4")
@@ -114,21 +116,20 @@ class RtlKernel(KernelModel):
         with self._lock:
             began = time.perf_counter()
             first = accel.harness.cycles
+            self.executor.max_cycles = self.max_cycles  # a test may shorten it between runs
             try:
-                accel.load_program(program_blob, program_at)
-                accel.write_ddr(arena_at, arena)
-                accel.execute(program_at, arena_at, int(task), self.max_cycles, program_blob)
+                run = self.executor.run(
+                    program_blob, arena, int(task), program_at=program_at, arena_at=arena_at
+                )
             except ProgramRefused:
                 raise  # the RTL ran nothing; STATUS says why (the board shows it)
             except Exception as error:
                 accel.reset()  # like a PL reset: the next run starts from idle
                 raise SimulatedKernelError(f"RTL run failed: {error}") from error
-            arena[:] = accel.read_ddr(arena_at, arena_span)
-            program = Program.from_bytes(program_blob[:total], "program in DDR")
-            cycles, self.layer_cycles = accel.counters(program, int(task))
+            self.layer_cycles = run.layer_cycles
             self.harness_seconds = time.perf_counter() - began
             self.harness_cycles = accel.harness.cycles - first
-        return cycles
+        return run.cycles
 
     def _placement(self, program_address, program_span, arena_address, arena_span):
         """Where the Program and the arena go in the testbench's DDR model.

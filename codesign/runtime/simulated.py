@@ -20,10 +20,8 @@ reads the Program and the arena from ``SimulatedMemory`` and writes the arena ba
 from __future__ import annotations
 
 import bisect
-import hashlib
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,7 +41,6 @@ from ..arch.regmap import (
     register_map,
 )
 from ..contract import STATUS_OFFSET, ProgramRefused
-from ..executors import input_rows
 from ..program import HEADER_BYTES, HEADER_FIELDS, Program
 
 KERNEL_BASE = 0xA000_0000  # M_AXI_HPM0_FPD window of a Zynq UltraScale+, where Vivado puts IPs
@@ -215,9 +212,11 @@ class GoldenKernel(KernelModel):
     name = "golden"
 
     def __init__(self, board: str | None = None, cache_size: int = 4, arch=None):
+        from ..executors import GoldenArena
+
         self.arch = arch  # refuse what the kernel for this ArchConfig refuses (else: the loader)
-        self._executors: OrderedDict[bytes, object] = OrderedDict()
-        self._cache_size = cache_size
+        # the executor Build.predict uses, whose GoldenExecutors note MoE queue lengths
+        self.executor = GoldenArena(arch, cache_size, make=_counting_executor)
         self.board = board
         if board is not None:
             from ..arch import get_board
@@ -226,22 +225,14 @@ class GoldenKernel(KernelModel):
             self.cycles_source = CYCLE_MODEL
 
     def _executor(self, blob: bytes):
-        key = hashlib.blake2b(blob, digest_size=16).digest()
-        if key not in self._executors:
-            program = Program.from_bytes(blob, "program in DDR")
-            self._executors[key] = _counting_executor(program, self.arch)
-            while len(self._executors) > self._cache_size:
-                self._executors.popitem(last=False)
-        self._executors.move_to_end(key)
-        return self._executors[key]
+        return self.executor.executor(blob)
 
     def execute(self, memory, program_address, arena_address, task):
-        executor = self._executor(self.program_bytes(memory, program_address))
-        program = executor.program
-        arena = memory.view(arena_address, program.arena_bytes).view("<i4")
+        blob = self.program_bytes(memory, program_address)
+        executor = self._executor(blob)
+        arena = memory.view(arena_address, executor.program.arena_bytes).view("<i4")
         executor.expert_counts = {} if self.board else None
-        executor.run(input_rows(program, arena), task)
-        arena[:] = executor.arena.astype(np.int32)  # every layer's output, as the kernel leaves it
+        self.executor.run(blob, arena, task)  # every layer's output, as the kernel leaves it
         return self._cycles(executor, task)
 
     def program(self, blob: bytes) -> Program:
