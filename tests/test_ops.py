@@ -153,3 +153,16 @@ def test_every_op_carries_its_semantics_and_cycle_model():
         text = inspect.getsource(function)
         for spec in SPECS:
             assert f"Op.{spec.name}" not in text, (function.__name__, spec.name)
+
+
+def test_header_words_the_rules_read_are_the_program_layouts():
+    """codesign.ops restates the header word indices it reads (codesign.program imports
+    the registry, not the other way round): they must be the layout's."""
+    from codesign import program
+
+    for name, (index, _signed) in ops.HEADER_WORD_INDEX.items():
+        if name in program.HEADER_FIELDS:
+            assert index == 2 + program.HEADER_FIELDS.index(name), name
+    assert ops.HEADER_WORD_INDEX["magic_lo"][0] == 0
+    assert ops._H_TABLES == program._H_TABLES
+    assert (ops.TABLE_NAMES, ops.TABLE_WORDS) == (program.TABLE_NAMES, program.TABLE_WORDS)
