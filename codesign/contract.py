@@ -130,11 +130,11 @@ class ProgramRefused(ProgramError):  # noqa: N818 (the issue's and the docs' nam
         code, layer = unpack_status(status)
         op = name = None
         if layer is not None and program is not None:
-            op, name = _describe_layer(program, layer)
+            op, name = describe_layer(program, layer)
         return cls(code, layer, op, layer_name=name, **kwargs)
 
 
-def _describe_layer(blob: bytes, layer: int) -> tuple[str | None, str | None]:
+def describe_layer(blob: bytes, layer: int) -> tuple[str | None, str | None]:
     """Op and name of descriptor ``layer`` read straight from the bytes (no validation)."""
     from .ops import op_name_of_code
     from .program import HEADER_BYTES, LAYER_WORDS, NAME_WORDS
@@ -175,6 +175,7 @@ __all__ = [
     "ProgramError",
     "ProgramRefused",
     "Refusal",
+    "describe_layer",
     "pack_status",
     "unpack_status",
 ]

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .contract import NONE, Post, ProgramError, ProgramRefused
+from .contract import NONE, Post, ProgramError, ProgramRefused, describe_layer
 from .numerics.fixed import OVERFLOW, OVERFLOW_CODE, ROUNDING, ROUNDING_CODE, Fixed
 from .ops import LAYER_FIELDS, TABLE_NAMES, TABLE_WORDS, Op
 from .ops.base import interpolation_limits
@@ -393,6 +393,16 @@ LOADER_ARENA_MAX_BYTES = 1 << 28
 LOADER_PROGRAM_MAX_BYTES = 1 << 31
 
 
+def _fmt_word_ok(word: int) -> bool:
+    """A format word of a header tensor or table: at most 32 bits wide (an int32 word),
+    known rounding and overflow codes."""
+    return (
+        1 <= word & 0xFF <= 32
+        and (word >> 17) & 7 < len(ROUNDING)
+        and (word >> 20) & 7 < len(OVERFLOW)
+    )
+
+
 def _check_structure(blob: bytes, values: dict, source: str) -> None:
     """What the loader needs before the rules can be evaluated: sane geometry and tables
     (the kernel compares these with its build; without an ArchConfig the loader checks
@@ -417,11 +427,7 @@ def _check_structure(blob: bytes, values: dict, source: str) -> None:
                 f"{source}: table {name}: {t['entries']} entries for {index_bits} index bits"
             )
         fmt = t["fmt"]
-        if not (
-            1 <= fmt & 0xFF <= 32
-            and (fmt >> 17) & 7 < len(ROUNDING)
-            and (fmt >> 20) & 7 < len(OVERFLOW)
-        ):
+        if not _fmt_word_ok(fmt):
             raise ProgramError(f"{source}: table {name}: format word 0x{fmt:08x} is not valid")
         domain = t["domain_log2"] - (1 << 32) if t["domain_log2"] >> 31 else t["domain_log2"]
         if not -32 <= domain <= 32 or t["guard_bits"] > 32:
@@ -441,11 +447,7 @@ def _check_structure(blob: bytes, values: dict, source: str) -> None:
             or not 1 <= rows <= 65535
             or not 1 <= cols <= 65535
             or offset + rows * stride > values["arena_bytes"]
-            or not (
-                1 <= fmt & 0xFF <= 32
-                and (fmt >> 17) & 7 < len(ROUNDING)
-                and (fmt >> 20) & 7 < len(OVERFLOW)
-            )
+            or not _fmt_word_ok(fmt)
         ):
             raise ProgramError(
                 f"{source}: the {what} tensor lies outside the arena or is malformed"
@@ -559,19 +561,10 @@ def _check_rules(blob: bytes, source: str, arch, task: int, header=None) -> None
         raise ProgramRefused(
             refusal.code,
             refusal.layer,
-            _op_at(blob, refusal.layer),
+            None if refusal.layer is None else describe_layer(blob, refusal.layer)[0],
             executor=f"{source}: {who}",
             detail=refusal.detail,
         )
-
-
-def _op_at(blob: bytes, layer: int | None) -> str | None:
-    from .ops import op_name_of_code
-
-    if layer is None:
-        return None
-    start = HEADER_BYTES + layer * LAYER_WORDS * 4
-    return op_name_of_code(int.from_bytes(blob[start : start + 4], "little"))
 
 
 # ---------------------------------------------------------------- weight layout

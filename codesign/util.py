@@ -175,3 +175,16 @@ def cached_build(
             shutil.rmtree(work, ignore_errors=True)
             raise
     return entry, True
+
+
+def generated_doc_main(path: Path, text: str, argv: list[str], command: str) -> int:
+    """``main`` of a doc generator: rewrite ``path`` with ``text``, or with ``--check``
+    exit 1 when the file differs (a test and CI keep generated docs current)."""
+    if "--check" in argv:
+        if not path.is_file() or path.read_text() != text:
+            print(f"{path} is stale: run {command}")
+            return 1
+        return 0
+    path.write_text(text)
+    print(f"wrote {path}")
+    return 0

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from ..contract import ERROR_CODES
+from ..util import generated_doc_main
 from . import SPECS, TASK_RULE, _header_rules
 from .expr import text
 
@@ -60,15 +61,7 @@ def render() -> str:
 
 
 def main(argv: list[str]) -> int:
-    content = render()
-    if "--check" in argv:
-        if not DOC.is_file() or DOC.read_text() != content:
-            print(f"{DOC} is stale: run python -m codesign.ops.doc")
-            return 1
-        return 0
-    DOC.write_text(content)
-    print(f"wrote {DOC}")
-    return 0
+    return generated_doc_main(DOC, render(), argv, "python -m codesign.ops.doc")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from ..contract import CHECK_ERRORS, STATUS_OFFSET
 from ..numerics.fixed import OVERFLOW, ROUNDING
 from ..program import _H_GEOMETRY, _H_INPUT, _H_OUTPUTS, HEADER_FIELDS
 from ..templates import environment
+from ..util import generated_doc_main
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "interface.md"
@@ -69,15 +70,7 @@ def render() -> str:
 
 
 def main(argv: list[str]) -> int:
-    text = render()
-    if "--check" in argv:
-        if not DOC.is_file() or DOC.read_text() != text:
-            print(f"{DOC} is stale: run python -m codesign.runtime.interface_doc")
-            return 1
-        return 0
-    DOC.write_text(text)
-    print(f"wrote {DOC}")
-    return 0
+    return generated_doc_main(DOC, render(), argv, "python -m codesign.runtime.interface_doc")
 
 
 if __name__ == "__main__":
