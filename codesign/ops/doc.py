@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 from ..contract import ERROR_CODES
-from ..util import generated_doc_main
 from . import SPECS, TASK_RULE, _header_rules
 from .expr import text
 
@@ -61,7 +60,18 @@ def render() -> str:
 
 
 def main(argv: list[str]) -> int:
-    return generated_doc_main(DOC, render(), argv, "python -m codesign.ops.doc")
+    """Rewrite the doc, or with ``--check`` exit 1 when it is stale (like
+    ``codesign.util.generated_doc_main``, which this package cannot import: the deploy
+    bundle carries ``codesign/ops`` without ``codesign.util``)."""
+    content = render()
+    if "--check" in argv:
+        if not DOC.is_file() or DOC.read_text() != content:
+            print(f"{DOC} is stale: run python -m codesign.ops.doc")
+            return 1
+        return 0
+    DOC.write_text(content)
+    print(f"wrote {DOC}")
+    return 0
 
 
 if __name__ == "__main__":
