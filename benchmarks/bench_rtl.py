@@ -59,7 +59,11 @@ def bench_cycles(name: str, arch: ArchConfig, table: Table) -> None:
     dense129 = None
     for case, op, n in zip(batch.cases, batch.ops, cycles, strict=True):
         est = estimate.ucu_cycles(
-            case.rows, op["stored_tiles"], _tiles(out_dim, arch.tile_out), p["load_beats"]
+            case.rows,
+            op["stored_tiles"],
+            _tiles(out_dim, arch.tile_out),
+            p["load_beats"],
+            p["drain_chunks"],
         )
         util = estimate.utilisation(case.rows, in_dim, out_dim, arch.tile_in, arch.tile_out, int(n))
         if case.name == "dense rows=129":

@@ -565,7 +565,7 @@ def test_cycles_vs_estimate(arch, ucu, table):
         assert_exact(case, got, table)
         stored = op["stored_tiles"]
         out_tiles = _tiles(case.out_dim, arch.tile_out)
-        est = estimate.ucu_cycles(case.rows, stored, out_tiles, p["load_beats"])
+        est = estimate.ucu_cycles(case.rows, stored, out_tiles, p["load_beats"], p["drain_chunks"])
         util = estimate.utilisation(
             case.rows, case.in_dim, case.out_dim, arch.tile_in, arch.tile_out, int(n)
         )

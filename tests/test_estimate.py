@@ -17,15 +17,19 @@ from codesign.program import NONE, Op
 def test_linear_cycles_by_hand():
     # 4 rows x 64 -> 32, Ti = To = 32, int16 weights, 128-bit bus:
     # tile load = 32*32*2 / 16 = 128 beats; 2 tiles; x read = 4 rows * (64*4/16) = 64 beats
-    # UCU = first load 128 + 2 * max(4, 128) + drain 4 + pipeline 8 = 396
+    # the drain has 128 / 32 = 4 lanes: a row of 32 outputs takes 8 cycles (its 8 beats)
+    # UCU = first load 128 + 2 * max(4, 128) + drain 4 * 8 + pipeline 8 = 424
     assert est.tile_load_beats(32, 32, 2, 16) == 128
-    assert est.ucu_cycles(4, 2, 1, 128) == 396
-    assert est.linear_cycles(4, 64, 32, 32, 32, 2, 16) == 64 + 396
-    # 200 rows: the MACs take 128 + 2 * 200 + 200 + 8 = 736, but each output row of the
-    # tile is 32 int32 words = 8 beats to write: 200 * 8 + 128 + 200 + 8 = 1936 (write-bound)
-    assert est.linear_cycles(200, 64, 32, 32, 32, 2, 16) == 200 * 16 + 1936
+    assert est.drain_chunks(32, 128) == 8
+    assert est.ucu_cycles(4, 2, 1, 128) == 128 + 256 + 4 + 8  # one chunk: full-width lanes
+    assert est.ucu_cycles(4, 2, 1, 128, 8) == 424
+    assert est.linear_cycles(4, 64, 32, 32, 32, 2, 16) == 64 + 424
+    # 200 rows: the MACs take 128 + 2 * 200 = 528, then the last (only) tile row drains
+    # at 8 cycles a row: 528 + 1600 + 8 = 2136, longer than the writes' 200 * 8 + 128 +
+    # 200 + 8 = 1936 (which start with the drain)
+    assert est.linear_cycles(200, 64, 32, 32, 32, 2, 16) == 200 * 16 + 2136
     # compute-bound: 16 input tiles per output tile row (512 inputs)
-    ucu = 128 + 16 * 200 + 200 + 8
+    ucu = 128 + 16 * 200 + 1600 + 8
     assert est.linear_cycles(200, 512, 32, 32, 32, 2, 16) == 200 * 128 + ucu
 
 
@@ -83,9 +87,12 @@ def test_every_layer_costed_with_its_formula(tiny_build):
         assert entry["latency_cycles"] == waits, layer.name
         fetch = descriptor - est.AXI_LATENCY  # the descriptor's own round trip is in waits
         assert entry["cycles"] == max(expected, entry["ddr_cycles"]) + fetch + waits
-    # once per run: header twice, one check read per descriptor, the four tables
+    # once per run: header twice, one check read per descriptor and the rule engine
+    # on each (codesign.ops.microcode), the four tables
     header = 2 * (512 // bus + est.AXI_LATENCY)
     check = len(program.layers) * (256 // bus + est.AXI_LATENCY)
+    check += est.rule_engine_cycles(program, arch)
+    assert est.rule_engine_cycles(program, arch) > 20 * len(program.layers)
     tables = sum(-(-4 * t.entries // bus) + est.AXI_LATENCY for t in program.tables.values())
     total = header + check + tables + sum(entry["cycles"] for entry in result["layers"])
     assert result["cycles"] == total

@@ -13,7 +13,7 @@ from small_models import ARCH_TINY
 from codesign import ops
 from codesign.arch import ArchConfig
 from codesign.contract import ERROR_CODES
-from codesign.ops import BY_CODE, SPECS, cpp_check, kernel_check_params, sv_layer_check
+from codesign.ops import BY_CODE, SPECS, cpp_check, kernel_check_params, microcode
 from codesign.ops.expr import Bin, CeilDiv, Cmp, F, FmtPart, Logic, Not, Rule
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -55,34 +55,49 @@ def test_one_rule_changed_changes_the_cpp_the_sv_and_the_python_check(monkeypatc
     params = kernel_check_params(arch)
     limit = 7  # below every kernel's max_tokens: a value nobody else emits
     before_cpp = render_sources(arch)["src/codesign_top.cpp"]
-    before_sv = check_context(arch, None)["layer"]
+    before_sv = check_context(arch, None)["engine"]
     program = Program.from_bytes(tiny_build.program_bytes)
     specs, changed = _linear_rows_rule_changed(limit)
     monkeypatch.setattr(ops, "SPECS", specs)
     monkeypatch.setitem(ops.BY_CODE, 1, changed)
     after_cpp = render_sources(arch)["src/codesign_top.cpp"]
-    after_sv = check_context(arch, None)["layer"]
+    after_sv = check_context(arch, None)["engine"]
     cpp_rows = "((i64)d[LINEAR_ROWS] <= {}LL)"
-    sv_rows = "(longint'($signed(f[2])) <= 64'sd{})"
     assert cpp_rows.format(params["max_tokens"]) in before_cpp
     assert cpp_rows.format(limit) in after_cpp and cpp_rows.format(limit) not in before_cpp
-    assert sv_rows.format(params["max_tokens"]) in before_sv
-    assert sv_rows.format(limit) in after_sv and sv_rows.format(limit) not in before_sv
+
+    # the SV controller's rule engine: LINEAR's microcode compares rows with the new bound
+    def linear_bounds(engine):
+        code = engine.words[engine.entries[1] : engine.unknown_entry]
+        decoded = [microcode._decode(word) for word in code]
+        rows = microcode.sel(microcode.SRC_FIELD_S, BY_CODE[1].field_names.index("rows"))
+        return {i.imm for i in decoded if i.op == "LE" and i.a == rows}
+
+    assert params["max_tokens"] in linear_bounds(before_sv)
+    assert limit not in linear_bounds(before_sv)
+    assert limit in linear_bounds(after_sv)
     index = next(i for i, layer in enumerate(program.layers) if layer.op.name == "LINEAR")
     program.layers[index].fields["rows"] = limit + 1
-    refusal = ops.check_blob(program.to_bytes(), params, 0)
+    blob = program.to_bytes()
+    refusal = ops.check_blob(blob, params, 0)
     assert (refusal.code, refusal.layer) == (ERROR_CODES["SIZE"], index)
+    answer = microcode.verdict(blob, params, 0)
+    assert (answer.code, answer.layer) == (ERROR_CODES["SIZE"], index)
 
 
 def test_every_op_and_error_reaches_both_generated_checks():
     params = kernel_check_params(ArchConfig())
-    cpp, sv = cpp_check(params), sv_layer_check(params)
+    cpp, engine = cpp_check(params), microcode.image(params)
+    ends = sorted([*engine.entries.values(), engine.unknown_entry])
     for spec in SPECS:
         assert f"case OP_{spec.name}:" in cpp
-        assert f"32'd{spec.code}: begin  // {spec.name}" in sv
+        start = engine.entries[spec.code]
+        code = [microcode._decode(w) for w in engine.words[start : ends[ends.index(start) + 1]]]
+        asserted = {i.imm & 0xFF for i in code if i.op == "ASSERT"}
+        assert code[-1].op == "END"
         for rule in spec.rules:
             assert f"return ERR_{rule.error};" in cpp
-            assert f"layer_err = 8'd{ERROR_CODES[rule.error]};" in sv
+            assert ERROR_CODES[rule.error] in asserted, (spec.name, rule.why)
     assert max(BY_CODE) < 1 << ops.OP_CODE_BITS
 
 

@@ -80,6 +80,13 @@ _FIELD_RANGES = (
 )
 
 
+def output_lanes(tile_out: int, bus_bits: int) -> int:
+    """Lanes of the UCU's requantise / post-op datapath: the int32 words one bus beat
+    carries (at most tile_out). A row of tile_out outputs then passes the drain in as many
+    cycles as its writes take on the bus, so wider lanes would buy nothing but LUTs."""
+    return max(1, min(tile_out, bus_bits // 32))
+
+
 @dataclass(frozen=True)
 class ArchConfig:
     """Compile-time parameters of the accelerator (HLS templates and RTL render from these)."""
@@ -130,6 +137,16 @@ class ArchConfig:
     @property
     def bus_bytes(self) -> int:
         return self.bus_bits // 8
+
+    @property
+    def output_lanes(self) -> int:
+        """Lanes of the UCU's requantise / post-op datapath (see ``output_lanes``)."""
+        return output_lanes(self.tile_out, self.bus_bits)
+
+    @property
+    def drain_chunks(self) -> int:
+        """Cycles one output row spends in the UCU's drain (tile_out / output_lanes)."""
+        return self.tile_out // self.output_lanes
 
     @property
     def macs(self) -> int:

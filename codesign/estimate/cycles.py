@@ -53,15 +53,28 @@ def tile_load_beats(tile_in: int, tile_out: int, weight_bytes: int, bus_bytes: i
     return beats(tile_in * tile_out * weight_bytes, bus_bytes)
 
 
-def ucu_cycles(rows: int, stored_tiles: int, out_tiles: int, load_beats: int) -> int:
+def ucu_cycles(rows: int, stored_tiles: int, out_tiles: int, load_beats: int,
+               drain_chunks: int = 1) -> int:  # fmt: skip
     """UCU compute cycles for one weight matrix (excluding activation DMA).
 
     ``stored_tiles``: tiles actually stored (all tiles when dense, non-zero tiles when
-    block-sparse), spread over ``out_tiles`` output tile rows.
+    block-sparse), spread over ``out_tiles`` output tile rows. ``drain_chunks``: cycles
+    an output row takes through the requantise / post-op lanes (``drain_chunks``); the
+    drain of one output tile row overlaps the next one's MACs, so the longer of the two
+    sets the pace, and the last drain is exposed.
     """
+    drain = rows * drain_chunks
     if stored_tiles == 0:
-        return rows + UCU_PIPELINE  # bias-only outputs still drain
-    return load_beats + stored_tiles * max(rows, load_beats) + rows + UCU_PIPELINE
+        return out_tiles * drain + UCU_PIPELINE  # bias-only outputs still drain
+    macs = stored_tiles * max(rows, load_beats)
+    return load_beats + max(macs, (out_tiles - 1) * drain) + drain + UCU_PIPELINE
+
+
+def drain_chunks(tile_out: int, bus_bits: int) -> int:
+    """Cycles per output row in the UCU's drain (``codesign.arch.config.output_lanes``)."""
+    from ..arch.config import output_lanes
+
+    return tile_out // output_lanes(tile_out, bus_bits)
 
 
 def linear_cycles(rows: int, in_dim: int, out_dim: int, tile_in: int, tile_out: int,
@@ -77,7 +90,8 @@ def linear_cycles(rows: int, in_dim: int, out_dim: int, tile_in: int, tile_out: 
     # every output row of a tile is To int32 words on the bus: with few input tiles the
     # writes (and residual reads, on the other port) outlast the MACs
     writes = out_tiles * rows * beats(4 * tile_out, bus_bytes) + load + rows + UCU_PIPELINE
-    return x_beats + max(ucu_cycles(rows, stored, out_tiles, load), writes)
+    chunks = drain_chunks(tile_out, 8 * bus_bytes)
+    return x_beats + max(ucu_cycles(rows, stored, out_tiles, load, chunks), writes)
 
 
 def attention_cycles(tokens: int, dim: int, heads: int, parallel: int, bus_bytes: int) -> int:
@@ -131,6 +145,7 @@ def experts_cycles(counts: list[int], tokens: int, dim: int, hidden: int, tile_i
             -(-dim // tile_out) * -(-hidden // tile_in),
             -(-dim // tile_out),
             tile_load_beats(tile_in, tile_out, weight_bytes, bus_bytes),
+            drain_chunks(tile_out, 8 * bus_bytes),
         )
     residual = tokens * beats(4 * dim, bus_bytes)
     return total + residual + ELEMENTWISE_PIPELINE
@@ -343,15 +358,19 @@ def _checked(parts: dict, cycles: int, what: str) -> dict:
     return parts
 
 
-def ucu_breakdown(rows: int, stored_tiles: int, load: int) -> dict:
+def ucu_breakdown(rows: int, stored_tiles: int, load: int, out_tiles: int = 1,
+                  chunks: int = 1) -> dict:  # fmt: skip
     """ucu_cycles in parts: rows streaming past stored tiles, tile loads they do not
-    hide (and the first), the last output drain, the pipeline depth."""
+    hide (and the first), the output drain they do not hide (and the last), the
+    pipeline depth."""
+    drain = rows * chunks
     if stored_tiles == 0:
-        return breakdown_parts(activations=rows, control=UCU_PIPELINE)
+        return breakdown_parts(activations=out_tiles * drain, control=UCU_PIPELINE)
+    macs = stored_tiles * max(rows, load)
     return breakdown_parts(
         compute=stored_tiles * rows,
         weights=load + stored_tiles * max(0, load - rows),
-        activations=rows,
+        activations=drain + max(0, (out_tiles - 1) * drain - macs),
         control=UCU_PIPELINE,
     )
 
@@ -363,9 +382,10 @@ def linear_breakdown(rows: int, in_dim: int, out_dim: int, tile_in: int, tile_ou
     out_tiles, in_tiles = -(-out_dim // tile_out), -(-in_dim // tile_in)
     stored = out_tiles * in_tiles if stored_tiles is None else stored_tiles
     load = tile_load_beats(tile_in, tile_out, weight_bytes, bus_bytes)
-    ucu = ucu_cycles(rows, stored, out_tiles, load)
+    chunks = drain_chunks(tile_out, 8 * bus_bytes)
+    ucu = ucu_cycles(rows, stored, out_tiles, load, chunks)
     writes = out_tiles * rows * beats(4 * tile_out, bus_bytes) + load + rows + UCU_PIPELINE
-    parts = ucu_breakdown(rows, stored, load)
+    parts = ucu_breakdown(rows, stored, load, out_tiles, chunks)
     parts["activations"] += rows * beats(4 * in_dim, bus_bytes) + max(0, writes - ucu)
     return parts
 
@@ -403,7 +423,8 @@ def experts_breakdown(counts, tokens, dim, hidden, tile_in, tile_out, weight_byt
         fc1 = linear_breakdown(count, dim, hidden, tile_in, tile_out, weight_bytes, bus_bytes)
         add_parts(parts, fc1)
         parts["activations"] += count * beats(4 * hidden, bus_bytes)
-        add_parts(parts, ucu_breakdown(count, fc2_tiles, load))
+        chunks = drain_chunks(tile_out, 8 * bus_bytes)
+        add_parts(parts, ucu_breakdown(count, fc2_tiles, load, -(-dim // tile_out), chunks))
     return parts
 
 
@@ -450,14 +471,36 @@ def _counts_for(program, layer, expert_counts) -> tuple[list[int], str]:
     return counts, "measured"
 
 
-def startup_cycles(program, ddr_latency: int = AXI_LATENCY) -> int:
+def startup_cycles(program, ddr_latency: int = AXI_LATENCY, arch=None) -> int:
     """Before the first layer: the kernel reads the header, checks every descriptor
-    (one burst each), reads the header again and loads the four tables into ROMs."""
+    (one burst each), reads the header again and loads the four tables into ROMs.
+    With `arch`, the checks cost what the RTL's rule engine takes to run the header's
+    and each layer's rules (``codesign.ops.microcode``; the HLS kernel is charged the
+    same)."""
     bus = program.bus_bits // 8
     header = beats(HEADER_BYTES, bus) + ddr_latency
     check = len(program.layers) * (beats(DESCRIPTOR_BYTES, bus) + ddr_latency)
     tables = sum(beats(4 * t.entries, bus) + ddr_latency for t in program.tables.values())
+    if arch is not None:
+        check += rule_engine_cycles(program, arch, ddr_latency)
     return 2 * header + check + tables
+
+
+def rule_engine_cycles(program, arch, ddr_latency: int = AXI_LATENCY) -> int:
+    """Cycles of the RTL controller's rule engine on `program`: the header's rules once,
+    each layer's rules (exactly: ``codesign.ops.microcode.verdict`` counts them), plus
+    the CSR index stream of each block-sparse layer."""
+    from ..ops import kernel_check_params, microcode
+
+    w_bytes = max([layer.fields.get("w_bytes", 2) for layer in program.layers] or [2])
+    params = kernel_check_params(arch, w_bytes=(w_bytes,))
+    answer = microcode.verdict(program.to_bytes(), params)
+    total = answer.header_cycles + sum(answer.layer_cycles)
+    for layer in program.layers:
+        if layer.op.name == "LINEAR" and layer.fields.get("blocks", NONE) != NONE:
+            words = -(-layer.fields["out_dim"] // program.tile_out) + 1 + layer.fields["nnz"]
+            total += beats(4 * words, program.bus_bits // 8) + ddr_latency
+    return total
 
 
 def exposed_latency(layer, ddr_latency: int, counts: list[int] | None = None) -> int:
@@ -495,7 +538,7 @@ def estimate_cycles(
     clock_hz = board.clock_mhz * 1e6
     ddr_bytes_per_cycle = board.ddr_gbps * 1e9 / clock_hz
     descriptor = beats(DESCRIPTOR_BYTES, bus) + LAYER_DISPATCH
-    start = startup_cycles(program, ddr_latency)
+    start = startup_cycles(program, ddr_latency, arch)
     layers, sources = [], set()
     total = start
     for layer in program.layers:

@@ -421,71 +421,6 @@ def cpp_check(params: dict) -> str:
 # ----------------------------------------------------------------------------- SV
 
 
-def _sv_const(value: int) -> str:
-    return f"-64'sd{-value}" if value < 0 else f"64'sd{value}"
-
-
-def _sv_target(op: OpSpec | None, params: dict, field_base: dict[str, int] | None) -> Target:
-    kinds = dict(op.fields) if op else {}
-
-    def field(name: str) -> str:
-        if name == "task":
-            return "longint'($signed(d_task))"
-        word = f"f[{field_base[name]}]"
-        if kinds[name] in UNSIGNED:
-            return f"longint'({{32'd0, {word}}})"
-        return f"longint'($signed({word}))"
-
-    def header(name: str) -> str:
-        if name == "task":
-            return "longint'({32'd0, task_r})"
-        signed = HEADER_WORD_INDEX[name][1]
-        return f"longint'($signed(h_{name}))" if signed else f"longint'({{32'd0, h_{name}}})"
-
-    return Target(
-        field=field,
-        header=header,
-        param=params.__getitem__,
-        const=_sv_const,
-        fmt_word=lambda name: f"f[{field_base[name]}]",
-        sv=True,
-    )
-
-
-def _sv_chain(rules, target: Target, out: str, indent: str) -> list[str]:
-    lines = []
-    for number, rule in enumerate(rules):
-        cond = f"!{emit(rule.must, target)}"
-        if rule.when is not None:
-            cond = f"{emit(rule.when, target)} && {cond}"
-        keyword = "if" if number == 0 else "else if"
-        lines.append(f"{indent}// {rule.why or text(rule.must)}")
-        lines.append(f"{indent}{keyword} ({cond})")
-        lines.append(f"{indent}    {out} = 8'd{ERROR_CODES[rule.error]};")
-    return lines
-
-
-def sv_layer_check(params: dict) -> str:
-    """The body of the RTL controller's layer check: sets ``layer_err`` from ``d_op``,
-    ``d_task``, the descriptor fields ``f[]`` and the latched header words ``h_*``."""
-    lines = ["case (d_op)"]
-    for op in SPECS:
-        base = {name: i for i, name in enumerate(op.field_names)}
-        target = _sv_target(op, params, base)
-        lines.append(f"    32'd{op.code}: begin  // {op.name}")
-        lines += _sv_chain((TASK_RULE, *op.rules), target, "layer_err", "        ")
-        lines.append("    end")
-    lines.append(f"    default: layer_err = 8'd{ERROR_CODES['OP']};")
-    lines.append("endcase")
-    return "\n".join(lines) + "\n"
-
-
-def sv_header_check(params: dict) -> str:
-    """The body of the RTL controller's header check: sets ``hdr_code``."""
-    target = _sv_target(None, params, None)
-    return "\n".join(_sv_chain(_header_rules(), target, "hdr_code", "")) + "\n"
-
-
 def sv_header_words() -> list[tuple[str, int]]:
     """(name, header word index) of every header word the SV check latches."""
     return [(name, index) for name, (index, _) in HEADER_WORD_INDEX.items()]
@@ -502,6 +437,5 @@ __all__ = [
     "cpp_check",
     "kernel_check_params",
     "spec",
-    "sv_header_check",
-    "sv_layer_check",
+    "sv_header_words",
 ]

@@ -171,6 +171,8 @@ def rtl_params(arch: ArchConfig, precision: Precision | str | None = None) -> di
         "max_out_tiles": -(-max_out // arch.tile_out),
         "out_tile_bits": _clog2(-(-max_out // arch.tile_out) + 1),
         "load_beats": load_beats,
+        "drain_lanes": arch.output_lanes,
+        "drain_chunks": arch.drain_chunks,
         "post_none": POST_NONE,
         "post_gelu": POST_GELU,
         "post_add": POST_ADD,
@@ -249,18 +251,19 @@ def header_context(tables: dict[str, Table]) -> dict:
 def check_context(arch: ArchConfig, precision) -> dict:
     """The controller's header and layer checks, generated from the op registry's rules
     with this build's constants (its weight container: one precision per RTL build)."""
-    from ..ops import (
-        OP_CODE_BITS,
-        kernel_check_params,
-        sv_header_check,
-        sv_header_words,
-        sv_layer_check,
-    )
+    from ..ops import OP_CODE_BITS, kernel_check_params, microcode, sv_header_words
 
     params = kernel_check_params(arch, w_bytes=(rtl_params(arch, precision)["w_container"] // 8,))
+    sources = ("REG", "IMM", "FIELD_U", "FIELD_S", "HDR_U", "HDR_S", "TASK", "RUN_TASK")
     return {
-        "header": sv_header_check(params),
-        "layer": sv_layer_check(params),
+        "engine": microcode.image(params),
+        "mc": {
+            "word_bits": microcode.WORD_BITS,
+            "imm_bits": microcode.IMM_BITS,
+            "sel_bits": microcode.SEL_BITS,
+            "op": microcode.OP,
+            "src": {name: getattr(microcode, f"SRC_{name}") for name in sources},
+        },
         "header_words": sv_header_words(),
         "op_bits": OP_CODE_BITS,
     }

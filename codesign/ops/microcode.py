@@ -1,0 +1,485 @@
+"""The RTL controller's rule engine: the op registry's rules compiled to microcode.
+
+The rules (``codesign.ops.expr``) are hundreds of 64-bit comparisons, sums and products
+of descriptor fields. Spelled as one combinational expression per rule (as the C++ check
+is, where HLS schedules and shares the operators) they would be ~130 wide multipliers and
+a priority chain two hundred deep in the controller: more DSPs than a small part has, and
+more than Yosys's mux-tree pass can walk. The controller therefore runs them as a program
+on one small 64-bit ALU, one rule after another, the first failing rule's error code
+being the result, as in :func:`codesign.ops.check_blob`.
+
+Machine: 16 registers of 64 bits; an instruction is ``op dst, a, b, imm``. ``a`` and
+``b`` select a register, a descriptor field (zero- or sign-extended, as the field's kind
+says), a latched header word, the layer's task or the run's task; ``b`` may instead be
+the instruction's signed immediate. Arithmetic is two's complement on 64 bits, the
+same as the C++ (``-fwrapv``) and the Python checks, whose rules keep every value far
+from overflow. An instruction takes two cycles (operands, execute; the next one is
+fetched meanwhile), a multiply one more per four bits of ``b`` up to its top one (no
+DSP), a divisibility test 64 more (one remainder bit per cycle). The cycles depend only
+on the Program, so the cycle model charges exactly what :func:`verdict` counts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from .expr import (
+    Bin,
+    C,
+    CeilDiv,
+    Cmp,
+    Divides,
+    Expr,
+    F,
+    FmtPart,
+    H,
+    Logic,
+    Not,
+    OneOf,
+    P,
+    Rule,
+)
+
+#: operation codes of the engine (the SV decodes these names)
+OPCODES = (
+    "END",  # no rule failed: result 0
+    "ASSERT",  # if a == 0 and b != 0: result imm, stop
+    "LDI",  # dst = imm
+    "ADD",
+    "SUB",
+    "MUL",  # low 64 bits, 16 extra cycles
+    "SRA",  # a >>> b
+    "LT",
+    "LE",
+    "GT",
+    "GE",
+    "EQ",
+    "NE",
+    "AND",  # logical
+    "OR",  # logical
+    "FMTW",  # width field of a format word: a[7:0]
+    "FMTF",  # fraction field: signed a[15:8]
+    "FMTOK",  # a well-formed format word
+    "DIVIDES",  # b != 0 and a % b == 0, 64 extra cycles
+)
+OP = {name: code for code, name in enumerate(OPCODES)}
+OP_BITS = 5
+
+#: operand kinds (bits [9:7] of a selector; bits [6:0] index)
+SRC_REG, SRC_IMM, SRC_FIELD_U, SRC_FIELD_S, SRC_HDR_U, SRC_HDR_S, SRC_TASK, SRC_RUN_TASK = range(8)
+SEL_BITS = 10
+REGISTERS = 16
+IMM_BITS = 48
+BASE_CYCLES = 2  # operands, execute (the next instruction is fetched meanwhile)
+START_CYCLES = 1  # the first fetch
+EXTRA_CYCLES = {"DIVIDES": 64}  # MUL: one per 4 bits of b up to its top one
+_COMMUTATIVE = {"ADD", "MUL", "EQ", "NE", "AND", "OR"}
+_SWAPPED = {"LT": "GT", "LE": "GE", "GT": "LT", "GE": "LE", "EQ": "EQ", "NE": "NE"}
+_CMP = {"<": "LT", "<=": "LE", ">": "GT", ">=": "GE", "==": "EQ", "!=": "NE"}
+UNSIGNED = ("u", "p")
+
+
+class MicrocodeError(ValueError):
+    """A rule the engine cannot run (a constant too wide, a division by a non-power of two)."""
+
+
+@dataclass(frozen=True)
+class Instr:
+    op: str
+    dst: int = 0
+    a: int = 0  # selector
+    b: int = 0  # selector
+    imm: int = 0
+    note: str = ""
+
+    def word(self) -> int:
+        """The ROM word: {op, dst, a, b, imm} (imm two's complement)."""
+        imm = self.imm & ((1 << IMM_BITS) - 1)
+        word = OP[self.op]
+        for value, bits in ((self.dst, 4), (self.a, SEL_BITS), (self.b, SEL_BITS), (imm, IMM_BITS)):
+            word = (word << bits) | value
+        return word
+
+
+WORD_BITS = OP_BITS + 4 + 2 * SEL_BITS + IMM_BITS
+
+
+def sel(kind: int, index: int = 0) -> int:
+    if not 0 <= index < 128:
+        raise MicrocodeError(f"operand index {index} does not fit the engine's 7-bit selector")
+    return (kind << 7) | index
+
+
+IMM = sel(SRC_IMM)
+
+
+class _Compiler:
+    def __init__(self, params: dict, kinds: dict[str, str], fields: dict[str, int],
+                 header_words: dict[str, tuple[int, bool]]):  # fmt: skip
+        self.params = params
+        self.kinds = kinds
+        self.fields = fields
+        self.header = header_words  # name -> (selector index, signed)
+        self.code: list[Instr] = []
+        self.free = list(range(REGISTERS))
+
+    # -- registers
+    def alloc(self) -> int:
+        if not self.free:
+            raise MicrocodeError(f"a rule needs more than {REGISTERS} registers")
+        return self.free.pop(0)
+
+    def release(self, operand) -> None:
+        if operand[0] == "reg":
+            self.free.insert(0, operand[1])
+
+    # -- constants
+    def const(self, node: Expr):
+        """The value of a node made of constants and kernel parameters only, else None."""
+        if isinstance(node, C):
+            return node.value
+        if isinstance(node, P):
+            value = self.params[node.name]
+            return int(value) if not isinstance(value, tuple) else None
+        if isinstance(node, Bin):
+            a, b = self.const(node.a), self.const(node.b)
+            if a is None or b is None:
+                return None
+            return a + b if node.op == "+" else a - b if node.op == "-" else a * b
+        return None
+
+    # -- operands: ("imm", value) | ("reg", r) | ("src", selector)
+    def selector(self, operand) -> int:
+        return sel(SRC_REG, operand[1]) if operand[0] == "reg" else operand[1]
+
+    def in_reg_or_src(self, operand):
+        if operand[0] != "imm":
+            return operand
+        reg = self.alloc()
+        self.emit("LDI", reg, 0, 0, operand[1])
+        return ("reg", reg)
+
+    def emit(self, op: str, dst: int, a: int, b: int, imm: int = 0) -> None:
+        if not -(1 << (IMM_BITS - 1)) <= imm < (1 << (IMM_BITS - 1)):
+            raise MicrocodeError(f"constant {imm} does not fit the {IMM_BITS}-bit immediate")
+        self.code.append(Instr(op, dst, a, b, imm))
+
+    def binary(self, op: str, x, y):
+        """dst = op(x, y); x must not be an immediate (swapped or loaded if it is)."""
+        if x[0] == "imm" and y[0] != "imm" and (op in _COMMUTATIVE or op in _SWAPPED):
+            x, y, op = y, x, _SWAPPED.get(op, op)
+        x = self.in_reg_or_src(x)
+        self.release(x)
+        self.release(y)
+        dst = self.alloc()
+        if y[0] == "imm":
+            self.emit(op, dst, self.selector(x), IMM, y[1])
+        else:
+            self.emit(op, dst, self.selector(x), self.selector(y))
+        return ("reg", dst)
+
+    def unary(self, op: str, x):
+        x = self.in_reg_or_src(x)
+        self.release(x)
+        dst = self.alloc()
+        self.emit(op, dst, self.selector(x), IMM, 0)
+        return ("reg", dst)
+
+    def word_source(self, node: Expr):
+        """The raw 32-bit word of a format field or header word."""
+        if isinstance(node, F):
+            return ("src", sel(SRC_FIELD_U, self.fields[node.name]))
+        if isinstance(node, H):
+            return ("src", sel(SRC_HDR_U, self.header[node.name][0]))
+        raise MicrocodeError(f"a format part needs a field or header word, got {node!r}")
+
+    def node(self, node: Expr):
+        value = self.const(node)
+        if value is not None:
+            return ("imm", value)
+        if isinstance(node, F):
+            if node.name == "task":
+                return ("src", sel(SRC_TASK))
+            kind = SRC_FIELD_U if self.kinds[node.name] in UNSIGNED else SRC_FIELD_S
+            return ("src", sel(kind, self.fields[node.name]))
+        if isinstance(node, H):
+            if node.name == "task":
+                return ("src", sel(SRC_RUN_TASK))
+            index, signed = self.header[node.name]
+            return ("src", sel(SRC_HDR_S if signed else SRC_HDR_U, index))
+        if isinstance(node, FmtPart):
+            op = {"width": "FMTW", "frac": "FMTF", "ok": "FMTOK"}[node.part]
+            return self.unary(op, self.word_source(node.field))
+        if isinstance(node, Bin):
+            op = {"+": "ADD", "-": "SUB", "*": "MUL"}[node.op]
+            return self.binary(op, self.node(node.a), self.node(node.b))
+        if isinstance(node, CeilDiv):
+            by = self.const(node.by)
+            if by is None or by <= 0 or by & (by - 1):
+                raise MicrocodeError(f"ceil_div by {by}: the engine divides by powers of two only")
+            total = self.binary("ADD", self.node(node.a), ("imm", by - 1))
+            return self.binary("SRA", total, ("imm", by.bit_length() - 1))
+        if isinstance(node, Cmp):
+            return self.binary(_CMP[node.op], self.node(node.a), self.node(node.b))
+        if isinstance(node, Logic):
+            op = "AND" if node.op == "&&" else "OR"
+            return self.binary(op, self.node(node.a), self.node(node.b))
+        if isinstance(node, Not):
+            return self.binary("EQ", self.node(node.a), ("imm", 0))
+        if isinstance(node, Divides):
+            return self.binary("DIVIDES", self.node(node.a), self.node(node.b))
+        if isinstance(node, OneOf):
+            values = tuple(self.params[node.values])
+            result = None
+            for value in values:
+                term = self.binary("EQ", self.node(node.a), ("imm", int(value)))
+                result = term if result is None else self.binary("OR", result, term)
+            return result if result is not None else ("imm", 0)
+        raise MicrocodeError(f"unknown rule node {node!r}")
+
+    def rule(self, rule: Rule, code: int) -> None:
+        """ASSERT must (when `when`): the guard is a register, or imm[8] when constant."""
+        must = self.in_reg_or_src(self.node(rule.must))
+        when = self.node(rule.when) if rule.when is not None else ("imm", 1)
+        if when[0] != "imm":
+            self.emit("ASSERT", 0, self.selector(must), self.selector(when), code)
+        elif when[1]:
+            self.emit("ASSERT", 0, self.selector(must), IMM, code | (1 << 8))
+        self.release(must)
+        self.release(when)
+        if len(self.free) != REGISTERS:
+            raise MicrocodeError("register leak in the rule compiler")
+
+
+def compile_rules(
+    rules,
+    error_codes: dict[str, int],
+    params: dict,
+    kinds: dict[str, str],
+    fields: dict[str, int],
+    header_words: dict[str, tuple[int, bool]],
+) -> list[Instr]:
+    """Microcode for `rules` in order, ending in END."""
+    compiler = _Compiler(params, kinds, fields, header_words)
+    for rule in rules:
+        compiler.rule(rule, error_codes[rule.error])
+    compiler.emit("END", 0, 0, 0)
+    return compiler.code
+
+
+@dataclass(frozen=True)
+class EngineImage:
+    """The ROM and entry points of one kernel build's rule engine."""
+
+    words: tuple[int, ...]
+    header_entry: int
+    unknown_entry: int  # refuses with ERR_OP
+    entries: dict  # op code -> first instruction
+    header_index: tuple[tuple[str, int], ...]  # selector index -> header word name
+
+    @property
+    def addr_bits(self) -> int:
+        return max(1, (len(self.words) - 1).bit_length())
+
+    def program_at(self, entry: int) -> list[Instr]:
+        """The instructions from `entry` to its END or refusal."""
+        code = []
+        for word in self.words[entry:]:
+            code.append(_decode(word))
+            if code[-1].op == "END":
+                break
+        return code
+
+
+def build_image(params: dict) -> EngineImage:
+    """Compile the header rules and every op's rules (after the task rule) for `params`."""
+    from ..contract import CHECK_ERRORS
+    from . import HEADER_WORD_INDEX, SPECS, TASK_RULE, _header_rules
+
+    codes = {name: code for code, name, _ in CHECK_ERRORS}
+    names = list(HEADER_WORD_INDEX)
+    header_words = {name: (index, HEADER_WORD_INDEX[name][1]) for index, name in enumerate(names)}
+    header = compile_rules(_header_rules(), codes, params, {}, {}, header_words)
+    words = [instr.word() for instr in header]
+    entries = {}
+    for op in SPECS:
+        fields = {name: index for index, name in enumerate(op.field_names)}
+        rules = (TASK_RULE, *op.rules)
+        program = compile_rules(rules, codes, params, dict(op.fields), fields, header_words)
+        entries[op.code] = len(words)
+        words += [instr.word() for instr in program]
+    unknown_entry = len(words)
+    refuse = codes["OP"] | (1 << 8)
+    words += [Instr("LDI").word(), Instr("ASSERT", 0, sel(SRC_REG, 0), IMM, refuse).word()]
+    return EngineImage(
+        words=tuple(words),
+        header_entry=0,
+        unknown_entry=unknown_entry,
+        entries=entries,
+        header_index=tuple((name, index) for index, name in enumerate(names)),
+    )
+
+
+@lru_cache(maxsize=16)
+def _image_for(key, registry: int) -> EngineImage:
+    return build_image(dict(key))
+
+
+def image(params: dict) -> EngineImage:
+    """build_image, cached by the parameters' values and the registry in use."""
+    from . import SPECS
+
+    key = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in params.items()))
+    return _image_for(key, id(SPECS))
+
+
+def _mul_cycles(b: int) -> int:
+    """Extra cycles of MUL: one per 4 bits of b (as unsigned 64-bit) up to its top one."""
+    return -(-((b & ((1 << 64) - 1)).bit_length()) // 4)
+
+
+def run(program: list[Instr], read) -> tuple[int, int]:
+    """Reference interpreter of the engine: `read(selector)` gives an operand's value;
+    returns (error code or 0 when every rule held, cycles from start to result)."""
+    mask = (1 << 64) - 1
+
+    def signed(value: int) -> int:
+        value &= mask
+        return value - (1 << 64) if value >> 63 else value
+
+    regs = [0] * REGISTERS
+    spent = START_CYCLES
+    for instr in program:
+
+        def operand(selector: int, instr: Instr = instr) -> int:
+            kind, index = selector >> 7, selector & 127
+            if kind == SRC_REG:
+                return regs[index]
+            if kind == SRC_IMM:
+                return signed(instr.imm)
+            return signed(read(selector))
+
+        a, b = operand(instr.a), operand(instr.b)
+        op = instr.op
+        spent += BASE_CYCLES
+        if op == "END":
+            return 0, spent
+        if op == "ASSERT":
+            guard = bool(instr.imm >> 8 & 1) if (instr.b >> 7) == SRC_IMM else b != 0
+            if a == 0 and guard:
+                return instr.imm & 0xFF, spent
+            continue
+        if op == "LDI":
+            result = signed(instr.imm)
+        elif op == "ADD":
+            result = a + b
+        elif op == "SUB":
+            result = a - b
+        elif op == "MUL":
+            result = a * b
+            spent += _mul_cycles(b)
+        elif op == "SRA":
+            result = a >> (b & 63)
+        elif op in ("LT", "LE", "GT", "GE", "EQ", "NE"):
+            result = {"LT": a < b, "LE": a <= b, "GT": a > b, "GE": a >= b, "EQ": a == b,
+                      "NE": a != b}[op]  # fmt: skip
+        elif op == "AND":
+            result = a != 0 and b != 0
+        elif op == "OR":
+            result = a != 0 or b != 0
+        elif op == "FMTW":
+            result = a & 0xFF
+        elif op == "FMTF":
+            result = ((a >> 8) & 0xFF) - (256 if (a >> 15) & 1 else 0)
+        elif op == "FMTOK":
+            result = 1 <= (a & 0xFF) <= 63 and (a >> 17) & 7 <= 6 and (a >> 20) & 7 <= 3
+        elif op == "DIVIDES":
+            result = b != 0 and abs(a) % abs(b) == 0
+            spent += EXTRA_CYCLES["DIVIDES"]
+        else:
+            raise MicrocodeError(f"unknown op {op}")
+        regs[instr.dst] = signed(int(result))
+    raise MicrocodeError("program ran off its end")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The engine's answer for a Program: error code (0 = every rule held), the refused
+    layer (None for the header or a pass), engine cycles spent on the header and on
+    each layer checked."""
+
+    code: int
+    layer: int | None
+    header_cycles: int
+    layer_cycles: tuple[int, ...]
+
+
+def verdict(blob: bytes, params: dict, task: int = 0) -> Verdict:
+    """What the RTL engine answers for a Program (header, then each layer's rules).
+    The CSR index stream and the buffer-size checks are separate (``check_blob``)."""
+    import numpy as np
+
+    from ..program import HEADER_BYTES, LAYER_WORDS
+    from . import HEADER_WORD_INDEX
+
+    img = image(params)
+    words = np.frombuffer(blob[:HEADER_BYTES], "<u4")
+    names = [name for name, _ in img.header_index]
+
+    def extend(value: int, signed: bool) -> int:
+        value &= 0xFFFFFFFF
+        return value - (1 << 32) if signed and value >> 31 else value
+
+    def make_read(row):
+        def read(selector: int) -> int:
+            kind, index = selector >> 7, selector & 127
+            if kind in (SRC_HDR_U, SRC_HDR_S):
+                return extend(int(words[HEADER_WORD_INDEX[names[index]][0]]), kind == SRC_HDR_S)
+            if kind == SRC_RUN_TASK:
+                return task & 0xFFFFFFFF
+            if kind == SRC_TASK:
+                return extend(int(row[1]), True)
+            return extend(int(row[2 + index]), kind == SRC_FIELD_S)
+
+        return read
+
+    code, header_cycles = run(img.program_at(img.header_entry), make_read(None))
+    if code:
+        return Verdict(code, None, header_cycles, ())
+    n_layers = extend(int(words[HEADER_WORD_INDEX["n_layers"][0]]), True)
+    rows = np.frombuffer(blob, "<u4", n_layers * LAYER_WORDS, HEADER_BYTES).reshape(-1, LAYER_WORDS)
+    spent = []
+    for index, row in enumerate(rows):
+        entry = img.entries.get(int(row[0]), img.unknown_entry)
+        code, cycles = run(img.program_at(entry), make_read(row))
+        spent.append(cycles)
+        if code:
+            return Verdict(code, index, header_cycles, tuple(spent))
+    return Verdict(0, None, header_cycles, tuple(spent))
+
+
+def _decode(word: int) -> Instr:
+    imm = word & ((1 << IMM_BITS) - 1)
+    word >>= IMM_BITS
+    b = word & ((1 << SEL_BITS) - 1)
+    word >>= SEL_BITS
+    a = word & ((1 << SEL_BITS) - 1)
+    word >>= SEL_BITS
+    dst = word & 15
+    op = OPCODES[word >> 4]
+    return Instr(op, dst, a, b, imm - (1 << IMM_BITS) if imm >> (IMM_BITS - 1) else imm)
+
+
+__all__ = [
+    "OPCODES",
+    "EngineImage",
+    "Instr",
+    "MicrocodeError",
+    "Verdict",
+    "build_image",
+    "compile_rules",
+    "image",
+    "run",
+    "verdict",
+]
