@@ -145,6 +145,64 @@ def pruning_markdown(pruning: dict, estimate: dict | None = None) -> list[str]:
     return lines
 
 
+def rtl_markdown(rtl: dict, board_name: str) -> list[str]:
+    """The open RTL: files, lint, and (with --rtl-synth) Yosys's counts per unit next to
+    the board's capacity, the utilisation against the fit margins, and logic depth."""
+    lint = rtl.get("lint")
+    clean = isinstance(lint, dict) and all(v == "clean" for v in lint.values())
+    lines = [
+        "## Open RTL",
+        "",
+        f"- {len(rtl['files'])} SystemVerilog files in `{rtl['filelist']}`; "
+        + ("Verilator -Wall clean" if clean else f"lint: {lint}"),
+        f"- Vivado: {rtl['vivado']}",
+    ]
+    synth = rtl.get("synth") or {}
+    if "error" in synth:
+        return [*lines, f"- synthesis: {synth['error']}"]
+    keys = ("dsp", "bram36", "uram", "lut", "ff", "carry8")
+    for top, result in synth.get("units", {}).items():
+        lines += [
+            "",
+            f"### {top}: {synth['tool']}, stage {result['stage']} ({result['seconds']:.0f} s)",
+            "",
+            "Counts are Yosys's (not Vivado's; see docs/rtl-top.md for where they differ); "
+            "-1 = not mapped at this stage. LUT levels: the deepest combinational path "
+            "(a proxy for timing).",
+            "",
+            "| unit | DSP | BRAM36 | URAM | LUT | FF | CARRY | LUT levels |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        depth = result.get("depth", {})
+        for name, counts in result.get("units", {}).items():
+            cells = " | ".join(f"{counts[k]:g}" for k in keys)
+            lines.append(f"| {name} | {cells} | {depth.get(name.removesuffix(' (glue)'), '')} |")
+        total = " | ".join(f"{result[k]:g}" for k in keys)
+        lines.append(f"| **total** | {total} | {depth.get(top, '')} |")
+        fit = result.get("utilisation")
+        if fit:
+            row = []
+            for key in keys[:5]:
+                entry = fit.get(key)
+                row.append(
+                    f"{entry['available']:g} ({entry['percent']:g}%"
+                    f"{'' if entry['ok'] else ', over ' + str(entry['limit_percent']) + '%'})"
+                    if entry
+                    else "-"
+                )
+            lines.append(f"| {board_name} (used %) | {' | '.join(row)} | | |")
+            over = [k for k, e in fit.items() if not e["ok"]]
+            lines += [
+                "",
+                "Fits "
+                + board_name
+                + " within the margins (LUT/FF <= 85 %, DSP/BRAM/URAM <= 90 %)."
+                if not over
+                else f"**Does not fit {board_name} within the margins: {', '.join(over)}.**",
+            ]
+    return lines
+
+
 def _calibration_bullet(calibration: dict | None) -> list[str]:
     """Where the formats came from; random calibration is said in bold."""
     if not calibration or "description" not in calibration:
@@ -214,6 +272,8 @@ def write_markdown(report: dict, path: Path, plot: bool = True) -> None:
         from .hls.csim import markdown_lines
 
         lines += ["", *markdown_lines(report["csim"])]
+    if report.get("rtl"):
+        lines += ["", *rtl_markdown(report["rtl"], board["name"])]
     if report.get("vitis"):
         lines += ["", "## Vitis HLS", "", f"```\n{json.dumps(report['vitis'], indent=1)}\n```"]
     timing = report["timing"]

@@ -348,7 +348,8 @@ def test_layernorm_cycles(arch, layernorm_build):
         rows, dim = case["x"].shape
         lanes = arch.tile_in
         full = estimate.layernorm_cycles(rows, dim, lanes, arch.bus_bytes)
-        compute = rows * 2 * -(-dim // lanes) + estimate.LAYERNORM_PIPELINE
+        per_row = estimate.layernorm_lane_cycles(dim, lanes, arch.bus_bytes)
+        compute = rows * per_row + estimate.LAYERNORM_PIPELINE
         record_cycles(
             "layernorm",
             f"{arch_name(arch)} rows={rows} dim={dim} lanes={lanes}",
@@ -374,7 +375,8 @@ def test_layernorm_m3vit_size():
     build = sim.build(unit_sources(TOP, arch), TOP)
     result = _run(arch, build, [case], timed=True, seed=2)
     _compare(arch, [case], result)
-    compute = rows * 2 * -(-dim // arch.tile_in) + estimate.LAYERNORM_PIPELINE
+    per_row = estimate.layernorm_lane_cycles(dim, arch.tile_in, arch.bus_bytes)
+    compute = rows * per_row + estimate.LAYERNORM_PIPELINE
     measured = int(result["cycles"][0])
     full = estimate.layernorm_cycles(rows, dim, arch.tile_in, arch.bus_bytes)
     record_cycles(

@@ -37,7 +37,8 @@ def test_attention_layernorm_elementwise_by_hand():
     # 9 tokens, P = 8: per pass ceil(9/8) * 9 + 8 - 1 = 25; qkv read 9 * (3*64*4/16) = 432
     assert est.attention_cycles(9, 64, 2, 8, 16) == 432 + 2 * (2 * 25 + est.ATTENTION_PIPELINE)
     # LayerNorm 9 rows of 64 with 32 lanes: per row max(2 * 2, 64*4/16 = 16) = 16
-    assert est.layernorm_cycles(9, 64, 32, 16) == 9 * 16 + est.LAYERNORM_PIPELINE
+    # 2 beats of 32 lanes summed, then normalised 4 lanes (one bus beat) at a time: 2 + 16
+    assert est.layernorm_cycles(9, 64, 32, 16) == 9 * 18 + est.LAYERNORM_PIPELINE
     # ADD of 9 x 64 reads two streams of 16 beats per row
     assert est.elementwise_cycles(9, 64, 32, 16, inputs=2) == 9 * 32 + est.ELEMENTWISE_PIPELINE
 

@@ -103,8 +103,17 @@ def attention_cycles(tokens: int, dim: int, heads: int, parallel: int, bus_bytes
     return qkv_beats + heads * (2 * per_pass + ATTENTION_PIPELINE)
 
 
+def layernorm_lane_cycles(dim: int, lanes: int, bus_bytes: int) -> int:
+    """A row's two passes: sums at `lanes` elements a cycle, then the normalise pass,
+    whose datapath has as many lanes as a bus beat has words (``out_lanes``)."""
+    from ..arch.config import output_lanes
+
+    beats_per_row = -(-dim // lanes)
+    return beats_per_row * (1 + lanes // output_lanes(lanes, 8 * bus_bytes))
+
+
 def layernorm_cycles(rows: int, dim: int, lanes: int, bus_bytes: int) -> int:
-    per_row = 2 * -(-dim // lanes)
+    per_row = layernorm_lane_cycles(dim, lanes, bus_bytes)
     return rows * max(per_row, beats(4 * dim, bus_bytes)) + LAYERNORM_PIPELINE
 
 
@@ -147,8 +156,14 @@ def experts_cycles(counts: list[int], tokens: int, dim: int, hidden: int, tile_i
             tile_load_beats(tile_in, tile_out, weight_bytes, bus_bytes),
             drain_chunks(tile_out, 8 * bus_bytes),
         )
-    residual = tokens * beats(4 * dim, bus_bytes)
-    return total + residual + ELEMENTWISE_PIPELINE
+    return total + final_pass_cycles(tokens, dim, tile_out, bus_bytes) + ELEMENTWISE_PIPELINE
+
+
+def final_pass_cycles(tokens: int, dim: int, tile_out: int, bus_bytes: int) -> int:
+    """MoE output: per token and output tile, the exact sums (+ residual) requantised on
+    the lanes a bus beat has (``drain_chunks`` cycles a tile), written as they finish."""
+    tiles = -(-dim // tile_out)
+    return tokens * max(beats(4 * dim, bus_bytes), tiles * drain_chunks(tile_out, 8 * bus_bytes))
 
 
 def balanced_counts(tokens: int, experts: int, top_k: int) -> list[int]:
@@ -414,7 +429,7 @@ def experts_breakdown(counts, tokens, dim, hidden, tile_in, tile_out, weight_byt
     active = [count for count in counts if count]
     parts = breakdown_parts(
         activations=queue_beats(len(counts), len(active), tokens, bus_bytes)
-        + tokens * beats(4 * dim, bus_bytes),
+        + final_pass_cycles(tokens, dim, tile_out, bus_bytes),
         control=ELEMENTWISE_PIPELINE + EXPERT_HANDOFF * len(active),
     )
     load = tile_load_beats(tile_in, tile_out, weight_bytes, bus_bytes)

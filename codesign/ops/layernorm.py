@@ -65,6 +65,7 @@ def estimate(program, layer, bus: int, counts: list[int] | None, dense: bool) ->
         LAYERNORM_PIPELINE,
         beats,
         layernorm_cycles,
+        layernorm_lane_cycles,
         row_parts,
         rows_breakdown,
     )
@@ -72,10 +73,9 @@ def estimate(program, layer, bus: int, counts: list[int] | None, dense: bool) ->
     f = layer.fields
     ti = program.tile_in
     cycles = layernorm_cycles(f["rows"], f["dim"], ti, bus)
-    parts = row_parts(f["rows"], 2 * -(-f["dim"] // ti), beats(4 * f["dim"], bus))
-    breakdown = rows_breakdown(
-        f["rows"], 2 * -(-f["dim"] // ti), beats(4 * f["dim"], bus), LAYERNORM_PIPELINE
-    )
+    lane_cycles = layernorm_lane_cycles(f["dim"], ti, bus)
+    parts = row_parts(f["rows"], lane_cycles, beats(4 * f["dim"], bus))
+    breakdown = rows_breakdown(f["rows"], lane_cycles, beats(4 * f["dim"], bus), LAYERNORM_PIPELINE)
     weight_bytes = 8 * f["dim"]
     act_bytes = f["rows"] * (f["src_stride"] + f["dst_stride"])
     return layer_model(cycles, breakdown, parts, weight_bytes=weight_bytes, act_bytes=act_bytes)

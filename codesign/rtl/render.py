@@ -172,6 +172,7 @@ def rtl_params(arch: ArchConfig, precision: Precision | str | None = None) -> di
         "out_tile_bits": _clog2(-(-max_out // arch.tile_out) + 1),
         "load_beats": load_beats,
         "drain_lanes": arch.output_lanes,
+        "out_lanes": max(1, arch.bus_bits // 32),  # words per bus beat: output stages' lanes
         "drain_chunks": arch.drain_chunks,
         "post_none": POST_NONE,
         "post_gelu": POST_GELU,

