@@ -369,17 +369,39 @@ def estimate_resources(program, arch, board) -> dict:
         }
         for b in buffers
     ]
-    return {
+    hls = {
         "dsp": sum(u["dsp"] for u in units),
         "bram36": math.ceil(sum(m["bram36"] for m in memories)),
         "uram": sum(m["uram"] for m in memories),
         "lut": sum(u["lut"] for u in units),
         "ff": sum(u["ff"] for u in units),
+    }
+    rtl = _rtl_estimate(arch, widths, board)
+    # the fit is judged on the open RTL's calibrated model where one exists for the part's
+    # family (it is checked against Yosys); the HLS kernel's lines are uncalibrated
+    totals = {key: rtl[key] for key in hls} if rtl else hls
+    return {
+        **totals,
+        "source": rtl["source"] if rtl else "estimator constants (HLS kernel, uncalibrated)",
+        "hls": hls,
+        "rtl": rtl,
         "dsp_per_mac": per_mac,
         "widths": widths,
         "units": units,
         "memories": memories,
     }
+
+
+def _rtl_estimate(arch, widths: dict, board) -> dict | None:
+    """The calibrated open-RTL model for the Program's widths, None without calibration."""
+    from ..arch.config import Precision
+    from .rtl_model import estimate_rtl, family_of
+
+    try:
+        precision = Precision(widths["weight"] or 16, widths["activation"] or 24)
+    except ValueError:
+        return None
+    return estimate_rtl(arch, precision, family_of(board))
 
 
 RESOURCE_LABELS = {"dsp": "DSP", "bram36": "BRAM36", "uram": "URAM", "lut": "LUT", "ff": "FF"}

@@ -89,6 +89,8 @@ class SynthResult:
     # the unit's whole subtree, times its instances), and the logic depth per module
     units: dict[str, dict] = field(default_factory=dict)
     depth: dict[str, float] = field(default_factory=dict)  # LUT levels (logic_depth)
+    # FFs next to DSPs that Vivado would pack into them (dsp_packable_ffs), per unit
+    dsp_ffs: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -240,7 +242,7 @@ def logic_depth(netlist: dict, top: str, instances: Mapping[str, str] | None = N
         if path.startswith("$flatten"):  # "$flatten\\u_job.u_ucu.$abc$.." after flatten
             path = path.split("\\", 1)[-1]
         instance = path.split(".")[0] if "." in path else top
-        unit = (instances or {}).get(instance, instance)
+        unit = (instances or {}).get(instance, top)
         for port, bits in cell["connections"].items():
             if directions.get(port) == "output":
                 for bit in bits:
@@ -253,6 +255,48 @@ def logic_depth(netlist: dict, top: str, instances: Mapping[str, str] | None = N
         unit = owner[bit]
         result[unit] = round(max(result.get(unit, 0.0), levels), 2)
     return result
+
+
+def dsp_packable_ffs(netlist: dict, top: str, instances: Mapping[str, str] | None = None) -> dict:
+    """Flip-flops Yosys leaves in fabric next to a DSP48 that Vivado packs into it: a
+    register whose D is a DSP output bit (PREG), or whose Q feeds nothing but DSP data
+    inputs (AREG/BREG/CREG). Per unit and in total: how much Yosys's FF count exceeds
+    what Vivado would place in slices, measured on this netlist, not assumed."""
+    module = next(m for name, m in netlist.get("modules", {}).items() if _plain(name) == top)
+    cells = module.get("cells", {})
+    dsp_out: set[int] = set()
+    dsp_in: dict[int, int] = {}
+    other_in: set[int] = set()
+    for cell in cells.values():
+        kind = cell["type"].lstrip("\\")
+        directions = cell.get("port_directions", {})
+        for port, bits in cell["connections"].items():
+            ints = [bit for bit in bits if isinstance(bit, int)]
+            if kind.startswith("DSP48") and directions.get(port) == "output" and port == "P":
+                dsp_out.update(ints)
+            elif directions.get(port) == "input":
+                if kind.startswith("DSP48") and port in ("A", "B", "C", "D"):
+                    for bit in ints:
+                        dsp_in[bit] = dsp_in.get(bit, 0) + 1
+                else:
+                    other_in.update(ints)
+    counts: dict[str, int] = {}
+    for cell_name, cell in cells.items():
+        if not cell["type"].lstrip("\\").startswith("FD"):
+            continue
+        d = [b for b in cell["connections"].get("D", []) if isinstance(b, int)]
+        q = [b for b in cell["connections"].get("Q", []) if isinstance(b, int)]
+        packable = (d and d[0] in dsp_out) or (q and q[0] in dsp_in and q[0] not in other_in)
+        if packable:
+            path = cell_name.lstrip("\\")
+            if path.startswith("$flatten"):
+                path = path.split("\\", 1)[-1]
+            instance = path.split(".")[0] if "." in path else top
+            unit = (instances or {}).get(instance, top)
+            counts[unit] = counts.get(unit, 0) + 1
+    total = sum(counts.values())
+    counts[top] = total  # the whole design (the top's own cells included)
+    return counts
 
 
 def top_instances(source: str) -> dict[str, str]:
@@ -350,19 +394,22 @@ def synth(
             )
         stat = json.loads(stat_path.read_text())
         netlist_path = work / "netlist.json"
-        depth = {}
+        depth, dsp_ffs = {}, {}
         if netlist_path.exists():
             instances = top_instances(sources.get(f"{top}.sv", ""))
-            depth = logic_depth(json.loads(netlist_path.read_text()), top, instances)
+            netlist = json.loads(netlist_path.read_text())
+            depth = logic_depth(netlist, top, instances)
+            dsp_ffs = dsp_packable_ffs(netlist, top, instances)
     design = stat.get("design") or next(iter(stat["modules"].values()))
     cells = {k: int(v) for k, v in design.get("num_cells_by_type", {}).items()}
     counts = resources(cells)
-    if stage != "full":
-        counts["lut"] = counts["carry8"] = -1
-    if stage == "dsp":
-        counts["ff"] = -1
-        counts["bram36"] = counts["uram"] = -1
-    units = unit_breakdown(stat, top) if hierarchical and stage == "full" else {}
+    units = unit_breakdown(stat, top) if hierarchical else {}
+    for entry in [counts, *units.values()]:  # what this stage has not mapped yet
+        if stage != "full":
+            entry["lut"] = entry["carry8"] = -1
+        if stage == "dsp":
+            entry["ff"] = -1
+            entry["bram36"] = entry["uram"] = -1
     result = SynthResult(
         top=top,
         family=family,
@@ -371,6 +418,7 @@ def synth(
         hierarchical=hierarchical,
         units=units,
         depth=depth,
+        dsp_ffs=dsp_ffs,
         seconds=round(time.perf_counter() - started, 2),
         **counts,
     )

@@ -1,0 +1,134 @@
+"""Whole-top Yosys synthesis of each board's default ArchConfig for a model (m3vit by
+default): resources per unit and in total next to the board's capacity and the fit
+margins, the calibrated estimate beside them, logic depth, and the synthesis wall time.
+
+    python benchmarks/bench_synth.py                        # every board (hours: WASM Yosys)
+    python benchmarks/bench_synth.py --boards ultra96v2 --json out.json
+    python benchmarks/bench_synth.py --write-docs           # the table in docs/rtl-top.md
+
+The ArchConfig is the one ``codesign build --model M --board B`` chooses (the board's
+default, shrunk until the calibrated estimate fits). Counts are Yosys's
+(``synth_xilinx -family xcup``, ``xc7`` for Zynq-7000), not Vivado's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from codesign import flow
+from codesign.arch import get_board
+from codesign.arch.config import default_arch
+from codesign.compiler import compile_graph
+from codesign.dse import choose_arch
+from codesign.estimate import rtl_model
+from codesign.rtl import TOP, synth, utilisation
+from codesign.rtl.render import unit_sources
+
+BOARDS = ("zcu102", "zcu104", "kv260", "ultra96v2", "pynq-z2")
+DOC = Path(__file__).resolve().parents[1] / "docs" / "rtl-top.md"
+MARK = "<!-- bench_synth -->"
+
+
+def chosen_arch(model: str, board_name: str, precision: str | None):
+    """The ArchConfig a build of `model` on `board_name` picks, and the precision."""
+    state = flow.BuildState(flow.make_options(model, board_name, None, precision, None, None,
+                                              calib=1))  # fmt: skip
+    for step in (flow.step_load, flow.step_convert, flow.step_transform, flow.step_quantize):
+        step(state)
+    board = get_board(board_name)
+    program = compile_graph(state.graph_quant, default_arch(board_name))
+    arch, _ = choose_arch(program, state.graph_quant, board, default_arch(board_name))
+    return arch, str(state.options.precision)
+
+
+def run_board(model: str, board_name: str, precision: str | None, timeout: float | None) -> dict:
+    board = get_board(board_name)
+    family = rtl_model.family_of(board)
+    arch, prec = chosen_arch(model, board_name, precision)
+    result = synth.synth(unit_sources(TOP, arch, prec), TOP, family=family,
+                         hierarchical=True, timeout=timeout)  # fmt: skip
+    counts = {k: getattr(result, k) for k in ("dsp", "bram36", "uram", "lut", "ff")}
+    return {
+        "board": board_name,
+        "model": model,
+        "precision": prec,
+        "family": family,
+        "arch": arch.to_dict(),
+        "yosys": counts,
+        "utilisation": utilisation(counts, board),
+        "estimate": rtl_model.estimate_rtl(arch, prec, family),
+        "units": result.units,
+        "depth": result.depth,
+        "dsp_packable_ffs": result.dsp_ffs.get(TOP),
+        "seconds": result.seconds,
+    }
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = [
+        "| board | ArchConfig | LUT | FF | DSP | BRAM36 | estimate LUT / DSP / BRAM36 "
+        "| LUT levels | Yosys time |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        arch, fit, est = row["arch"], row["utilisation"], row["estimate"] or {}
+
+        def cell(key, fit=fit):
+            entry = fit[key]
+            return f"{entry['used']:g} ({entry['percent']:g} %)"
+
+        lines.append(
+            f"| {row['board']} | {arch['tile_in']}x{arch['tile_out']}, P={arch['attn_parallel']}, "
+            f"{arch['bus_bits']}-bit | {cell('lut')} | {cell('ff')} | {cell('dsp')} | "
+            f"{cell('bram36')} | {est.get('lut', '-')} / {est.get('dsp', '-')} / "
+            f"{est.get('bram36', '-')} | {row['depth'].get(TOP, '-')} | {row['seconds']:.0f} s |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="m3vit")
+    parser.add_argument("--boards", nargs="*", default=list(BOARDS), choices=list(BOARDS))
+    parser.add_argument("--precision")
+    parser.add_argument("--timeout", type=float, help="seconds per Yosys run")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--write-docs", action="store_true")
+    args = parser.parse_args(argv)
+    console = Console()
+    rows = []
+    for board in args.boards:
+        with console.status(f"synthesising {args.model} on {board}"):
+            try:
+                rows.append(run_board(args.model, board, args.precision, args.timeout))
+            except (synth.SynthError, ValueError) as error:
+                console.print(f"[red]{board}: {str(error)[:400]}[/red]")
+    table = Table("board", "LUT", "FF", "DSP", "BRAM36", "fits", "seconds")
+    for row in rows:
+        fit = row["utilisation"]
+        table.add_row(row["board"], *(f"{fit[k]['used']:g} ({fit[k]['percent']:g}%)"
+                                      for k in ("lut", "ff", "dsp", "bram36")),
+                      str(all(e["ok"] for e in fit.values())), f"{row['seconds']:.0f}")  # fmt: skip
+    console.print(table)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    if args.write_docs and rows:
+        text = DOC.read_text()
+        block = f"{MARK}\n{markdown(rows)}\n{MARK}"
+        if MARK in text:
+            text = re.sub(f"{MARK}.*?{MARK}", lambda _: block, text, flags=re.S)
+        else:
+            text += f"\n{block}\n"
+        DOC.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

