@@ -131,7 +131,8 @@ def boards_cmd() -> None:
 @click.option(
     "--rtl-synth",
     type=click.Choice(["dsp", "ffs", "full"]),
-    help="with --rtl: Yosys resource counts of the UCU next to the estimate (full is slow)",
+    help="with --rtl: Yosys counts of the whole accelerator per unit, the board's "
+    "utilisation and logic depth (full: minutes for small tops, hours for m3vit-sized)",
 )
 def build_cmd(
     model,
@@ -264,8 +265,9 @@ def _print_estimate(estimate: dict | None, arch: dict) -> None:
         f"{arch['bus_bits']}-bit AXI masters, one beat per cycle, capped at "
         f"{assumed['ddr_gbps']:g} GB/s (100% of peak)"
     )
+    source = res.get("source", "estimator constants")
     console.print(
-        f"  resources (estimator constants, not synthesis): UCU {arch['tile_out']}x"
+        f"  resources ({source}; not a synthesis of this build): UCU {arch['tile_out']}x"
         f"{arch['tile_in']}, P={arch['attn_parallel']}; DSP {res['dsp']}, BRAM36 "
         f"{res['bram36']}, LUT {res['lut']}, FF {res['ff']} (fits by this estimate)"
     )
@@ -291,7 +293,11 @@ def _print_rtl(rtl: dict | None) -> None:
     for unit, counts in rtl.get("synth", {}).get("units", {}).items():
         keys = ("dsp", "bram36", "lut", "ff")
         shown = ", ".join(f"{k} {counts[k]}" for k in keys if counts.get(k, -1) >= 0)
-        console.print(f"  Yosys {unit}: {shown}")
+        fit = counts.get("utilisation", {})
+        over = [key for key, entry in fit.items() if not entry["ok"]]
+        verdict = (f"; over the fit margin: {', '.join(over)}" if over
+                   else "; fits the board" if fit else "")  # fmt: skip
+        console.print(f"  Yosys {unit}: {shown}{verdict}")
 
 
 def _run_vitis(state, out_dir) -> bool:

@@ -30,6 +30,11 @@ ARCH_SYNTH = ArchConfig(
     max_heads=1,
 )
 BANDS = {"dsp": 0.0, "bram36": 0.10, "lut": 0.20, "ff": 0.20}
+# the smallest Zynq US+ part whose LUTs it fits within the 85 % margin: even this smallest
+# top is ~88 k LUT in Yosys, more than an Ultra96-V2's xczu3eg has (see docs/rtl-top.md)
+PART = "kv260"
+
+pytestmark = [pytest.mark.synth, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +47,8 @@ def top():
 
 
 def test_whole_top_synthesises_and_fits_its_part(top):
-    board = get_board("ultra96v2")
+    """Yosys reads and maps every module; the top fits the part within the margins."""
+    board = get_board(PART)
     fit = utilisation(top.to_dict(), board)
     record_resources(TOP, "ARCH_SYNTH (whole top)", dsp=top.dsp, bram36=top.bram36,
                      lut=top.lut, ff=top.ff, seconds=top.seconds)  # fmt: skip

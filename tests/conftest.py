@@ -24,8 +24,9 @@ def tiny_program(tiny_build):
 
 
 def _weight(markers: set[str]) -> int:
-    """0: whole models on the RTL; 1: other RTL end-to-end runs; 2: other whole models."""
-    if {"slow", "e2e"} <= markers:
+    """0: whole models on the RTL, whole-top synthesis; 1: other RTL end-to-end runs; 2:
+    other whole models."""
+    if {"slow", "e2e"} <= markers or "synth" in markers:
         return 0
     return 1 if "e2e" in markers else 2 if "slow" in markers else 3
 
