@@ -28,8 +28,7 @@ from codesign.arch.config import default_arch
 from codesign.compiler import compile_graph
 from codesign.dse import choose_arch
 from codesign.estimate import rtl_model
-from codesign.rtl import TOP, synth, utilisation
-from codesign.rtl.render import unit_sources
+from codesign.rtl import TOP, synth, synth_top, utilisation
 
 BOARDS = ("zcu102", "zcu104", "kv260", "ultra96v2", "pynq-z2")
 DOC = Path(__file__).resolve().parents[1] / "docs" / "rtl-top.md"
@@ -52,8 +51,7 @@ def run_board(model: str, board_name: str, precision: str | None, timeout: float
     board = get_board(board_name)
     family = rtl_model.family_of(board)
     arch, prec = chosen_arch(model, board_name, precision)
-    result = synth.synth(unit_sources(TOP, arch, prec), TOP, family=family,
-                         hierarchical=True, timeout=timeout)  # fmt: skip
+    result = synth_top(arch, prec, family, timeout=timeout)
     counts = {k: getattr(result, k) for k in ("dsp", "bram36", "uram", "lut", "ff")}
     return {
         "board": board_name,

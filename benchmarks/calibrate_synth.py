@@ -27,8 +27,7 @@ from rich.table import Table
 
 from codesign.arch import ArchConfig
 from codesign.estimate import rtl_model
-from codesign.rtl import synth
-from codesign.rtl.render import TOP, unit_sources
+from codesign.rtl import synth, synth_top
 
 SMALL = dict(max_tokens=16, max_dim=32, max_hidden=64, max_in_dim=64, max_experts=2, max_heads=1)
 TINY = dict(max_tokens=16, max_dim=64, max_hidden=256, max_in_dim=768, max_experts=4, max_heads=2)
@@ -69,8 +68,7 @@ def run_config(name: str, runs_dir: Path | None, timeout: float | None) -> dict:
         return json.loads(path.read_text())
     arch = ArchConfig(**fields)
     started = time.perf_counter()
-    result = synth.synth(unit_sources(TOP, arch, precision), TOP, family=family,
-                         hierarchical=True, timeout=timeout)  # fmt: skip
+    result = synth_top(arch, precision, family, timeout=timeout)
     run = {
         "name": name,
         "arch": arch.to_dict(),

