@@ -181,3 +181,19 @@ def test_header_words_the_rules_read_are_the_program_layouts():
     assert ops.HEADER_WORD_INDEX["magic_lo"][0] == 0
     assert ops._H_TABLES == program._H_TABLES
     assert (ops.TABLE_NAMES, ops.TABLE_WORDS) == (program.TABLE_NAMES, program.TABLE_WORDS)
+
+
+def test_rule_engine_refuses_an_unknown_op_wherever_it_is(tiny_build):
+    """An unknown op code at any layer is ERR_OP at that layer on the rule engine too,
+    with the registers left by the layers checked before it (as in the hardware)."""
+    from codesign.fuzz import recrc
+    from codesign.program import HEADER_BYTES, LAYER_WORDS
+
+    params = kernel_check_params(tiny_build.state.arch)
+    for late in range(len(tiny_build.program.layers)):
+        blob = bytearray(tiny_build.program_bytes)
+        at = HEADER_BYTES + 4 * LAYER_WORDS * late
+        blob[at : at + 4] = (200).to_bytes(4, "little")
+        answer = microcode.verdict(recrc(bytes(blob)), params)
+        assert (answer.code, answer.layer) == (ERROR_CODES["OP"], late)
+    assert microcode.verdict(tiny_build.program_bytes, params).code == 0

@@ -233,6 +233,23 @@ def test_rtl_and_csim_refuse_the_same_bad_programs(tiny_build, rtl_kernel):
         assert accel.register_state()["LAYERS_RUN"] == 0, f"{what}: the RTL ran layers"
     with pytest.raises(ProgramRefused, match=r"ERR_MAGIC at the header"):
         _execute_raw(accel, b"\0" + tiny_build.program_bytes[1:])
+    # an unknown op code late in the Program (the rule engine's registers are no longer
+    # fresh by then): ERR_OP at that layer everywhere
+    from codesign.fuzz import recrc
+    from codesign.program import HEADER_BYTES, LAYER_WORDS
+
+    late = len(tiny_build.program.layers) - 2
+    blob = bytearray(tiny_build.program_bytes)
+    blob[HEADER_BYTES + 4 * LAYER_WORDS * late : HEADER_BYTES + 4 * LAYER_WORDS * late + 4] = (
+        200
+    ).to_bytes(4, "little")
+    blob = recrc(bytes(blob))
+    refusal = check_blob(blob, kernel_check_params(arch), 0)
+    assert (ERROR_NAMES[refusal.code], refusal.layer) == ("OP", late)
+    with pytest.raises(CsimError, match=rf"code {CHECK_CODES['OP']}, layer {late}"):
+        run_cases(binary, blob, [CsimCase(raw, 0)])
+    with pytest.raises(ProgramRefused, match=rf"ERR_OP at layer {late}"):
+        _execute_raw(accel, blob)
     run = accel.run_program(tiny_build.program_bytes, raw, 0)
     np.testing.assert_array_equal(run.output, golden_raw(tiny_build, raw[None], 0)[0])
 

@@ -45,7 +45,7 @@ from .expr import (
 OPCODES = (
     "END",  # no rule failed: result 0
     "ASSERT",  # if a == 0 and b != 0: result imm, stop
-    "LDI",  # dst = imm
+    "LDI",  # dst = imm (b selects the immediate)
     "ADD",
     "SUB",
     "MUL",  # low 64 bits, 16 extra cycles
@@ -157,7 +157,7 @@ class _Compiler:
         if operand[0] != "imm":
             return operand
         reg = self.alloc()
-        self.emit("LDI", reg, 0, 0, operand[1])
+        self.emit("LDI", reg, 0, IMM, operand[1])
         return ("reg", reg)
 
     def emit(self, op: str, dst: int, a: int, b: int, imm: int = 0) -> None:
@@ -311,7 +311,10 @@ def build_image(params: dict) -> EngineImage:
         words += [instr.word() for instr in program]
     unknown_entry = len(words)
     refuse = codes["OP"] | (1 << 8)
-    words += [Instr("LDI").word(), Instr("ASSERT", 0, sel(SRC_REG, 0), IMM, refuse).word()]
+    words += [
+        Instr("LDI", 0, 0, IMM, 0).word(),
+        Instr("ASSERT", 0, sel(SRC_REG, 0), IMM, refuse).word(),
+    ]
     return EngineImage(
         words=tuple(words),
         header_entry=0,
@@ -339,16 +342,18 @@ def _mul_cycles(b: int) -> int:
     return -(-((b & ((1 << 64) - 1)).bit_length()) // 4)
 
 
-def run(program: list[Instr], read) -> tuple[int, int]:
+def run(program: list[Instr], read, regs: list[int] | None = None) -> tuple[int, int]:
     """Reference interpreter of the engine: `read(selector)` gives an operand's value;
-    returns (error code or 0 when every rule held, cycles from start to result)."""
+    returns (error code or 0 when every rule held, cycles from start to result). `regs`
+    are the engine's registers, which keep their values from one program to the next as
+    the hardware's do (a program must not read a register it has not written)."""
     mask = (1 << 64) - 1
 
     def signed(value: int) -> int:
         value &= mask
         return value - (1 << 64) if value >> 63 else value
 
-    regs = [0] * REGISTERS
+    regs = [0] * REGISTERS if regs is None else regs
     spent = START_CYCLES
     for instr in program:
 
@@ -371,7 +376,7 @@ def run(program: list[Instr], read) -> tuple[int, int]:
                 return instr.imm & 0xFF, spent
             continue
         if op == "LDI":
-            result = signed(instr.imm)
+            result = b  # the operand b selects: the immediate, as the compiler emits it
         elif op == "ADD":
             result = a + b
         elif op == "SUB":
@@ -444,7 +449,8 @@ def verdict(blob: bytes, params: dict, task: int = 0) -> Verdict:
 
         return read
 
-    code, header_cycles = run(img.program_at(img.header_entry), make_read(None))
+    regs = [0x5A5A5A5A5A5A5A5A] * REGISTERS  # not zero: a read before a write shows
+    code, header_cycles = run(img.program_at(img.header_entry), make_read(None), regs)
     if code:
         return Verdict(code, None, header_cycles, ())
     n_layers = extend(int(words[HEADER_WORD_INDEX["n_layers"][0]]), True)
@@ -452,7 +458,7 @@ def verdict(blob: bytes, params: dict, task: int = 0) -> Verdict:
     spent = []
     for index, row in enumerate(rows):
         entry = img.entries.get(int(row[0]), img.unknown_entry)
-        code, cycles = run(img.program_at(entry), make_read(row))
+        code, cycles = run(img.program_at(entry), make_read(row), regs)
         spent.append(cycles)
         if code:
             return Verdict(code, index, header_cycles, tuple(spent))
