@@ -81,7 +81,11 @@ def features(arch, precision=None) -> dict[str, dict[str, float]]:
             "acc_bits": tokens * arch.max_dim * 48,
             "queue_bits": arch.max_experts * tokens * 32,
         },
-        "cds_controller": {"one": 1, "bus": bus, "rom_bits": len(engine.words) * 77},
+        "cds_controller": {
+            "one": 1,
+            "bus": bus,
+            "rom_bits": len(engine.words) * microcode.WORD_BITS,
+        },
         "cds_axi_rd": {"one": 2, "bus": 2 * bus},
         "cds_axi_wr": {"one": 1, "bus": bus},
         "cds_axil_ctrl": {"one": 1},

@@ -91,7 +91,6 @@ class Instr:
     a: int = 0  # selector
     b: int = 0  # selector
     imm: int = 0
-    note: str = ""
 
     def word(self) -> int:
         """The ROM word: {op, dst, a, b, imm} (imm two's complement)."""
