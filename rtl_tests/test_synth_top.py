@@ -9,24 +9,12 @@ from __future__ import annotations
 
 import pytest
 from conftest import record_resources
+from small_models import ARCH_SYNTH
 
-from codesign.arch import ArchConfig, get_board
+from codesign.arch import get_board
 from codesign.rtl import TOP, synth_top, utilisation
 from codesign.rtl import synth as synth_mod
 
-# the calibration's "small" run: every unit present, 4x4 UCU, one attention slot, 64-bit bus
-ARCH_SYNTH = ArchConfig(
-    tile_in=4,
-    tile_out=4,
-    attn_parallel=1,
-    bus_bits=64,
-    max_tokens=16,
-    max_dim=32,
-    max_hidden=64,
-    max_in_dim=64,
-    max_experts=2,
-    max_heads=1,
-)
 # the smallest Zynq US+ part whose LUTs it fits within the 85 % margin: even this smallest
 # top is ~88 k LUT in Yosys, more than an Ultra96-V2's xczu3eg has (see docs/rtl-top.md)
 PART = "kv260"

@@ -19,6 +19,21 @@ ARCH_TINY = ArchConfig(
     max_heads=2,
 )
 
+# The smallest whole accelerator that has every unit: the whole-top synthesis test, the
+# resource model's tests and the calibration's "small" run use it.
+ARCH_SYNTH = ArchConfig(
+    tile_in=4,
+    tile_out=4,
+    attn_parallel=1,
+    bus_bits=64,
+    max_tokens=16,
+    max_dim=32,
+    max_hidden=64,
+    max_in_dim=64,
+    max_experts=2,
+    max_heads=1,
+)
+
 SMALL_VIT = {
     "name": "vit-small-test",
     "family": "vit",

@@ -6,22 +6,10 @@ calibration with enough runs."""
 from __future__ import annotations
 
 import pytest
+from small_models import ARCH_SYNTH as SMALL
 
 from codesign.arch import ArchConfig
 from codesign.estimate import rtl_model
-
-SMALL = ArchConfig(
-    tile_in=4,
-    tile_out=4,
-    attn_parallel=1,
-    bus_bits=64,
-    max_tokens=16,
-    max_dim=32,
-    max_hidden=64,
-    max_in_dim=64,
-    max_experts=2,
-    max_heads=1,
-)
 
 
 def test_features_follow_the_arch():
