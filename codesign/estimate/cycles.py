@@ -59,7 +59,7 @@ def ucu_cycles(rows: int, stored_tiles: int, out_tiles: int, load_beats: int,
 
     ``stored_tiles``: tiles actually stored (all tiles when dense, non-zero tiles when
     block-sparse), spread over ``out_tiles`` output tile rows. ``drain_chunks``: cycles
-    an output row takes through the requantise / post-op lanes (``drain_chunks``); the
+    an output row takes through the requantise / post-op lanes (:func:`drain_chunks`); the
     drain of one output tile row overlaps the next one's MACs, so the longer of the two
     sets the pace, and the last drain is exposed.
     """
