@@ -80,11 +80,21 @@ _FIELD_RANGES = (
 )
 
 
-def output_lanes(tile_out: int, bus_bits: int) -> int:
-    """Lanes of the UCU's requantise / post-op datapath: the int32 words one bus beat
-    carries (at most tile_out). A row of tile_out outputs then passes the drain in as many
-    cycles as its writes take on the bus, so wider lanes would buy nothing but LUTs."""
-    return max(1, min(tile_out, bus_bits // 32))
+def output_lanes(width: int, bus_bits: int) -> int:
+    """Lanes of an output stage (requantise / post-op) that handles `width` values a row:
+    the int32 words one bus beat carries, at most `width`, halved until they divide it.
+    A row then passes the stage in as many cycles as its writes take on the bus, so wider
+    lanes would buy nothing but LUTs. The UCU drain, attention's output, LayerNorm's
+    normalise pass and the MoE final pass all follow this."""
+    lanes = max(1, min(width, bus_bits // 32))
+    while width % lanes:
+        lanes //= 2
+    return lanes
+
+
+def drain_chunks(tile_out: int, bus_bits: int) -> int:
+    """Cycles one output row spends in the UCU's drain (tile_out / output_lanes)."""
+    return tile_out // output_lanes(tile_out, bus_bits)
 
 
 @dataclass(frozen=True)
@@ -145,8 +155,8 @@ class ArchConfig:
 
     @property
     def drain_chunks(self) -> int:
-        """Cycles one output row spends in the UCU's drain (tile_out / output_lanes)."""
-        return self.tile_out // self.output_lanes
+        """Cycles one output row spends in the UCU's drain (see ``drain_chunks``)."""
+        return drain_chunks(self.tile_out, self.bus_bits)
 
     @property
     def macs(self) -> int:

@@ -32,6 +32,7 @@ import math
 import numpy as np
 
 from ..arch import Board, get_board
+from ..arch.config import drain_chunks, output_lanes
 from ..ops import SPECS, spec
 from ..program import HEADER_BYTES, LAYER_WORDS, NONE, Op, unpack_fmt
 
@@ -70,13 +71,6 @@ def ucu_cycles(rows: int, stored_tiles: int, out_tiles: int, load_beats: int,
     return load_beats + max(macs, (out_tiles - 1) * drain) + drain + UCU_PIPELINE
 
 
-def drain_chunks(tile_out: int, bus_bits: int) -> int:
-    """Cycles per output row in the UCU's drain (``codesign.arch.config.output_lanes``)."""
-    from ..arch.config import output_lanes
-
-    return tile_out // output_lanes(tile_out, bus_bits)
-
-
 def linear_cycles(rows: int, in_dim: int, out_dim: int, tile_in: int, tile_out: int,
                   weight_bytes: int, bus_bytes: int, stored_tiles: int | None = None,
                   residual: bool = False) -> int:  # fmt: skip
@@ -105,9 +99,7 @@ def attention_cycles(tokens: int, dim: int, heads: int, parallel: int, bus_bytes
 
 def layernorm_lane_cycles(dim: int, lanes: int, bus_bytes: int) -> int:
     """A row's two passes: sums at `lanes` elements a cycle, then the normalise pass,
-    whose datapath has as many lanes as a bus beat has words (``out_lanes``)."""
-    from ..arch.config import output_lanes
-
+    whose datapath has as many lanes as a bus beat has words (``output_lanes``)."""
     beats_per_row = -(-dim // lanes)
     return beats_per_row * (1 + lanes // output_lanes(lanes, 8 * bus_bytes))
 

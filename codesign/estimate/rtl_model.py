@@ -26,14 +26,6 @@ MIN_RUNS = 8
 GLUE = "codesign_top (glue)"
 
 
-def _divisor_lanes(width: int, lanes: int) -> int:
-    """The largest power of two <= lanes that divides width (the RTL's output lanes)."""
-    lanes = max(1, min(width, lanes))
-    while width % lanes:
-        lanes //= 2
-    return lanes
-
-
 def features(arch, precision=None) -> dict[str, dict[str, float]]:
     """Structural counts per RTL unit of the ``codesign_top`` rendered for `arch`."""
     from ..ops import kernel_check_params, microcode
@@ -63,21 +55,21 @@ def features(arch, precision=None) -> dict[str, dict[str, float]]:
             "lanes": slots * head,
             "lane_bits": slots * head * x,
             "slots": slots,
-            "out_lanes": _divisor_lanes(head, words),
+            "out_lanes": p["attn_out_lanes"],
             "score_bits": slots * -(-tokens // slots) * tokens * (x + 1),
             "qkv_bits": 3 * tokens * arch.max_dim * x,
         },
         "cds_eng_layernorm": {
             "one": 1,
             "sum_lanes": ti,
-            "norm_lanes": min(ti, words),
+            "norm_lanes": p["norm_lanes"],
             "row_bits": 2 * arch.max_dim * x,
         },
         "cds_eng_eltwise": {"one": 1, "lanes": words},
         "cds_eng_moe": {
             "one": 1,
             "tile_out": to,
-            "out_lanes": _divisor_lanes(to, words),
+            "out_lanes": p["moe_out_lanes"],
             "acc_bits": tokens * arch.max_dim * 48,
             "queue_bits": arch.max_experts * tokens * 32,
         },

@@ -21,7 +21,7 @@ on the Program, so the cycle model charges exactly what :func:`verdict` counts.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from .expr import (
@@ -276,19 +276,22 @@ class EngineImage:
     unknown_entry: int  # refuses with ERR_OP
     entries: dict  # op code -> first instruction
     header_index: tuple[tuple[str, int], ...]  # selector index -> header word name
+    _decoded: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def addr_bits(self) -> int:
         return max(1, (len(self.words) - 1).bit_length())
 
-    def program_at(self, entry: int) -> list[Instr]:
-        """The instructions from `entry` to its END or refusal."""
-        code = []
-        for word in self.words[entry:]:
-            code.append(_decode(word))
-            if code[-1].op == "END":
-                break
-        return code
+    def program_at(self, entry: int) -> tuple[Instr, ...]:
+        """The instructions from `entry` to its END (or the ROM's end), decoded once."""
+        if entry not in self._decoded:
+            code = []
+            for word in self.words[entry:]:
+                code.append(_decode(word))
+                if code[-1].op == "END":
+                    break
+            self._decoded[entry] = tuple(code)
+        return self._decoded[entry]
 
 
 def build_image(params: dict) -> EngineImage:
@@ -341,7 +344,7 @@ def _mul_cycles(b: int) -> int:
     return -(-((b & ((1 << 64) - 1)).bit_length()) // 4)
 
 
-def run(program: list[Instr], read, regs: list[int] | None = None) -> tuple[int, int]:
+def run(program, read, regs: list[int] | None = None) -> tuple[int, int]:
     """Reference interpreter of the engine: `read(selector)` gives an operand's value;
     returns (error code or 0 when every rule held, cycles from start to result). `regs`
     are the engine's registers, which keep their values from one program to the next as

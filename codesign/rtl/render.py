@@ -25,7 +25,7 @@ from pathlib import Path
 
 import jinja2
 
-from ..arch.config import ArchConfig, Precision, parse_precision
+from ..arch.config import ArchConfig, Precision, output_lanes, parse_precision
 from ..contract import CHECK_ERRORS, DEBUG_REGISTERS
 from ..hls.render import kernel_params
 from ..numerics.tables import Table, build_tables
@@ -171,9 +171,13 @@ def rtl_params(arch: ArchConfig, precision: Precision | str | None = None) -> di
         "max_out_tiles": -(-max_out // arch.tile_out),
         "out_tile_bits": _clog2(-(-max_out // arch.tile_out) + 1),
         "load_beats": load_beats,
+        # output stages' lanes (codesign.arch.config.output_lanes): UCU drain, attention
+        # output, LayerNorm's normalise pass, MoE final pass
         "drain_lanes": arch.output_lanes,
-        "out_lanes": max(1, arch.bus_bits // 32),  # words per bus beat: output stages' lanes
         "drain_chunks": arch.drain_chunks,
+        "attn_out_lanes": output_lanes(arch.max_head_dim, arch.bus_bits),
+        "norm_lanes": output_lanes(arch.tile_in, arch.bus_bits),
+        "moe_out_lanes": output_lanes(arch.tile_out, arch.bus_bits),
         "post_none": POST_NONE,
         "post_gelu": POST_GELU,
         "post_add": POST_ADD,

