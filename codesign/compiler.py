@@ -87,7 +87,27 @@ class _Arena:
         return TensorRef(self.alloc(rows * stride), rows, cols, stride, fmt)
 
 
+def gelu_kind(graph: Graph) -> str | None:
+    """The GELU variant the model uses (None: no GELU); the table holds one variant."""
+    kinds = {
+        (node.name, node.attrs.get("gelu", "erf"))
+        for node in graph.nodes
+        if node.op in ("gelu", "moe") or node.attrs.get("post") == "gelu"
+    }
+    found = sorted({kind for _, kind in kinds})
+    if len(found) > 1:
+        where = ", ".join(f"{name} ({kind})" for name, kind in sorted(kinds))
+        raise CompileError(f"model {graph.name} mixes GELU variants; one table serves all: {where}")
+    return found[0] if found else None
+
+
 def _check_fits(graph: Graph, arch: ArchConfig) -> None:
+    kind = gelu_kind(graph)
+    if kind is not None and kind != arch.gelu:
+        raise CompileError(
+            f"model {graph.name} uses the {kind} GELU, but ArchConfig.gelu is {arch.gelu!r} "
+            f"(its GELU table is built into the kernel): use ArchConfig(gelu={kind!r})"
+        )
     meta = graph.meta
     limits = [
         ("tokens", meta["tokens"], arch.max_tokens),
@@ -155,14 +175,25 @@ class _Compiler:
     def bias(self, raw: np.ndarray) -> int:
         return self.blob.int32(np.pad(raw, (0, padded(raw.size, self.arch.tile_out) - raw.size)))
 
-    def emit(self, op: Op, node: Node, fields: dict, task: int | None = None, suffix: str = ""):
+    def emit(
+        self,
+        op: Op,
+        node: Node,
+        fields: dict,
+        task: int | None = None,
+        suffix: str = "",
+        columns: tuple[int, int] | None = None,
+    ):
+        """Append a layer; ``columns`` (start, count): it writes only these columns of the
+        node's output (qk-norm's per-head layers), which is what its trace compares with."""
         name = node.name + suffix
         if task is None:
             task = -1 if node.task is None else node.task
         self.layers.append(Layer(op, name, fields, task))
-        self.meta_layers.append(
-            {"name": name, "node": node.name, "op": op.name, "outputs": list(node.outputs)}
-        )
+        meta = {"name": name, "node": node.name, "op": op.name, "outputs": list(node.outputs)}
+        if columns is not None:
+            meta["columns"] = list(columns)
+        self.meta_layers.append(meta)
 
     # ---------------------------------------------------------------- ops
     def linear(self, node: Node) -> None:
@@ -225,8 +256,7 @@ class _Compiler:
     def embed(self, node: Node) -> None:
         x, out = self.ref(node.inputs[0]), self.ref(node.outputs[0])
         fmt = node.attrs["formats"]["pos"]
-        pos = node.params["pos"].copy()
-        pos[0] += node.params["cls"]
+        pos = node.params["pos"]
         fields = {
             "src": x.offset,
             "src_stride": x.stride,
@@ -238,38 +268,93 @@ class _Compiler:
             "pos": self.blob.int32(fmt.quantize(pos)),
             "pos_fmt": pack_fmt(fmt),
             "out_fmt": pack_fmt(out.fmt),
+            "prefix": out.rows - x.rows,
         }
         self.emit(Op.EMBED, node, fields)
 
-    def layernorm(self, node: Node) -> None:
+    def _layernorm_fields(self, node: Node, key: str, x: TensorRef, dim: int) -> dict:
+        """What a LAYERNORM over `dim` columns of `x` reads: gamma/beta (params
+        ``{key}weight``/``{key}bias``), formats, the statistics shift and epsilon term."""
         fmts = node.attrs["formats"]
-        x, out = self.ref(node.inputs[0]), self.ref(node.outputs[0])
-        start = node.attrs.get("rows", (0, x.rows))[0]
-        dim = x.cols
         shift = max(0, x.fmt.width - LN_STAT_BITS)
         stat_frac = x.fmt.frac_bits - shift
         eps_term = max(1, round(node.attrs["eps"] * dim * dim * 2.0 ** (2 * stat_frac)))
         if eps_term >= 2**62:
             raise CompileError(f"{node.name}: epsilon term overflows 62 bits")
+        gamma, beta = fmts[f"{key}weight"], fmts[f"{key}bias"]
+        return {
+            "dim": dim,
+            "x_fmt": pack_fmt(x.fmt),
+            "gamma": self.blob.int32(gamma.quantize(node.params[f"{key}weight"])),
+            "g_fmt": pack_fmt(gamma),
+            "beta": self.blob.int32(beta.quantize(node.params[f"{key}bias"])),
+            "b_fmt": pack_fmt(beta),
+            "stat_shift": shift,
+            "eps_lo": eps_term & 0xFFFFFFFF,
+            "eps_hi": eps_term >> 32,
+            "norm_fmt": pack_fmt(fmts[f"{key}norm"]),
+        }
+
+    def layernorm(self, node: Node) -> None:
+        x, out = self.ref(node.inputs[0]), self.ref(node.outputs[0])
+        start = node.attrs.get("rows", (0, x.rows))[0]
         fields = {
             "src": x.offset + start * x.stride,
             "src_stride": x.stride,
             "rows": out.rows,
-            "dim": dim,
+            "dst": out.offset,
+            "dst_stride": out.stride,
+            "out_fmt": pack_fmt(out.fmt),
+            **self._layernorm_fields(node, "", x, x.cols),
+        }
+        self.emit(Op.LAYERNORM, node, fields)
+
+    def qknorm(self, node: Node) -> None:
+        """qk-norm as one in-place LAYERNORM per head of q and of k inside the qkv rows."""
+        qkv = self.ref(node.inputs[0])
+        self.refs[node.outputs[0]] = qkv  # in place: quantize gave both one format
+        dim, heads = qkv.cols // 3, node.attrs["heads"]
+        head_dim = dim // heads
+        if (4 * head_dim) % self.arch.bus_bytes:
+            raise CompileError(
+                f"{node.name}: qk-norm runs per head, so a head ({head_dim} int32 words) must "
+                f"be a whole number of {self.arch.bus_bits}-bit bus beats"
+            )
+        for part, key in enumerate(("q", "k")):
+            shared = self._layernorm_fields(node, f"{key}_", qkv, head_dim)
+            for head in range(heads):
+                base = qkv.offset + 4 * (part * dim + head * head_dim)
+                fields = {
+                    "src": base,
+                    "src_stride": qkv.stride,
+                    "rows": qkv.rows,
+                    "dst": base,
+                    "dst_stride": qkv.stride,
+                    "out_fmt": pack_fmt(qkv.fmt),
+                    **shared,
+                }
+                start = part * dim + head * head_dim
+                self.emit(
+                    Op.LAYERNORM, node, fields, suffix=f".{key}{head}", columns=(start, head_dim)
+                )
+
+    def pool(self, node: Node) -> None:
+        x, out = self.ref(node.inputs[0]), self.ref(node.outputs[0])
+        start, count = node.attrs["rows"]
+        scale_fmt = node.attrs["formats"]["scale"]
+        fields = {
+            "src": x.offset + start * x.stride,
+            "src_stride": x.stride,
+            "rows": count,
+            "cols": x.cols,
             "dst": out.offset,
             "dst_stride": out.stride,
             "x_fmt": pack_fmt(x.fmt),
-            "gamma": self.blob.int32(fmts["weight"].quantize(node.params["weight"])),
-            "g_fmt": pack_fmt(fmts["weight"]),
-            "beta": self.blob.int32(fmts["bias"].quantize(node.params["bias"])),
-            "b_fmt": pack_fmt(fmts["bias"]),
-            "stat_shift": shift,
-            "eps_lo": eps_term & 0xFFFFFFFF,
-            "eps_hi": eps_term >> 32,
-            "norm_fmt": pack_fmt(fmts["norm"]),
+            "scale": round(2.0**scale_fmt.frac_bits / count),
+            "scale_fmt": pack_fmt(scale_fmt),
             "out_fmt": pack_fmt(out.fmt),
         }
-        self.emit(Op.LAYERNORM, node, fields)
+        self.emit(Op.POOL, node, fields)
 
     def sum_fmt(self, tokens: int) -> Fixed:
         """Softmax running sums: the exp table's fraction bits, integer bits for `tokens`."""
@@ -417,6 +502,7 @@ class _Compiler:
                 table.index_bits,
                 table.guard_bits,
                 round(math.log2(table.domain)),
+                table.kind,
             )
         return refs
 

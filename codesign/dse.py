@@ -21,7 +21,8 @@ def _round_up(value: int, step: int) -> int:
 
 
 def model_limits(graph: Graph) -> dict[str, int]:
-    """The smallest ArchConfig maxima that hold this model's Program."""
+    """The smallest ArchConfig maxima that hold this model's Program (see ``model_tables``
+    for the GELU table it needs)."""
     in_dims, out_dims, hidden, experts = [1], [1], [1], [1]
     for node in graph.nodes:
         if node.op == "linear":
@@ -40,6 +41,14 @@ def model_limits(graph: Graph) -> dict[str, int]:
         "max_experts": max(experts),
         "max_heads": graph.meta["heads"],
     }
+
+
+def model_tables(graph: Graph) -> dict[str, str]:
+    """The ArchConfig table choices this model needs: its GELU variant."""
+    from .compiler import gelu_kind
+
+    kind = gelu_kind(graph)
+    return {"gelu": kind} if kind else {}
 
 
 def _fits(program, arch: ArchConfig, board: Board) -> list[str]:

@@ -69,6 +69,7 @@ class GoldenExecutor:
                 ref.index_bits,
                 ref.guard_bits,
                 2.0**ref.domain_log2 if name in ("gelu_delta", "exp") else 1.0,
+                ref.kind,
             )
             for name, ref in program.tables.items()
         }

@@ -19,7 +19,7 @@ import numpy as np
 
 from .numerics.fixed import Fixed
 
-OPS = ("linear", "embed", "layernorm", "attention", "gelu", "add", "moe")
+OPS = ("linear", "embed", "layernorm", "attention", "gelu", "add", "moe", "pool", "qknorm")
 POSTS = ("none", "gelu", "add")
 
 
@@ -137,7 +137,10 @@ def _erf(x: np.ndarray) -> np.ndarray:
     return torch.special.erf(torch.from_numpy(np.ascontiguousarray(x, np.float64))).numpy()
 
 
-def gelu_float(x: np.ndarray) -> np.ndarray:
+def gelu_float(x: np.ndarray, kind: str = "erf") -> np.ndarray:
+    """GELU of ``numerics.tables.GELU_KINDS``: "erf" (nn.GELU), "tanh" (approximate)."""
+    if kind == "tanh":
+        return 0.5 * x * (1.0 + np.tanh(sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)))
     return 0.5 * x * (1.0 + _erf(x / sqrt(2.0)))
 
 
@@ -145,6 +148,22 @@ def layernorm_float(x: np.ndarray, weight, bias, eps: float) -> np.ndarray:
     mean = x.mean(axis=-1, keepdims=True)
     var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
     return (x - mean) / np.sqrt(var + eps) * weight + bias
+
+
+def qknorm_float(qkv: np.ndarray, node: Node, record: dict | None = None) -> np.ndarray:
+    """qk-norm: q and k of a fused qkv [tokens, 3*dim] normalised per head (timm's
+    q_norm / k_norm, one LayerNorm over head_dim shared by every head); v unchanged."""
+    tokens, width = qkv.shape
+    dim, heads = width // 3, node.attrs["heads"]
+    out = qkv.copy()
+    for part, key in enumerate(("q", "k")):
+        x = qkv[:, part * dim : (part + 1) * dim].reshape(tokens, heads, dim // heads)
+        params, eps = node.params, node.attrs["eps"]
+        if record is not None:
+            record[f"{key}_norm"] = layernorm_float(x, 1.0, 0.0, eps)
+        y = layernorm_float(x, params[f"{key}_weight"], params[f"{key}_bias"], eps)
+        out[:, part * dim : (part + 1) * dim] = y.reshape(tokens, dim)
+    return out
 
 
 def softmax_float(x: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -191,7 +210,7 @@ def moe_float(node: Node, x: np.ndarray, task: int, record: dict | None = None) 
         if rows.size == 0:
             continue
         pre = x[rows] @ params["fc1_weight"][expert].T + params["fc1_bias"][expert]
-        act = gelu_float(pre)
+        act = gelu_float(pre, node.attrs.get("gelu", "erf"))
         y = act @ params["fc2_weight"][expert].T + params["fc2_bias"][expert]
         out[rows] += probs[rows, expert][:, None] * y
         hidden_pre.append(pre)
@@ -223,15 +242,14 @@ def run_node(node: Node, values: dict[str, np.ndarray], task: int, record: dict 
         if record is not None:
             record["pre"] = y
         if post == "gelu":
-            y = gelu_float(y)
+            y = gelu_float(y, attrs.get("gelu", "erf"))
         elif post == "add":
             y = y + args[1]
         return y
     if node.op == "embed":
         x = args[0]
-        out = params["pos"].copy()
-        out[0] += params["cls"]
-        out[1:] += x
+        out = params["pos"].copy()  # prefix tokens (their positions folded in), then patches
+        out[out.shape[0] - x.shape[0] :] += x
         return out
     if node.op == "layernorm":
         x = args[0]
@@ -244,7 +262,12 @@ def run_node(node: Node, values: dict[str, np.ndarray], task: int, record: dict 
     if node.op == "attention":
         return attention_float(args[0], attrs["heads"], attrs.get("scale", 1.0), record)
     if node.op == "gelu":
-        return gelu_float(args[0])
+        return gelu_float(args[0], attrs.get("gelu", "erf"))
+    if node.op == "pool":
+        start, count = attrs["rows"]
+        return args[0][start : start + count].mean(axis=0, keepdims=True)
+    if node.op == "qknorm":
+        return qknorm_float(args[0], node, record)
     if node.op == "add":
         return args[0] + args[1]
     if node.op == "moe":

@@ -14,16 +14,23 @@ Pass = Callable[[Graph], Graph]
 
 
 def fold_attention_scale(graph: Graph) -> Graph:
-    """Multiply the Q rows of each qkv linear by the attention scale; scale becomes 1."""
+    """Multiply the Q rows of each qkv linear by the attention scale (or, with qk-norm,
+    q_norm's gamma and beta, which come after the linear); scale becomes 1."""
     graph = graph.copy()
     for node in graph.nodes:
         if node.op != "attention" or node.attrs.get("scale", 1.0) == 1.0:
             continue
         producer = graph.producer(node.inputs[0])
-        if producer is None or producer.op != "linear" or len(graph.consumers(node.inputs[0])) > 1:
+        private = producer is not None and len(graph.consumers(node.inputs[0])) == 1
+        scale = node.attrs["scale"]
+        if private and producer.op == "qknorm":
+            producer.params["q_weight"] = producer.params["q_weight"] * scale
+            producer.params["q_bias"] = producer.params["q_bias"] * scale
+            node.attrs["scale"] = 1.0
+            continue
+        if not private or producer.op != "linear":
             raise UnsupportedError(node.name, "attention", "scale needs a private qkv linear")
         dim = producer.params["weight"].shape[0] // 3
-        scale = node.attrs["scale"]
         producer.params["weight"][:dim] *= scale
         if "bias" in producer.params:
             producer.params["bias"][:dim] *= scale
@@ -54,6 +61,7 @@ def fuse_gelu(graph: Graph) -> Graph:
         ):
             continue
         producer.attrs["post"] = "gelu"
+        producer.attrs["gelu"] = node.attrs.get("gelu", "erf")
         old = producer.outputs[0]
         producer.outputs = [node.outputs[0]]
         del graph.tensors[old]

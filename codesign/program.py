@@ -31,7 +31,7 @@ from .ops import LAYER_FIELDS, TABLE_NAMES, TABLE_WORDS, Op
 from .ops.base import interpolation_limits
 
 MAGIC = b"CDSGPROG"
-VERSION = 2  # 2: LINEAR carries nnz (stored tiles of a block-sparse matrix)
+VERSION = 3  # 2: LINEAR carries nnz (stored tiles of a block-sparse matrix); 3: EMBED prefix, POOL
 HEADER_BYTES = 512
 LAYER_WORDS = 64
 NAME_WORDS = 16
@@ -128,6 +128,7 @@ class TableRef:
     index_bits: int
     guard_bits: int
     domain_log2: int
+    kind: int = 0  # which function (gelu_delta: numerics.tables.GELU_KINDS index)
 
     def words(self) -> list[int]:
         return [
@@ -137,6 +138,7 @@ class TableRef:
             self.index_bits,
             self.guard_bits,
             self.domain_log2 & 0xFFFFFFFF,
+            self.kind,
         ]
 
 
@@ -287,7 +289,7 @@ class Program:
             start = _H_TABLES + index * len(TABLE_WORDS)
             t = [int(v) for v in header[start : start + len(TABLE_WORDS)]]
             domain = t[5] - (1 << 32) if t[5] >= 1 << 31 else t[5]
-            tables[name] = TableRef(name, t[0], t[1], unpack_fmt(t[2]), t[3], t[4], domain)
+            tables[name] = TableRef(name, t[0], t[1], unpack_fmt(t[2]), t[3], t[4], domain, t[6])
         name = bytes(header[_H_NAME : _H_NAME + _H_NAME_WORDS].tobytes()).rstrip(b"\0")
         program = cls(
             model=name.decode("ascii", "replace").replace("\ufffd", "?"),
@@ -481,6 +483,7 @@ def _check_table_values(blob: bytes, header, source: str) -> None:
             t["rsqrt"]["index_bits"],
             t["recip"]["guard_bits"],
             t["exp"]["fmt"] & 0xFF,
+            t["gelu_delta"]["kind"],
         )
     except (ValueError, TypeError) as error:
         raise ProgramError(
@@ -493,6 +496,7 @@ def _check_table_values(blob: bytes, header, source: str) -> None:
             len(table.values) == words["entries"]
             and pack_fmt(table.fmt) == words["fmt"]
             and table.guard_bits == words["guard_bits"]
+            and table.kind == words["kind"]
             and np.array_equal(values, np.asarray(table.values, np.int64))
         )
         if not same:
@@ -502,9 +506,13 @@ def _check_table_values(blob: bytes, header, source: str) -> None:
 
 
 @functools.lru_cache(maxsize=16)
-def _tables(gelu_bits, gelu_range, exp_bits, exp_range, recip_bits, rsqrt_bits, guard, width):
-    from .numerics.tables import build_tables
+def _tables(
+    gelu_bits, gelu_range, exp_bits, exp_range, recip_bits, rsqrt_bits, guard, width, gelu_kind
+):
+    from .numerics.tables import GELU_KINDS, build_tables
 
+    if not 0 <= gelu_kind < len(GELU_KINDS):
+        raise ValueError(f"gelu_delta kind {gelu_kind} is not one of 0..{len(GELU_KINDS) - 1}")
     return build_tables(
         gelu_index_bits=gelu_bits,
         gelu_range=gelu_range,
@@ -514,6 +522,7 @@ def _tables(gelu_bits, gelu_range, exp_bits, exp_range, recip_bits, rsqrt_bits, 
         rsqrt_index_bits=rsqrt_bits,
         guard_bits=guard,
         table_width=width,
+        gelu=GELU_KINDS[gelu_kind],
     )
 
 

@@ -83,6 +83,19 @@ def calibrate(graph: Graph, patches: np.ndarray) -> _Ranges:
     return ranges
 
 
+def _norm_fmts(node, prefix: str, ranges: _Ranges, act: int, wbits: int) -> dict[str, Fixed]:
+    """A LayerNorm's gamma, beta and normalised-value formats (qk-norm: q_ and k_ keys)."""
+    pbits = max(wbits, PARAM_WIDTH_FOR_NORM)
+    weight = weight_fmt(node.params[f"{prefix}weight"], pbits)
+    norm = activation_fmt(ranges[f"{node.name}:{prefix}norm"], act)
+    # beta joins n*gamma exactly, so it may not have more fraction bits than it
+    beta = weight_fmt(node.params[f"{prefix}bias"], pbits)
+    max_frac = norm.frac_bits + weight.frac_bits
+    if beta.frac_bits > max_frac:
+        beta = beta.with_(width=beta.int_bits + max_frac)
+    return {f"{prefix}weight": weight, f"{prefix}norm": norm, f"{prefix}bias": beta}
+
+
 def quantize(graph: Graph, patches: np.ndarray, precision: Precision) -> Graph:
     """Assign formats to every tensor and op-internal value from calibration patches."""
     graph = graph.copy()
@@ -102,19 +115,21 @@ def quantize(graph: Graph, patches: np.ndarray, precision: Precision) -> Graph:
             if node.attrs.get("post") == "gelu":
                 fmts["pre"] = activation_fmt(ranges[f"{node.name}:pre"], act)
         elif node.op == "embed":
-            pos = node.params["pos"].copy()
-            pos[0] += node.params["cls"]
+            pos = node.params["pos"]
             fmts["pos"] = Fixed(act, int_bits_for(float(np.abs(pos).max())), True, "RND", "SAT")
         elif node.op == "layernorm":
-            pbits = max(wbits, PARAM_WIDTH_FOR_NORM)
-            fmts["weight"] = weight_fmt(node.params["weight"], pbits)
-            fmts["norm"] = activation_fmt(ranges[f"{node.name}:norm"], act)
-            # beta joins n*gamma exactly, so it may not have more fraction bits than it
-            beta = weight_fmt(node.params["bias"], pbits)
-            max_frac = fmts["norm"].frac_bits + fmts["weight"].frac_bits
-            if beta.frac_bits > max_frac:
-                beta = beta.with_(width=beta.int_bits + max_frac)
-            fmts["bias"] = beta
+            fmts.update(_norm_fmts(node, "", ranges, act, wbits))
+        elif node.op == "qknorm":
+            fmts.update(_norm_fmts(node, "q_", ranges, act, wbits))
+            fmts.update(_norm_fmts(node, "k_", ranges, act, wbits))
+            # normalised in place: the fused qkv keeps one format, before and after
+            source, target = graph.tensors[node.inputs[0]], graph.tensors[node.outputs[0]]
+            peak = max(ranges[source.name], ranges[target.name])
+            source.fmt = target.fmt = activation_fmt(peak, act)
+        elif node.op == "pool":
+            count = node.attrs["rows"][1]
+            frac = 15 + count.bit_length()  # scale = round(2**frac / count) in (2**15, 2**16]
+            fmts["scale"] = Fixed(frac + 2, 2, True, "RND", "SAT")
         elif node.op == "attention":
             fmts["score"] = activation_fmt(ranges[f"{node.name}:scores"], act)
             fmts["prob"] = PROB_FMT  # the softmax sum's format follows the exp table (compiler)

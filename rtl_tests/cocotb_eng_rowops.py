@@ -4,7 +4,8 @@ Per case the engine gets a descriptor (words 2..47 of a one-layer Program's laye
 Program bytes behind ``rd0`` and an arena behind ``rd1`` / ``wr1`` (rtl_tests/wordmem.py
 models with random stalls, latency and backpressure, none on ``timed`` cases); ``start``
 pulses, the bench waits for ``done`` and then for the write port to drain, and hands the
-whole arena back with the busy cycles. ``op_embed`` is driven when the engine has it.
+whole arena back with the busy cycles. ``op_sel`` (0 ADD, 1 EMBED, 2 POOL) is driven when
+the engine has it, and changed right after ``start`` (the engine samples it there).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def _snapshot(dut, *ports) -> str:
 async def engine_cases(dut):
     data = load_inputs()
     wpb = int(data["wpb"])
-    descs, embed, timed = data["desc"], data["embed"], data["timed"]
+    descs, ops, timed = data["desc"], data["op"], data["timed"]
     program_flat, program_at = data["program"], data["program_at"]
     arena_flat, arena_at = data["arena"], data["arena_at"]
     stall, backpressure = float(data["stall"]), float(data["backpressure"])
@@ -39,9 +40,9 @@ async def engine_cases(dut):
     bench = Bench(dut, seed=int(data["seed"]))
     dut.start.value = 0
     dut.desc.value = 0
-    has_op = hasattr(dut, "op_embed")
+    has_op = hasattr(dut, "op_sel")
     if has_op:
-        dut.op_embed.value = 0
+        dut.op_sel.value = 0
     empty = WordMemory(np.zeros(4, np.uint32))
     rd0 = WordReadPort(bench, "rd0", empty, wpb)
     rd1 = WordReadPort(bench, "rd1", empty, wpb)
@@ -70,13 +71,13 @@ async def engine_cases(dut):
             value |= (int(word) & 0xFFFFFFFF) << (32 * index)
         dut.desc.value = value
         if has_op:
-            dut.op_embed.value = int(embed[case])
+            dut.op_sel.value = int(ops[case])
         state["busy"], state["done"] = 0, 0
         dut.start.value = 1
         await RisingEdge(dut.clk)
         dut.start.value = 0
         if has_op:
-            dut.op_embed.value = 1 - int(embed[case])  # sampled at start only
+            dut.op_sel.value = (int(ops[case]) + 1) % 3  # sampled at start only
         try:
             await bench.wait_for(lambda: state["done"] > 0, timeout=20_000)
         except TimeoutError:

@@ -1,4 +1,4 @@
-"""cds_eng_layernorm and cds_eng_eltwise (EMBED, ADD) behind the word-DMA ports.
+"""cds_eng_layernorm and cds_eng_eltwise (EMBED, ADD, POOL) behind the word-DMA ports.
 
 Every case is one layer of a one-layer Program (test_attention.one_layer_program: the
 ArchConfig's tables plus the layer's gamma/beta or position rows in the program data),
@@ -9,7 +9,7 @@ the padding between rows is untouched. Cases cover dims below, at and not a mult
 the core lanes and of the bus words, one row, long ADD rows split into several read
 chunks, saturating formats and every rounding and overflow mode. ``timed`` cases run with
 ideal ports and record busy cycles against codesign.estimate (layernorm_cycles,
-elementwise_cycles).
+elementwise_cycles, pool_cycles).
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def layernorm_case(rng, arch, kind: str, index: int, shape=None) -> dict:
     program = one_layer_program(arch, layer, arena_bytes, rows, dim, params)
     arena = _garbage(rng, arena_bytes)
     _place(arena, src, src_stride, case["x"])
-    return _finish(program, layer, arena, "layernorm", kind=kind, rows=rows, cols=dim, embed=0)
+    return _finish(program, layer, arena, "layernorm", kind=kind, rows=rows, cols=dim, op=0)
 
 
 def _random_fmt(rng, frac: int, widths=(32, 24, 16, 12)) -> Fixed:
@@ -107,16 +107,25 @@ def _values(rng, fmt: Fixed, shape) -> np.ndarray:
     return rng.integers(fmt.raw_min, fmt.raw_max + 1, shape, dtype=np.int64)
 
 
-def eltwise_case(rng, arch, embed: bool, index: int, rows=None, cols=None, kind="random"):
-    """An EMBED (rows = patches) or ADD layer; formats cycle through every Q and O mode."""
+ELTWISE_OPS = {"ADD": 0, "EMBED": 1, "POOL": 2}  # cds_eng_eltwise's op_sel
+
+
+def eltwise_case(rng, arch, op: str, index: int, rows=None, cols=None, kind="random", prefix=None):
+    """An EMBED (rows = patches, `prefix` tokens before them), ADD or POOL (rows summed
+    into one) layer; formats cycle through every Q and O mode."""
     wpb = arch.bus_bits // 32
     if rows is None:
         rows = int(rng.integers(1, 7))
     if cols is None:
         cols = int(rng.integers(1, arch.max_dim + 1))
+    if prefix is None:
+        prefix = int(rng.integers(0, 4)) if op == "EMBED" else 0
     fx, fb = int(rng.integers(-2, 20)), int(rng.integers(-2, 20))
     x_fmt, b_fmt = _random_fmt(rng, fx), _random_fmt(rng, fb)
-    frac = max(fx, fb)
+    if op == "POOL":  # b is the scale: F = F_x + F_scale, scale ~ 2**F_scale / rows
+        fb = 15 + max(rows, 1).bit_length()
+        b_fmt = Fixed(fb + 2, 2, True, "RND", "SAT")
+    frac = fx + fb if op == "POOL" else max(fx, fb)
     saturate = kind == "saturate" or index % 3 == 0
     out_width = int(rng.choice([8, 12, 16])) if saturate else int(rng.choice([16, 24, 32]))
     out_frac = frac - int(rng.integers(-4, 12))  # negative shift: exact left shift
@@ -130,10 +139,10 @@ def eltwise_case(rng, arch, embed: bool, index: int, rows=None, cols=None, kind=
         OVERFLOW[(index // 7 + index) % 4],
     )
     x = _values(rng, x_fmt, (rows, cols))
-    if embed:
-        b = _values(rng, b_fmt, (rows + 1, cols))
+    if op == "EMBED":
+        b = _values(rng, b_fmt, (rows + prefix, cols))
         (src, dst), (src_stride, dst_stride), arena_bytes = _layout(
-            rng, arch, [(rows, cols), (rows + 1, cols)]
+            rng, arch, [(rows, cols), (rows + prefix, cols)]
         )
         layer = Layer(
             Op.EMBED,
@@ -149,12 +158,38 @@ def eltwise_case(rng, arch, embed: bool, index: int, rows=None, cols=None, kind=
                 "pos": 0,
                 "pos_fmt": pack_fmt(b_fmt),
                 "out_fmt": pack_fmt(out_fmt),
+                "prefix": prefix,
             },
         )
         program = one_layer_program(arch, layer, arena_bytes, rows, cols, {"pos": b.ravel()})
         arena = _garbage(rng, arena_bytes)
         _place(arena, src, src_stride, x)
-        out_rows = rows + 1
+        out_rows = rows + prefix
+    elif op == "POOL":
+        (src, dst), (src_stride, dst_stride), arena_bytes = _layout(
+            rng, arch, [(rows, cols), (1, cols)]
+        )
+        scale = round(2.0**fb / rows) * (-1 if index % 4 == 3 else 1)  # and a negative one
+        layer = Layer(
+            Op.POOL,
+            "pool",
+            {
+                "src": src,
+                "src_stride": src_stride,
+                "rows": rows,
+                "cols": cols,
+                "dst": dst,
+                "dst_stride": dst_stride,
+                "x_fmt": pack_fmt(x_fmt),
+                "scale": scale,
+                "scale_fmt": pack_fmt(b_fmt),
+                "out_fmt": pack_fmt(out_fmt),
+            },
+        )
+        program = one_layer_program(arch, layer, arena_bytes, rows, cols)
+        arena = _garbage(rng, arena_bytes)
+        _place(arena, src, src_stride, x)
+        out_rows = 1
     else:
         b = _values(rng, b_fmt, (rows, cols))
         (src, res, dst), (src_stride, res_stride, dst_stride), arena_bytes = _layout(
@@ -182,11 +217,10 @@ def eltwise_case(rng, arch, embed: bool, index: int, rows=None, cols=None, kind=
         _place(arena, src, src_stride, x)
         _place(arena, res, res_stride, b)
         out_rows = rows
-    run = "embed" if embed else "add"
     chunks = -(-cols // (CHUNK_BEATS * wpb))
     return _finish(
-        program, layer, arena, run, kind=kind, rows=out_rows, cols=cols, embed=int(embed),
-        chunks=chunks,
+        program, layer, arena, op.lower(), kind=kind, rows=out_rows, cols=cols,
+        op=ELTWISE_OPS[op], in_rows=rows, chunks=chunks,
     )  # fmt: skip
 
 
@@ -211,7 +245,7 @@ def eltwise_cases(arch, seed: int) -> list[dict]:
     wpb = arch.bus_bits // 32
     long_row = 2 * CHUNK_BEATS * wpb + int(rng.integers(1, wpb + 1))  # three read chunks
     cases = []
-    for embed in (True, False):
+    for op in ELTWISE_OPS:
         specs = [
             {"rows": 1, "kind": "one row"},
             {"cols": 1, "kind": "dim 1"},
@@ -221,12 +255,18 @@ def eltwise_cases(arch, seed: int) -> list[dict]:
             {"kind": "saturate"},
             *({"kind": "random"} for _ in range(8)),
         ]
-        if embed:
-            specs.append({"rows": 0, "kind": "no patches (pos row 0 only)"})
-        else:
+        if op == "EMBED":
+            specs.append({"rows": 0, "prefix": 1, "kind": "no patches (pos row 0 only)"})
+            specs.append({"prefix": 0, "kind": "no prefix token"})
+            specs.append({"prefix": 5, "kind": "five prefix tokens"})
+        elif op == "ADD":
             specs.append({"rows": 3, "cols": long_row, "kind": "several chunks"})
+        else:  # POOL: rows up to max_dim words (its accumulators)
+            cols = min(long_row, arch.max_dim)
+            specs.append({"rows": 3, "cols": cols, "kind": "several chunks"})
+            specs.append({"rows": 40, "cols": 2 * wpb + 1, "kind": "many rows"})
         for spec in specs:
-            cases.append(eltwise_case(rng, arch, embed, len(cases), **spec))
+            cases.append(eltwise_case(rng, arch, op, len(cases), **spec))
     return cases
 
 
@@ -235,8 +275,8 @@ def eltwise_timed(arch) -> list[dict]:
     wpb = arch.bus_bits // 32
     shapes = ((16, arch.max_dim), (16, 3 * wpb + 1))
     return [
-        eltwise_case(rng, arch, embed, i, rows=r, cols=c, kind="timed")
-        for embed in (True, False)
+        eltwise_case(rng, arch, op, i, rows=r, cols=c, kind="timed", prefix=1)
+        for op in ELTWISE_OPS
         for i, (r, c) in enumerate(shapes)
     ]
 
@@ -252,7 +292,7 @@ def run_cases(build, arch, cases: list[dict], timed: bool, seed: int) -> dict:
         inputs={
             "wpb": arch.bus_bits // 32,
             "desc": np.stack([c["desc"] for c in cases]),
-            "embed": np.array([c["embed"] for c in cases], np.int64),
+            "op": np.array([c["op"] for c in cases], np.int64),
             "timed": np.full(len(cases), timed),
             "program": np.concatenate([c["program"] for c in cases]),
             "program_at": cut("program"),
@@ -306,7 +346,7 @@ def test_layernorm_engine(arch, builds):
 
 
 def test_eltwise_engine(arch, builds):
-    """Random and edge-case EMBED and ADD layers, bit-exact arena under port stalls."""
+    """Random and edge-case EMBED, ADD and POOL layers, bit-exact arena under port stalls."""
     cases = eltwise_cases(arch, seed=41)
     assert any(c["clipped"] for c in cases), "no saturating case"
     assert any(c["chunks"] > 1 for c in cases), "no multi-chunk row"
@@ -330,12 +370,18 @@ def test_engine_cycles(arch, builds):
     cases = eltwise_timed(arch)
     result = run_cases(builds["cds_eng_eltwise"], arch, cases, True, seed=1)
     check_arenas(cases, result)
+    names = {code: name for name, code in ELTWISE_OPS.items()}
     for case, measured in zip(cases, result["cycles"], strict=True):
-        rows, cols = case["rows"], case["cols"]
-        op, inputs = ("EMBED", 1) if case["embed"] else ("ADD", 2)
+        op = names[case["op"]]
+        rows, cols = case["in_rows" if op == "POOL" else "rows"], case["cols"]
+        if op == "POOL":
+            expected = estimate.pool_cycles(case["in_rows"], cols, bus)
+        else:
+            inputs = 1 if op == "EMBED" else 2
+            expected = estimate.elementwise_cycles(rows, cols, arch.tile_out, bus, inputs=inputs)
         record_cycles(
             "eng_eltwise",
             f"{arch_name(arch)} {op} rows={rows} cols={cols} bus={bus}B",
             int(measured),
-            estimate.elementwise_cycles(rows, cols, arch.tile_out, bus, inputs=inputs),
+            expected,
         )

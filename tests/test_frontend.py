@@ -8,6 +8,8 @@ import torch
 from small_models import SMALL_VIT
 from torch import nn
 
+from codesign.arch import ArchConfig, parse_precision
+from codesign.compiler import compile_graph
 from codesign.frontend import convert
 from codesign.ir import UnsupportedError, run_float
 from codesign.models import config_from_dict, create_model
@@ -81,13 +83,28 @@ def test_unknown_child_module_is_an_error():
     assert "blocks.0.extra" in str(err.value) and "Conv1d" in str(err.value)
 
 
-def test_tanh_gelu_and_pooling_are_rejected():
+def test_mixed_gelus_and_unknown_pooling_are_rejected():
+    """One GELU table serves the whole model: a model mixing the erf and tanh GELUs is
+    refused naming the layers; an ArchConfig built for the other GELU names the fix; a
+    pooling other than token / avg names global_pool."""
+    from codesign.compiler import CompileError, gelu_kind
+    from codesign.quantize import quantize
+
     model = create_model(config_from_dict(SMALL_VIT))
     model.blocks[0].mlp.act = nn.GELU(approximate="tanh")
-    with pytest.raises(UnsupportedError, match="tanh"):
-        convert(model)
+    graph = run_passes(convert(model))
+    with pytest.raises(CompileError, match=r"mixes GELU variants.*blocks\.0\.mlp\.fc1 \(tanh\)"):
+        gelu_kind(graph)
+    for block in model.blocks:
+        block.mlp.act = nn.GELU(approximate="tanh")
+    graph = run_passes(convert(model))
+    assert gelu_kind(graph) == "tanh"
+    with pytest.raises(CompileError, match=r"ArchConfig\(gelu='tanh'\)"):
+        compile_graph(
+            quantize(graph, graph.patchify(_images(model)), parse_precision("w16a24")), ArchConfig()
+        )
     model = create_model(config_from_dict(SMALL_VIT))
-    model.global_pool = "avg"
+    model.global_pool = "max"
     with pytest.raises(UnsupportedError, match="global_pool"):
         convert(model)
 
@@ -125,7 +142,7 @@ def test_patchify_rejects_wrong_image_size():
 
 
 def test_real_timm_vit_converts_and_builds():
-    from test_models import import_timm
+    from codesign.models.timm_support import import_timm
 
     timm, reason = import_timm()
     if timm is None:

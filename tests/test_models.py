@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
-import re
-import sys
 
 import pytest
 import torch
@@ -28,6 +25,7 @@ from codesign.models import (
     select_top_k,
     tokens_to_map,
 )
+from codesign.models.timm_support import import_timm
 
 REGISTERED = ["deit-small", "m3vit", "m3vit-tiny", "vit-tiny"]
 
@@ -524,43 +522,6 @@ def test_m3vit_macs() -> None:
 
 
 # --- timm compatibility (optional) ------------------------------------------------------
-
-_TORCHVISION_SCHEMAS = {
-    "nms": "nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
-    "qnms": "qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
-}
-_torchvision_stub_library = None  # keeps the stub op definitions alive
-
-
-def import_timm():
-    """Import timm, working around the CPU-torch / CUDA-torchvision mismatch.
-
-    torchvision 0.28 registers fake kernels for its C++ ops at import, and on a CPU
-    torch without its compiled ops that fails with "operator torchvision::nms does
-    not exist". timm never calls those ops for a ViT, so the schemas are defined
-    (without kernels) and the import retried. Returns (timm, None) or (None, reason).
-    """
-    global _torchvision_stub_library
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no network; never try the hub
-    for _ in range(len(_TORCHVISION_SCHEMAS) + 1):
-        try:
-            import timm
-
-            return timm, None
-        except ImportError as exc:
-            return None, f"timm cannot be imported ({exc}); install timm to run this check"
-        except RuntimeError as exc:
-            match = re.search(r"operator torchvision::(\w+) does not exist", str(exc))
-            if not match or match.group(1) not in _TORCHVISION_SCHEMAS:
-                return None, f"timm import failed: {exc}"
-            if _torchvision_stub_library is None:
-                _torchvision_stub_library = torch.library.Library("torchvision", "DEF")
-            _torchvision_stub_library.define(_TORCHVISION_SCHEMAS[match.group(1)])
-            for module in [
-                name for name in sys.modules if name.startswith(("torchvision", "timm"))
-            ]:
-                del sys.modules[module]
-    return None, "timm import failed after stubbing torchvision ops"
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,8 @@ import numbers
 import re
 from dataclasses import asdict, dataclass, fields, replace
 
+from ..numerics.tables import GELU_KINDS
+
 # DSP48E2 multiplier ports: one MAC per DSP while both operands fit.
 DSP_ACTIVATION_BITS = 27
 DSP_WEIGHT_BITS = 18
@@ -114,6 +116,7 @@ class ArchConfig:
     rsqrt_index_bits: int = 7
     table_guard_bits: int = 10
     table_width: int = 17
+    gelu: str = "erf"  # the GELU table's function: "erf" (nn.GELU) or "tanh" (approximate)
     # largest model the on-chip buffers hold
     max_tokens: int = 256
     max_dim: int = 512
@@ -123,8 +126,12 @@ class ArchConfig:
     max_in_dim: int = 1024
 
     def __post_init__(self) -> None:
+        if self.gelu not in GELU_KINDS:
+            raise ValueError(f"ArchConfig.gelu={self.gelu!r} must be one of {GELU_KINDS}")
         for spec in fields(self):
             value, kind = getattr(self, spec.name), type(spec.default)
+            if kind is str:
+                continue
             wanted = numbers.Integral if kind is int else numbers.Real
             if isinstance(value, bool) or not isinstance(value, wanted):
                 noun = "an integer" if kind is int else "a number"
@@ -193,6 +200,7 @@ class ArchConfig:
             "rsqrt_index_bits": self.rsqrt_index_bits,
             "guard_bits": self.table_guard_bits,
             "table_width": self.table_width,
+            "gelu": self.gelu,
         }
 
 

@@ -115,6 +115,12 @@ def elementwise_cycles(rows: int, cols: int, lanes: int, bus_bytes: int, inputs:
     return rows * per_row + ELEMENTWISE_PIPELINE
 
 
+def pool_cycles(rows: int, cols: int, bus_bytes: int) -> int:
+    """POOL: one bus beat of a row per cycle into the column sums; the last row's beats
+    leave scaled and requantised, so the output row costs no pass of its own."""
+    return rows * beats(4 * cols, bus_bytes) + ELEMENTWISE_PIPELINE
+
+
 def gate_cycles(tokens: int, dim: int, experts: int, top_k: int, tile_in: int, tile_out: int,
                 weight_bytes: int, bus_bytes: int) -> int:  # fmt: skip
     """Gate logits on the UCU, then per token a softmax over experts (one per cycle),

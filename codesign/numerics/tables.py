@@ -38,6 +38,7 @@ __all__ = [
 ]
 
 TABLE_NAMES = ("gelu_delta", "exp", "recip", "rsqrt")
+GELU_KINDS = ("erf", "tanh")  # the gelu_delta table's `kind`: exact GELU, tanh approximation
 
 _INT64_MAX = int(np.iinfo(np.int64).max)
 # A table entry must fit one BRAM18 word and the 18-bit port of a DSP48E2.
@@ -76,6 +77,7 @@ class Table:
     index_bits: int
     guard_bits: int
     domain: float
+    kind: int = 0  # which function: GELU_KINDS index for "gelu_delta", 0 for the others
 
     def __post_init__(self) -> None:
         if self.name not in TABLE_NAMES:
@@ -83,6 +85,9 @@ class Table:
         _check_int(self.index_bits, "index_bits", 1, _MAX_INDEX_BITS)
         _check_int(self.guard_bits, "guard_bits", 0, _MAX_GUARD_BITS)
         _check_table_fmt(self.fmt, needs_one=self.name != "gelu_delta")
+        kinds = len(GELU_KINDS) if self.name == "gelu_delta" else 1
+        if self.kind not in range(kinds):
+            raise ValueError(f"{self.name}: kind {self.kind!r} must be in 0..{kinds - 1}")
         if self.name in ("gelu_delta", "exp"):
             if self.guard_bits != 0:
                 raise ValueError(
@@ -136,7 +141,7 @@ class Table:
         return cached
 
     def _key(self) -> tuple[Any, ...]:
-        return (self.name, self.fmt, self.index_bits, self.guard_bits, self.domain)
+        return (self.name, self.fmt, self.index_bits, self.guard_bits, self.domain, self.kind)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Table):
@@ -288,21 +293,32 @@ def _interp(table: Table, idx: np.ndarray, r: np.ndarray, G: int) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 
 
-def _gelu_delta_float(a: np.ndarray) -> np.ndarray:
-    """δ(a) = a·Φ(-a) = 0.5·a·erfc(a/√2) in float64, via math.erfc (numpy has no erfc)."""
+def _gelu_delta_float(a: np.ndarray, kind: int = 0) -> np.ndarray:
+    """δ(a) = relu(a) - GELU(a) for a >= 0, which is even in a for both GELUs (their
+    odd parts cancel): 0.5·a·erfc(a/√2) (erf, via math.erfc: numpy has none) or
+    0.5·a·(1 - tanh(√(2/π)·(a + 0.044715·a³))) (tanh approximation)."""
     a = np.asarray(a, dtype=np.float64)
+    if GELU_KINDS[kind] == "tanh":
+        return 0.5 * a * (1.0 - np.tanh(math.sqrt(2.0 / math.pi) * (a + 0.044715 * a**3)))
     erfc = np.frompyfunc(math.erfc, 1, 1)
     return 0.5 * a * erfc(a / math.sqrt(2.0)).astype(np.float64)
 
 
-def build_gelu_table(index_bits: int = 8, domain: float = 8.0, fmt: Fixed | None = None) -> Table:
-    """δ(a) = a·Φ(-a) sampled at i·2**-s, i = 0..N, over [0, domain] (GELU = relu - δ(|x|))."""
+def build_gelu_table(
+    index_bits: int = 8, domain: float = 8.0, fmt: Fixed | None = None, kind: str = "erf"
+) -> Table:
+    """δ(a) sampled at i·2**-s, i = 0..N, over [0, domain] (GELU = relu - δ(|x|)); `kind`
+    the GELU: "erf" (exact) or "tanh" (the tanh approximation)."""
+    if kind not in GELU_KINDS:
+        raise ValueError(f"gelu kind {kind!r} must be one of {GELU_KINDS}")
     n = _check_int(index_bits, "gelu index_bits", 1, _MAX_INDEX_BITS)
     s = _check_domain(domain, n, "gelu")
     fmt = Fixed(18, 0, signed=False, rounding="RND") if fmt is None else fmt
     _check_table_fmt(fmt, needs_one=False)
     grid = np.arange((1 << n) + 1, dtype=np.float64) * 2.0**-s
-    return Table("gelu_delta", fmt.quantize(_gelu_delta_float(grid)), fmt, n, 0, float(domain))
+    code = GELU_KINDS.index(kind)
+    values = fmt.quantize(_gelu_delta_float(grid, code))
+    return Table("gelu_delta", values, fmt, n, 0, float(domain), code)
 
 
 def build_exp_table(index_bits: int = 10, domain: float = 16.0, fmt: Fixed | None = None) -> Table:
@@ -345,6 +361,7 @@ def build_tables(
     rsqrt_index_bits: int = 7,
     guard_bits: int = 10,
     table_width: int = 17,
+    gelu: str = "erf",
 ) -> dict[str, Table]:
     """All four tables of the accelerator, keyed by name.
 
@@ -356,7 +373,7 @@ def build_tables(
     one_int = Fixed(w, 1, signed=False, rounding="RND")
     return {
         "gelu_delta": build_gelu_table(
-            gelu_index_bits, gelu_range, Fixed(w + 1, 0, signed=False, rounding="RND")
+            gelu_index_bits, gelu_range, Fixed(w + 1, 0, signed=False, rounding="RND"), gelu
         ),
         "exp": build_exp_table(exp_index_bits, exp_range, one_int),
         "recip": build_recip_table(recip_index_bits, guard_bits, one_int),
@@ -467,7 +484,7 @@ def _measure_gelu(table: Table) -> float:
     mags = np.arange(0, lim + 1, dtype=np.int64)
     out_frac = max(frac, table.fmt.frac_bits) + 4
     wide = Fixed(out_frac + 8, 8, signed=True, rounding="TRN")
-    delta = _gelu_delta_float(mags * 2.0**-frac)
+    delta = _gelu_delta_float(mags * 2.0**-frac, table.kind)
     err = 0.0
     for sign in (1, -1):
         h = sign * mags

@@ -15,7 +15,7 @@ from functools import lru_cache
 import numpy as np
 
 from ..contract import ERROR_CODES, NONE, Refusal
-from . import add, attention, embed, layernorm, linear, moe_experts, moe_gate
+from . import add, attention, embed, layernorm, linear, moe_experts, moe_gate, pool
 from .base import UNSIGNED, OpSpec, aligned, interpolation_limits
 from .expr import Env, F, H, P, Rule, Target, emit, evaluate, round_up, text
 
@@ -27,6 +27,7 @@ SPECS: tuple[OpSpec, ...] = (
     add.SPEC,
     moe_gate.SPEC,
     moe_experts.SPEC,
+    pool.SPEC,
 )
 BY_CODE = {spec.code: spec for spec in SPECS}
 BY_NAME = {spec.name: spec for spec in SPECS}
@@ -54,7 +55,7 @@ def op_name_of_code(code: int) -> str | None:
 # ----------------------------------------------------------------------------- header
 
 TABLE_NAMES = ("gelu_delta", "exp", "recip", "rsqrt")
-TABLE_WORDS = ("offset", "entries", "fmt", "index_bits", "guard_bits", "domain_log2")
+TABLE_WORDS = ("offset", "entries", "fmt", "index_bits", "guard_bits", "domain_log2", "kind")
 # Header words the rules read (index in the header, signed?), besides the tables'.
 HEADER_WORD_INDEX = {
     "magic_lo": (0, False),
@@ -194,6 +195,7 @@ def _table_words(arch) -> dict[str, int]:
         words[f"{name}_index_bits"] = table.index_bits
         words[f"{name}_guard_bits"] = table.guard_bits
         words[f"{name}_domain_log2"] = round(math.log2(table.domain))
+        words[f"{name}_kind"] = table.kind
     return words
 
 

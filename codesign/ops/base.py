@@ -30,9 +30,11 @@ class OpSpec:
     rules: tuple[Rule, ...]  # in check order: the first that fails names the error
     doc: str = ""
     rows_field: str = "rows"  # what counts the rows it processes (for reports)
-    # the activation it writes: base, stride, rows field, extra rows, cols field (None: the
-    # op writes no activation, e.g. MOE_GATE's queue)
-    output: tuple[str, str, str, int, str] | None = ("dst", "dst_stride", "rows", 0, "dim")
+    # the activation it writes: base, stride, rows field (or None), extra rows (a count or a
+    # field), cols field (None: the op writes no activation, e.g. MOE_GATE's queue)
+    output: tuple[str, str, str | None, int | str, str] | None = (
+        "dst", "dst_stride", "rows", 0, "dim",
+    )  # fmt: skip
     extras: dict = field(default_factory=dict)
     # the bit-exact semantics: golden(executor, layer, task) -> the output it wrote (or
     # None), with the executor's arena, weights, tables and requantiser (codesign.golden)
@@ -62,7 +64,8 @@ class OpSpec:
         if self.output is None:
             return None
         base, stride, rows, extra, cols = self.output
-        return fields[base], fields[rows] + extra, fields[cols], fields[stride]
+        extra = extra if isinstance(extra, int) else fields[extra]
+        return fields[base], (fields[rows] if rows else 0) + extra, fields[cols], fields[stride]
 
     @property
     def program_addresses(self) -> tuple[str, ...]:
@@ -200,11 +203,22 @@ def program_block(
     return rules
 
 
-def disjoint(what: str, a: tuple[Expr, Expr], b: tuple[Expr, Expr], when: Expr | None = None):
+def disjoint(
+    what: str,
+    a: tuple[Expr, Expr],
+    b: tuple[Expr, Expr],
+    when: Expr | None = None,
+    or_same: Expr | None = None,
+):
     """Two arena blocks [start, end) do not overlap (an op that writes one while it still
-    reads the other would otherwise depend on its own order of accesses)."""
+    reads the other would otherwise depend on its own order of accesses). ``or_same``: the
+    condition under which they may instead be the very same rows (an op that reads each
+    row whole before it writes it back, so in place is order-independent)."""
     (a_start, a_end), (b_start, b_end) = a, b
-    return Rule("REGION", (a_end <= b_start) | (b_end <= a_start), when, f"{what} do not overlap")
+    apart = (a_end <= b_start) | (b_end <= a_start)
+    if or_same is None:
+        return Rule("REGION", apart, when, f"{what} do not overlap")
+    return Rule("REGION", apart | or_same, when, f"{what} do not overlap or are the same rows")
 
 
 def rows_of(base: str, stride: str, rows: Expr) -> tuple[Expr, Expr]:

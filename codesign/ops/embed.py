@@ -1,5 +1,6 @@
-"""EMBED: the class token and the patch embeddings plus positions:
-out[0] = pos[0] (class token folded in), out[1 + p] = x[p] + pos[1 + p]."""
+"""EMBED: the prefix tokens (class, distillation, register tokens: 0 or more) and the patch
+embeddings plus positions: out[t] = pos[t] for t < prefix (each prefix token with its
+position folded in), out[prefix + p] = x[p] + pos[prefix + p]."""
 
 from __future__ import annotations
 
@@ -17,18 +18,18 @@ from .base import (
     program_block,
     rows_of,
 )
-from .expr import F, P, round_up
+from .expr import F, P, Rule, round_up
 
 
 def golden(ex, layer, task: int) -> np.ndarray | None:
     f = layer.fields
     x_fmt, pos_fmt, out_fmt = (layer.fmt(k) for k in ("x_fmt", "pos_fmt", "out_fmt"))
-    patches, dim = f["patches"], f["dim"]
+    patches, dim, prefix = f["patches"], f["dim"], f["prefix"]
     x = ex.read(f["src"], patches, dim, f["src_stride"])
-    pos = ex.vector(f["pos"], (patches + 1) * dim).reshape(patches + 1, dim)
+    pos = ex.vector(f["pos"], (patches + prefix) * dim).reshape(patches + prefix, dim)
     frac = max(x_fmt.frac_bits, pos_fmt.frac_bits)
     value = align(pos, pos_fmt.frac_bits, frac)
-    value[1:] += align(x, x_fmt.frac_bits, frac)
+    value[prefix:] += align(x, x_fmt.frac_bits, frac)
     y = ex.quant(value, frac, out_fmt)
     ex.write(f["dst"], f["dst_stride"], y)
     return y
@@ -46,7 +47,7 @@ def estimate(program, layer, bus: int, counts: list[int] | None, dense: bool) ->
 
     f = layer.fields
     to = program.tile_out
-    rows = f["patches"] + 1
+    rows = f["patches"] + f["prefix"]
     cycles = elementwise_cycles(rows, f["dim"], to, bus, inputs=1)
     parts = row_parts(rows, -(-f["dim"] // to), beats(4 * f["dim"], bus))
     breakdown = rows_breakdown(
@@ -61,25 +62,29 @@ SPEC = OpSpec(
     name="EMBED",
     code=2,
     fields=fields(
-        "src:u src_stride:u patches:c dim:c dst:u dst_stride:u x_fmt pos:p pos_fmt out_fmt"
+        "src:u src_stride:u patches:c dim:c dst:u dst_stride:u x_fmt pos:p pos_fmt out_fmt prefix:c"
     ),
     rules=(
-        in_range("patches", 0, P("max_tokens") - 1),
+        in_range("prefix", 0, P("max_tokens")),
+        in_range("patches", 0, P("max_tokens") - F("prefix")),
+        Rule("SIZE", F("patches") + F("prefix") >= 1, why="at least one output row"),
         in_range("dim", 1, P("max_dim")),
         *formats("x_fmt", "pos_fmt", "out_fmt"),
         *arena_rows("source", "src", "src_stride", F("patches"), F("dim")),
-        *arena_rows("destination", "dst", "dst_stride", F("patches") + 1, F("dim")),
+        *arena_rows("destination", "dst", "dst_stride", F("patches") + F("prefix"), F("dim")),
         disjoint(
             "destination and source",
-            rows_of("dst", "dst_stride", F("patches") + 1),
+            rows_of("dst", "dst_stride", F("patches") + F("prefix")),
             rows_of("src", "src_stride", F("patches")),
         ),
         *program_block(
-            "positions", "pos", round_up((F("patches") + 1) * F("dim") * 4, P("bus_bytes"))
+            "positions",
+            "pos",
+            round_up((F("patches") + F("prefix")) * F("dim") * 4, P("bus_bytes")),
         ),
     ),
     rows_field="patches",
-    output=("dst", "dst_stride", "patches", 1, "dim"),
+    output=("dst", "dst_stride", "patches", "prefix", "dim"),
     golden=golden,
     estimate=estimate,
     round_trips=3.7,

@@ -1,5 +1,7 @@
 """LAYERNORM: per row mean and variance in one pass, rsqrt from its table, then the
-affine gamma/beta, requantised to out_fmt."""
+affine gamma/beta, requantised to out_fmt. It may run in place (destination = source,
+same stride): every executor reads a row whole before it writes it back, which is how
+qk-norm normalises each head's q and k inside the fused qkv rows."""
 
 from __future__ import annotations
 
@@ -77,7 +79,7 @@ def estimate(program, layer, bus: int, counts: list[int] | None, dense: bool) ->
     parts = row_parts(f["rows"], lane_cycles, beats(4 * f["dim"], bus))
     breakdown = rows_breakdown(f["rows"], lane_cycles, beats(4 * f["dim"], bus), LAYERNORM_PIPELINE)
     weight_bytes = 8 * f["dim"]
-    act_bytes = f["rows"] * (f["src_stride"] + f["dst_stride"])
+    act_bytes = 2 * f["rows"] * bus * beats(4 * f["dim"], bus)  # rows, not strides: qk-norm
     return layer_model(cycles, breakdown, parts, weight_bytes=weight_bytes, act_bytes=act_bytes)
 
 
@@ -108,6 +110,7 @@ SPEC = OpSpec(
             "destination and source",
             rows_of("dst", "dst_stride", F("rows")),
             rows_of("src", "src_stride", F("rows")),
+            or_same=F("dst").eq(F("src")) & F("dst_stride").eq(F("src_stride")),
         ),
         *program_block("gamma", "gamma", round_up(F("dim") * 4, P("bus_bytes"))),
         *program_block("beta", "beta", round_up(F("dim") * 4, P("bus_bytes"))),

@@ -235,6 +235,7 @@ def header_context(tables: dict[str, Table]) -> dict:
             "index_bits": table.index_bits,
             "guard_bits": table.guard_bits,
             "domain_log2": round(math.log2(table.domain)) & 0xFFFFFFFF,
+            "kind": table.kind,
         }
         for word, value in expected.items():
             checks.append((f"{name}.{word}", base + TABLE_WORDS.index(word), value))

@@ -19,7 +19,7 @@ AP_START, AP_DONE = 0x1, 0x2
 # program.bin header: 32-bit word indices
 H_TOTAL_BYTES, H_CRC32, H_ARENA_BYTES, H_BUS_BITS, H_N_TASKS = 4, 5, 11, 12, 16
 H_INPUT, H_OUTPUTS = 17, 22  # tensor refs: offset, rows, cols, stride, format word
-H_GEOMETRY = 94  # image channels, patch, height, width
+H_GEOMETRY = 98  # image channels, patch, height, width
 
 
 def padded(value, multiple):
