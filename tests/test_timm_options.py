@@ -55,9 +55,7 @@ def test_float_graph_matches_timm(option):
 @pytest.mark.parametrize(("precision", "min_cosine"), [("w16a24", 0.9999), ("w8a16", 0.999)])
 def test_quantised_build_tracks_timm_and_csim_is_bit_exact(option, precision, min_cosine):
     model = _perturbed(option)
-    build = codesign.build(
-        model, "zcu102", precision=precision, csim=True, eval_images=8, calib=16
-    )
+    build = codesign.build(model, "zcu102", precision=precision, csim=True, eval_images=8, calib=16)
     fidelity = build.report["fidelity"]["vs_torch"]["per_task"]["classification"]
     assert fidelity["cosine"] >= min_cosine, fidelity
     assert fidelity["agreement"] >= 0.875, fidelity  # 8 random images: one near-tie allowed
