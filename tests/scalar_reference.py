@@ -419,6 +419,7 @@ class ScalarReference:
             Op.LAYERNORM: self.layernorm,
             Op.ATTENTION: self.attention,
             Op.ADD: self.add,
+            Op.POOL: self.pool,
             Op.MOE_GATE: self.moe_gate,
             Op.MOE_EXPERTS: self.moe_experts,
         }
@@ -472,19 +473,21 @@ class ScalarReference:
     def embed(self, layer) -> list[list[int]]:
         f = layer.fields
         x_fmt, pos_fmt, out_fmt = (decode_fmt(f[k]) for k in ("x_fmt", "pos_fmt", "out_fmt"))
-        patches, dim = f["patches"], f["dim"]
+        patches, dim, prefix = f["patches"], f["dim"], f["prefix"]
         x = self.read(f["src"], patches, dim, f["src_stride"])
-        flat = self.vector(f["pos"], (patches + 1) * dim)
-        pos = [flat[r * dim : (r + 1) * dim] for r in range(patches + 1)]
+        flat = self.vector(f["pos"], (patches + prefix) * dim)
+        pos = [flat[r * dim : (r + 1) * dim] for r in range(patches + prefix)]
         frac = max(x_fmt.frac, pos_fmt.frac)
         out = [
-            [q(align(pos[0][c], pos_fmt.frac, frac), frac, out_fmt, self.cov) for c in range(dim)]
+            [q(align(pos[t][c], pos_fmt.frac, frac), frac, out_fmt, self.cov) for c in range(dim)]
+            for t in range(prefix)
         ]
         for p in range(patches):
             out.append(
                 [
                     q(
-                        align(x[p][c], x_fmt.frac, frac) + align(pos[p + 1][c], pos_fmt.frac, frac),
+                        align(x[p][c], x_fmt.frac, frac)
+                        + align(pos[prefix + p][c], pos_fmt.frac, frac),
                         frac,
                         out_fmt,
                         self.cov,
@@ -492,6 +495,17 @@ class ScalarReference:
                     for c in range(dim)
                 ]
             )
+        self.write(f["dst"], f["dst_stride"], out)
+        return out
+
+    def pool(self, layer) -> list[list[int]]:
+        """Column sums of the rows times the reciprocal constant, at F_x + F_scale."""
+        f = layer.fields
+        x_fmt, s_fmt, out_fmt = (decode_fmt(f[k]) for k in ("x_fmt", "scale_fmt", "out_fmt"))
+        x = self.read(f["src"], f["rows"], f["cols"], f["src_stride"])
+        frac = x_fmt.frac + s_fmt.frac
+        sums = [sum(row[c] for row in x) for c in range(f["cols"])]
+        out = [[q(total * f["scale"], frac, out_fmt, self.cov) for total in sums]]
         self.write(f["dst"], f["dst_stride"], out)
         return out
 

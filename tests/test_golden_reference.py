@@ -289,6 +289,33 @@ def test_whole_program_bit_exact(model, precision, arch_config, seed):
     assert coverage["overflow.clip"] > 0
 
 
+TIMM = ["all at once", "distilled", "reg_tokens=4", "class_token=False", "final_norm=False"]
+
+
+@pytest.mark.parametrize("option", TIMM)
+def test_timm_option_programs_bit_exact(option):
+    """timm's options (docs/timm.md): prefix tokens, POOL, in-place qk-norm, the tanh GELU
+    table, pre-norm, distilled heads; both executors on raw and saturating inputs."""
+    from codesign.models.timm_support import import_timm, timm_vit
+
+    timm, reason = import_timm()
+    if timm is None:
+        pytest.skip(reason)
+    gelu = "tanh" if option == "all at once" else "erf"
+    arch_config = arch(8, 8, 2, 128).with_(gelu=gelu)
+    state, program = run_flow(timm_vit(option), Precision(12, 20), arch_config)
+    coverage = Counter()
+    inputs = np.concatenate([images(state, 1, 0), images(state, 1, 1, scale=4.0)])
+    for sample in inputs:
+        _, ref, _ = compare(program, sample, 0)
+        coverage.update(ref.coverage)
+    expected = {"EMBED", "LAYERNORM", "ATTENTION", "LINEAR"}
+    if option in ("all at once", "class_token=False"):  # global_pool="avg"
+        expected.add("POOL")
+    for op in expected:
+        assert coverage[f"op.{op}"] > 0, op
+
+
 SPARSE = [
     ("m3vit17", Precision(16, 24), arch(8, 4, 2, 64), 9),
     ("vit9", Precision(8, 16), arch(4, 8, 4, 128), 10),

@@ -345,7 +345,14 @@ def estimate_resources(program, arch, board) -> dict:
             f"{ti} lanes: sums and squares, then (D x - S1) * rsqrt * gamma + beta",
         )
     if "elementwise" in needed:
-        unit("elementwise", 0, to * LANE_LUT // 2, to * LANE_FF // 2, "EMBED / ADD lanes")
+        words = max(1, arch.bus_bits // 32)
+        unit(
+            "elementwise",
+            words * mult_dsps(48, 18, family),
+            to * LANE_LUT // 2 + arch.max_dim,  # POOL's column sums: 64 bits a LUT as RAM
+            to * LANE_FF // 2,
+            "EMBED / ADD / POOL lanes, POOL's scale multipliers and column sums",
+        )
     unit(
         "control_and_axi",
         0,

@@ -65,7 +65,7 @@ def features(arch, precision=None) -> dict[str, dict[str, float]]:
             "norm_lanes": p["norm_lanes"],
             "row_bits": 2 * arch.max_dim * x,
         },
-        "cds_eng_eltwise": {"one": 1, "lanes": words},
+        "cds_eng_eltwise": {"one": 1, "lanes": words, "acc_bits": arch.max_dim * 64},
         "cds_eng_moe": {
             "one": 1,
             "tile_out": to,
@@ -112,6 +112,12 @@ FEATURE_SETS = {
         "lut": ("one", "tile_out", "out_lanes"),
         "ff": ("one", "tile_out", "out_lanes"),
         "bram36": ("one", "acc_bits", "queue_bits"),
+    },
+    "cds_eng_eltwise": {
+        "dsp": ("lanes",),  # POOL's 48x18 scale multiply per lane
+        "lut": ("one", "lanes", "acc_bits"),  # requantisers; POOL's column sums in LUTRAM
+        "ff": ("one", "lanes"),
+        "bram36": ("one",),
     },
     "cds_controller": {"bram36": ("one", "rom_bits")},
 }
