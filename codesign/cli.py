@@ -95,7 +95,12 @@ def boards_cmd() -> None:
 
 
 @main.command("build")
-@click.option("--model", "model", required=True, help="registered name (codesign models) or YAML")
+@click.option(
+    "--model",
+    "model",
+    required=True,
+    help="registered name (codesign models), a YAML config, or timm:NAME[:key=value,...]",
+)
 @click.option("--board", default="zcu102", show_default=True, help="target board")
 @click.option("--task", type=int, multiple=True, help="task id(s) to verify (default: all)")
 @click.option(

@@ -121,7 +121,16 @@ def step_load(state: BuildState) -> None:
     opts = state.options
     state.board = get_board(opts.board)
     state.arch = opts.arch or default_arch(state.board.name)
-    if isinstance(opts.model, (str, Path)):
+    if isinstance(opts.model, str) and opts.model.startswith("timm:"):
+        from .models import RANDOM_WEIGHTS, load_weights
+        from .models.timm_support import create_from_spec, parse_spec
+
+        state.module = create_from_spec(opts.model, seed=opts.seed)
+        if opts.weights not in (None, RANDOM_WEIGHTS):
+            load_weights(state.module, opts.weights)
+            state.weights_path = opts.weights
+        state.name = parse_spec(opts.model)[0]
+    elif isinstance(opts.model, (str, Path)):
         from .models import RANDOM_WEIGHTS, checkpoint_path, create_model, resolve_config
 
         config = resolve_config(str(opts.model))

@@ -52,7 +52,13 @@ def registered_models() -> list[str]:
 
 def model_name(name: object) -> str:
     """A registered model's name for ``name`` (``M3ViT_tiny`` -> ``m3vit-tiny``), or ``name``
-    unchanged when it is a path to a YAML config; a typo names the closest model."""
+    unchanged when it is a path to a YAML config or a ``timm:NAME[:key=value,...]`` spec;
+    a typo names the closest model."""
+    if isinstance(name, str) and name.startswith("timm:"):
+        from .models.timm_support import parse_spec
+
+        parse_spec(name)  # the name itself is checked when timm makes the model
+        return name
     if isinstance(name, Path) or (isinstance(name, str) and name.endswith((".yaml", ".yml"))):
         if not Path(name).is_file():
             raise ValueError(f"model config not found: {name}")

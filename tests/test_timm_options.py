@@ -89,3 +89,34 @@ def test_the_options_reach_the_ops_they_need():
     assert not any(layer.name == "norm" for layer in final.layers)
     distilled = ops("distilled")
     assert {"head", "head_dist"} <= {layer.name for layer in distilled.layers}
+
+
+def test_cli_builds_a_timm_spec(tmp_path):
+    """``--model timm:NAME:key=value,...`` makes the model with timm (no download); a typo
+    names timm's closest models, a bad option names itself, and nothing is written."""
+    from click.testing import CliRunner
+
+    from codesign.cli import main
+
+    spec = (
+        "timm:vit_tiny_patch16_224:img_size=32,patch_size=8,embed_dim=32,depth=2,num_heads=2,"
+        "num_classes=5,global_pool=avg,reg_tokens=2"
+    )
+    out = tmp_path / "build"
+    result = CliRunner().invoke(
+        main, ["build", "--model", spec, "--board", "kv260", "--out", str(out), "--no-csim"]
+    )
+    assert result.exit_code == 0, result.output
+    report = (out / "report.json").read_text()
+    assert '"cosine"' in report
+    for bad, message in [
+        ("timm:vit_tiny_patch16_22", "closest: vit_tiny_patch16_224"),
+        ("timm:vit_tiny_patch16_224:img_size", "is not key=value"),
+        ("timm:vit_tiny_patch16_224:pretrained=True", "no network"),
+    ]:
+        target = tmp_path / "refused"
+        result = CliRunner().invoke(
+            main, ["build", "--model", bad, "--board", "kv260", "--out", str(target)]
+        )
+        assert result.exit_code != 0 and message in result.output, result.output
+        assert not target.exists()

@@ -51,6 +51,59 @@ def import_timm():
     return None, "timm import failed after stubbing torchvision ops"
 
 
+SPEC_PREFIX = "timm:"
+
+
+def parse_spec(spec: str) -> tuple[str, dict]:
+    """``timm:NAME[:key=value,...]`` -> (NAME, keyword arguments of timm.create_model).
+
+    Values are Python literals (``reg_tokens=4``, ``fc_norm=False``) or else strings
+    (``global_pool=avg``). The model is always made without downloading weights.
+    """
+    import ast
+
+    if not spec.startswith(SPEC_PREFIX):
+        raise ValueError(f"a timm model is {SPEC_PREFIX}NAME[:key=value,...], not {spec!r}")
+    name, _, rest = spec[len(SPEC_PREFIX) :].partition(":")
+    if not name:
+        raise ValueError(f"{spec!r}: no timm model name after {SPEC_PREFIX!r}")
+    kwargs = {}
+    for item in filter(None, (part.strip() for part in rest.split(","))):
+        key, eq, text = item.partition("=")
+        if not eq or not key.strip():
+            raise ValueError(f"{spec!r}: {item!r} is not key=value")
+        try:
+            value = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            value = text.strip()
+        kwargs[key.strip()] = value
+    if kwargs.pop("pretrained", False):
+        raise ValueError(f"{spec!r}: no network here; pass trained weights with --weights")
+    return name, kwargs
+
+
+def create_from_spec(spec: str, seed: int = 0):
+    """The timm model a ``timm:`` spec names, random weights from `seed`, in eval mode;
+    an unknown name names timm's closest models."""
+    import difflib
+
+    name, kwargs = parse_spec(spec)
+    timm, reason = import_timm()
+    if timm is None:
+        raise RuntimeError(f"{spec}: {reason}")
+    known = timm.list_models()
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=3)
+        hint = f"; closest: {', '.join(close)}" if close else ""
+        raise ValueError(f"timm has no model {name!r}{hint}")
+    torch.manual_seed(seed)
+    try:
+        model = timm.create_model(name, pretrained=False, **kwargs)
+    except TypeError as error:
+        raise ValueError(f"{spec}: timm.create_model refused the options: {error}") from None
+    return model.eval()
+
+
 # name -> timm.create_model keyword arguments: every option the frontend maps beyond the
 # plain CLS-token ViT (docs/timm.md), and the DeiT distilled model's two heads
 OPTIONS: dict[str, dict] = {
