@@ -116,6 +116,14 @@ def boards_cmd() -> None:
     help="calibration images: a folder of images, an .npy array [N, C, H, W], 'digits', or "
     "a count N of random images (default: the model's dataset if it has one, else 4 random)",
 )
+@click.option(
+    "--quant",
+    type=click.Choice(["auto", "max"]),
+    default="auto",
+    show_default=True,
+    help="formats: auto = activations of 12 bits or fewer get LayerNorm smoothing and "
+    "MSE-chosen ranges; max = every range from the calibrated maximum",
+)
 @click.option("--images", default=1, show_default=True, help="evaluation images per task")
 @click.option("--no-plot", is_flag=True, help="skip the fidelity plot")
 @click.option(
@@ -148,6 +156,7 @@ def build_cmd(
     out,
     seed,
     calib,
+    quant,
     images,
     no_plot,
     csim,
@@ -191,6 +200,7 @@ def build_cmd(
             out,
             seed=seed,
             calib=calib,
+            quant=quant,
             eval_images=images,
             plot=not no_plot,
             csim=csim,

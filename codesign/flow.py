@@ -50,6 +50,9 @@ class BuildOptions:
     # path, a folder of images, or an array [N, C, H, W] (see codesign.calibration)
     calib: int | str | Path | np.ndarray | None = None
     eval_images: int | np.ndarray = 1
+    # "auto": narrow activations get LayerNorm smoothing and MSE-chosen formats
+    # (codesign.quantize); "max": every format from the calibrated maximum
+    quant: str = "auto"
     out: Path | None = None
     plot: bool = True
     csim: bool = False  # run the HLS kernel's g++ C-simulation after verify (CLI default: on)
@@ -188,7 +191,9 @@ def step_quantize(state: BuildState) -> None:
     shape = (graph.meta["in_chans"], *graph.meta["image_size"])
     state.calibration = _calibration(state, shape)
     images = state.calibration.images
-    state.graph_quant = quantize(graph, graph.patchify(images), state.options.precision)
+    state.graph_quant = quantize(
+        graph, graph.patchify(images), state.options.precision, method=state.options.quant
+    )
 
 
 def _calibration(state: BuildState, shape):
@@ -254,8 +259,9 @@ def _tasks(state: BuildState) -> list[int]:
 
 
 def step_verify(state: BuildState) -> None:
-    """Run the golden executor from the Program bytes; compare with torch and the float IR."""
-    graph, program = state.graph, Program.from_bytes(state.program_bytes)
+    """Run the golden executor from the Program bytes; compare with torch and the float IR
+    (the quantised graph's: calibration may have rescaled channels, e.g. smoothing)."""
+    graph, program = state.graph_quant, Program.from_bytes(state.program_bytes)
     shape = (graph.meta["in_chans"], *graph.meta["image_size"])
     state.eval_images = _images("evaluation", state.options.eval_images, shape, EVAL_SEED)
     patches = graph.patchify(state.eval_images)

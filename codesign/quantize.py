@@ -1,11 +1,18 @@
 """Calibration and format selection: a float Graph in, a Graph with formats out.
 
 Every activation tensor and every op-internal value (pre-activations, attention
-scores, gate logits, expert outputs...) gets a ``Fixed`` format whose integer bits
-come from the largest magnitude seen on the calibration inputs times a headroom
-factor; weights get theirs from their own largest magnitude. Widths come from the
-precision spec (``w16a24``): weights <= 18 and activations <= 27 bits keep one
-DSP48E2 per MAC.
+scores, gate logits, expert outputs...) gets a ``Fixed`` format. Wide activations
+(more than ``SEARCH_MAX_BITS``) take their integer bits from the largest magnitude seen
+on the calibration inputs times a headroom factor: nothing saturates that calibration
+did not nearly reach, and the bits are plentiful. Narrow ones (8-bit activations) cannot
+afford that: every bit of headroom is a bit of resolution lost on every value. They get
+the integer bits that minimise the quantisation error (mean squared, clipping included)
+over the values calibration saw ("mse" in the report), searched from the max-based
+choice down to four bits less, except where clipping changes a decision: attention
+scores (the largest score dominates its softmax) and MoE gate logits (top-k) keep their
+full range. Weights get theirs from their own largest magnitude. Widths come from the
+precision spec (``w16a24``): weights <= 18 and activations <= 27 bits keep one DSP48E2
+per MAC.
 """
 
 from __future__ import annotations
@@ -19,6 +26,10 @@ from .ir import Graph, run_float
 from .numerics.fixed import Fixed
 
 HEADROOM = 1.5  # calibrated range is multiplied by this before choosing integer bits
+SEARCH_MAX_BITS = 12  # activations at most this wide get MSE-chosen integer bits
+SEARCH_DOWN = 4  # ... from the max-based choice down to this many bits fewer
+SAMPLES = 1 << 15  # values kept per key for the search (a seeded subsample)
+FULL_RANGE = ("scores", "logits")  # internal values whose clipping changes a decision
 PROB_FMT = Fixed(17, 1, signed=False, rounding="RND", overflow="SAT")  # probabilities in [0, 1]
 BIAS_WIDTH = 32
 PARAM_WIDTH_FOR_NORM = 18  # LayerNorm gamma/beta stay DSP-sized even at w8
@@ -54,22 +65,58 @@ def bias_fmt(values: np.ndarray, max_frac: int) -> Fixed:
 
 
 class _Ranges:
-    """Largest magnitude seen per key over all calibration runs."""
+    """Largest magnitude seen per key over all calibration runs, and (``keep``) a seeded
+    subsample of the values for the narrow-format search."""
 
-    def __init__(self):
+    def __init__(self, keep: bool = False):
         self.max_abs: dict[str, float] = {}
+        self.keep = keep
+        self.samples: dict[str, list[np.ndarray]] = {}
+        self.choices: dict[str, dict] = {}  # key -> how its integer bits were chosen
+        self._rng = np.random.default_rng(0)
 
     def see(self, key: str, value) -> None:
-        peak = float(np.abs(np.asarray(value)).max(initial=0.0))
+        value = np.asarray(value, dtype=np.float64)
+        peak = float(np.abs(value).max(initial=0.0))
         self.max_abs[key] = max(self.max_abs.get(key, 0.0), peak)
+        if self.keep:
+            flat = value.ravel()
+            if flat.size > SAMPLES:
+                flat = self._rng.choice(flat, SAMPLES, replace=False)
+            self.samples.setdefault(key, []).append(flat)
 
     def __getitem__(self, key: str) -> float:
         return self.max_abs[key]
 
+    def fmt(self, key: str, width: int) -> Fixed:
+        """The activation format of `key` (see the module doc for max vs mse)."""
+        peak = self.max_abs[key]
+        by_max = activation_fmt(peak, width)
+        internal = key.rsplit(":", 1)[-1] if ":" in key else ""
+        if width > SEARCH_MAX_BITS or not self.keep or internal in FULL_RANGE:
+            return by_max
+        values = np.concatenate(self.samples[key])
+        if not np.isfinite(values).all():
+            raise ValueError("calibration saw a non-finite value (inf/nan) in the model")
+        errors = {}
+        for int_bits in range(by_max.int_bits - SEARCH_DOWN, by_max.int_bits + 1):
+            fmt = by_max.with_(int_bits=int_bits)
+            errors[int_bits] = float(np.mean((fmt.to_float(fmt.quantize(values)) - values) ** 2))
+        best = min(errors, key=lambda bits: (errors[bits], -bits))  # ties: more range
+        self.choices[key] = {
+            "method": "mse",
+            "int_bits": best,
+            "int_bits_by_max": by_max.int_bits,
+            "mse": errors[best],
+            "mse_by_max": errors[by_max.int_bits],
+        }
+        return by_max.with_(int_bits=best)
 
-def calibrate(graph: Graph, patches: np.ndarray) -> _Ranges:
-    """Run the float graph on every calibration sample and task; record magnitudes."""
-    ranges = _Ranges()
+
+def calibrate(graph: Graph, patches: np.ndarray, keep: bool = False) -> _Ranges:
+    """Run the float graph on every calibration sample and task; record magnitudes (and
+    with ``keep`` a subsample of the values)."""
+    ranges = _Ranges(keep)
     for sample in patches:
         for task in graph.tasks:
             internals: dict = {}
@@ -87,7 +134,7 @@ def _norm_fmts(node, prefix: str, ranges: _Ranges, act: int, wbits: int) -> dict
     """A LayerNorm's gamma, beta and normalised-value formats (qk-norm: q_ and k_ keys)."""
     pbits = max(wbits, PARAM_WIDTH_FOR_NORM)
     weight = weight_fmt(node.params[f"{prefix}weight"], pbits)
-    norm = activation_fmt(ranges[f"{node.name}:{prefix}norm"], act)
+    norm = ranges.fmt(f"{node.name}:{prefix}norm", act)
     # beta joins n*gamma exactly, so it may not have more fraction bits than it
     beta = weight_fmt(node.params[f"{prefix}bias"], pbits)
     max_frac = norm.frac_bits + weight.frac_bits
@@ -96,14 +143,92 @@ def _norm_fmts(node, prefix: str, ranges: _Ranges, act: int, wbits: int) -> dict
     return {f"{prefix}weight": weight, f"{prefix}norm": norm, f"{prefix}bias": beta}
 
 
-def quantize(graph: Graph, patches: np.ndarray, precision: Precision) -> Graph:
-    """Assign formats to every tensor and op-internal value from calibration patches."""
+SMOOTH_ALPHA = 0.5  # how much of a LayerNorm output's channel range moves into the weights
+
+
+def _weight_columns(node) -> list[np.ndarray]:
+    """The weight matrices of a node that multiply its input's channels (last axis)."""
+    if node.op == "linear":
+        return [node.params["weight"]]
+    return [node.params["gate"], node.params["fc1_weight"]]  # moe
+
+
+def smooth_layernorms(graph: Graph, patches: np.ndarray, alpha: float = SMOOTH_ALPHA):
+    """Move LayerNorm outputs' inter-channel variation into the weights that read them.
+
+    A LayerNorm output has a few channels far wider than the rest (gamma, and the model,
+    make them so); one per-tensor 8-bit format then spends its range on those and leaves
+    the others a handful of levels. Dividing channel c of gamma and beta by s_c and
+    multiplying column c of every consuming weight by s_c leaves the float model
+    unchanged; s_c = max|x_c|**alpha / max|W[:, c]|**(1 - alpha) (SmoothQuant) evens out
+    the activations' channels at some cost to the weights'. Applied where every consumer
+    is a linear layer or an MoE (gate and experts' fc1). Returns (graph, report).
+    """
     graph = graph.copy()
-    ranges = calibrate(graph, patches)
+    peaks: dict[str, np.ndarray] = {}
+    for sample in patches:
+        for task in graph.tasks:
+            values = run_float(graph, sample, task)
+            for node in graph.nodes:
+                if node.op == "layernorm" and node.outputs[0] in values:
+                    peak = np.abs(values[node.outputs[0]]).max(axis=0)
+                    name = node.name
+                    peaks[name] = peak if name not in peaks else np.maximum(peaks[name], peak)
+    report = {}
+    for node in graph.nodes:
+        if node.name not in peaks:
+            continue
+        consumers = graph.consumers(node.outputs[0])
+        if not consumers or any(
+            c.op not in ("linear", "moe") or c.inputs[0] != node.outputs[0] for c in consumers
+        ):
+            continue
+        columns = [
+            np.abs(w).reshape(-1, w.shape[-1]) for c in consumers for w in _weight_columns(c)
+        ]
+        w_peak = np.max([col.max(axis=0) for col in columns], axis=0)
+        x_peak = peaks[node.name]
+        scale = np.ones_like(x_peak)
+        valid = (x_peak > 0) & (w_peak > 0)
+        scale[valid] = x_peak[valid] ** alpha / w_peak[valid] ** (1.0 - alpha)
+        scale = np.clip(scale, 1e-4, 1e4)
+        node.params["weight"] = node.params["weight"] / scale
+        node.params["bias"] = node.params["bias"] / scale
+        for consumer in consumers:
+            if consumer.op == "linear":
+                consumer.params["weight"] = consumer.params["weight"] * scale
+            else:
+                consumer.params["gate"] = consumer.params["gate"] * scale
+                consumer.params["fc1_weight"] = consumer.params["fc1_weight"] * scale
+        spread = lambda v: float(v.max() / max(v.min(), 1e-12))  # noqa: E731
+        report[node.name] = {
+            "channel_range_ratio_before": spread(x_peak[valid]) if valid.any() else 1.0,
+            "channel_range_ratio_after": spread((x_peak / scale)[valid]) if valid.any() else 1.0,
+        }
+    return graph, {"alpha": alpha, "layers": report}
+
+
+METHODS = ("auto", "max")
+
+
+def quantize(graph: Graph, patches: np.ndarray, precision: Precision, method: str = "auto"):
+    """Assign formats to every tensor and op-internal value from calibration patches.
+
+    ``method="auto"``: narrow activations (at most ``SEARCH_MAX_BITS``) first get their
+    LayerNorm outputs smoothed (``smooth_layernorms``), then MSE-chosen formats (module
+    doc); ``"max"``: every activation format from its calibrated maximum."""
+    if method not in METHODS:
+        raise ValueError(f"quantisation method {method!r} is not one of {METHODS}")
+    graph = graph.copy()
     act, wbits = precision.activation_bits, precision.weight_bits
+    narrow = method == "auto" and act <= SEARCH_MAX_BITS
+    smoothing = None
+    if narrow:
+        graph, smoothing = smooth_layernorms(graph, patches)
+    ranges = calibrate(graph, patches, keep=narrow)
     for name, tensor in graph.tensors.items():
         if name in ranges.max_abs:
-            tensor.fmt = activation_fmt(ranges[name], act)
+            tensor.fmt = ranges.fmt(name, act)
     for node in graph.nodes:
         fmts: dict[str, Fixed] = {}
         in_fmt = graph.tensors[node.inputs[0]].fmt
@@ -113,7 +238,7 @@ def quantize(graph: Graph, patches: np.ndarray, precision: Precision) -> Graph:
             if "bias" in node.params:
                 fmts["bias"] = bias_fmt(node.params["bias"], acc_frac)
             if node.attrs.get("post") == "gelu":
-                fmts["pre"] = activation_fmt(ranges[f"{node.name}:pre"], act)
+                fmts["pre"] = ranges.fmt(f"{node.name}:pre", act)
         elif node.op == "embed":
             pos = node.params["pos"]
             fmts["pos"] = Fixed(act, int_bits_for(float(np.abs(pos).max())), True, "RND", "SAT")
@@ -124,36 +249,39 @@ def quantize(graph: Graph, patches: np.ndarray, precision: Precision) -> Graph:
             fmts.update(_norm_fmts(node, "k_", ranges, act, wbits))
             # normalised in place: the fused qkv keeps one format, before and after
             source, target = graph.tensors[node.inputs[0]], graph.tensors[node.outputs[0]]
-            peak = max(ranges[source.name], ranges[target.name])
-            source.fmt = target.fmt = activation_fmt(peak, act)
+            wider = max((source.name, target.name), key=lambda key: ranges[key])
+            source.fmt = target.fmt = ranges.fmt(wider, act)
         elif node.op == "pool":
             count = node.attrs["rows"][1]
             frac = 15 + count.bit_length()  # scale = round(2**frac / count) in (2**15, 2**16]
             fmts["scale"] = Fixed(frac + 2, 2, True, "RND", "SAT")
         elif node.op == "attention":
-            fmts["score"] = activation_fmt(ranges[f"{node.name}:scores"], act)
+            fmts["score"] = ranges.fmt(f"{node.name}:scores", act)
             fmts["prob"] = PROB_FMT  # the softmax sum's format follows the exp table (compiler)
         elif node.op == "moe":
             params = node.params
             fmts["gate"] = weight_fmt(params["gate"], wbits)
-            fmts["logit"] = activation_fmt(ranges[f"{node.name}:logits"], act)
+            fmts["logit"] = ranges.fmt(f"{node.name}:logits", act)
             fmts["score"] = PROB_FMT
             fmts["fc1_weight"] = weight_fmt(params["fc1_weight"], wbits)
             fmts["fc1_bias"] = bias_fmt(
                 params["fc1_bias"], in_fmt.frac_bits + fmts["fc1_weight"].frac_bits
             )
-            fmts["hidden_pre"] = activation_fmt(ranges[f"{node.name}:hidden_pre"], act)
-            fmts["hidden"] = activation_fmt(ranges[f"{node.name}:hidden"], act)
+            fmts["hidden_pre"] = ranges.fmt(f"{node.name}:hidden_pre", act)
+            fmts["hidden"] = ranges.fmt(f"{node.name}:hidden", act)
             fmts["fc2_weight"] = weight_fmt(params["fc2_weight"], wbits)
             fmts["fc2_bias"] = bias_fmt(
                 params["fc2_bias"], fmts["hidden"].frac_bits + fmts["fc2_weight"].frac_bits
             )
-            fmts["expert_out"] = activation_fmt(ranges[f"{node.name}:expert_out"], act)
+            fmts["expert_out"] = ranges.fmt(f"{node.name}:expert_out", act)
         node.attrs["formats"] = fmts
     graph.meta["precision"] = str(precision)
     graph.meta["calibration"] = {
+        "method": "mse + LayerNorm smoothing" if narrow else "max",
         "samples": len(patches),
         "headroom": HEADROOM,
         "max_abs": dict(ranges.max_abs),
+        "search": dict(ranges.choices),
+        "smoothing": smoothing,
     }
     return graph
