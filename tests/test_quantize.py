@@ -47,5 +47,5 @@ def test_narrow_formats_minimise_the_error_and_say_how():
     assert not any(key.endswith((":scores", ":logits")) for key in search)  # full range kept
     assert narrow.meta["calibration"]["smoothing"]["layers"]
     wide = quantize(graph, patches, parse_precision("w8a16"))
-    assert 16 > SEARCH_MAX_BITS and not wide.meta["calibration"]["search"]
+    assert SEARCH_MAX_BITS < 16 and not wide.meta["calibration"]["search"]
     assert wide.meta["calibration"]["smoothing"] is None
