@@ -77,9 +77,9 @@ def ddr_bandwidth(board) -> tuple[int, int]:
     return per_cycle.numerator, per_cycle.denominator
 
 
-def rtl_sources(arch, vitis_dir: str | None = None) -> dict:
+def rtl_sources(arch, vitis_dir: str | None = None, precision=None) -> dict:
     if vitis_dir is None:
-        return unit_sources("codesign_tb", arch)
+        return unit_sources("codesign_tb", arch, precision)
     exported = {p.name: p.read_text() for p in sorted(Path(vitis_dir).glob("*.v"))}
     if not any("module codesign_top" in text for text in exported.values()):
         raise FileNotFoundError(f"{vitis_dir}: no Verilog file defines module codesign_top")
@@ -93,12 +93,17 @@ def rtl_sources(arch, vitis_dir: str | None = None) -> dict:
 
 
 def run_rtl(build, tasks, *, ddr: str, vitis_dir: str | None = None) -> dict:
-    """Run the build's first evaluation image for each task on the RTL; raw outputs etc."""
+    """Run the build's first evaluation image for each task on the RTL (rendered for the
+    build's precision, as the build's own RTL is); raw outputs etc."""
     program = build.program
     arch = build.state.arch
+    precision = build.state.options.precision
     board = get_board(BOARD)
     top = "codesign_top" if ddr == "axiram" else "codesign_tb"
-    sources = unit_sources(top, arch) if ddr == "axiram" else rtl_sources(arch, vitis_dir)
+    if ddr == "axiram":
+        sources = unit_sources(top, arch, precision)
+    else:
+        sources = rtl_sources(arch, vitis_dir, precision)
     depth_log2 = max(16, _depth_log2(build, arch))
     params = {} if ddr == "axiram" else {"DDR_DEPTH_LOG2": depth_log2}
     started = time.perf_counter()
@@ -223,6 +228,18 @@ def test_m3vit_tiny_axiram_both_tasks():
     for run in result["runs"]:
         figures = check_run(build, run, "m3vit-tiny")
         assert figures["cosine"] > 0.999
+
+
+def test_m3vit_tiny_w8a8_two_macs_per_multiplier():
+    """m3vit-tiny at w8a8: the UCU packs two MACs into each multiply (cds_ucu, mac_pack
+    2); the whole accelerator stays bit-exact with the golden executor."""
+    from codesign.rtl.render import rtl_params
+
+    build = codesign.build("m3vit-tiny", BOARD, arch=TINY_ARCH, precision="w8a8")
+    assert rtl_params(TINY_ARCH, "w8a8")["mac_pack"] == 2
+    result = run_rtl(build, [0], ddr="axiram")
+    figures = check_run(build, result["runs"][0], "m3vit-tiny w8a8")
+    assert figures["cosine"] > 0.99
 
 
 @pytest.mark.slow

