@@ -192,7 +192,11 @@ def step_quantize(state: BuildState) -> None:
     state.calibration = _calibration(state, shape)
     images = state.calibration.images
     state.graph_quant = quantize(
-        graph, graph.patchify(images), state.options.precision, method=state.options.quant
+        graph,
+        graph.patchify(images),
+        state.options.precision,
+        method=state.options.quant,
+        real_calibration=not state.calibration.random,
     )
 
 

@@ -211,21 +211,30 @@ def smooth_layernorms(graph: Graph, patches: np.ndarray, alpha: float = SMOOTH_A
 METHODS = ("auto", "max")
 
 
-def quantize(graph: Graph, patches: np.ndarray, precision: Precision, method: str = "auto"):
+def quantize(
+    graph: Graph,
+    patches: np.ndarray,
+    precision: Precision,
+    method: str = "auto",
+    real_calibration: bool = True,
+):
     """Assign formats to every tensor and op-internal value from calibration patches.
 
     ``method="auto"``: narrow activations (at most ``SEARCH_MAX_BITS``) first get their
-    LayerNorm outputs smoothed (``smooth_layernorms``), then MSE-chosen formats (module
-    doc); ``"max"``: every activation format from its calibrated maximum."""
+    LayerNorm outputs smoothed (``smooth_layernorms``), then, when the calibration images
+    are real (``real_calibration``), MSE-chosen formats (module doc): clipping to what
+    random images showed costs real inputs more than it saves (docs/quantization.md).
+    ``"max"``: every activation format from its calibrated maximum."""
     if method not in METHODS:
         raise ValueError(f"quantisation method {method!r} is not one of {METHODS}")
     graph = graph.copy()
     act, wbits = precision.activation_bits, precision.weight_bits
     narrow = method == "auto" and act <= SEARCH_MAX_BITS
+    search = narrow and real_calibration
     smoothing = None
     if narrow:
         graph, smoothing = smooth_layernorms(graph, patches)
-    ranges = calibrate(graph, patches, keep=narrow)
+    ranges = calibrate(graph, patches, keep=search)
     for name, tensor in graph.tensors.items():
         if name in ranges.max_abs:
             tensor.fmt = ranges.fmt(name, act)
@@ -277,7 +286,7 @@ def quantize(graph: Graph, patches: np.ndarray, precision: Precision, method: st
         node.attrs["formats"] = fmts
     graph.meta["precision"] = str(precision)
     graph.meta["calibration"] = {
-        "method": "mse + LayerNorm smoothing" if narrow else "max",
+        "method": ("LayerNorm smoothing + " if narrow else "") + ("mse" if search else "max"),
         "samples": len(patches),
         "headroom": HEADROOM,
         "max_abs": dict(ranges.max_abs),

@@ -39,7 +39,7 @@ def test_smoothing_keeps_the_float_model_and_evens_the_channels():
 
 def test_narrow_formats_minimise_the_error_and_say_how():
     graph, patches = _graph_and_patches()
-    narrow = quantize(graph, patches, parse_precision("w8a8"))
+    narrow = quantize(graph, patches, parse_precision("w8a8"))  # patches stand for real ones
     search = narrow.meta["calibration"]["search"]
     assert search and all(c["method"] == "mse" for c in search.values())
     assert all(c["mse"] <= c["mse_by_max"] for c in search.values())
@@ -49,3 +49,12 @@ def test_narrow_formats_minimise_the_error_and_say_how():
     wide = quantize(graph, patches, parse_precision("w8a16"))
     assert SEARCH_MAX_BITS < 16 and not wide.meta["calibration"]["search"]
     assert wide.meta["calibration"]["smoothing"] is None
+
+
+def test_random_calibration_keeps_max_ranges():
+    """Clipping learned from random images is not trusted: smoothing only."""
+    graph, patches = _graph_and_patches()
+    random = quantize(graph, patches, parse_precision("w8a8"), real_calibration=False)
+    assert not random.meta["calibration"]["search"]
+    assert random.meta["calibration"]["method"] == "LayerNorm smoothing + max"
+    assert random.meta["calibration"]["smoothing"]["layers"]
