@@ -214,8 +214,13 @@ _LEVEL = {
     "INV": 0.0,
     "LUT6_2": 1.0,
 }
+# what a cached result's derived figures (depth, packable FFs) were computed with: bump
+# when they change so cached results are redone (2: LUTRAM writes are not combinational)
+ANALYSIS_VERSION = 2
+
 # cells that end a combinational path (their outputs start one): registers, RAM, DSP,
-# I/O; distributed-RAM reads are combinational but short and counted as one level
+# I/O; distributed-RAM reads are combinational but short and counted as one level, from
+# their read addresses only (data, write enable and clock go in at the clock edge)
 _SEQUENTIAL_PREFIXES = ("FD", "LD", "RAMB", "URAM", "DSP", "SRL", "IBUF", "OBUF", "BUFG")
 
 
@@ -255,10 +260,14 @@ def logic_depth(netlist: dict, top: str, instances: Mapping[str, str] | None = N
         if level is None:
             continue
         directions = cell.get("port_directions", {})
+        lutram = cell["type"].lstrip("\\").startswith("RAM")
         inputs = []
         for port, bits in cell["connections"].items():
-            if directions.get(port) == "input":
-                inputs += [bit for bit in bits if isinstance(bit, int)]
+            if directions.get(port) != "input":
+                continue
+            if lutram and (port in ("D", "WE", "WCLK") or port.startswith("DI")):
+                continue  # written at the clock edge: not a combinational input
+            inputs += [bit for bit in bits if isinstance(bit, int)]
         unit = _unit_of(cell_name, top, instances)
         for port, bits in cell["connections"].items():
             if directions.get(port) == "output":
@@ -383,6 +392,7 @@ def synth(
     for name, text in sources.items():
         digest.update(name.encode() + b"\0" + text.encode() + b"\0")
     digest.update(script.encode())
+    digest.update(f"analysis {ANALYSIS_VERSION}".encode())
     key = digest.hexdigest()[:20]
     cached = cache_dir() / "synth" / f"{top}-{family}-{key}.json"
     if use_cache and cached.exists():
