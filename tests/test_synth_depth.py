@@ -28,18 +28,22 @@ def test_a_chain_of_luts_counts_its_levels_and_registers_cut_it():
 
 
 def test_a_lutram_write_is_not_a_combinational_input():
-    """Read address -> data out is one level; data in and write enable go in at the clock
-    edge, so an accumulator in LUTRAM (read, add, write back) is not a loop of levels."""
-    cells = {
-        "addr": _cell("FDRE", {"D": [20]}, {"Q": [1]}),
-        "ram": _cell(
-            "RAM64X1D",
-            {"A0": [1], "DPRA0": [1], "D": [4], "WE": [5], "WCLK": [7]},
-            {"SPO": [2], "DPO": [8]},
-        ),  # fmt: skip
-        "add": _cell("LUT6", {"I0": [2]}, {"O": [3]}),
-        "add2": _cell("LUT6", {"I0": [3]}, {"O": [4]}),
-        "we": _cell("LUT6", {"I0": [4]}, {"O": [5]}),
-    }
+    """An accumulator in LUTRAM: each bit read (address -> data out, one level), added
+    with a carry chain, written back. Data in and write enable go in at the clock edge:
+    counted as combinational they would chain every bit's read behind the previous bit's
+    write (the eltwise engine's POOL sums once measured 190 levels that way)."""
+    bits = 16
+    cells = {"addr": _cell("FDRE", {"D": [1000]}, {"Q": [1]})}
+    carry = None
+    for bit in range(bits):
+        out, total, next_carry = 100 + bit, 200 + bit, 300 + bit
+        cells[f"ram{bit}"] = _cell("RAM64X1D", {"DPRA0": [1], "D": [total], "WE": [2],
+                                                "WCLK": [3]}, {"DPO": [out]})  # fmt: skip
+        cells[f"carry{bit}"] = _cell(
+            "CARRY8", {"S": [out], **({"CI": [carry]} if carry else {})}, {"CO": [next_carry]}
+        )
+        cells[f"sum{bit}"] = _cell("LUT2", {"I0": [out], "I1": [carry or out]}, {"O": [total]})
+        carry = next_carry
     depth = logic_depth(_netlist(cells), "top")["top"]
-    assert depth == 4.0  # ram (1) + add (1) + add2 (1) + we (1): no path through D
+    # the read (1), the carry chain (16 x 0.5), the last sum LUT (1)
+    assert depth == 1 + bits * 0.5 + 1 - 0.5, depth
