@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ import codesign
 from codesign.datasets import load_digits
 from codesign.models import create_model
 from codesign.train import predict_logits
+from codesign.util import replace_marked
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "quantization.md"
 PRECISIONS = ("w16a24", "w8a16", "w8a8")
@@ -125,15 +125,6 @@ def markdown(digits: list[dict], float_acc: float, m3vit: list[dict], images: in
     return "\n".join(lines)
 
 
-def write_docs(text: str) -> None:
-    doc = DOCS.read_text()
-    begin, end = "<!-- quant_study -->", "<!-- /quant_study -->"
-    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
-    if not pattern.search(doc):
-        raise SystemExit(f"{DOCS}: no {begin} ... {end} markers")
-    DOCS.write_text(pattern.sub(lambda _: f"{begin}\n{text}\n{end}", doc))
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--m3vit-images", type=int, default=2)
@@ -162,7 +153,7 @@ def main(argv=None) -> int:
         args.json.write_text(json.dumps({"float_accuracy": float_acc, "digits": digits,
                                          "m3vit": m3vit}, indent=1))  # fmt: skip
     if args.write_docs:
-        write_docs(markdown(digits, float_acc, m3vit, args.m3vit_images))
+        replace_marked(DOCS, "quant_study", markdown(digits, float_acc, m3vit, args.m3vit_images))
     return 0
 
 

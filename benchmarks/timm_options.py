@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -31,11 +30,11 @@ import codesign
 from codesign.datasets import load_digits
 from codesign.models.timm_support import OPTIONS, import_timm, timm_vit
 from codesign.train import accuracy, cross_entropy_loss, fit, predict_logits
+from codesign.util import replace_marked
 
 DIGITS_VIT = {"img_size": 16, "patch_size": 4, "in_chans": 1, "embed_dim": 64, "depth": 4,
               "num_heads": 2}  # fmt: skip
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "timm.md"
-MARKER = "timm_options"
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -110,15 +109,6 @@ def markdown(entries: list[dict], precisions: list[str], epochs: int) -> str:
     return "\n".join(lines)
 
 
-def write_docs(text: str) -> None:
-    doc = DOCS.read_text()
-    begin, end = f"<!-- {MARKER} -->", f"<!-- /{MARKER} -->"
-    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
-    if not pattern.search(doc):
-        raise SystemExit(f"{DOCS}: no {begin} ... {end} markers")
-    DOCS.write_text(pattern.sub(lambda _: f"{begin}\n{text}\n{end}", doc))
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--options", nargs="*", default=list(OPTIONS), choices=list(OPTIONS))
@@ -153,7 +143,7 @@ def main(argv=None) -> int:
     if args.json:
         args.json.write_text(json.dumps({"epochs": args.epochs, "runs": entries}, indent=1))
     if args.write_docs:
-        write_docs(markdown(entries, args.precisions, args.epochs))
+        replace_marked(DOCS, "timm_options", markdown(entries, args.precisions, args.epochs))
         console.print(f"wrote the table into {DOCS.name}")
     return 0
 

@@ -188,3 +188,16 @@ def generated_doc_main(path: Path, text: str, argv: list[str], command: str) -> 
     path.write_text(text)
     print(f"wrote {path}")
     return 0
+
+
+def replace_marked(path: Path, name: str, text: str) -> None:
+    """Put `text` between ``<!-- name -->`` and ``<!-- /name -->`` in the file at `path`
+    (a benchmark's table in the docs); the markers must be there."""
+    import re
+
+    doc = path.read_text()
+    begin, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
+    if not pattern.search(doc):
+        raise ValueError(f"{path}: no {begin} ... {end} markers")
+    path.write_text(pattern.sub(lambda _: f"{begin}\n{text}\n{end}", doc))

@@ -1,4 +1,5 @@
-"""The logic-depth proxy (codesign.rtl.synth.logic_depth) on hand-made mapped netlists."""
+"""The logic-depth proxy (codesign.rtl.synth.logic_depth) on hand-made mapped netlists, and
+the marked sections benchmarks write their measured tables into."""
 
 from __future__ import annotations
 
@@ -47,3 +48,17 @@ def test_a_lutram_write_is_not_a_combinational_input():
     depth = logic_depth(_netlist(cells), "top")["top"]
     # the read (1), the carry chain (16 x 0.5), the last sum LUT (1)
     assert depth == 1 + bits * 0.5 + 1 - 0.5, depth
+
+
+def test_benchmark_tables_replace_only_their_marked_section(tmp_path):
+    """``codesign.util.replace_marked``: how the benchmarks write their tables into docs."""
+    import pytest
+
+    from codesign.util import replace_marked
+
+    doc = tmp_path / "doc.md"
+    doc.write_text("intro\n<!-- t -->\nold\n<!-- /t -->\noutro\n")
+    replace_marked(doc, "t", "| new |")
+    assert doc.read_text() == "intro\n<!-- t -->\n| new |\n<!-- /t -->\noutro\n"
+    with pytest.raises(ValueError, match="no <!-- u -->"):
+        replace_marked(doc, "u", "x")
