@@ -202,7 +202,7 @@ def _head(builder: _Builder, model, x: str, tokens: int, prefix: int) -> str:
             raise UnsupportedError("global_pool", "pool='token'", "needs a class token")
         if has_norm:
             x = builder.layernorm(norm, "norm", x, tokens, rows=(0, 1))
-        start, count = 0, 1
+        start = 0  # the class token's row
     elif pool == "avg":
         start = 0 if getattr(model, "pool_include_prefix", False) else prefix
         count = tokens - start
@@ -210,7 +210,7 @@ def _head(builder: _Builder, model, x: str, tokens: int, prefix: int) -> str:
             x = builder.layernorm(norm, "norm", x, tokens, rows=(start, count))
             start = 0
         x = builder.add("pool", "pool", [x], (1, dim), {"rows": (start, count)})
-        start, count = 0, 1
+        start = 0
     else:
         raise UnsupportedError("global_pool", f"pool={pool!r}", "supported: 'token', 'avg'")
     fc_norm = getattr(model, "fc_norm", None)
@@ -228,7 +228,8 @@ def _head(builder: _Builder, model, x: str, tokens: int, prefix: int) -> str:
 
 
 def _qk_norm(builder: _Builder, attn, path: str, qkv: str, tokens: int, heads: int) -> str:
-    """timm qk_norm: a LayerNorm over head_dim on each head of q and of k; None if absent."""
+    """timm qk_norm: a LayerNorm over head_dim on each head of q and of k (the fused qkv
+    tensor it produces, or `qkv` itself when the model has none)."""
     norms = [getattr(attn, slot, None) for slot in ("q_norm", "k_norm")]
     present = [n is not None and _kind(n) not in _PASSTHROUGH for n in norms]
     if not any(present):
