@@ -258,8 +258,8 @@ def quantize(
             fmts.update(_norm_fmts(node, "k_", ranges, act, wbits))
             # normalised in place: the fused qkv keeps one format, before and after
             source, target = graph.tensors[node.inputs[0]], graph.tensors[node.outputs[0]]
-            wider = max((source.name, target.name), key=lambda key: ranges[key])
-            source.fmt = target.fmt = ranges.fmt(wider, act)
+            wider = max((source, target), key=lambda tensor: ranges[tensor.name])
+            source.fmt = target.fmt = wider.fmt  # chosen with every tensor above
         elif node.op == "pool":
             count = node.attrs["rows"][1]
             frac = 15 + count.bit_length()  # scale = round(2**frac / count) in (2**15, 2**16]

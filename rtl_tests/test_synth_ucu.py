@@ -7,15 +7,12 @@ from __future__ import annotations
 
 import pytest
 from conftest import record_resources
+from small_models import ARCH_SYNTH as ARCH
 
-from codesign.arch import ArchConfig
 from codesign.rtl import synth
 from codesign.rtl.render import rtl_params, unit_sources
 
 pytestmark = pytest.mark.synth
-
-ARCH = ArchConfig(tile_in=4, tile_out=4, attn_parallel=1, bus_bits=64, max_tokens=16,
-                  max_dim=32, max_hidden=64, max_in_dim=64, max_experts=2, max_heads=1)  # fmt: skip
 
 
 @pytest.mark.parametrize("family", ["xcup", "xc7"])

@@ -94,6 +94,9 @@ def output_lanes(width: int, bus_bits: int) -> int:
     return lanes
 
 
+MAC_PACK_BITS = 8  # weights and activations this narrow: two MACs share one DSP multiply
+
+
 def drain_chunks(tile_out: int, bus_bits: int) -> int:
     """Cycles one output row spends in the UCU's drain (tile_out / output_lanes)."""
     return tile_out // output_lanes(tile_out, bus_bits)

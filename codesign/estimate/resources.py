@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..arch.config import MAC_PACK_BITS
 from ..ops import spec
 from ..program import padded
 from .cycles import (
@@ -20,7 +21,7 @@ from .cycles import (
 
 # DSP multiplier ports (signed operand widths) per device family.
 DSP_PORTS = {"zynquplus": (27, 18), "zynq": (25, 18)}
-INT8_PACKING_BITS = 8  # both operands <= 8 bits: one DSP48E2 computes two MACs
+INT8_PACKING_BITS = MAC_PACK_BITS  # both operands this narrow: one DSP48E2, two MACs
 
 # Fabric per unit (LUT, FF), documented assumptions, not measurements: order-of-magnitude
 # figures for pipelined HLS datapaths of this shape, used until Vitis reports replace them.

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import jinja2
 
-from ..arch.config import ArchConfig, Precision, output_lanes, parse_precision
+from ..arch.config import MAC_PACK_BITS, ArchConfig, Precision, output_lanes, parse_precision
 from ..contract import CHECK_ERRORS, DEBUG_REGISTERS
 from ..hls.render import kernel_params
 from ..numerics.tables import Table, build_tables
@@ -133,7 +133,6 @@ def rom_info(table: Table) -> RomInfo:
     )
 
 
-PACK_BITS = 8  # operands this narrow pack two MACs into one DSP multiply (cds_ucu)
 PACK_SHIFT = 17  # the high MAC's weight sits this far up: 8 + 17 bits fit a DSP48E1/E2 port
 
 
@@ -176,8 +175,8 @@ def rtl_params(arch: ArchConfig, precision: Precision | str | None = None) -> di
         "out_tile_bits": _clog2(-(-max_out // arch.tile_out) + 1),
         "load_beats": load_beats,
         # MACs per multiplier of the UCU array: two adjacent output columns share their
-        # input in one multiply when both operands have at most PACK_BITS bits
-        "mac_pack": 2 if max(x_bits, w_bits) <= PACK_BITS and arch.tile_out % 2 == 0 else 1,
+        # input in one multiply when both operands have at most MAC_PACK_BITS bits
+        "mac_pack": 2 if max(x_bits, w_bits) <= MAC_PACK_BITS and arch.tile_out % 2 == 0 else 1,
         "mac_pack_shift": PACK_SHIFT,
         # output stages' lanes (codesign.arch.config.output_lanes): UCU drain, attention
         # output, LayerNorm's normalise pass, MoE final pass
