@@ -354,19 +354,23 @@ def test_eltwise_engine(arch, builds):
 
 
 def test_engine_cycles(arch, builds):
-    """Busy cycles with ideal ports vs codesign.estimate (recorded, bit-exact checked)."""
+    """Busy cycles with ideal ports vs codesign.estimate (recorded, bit-exact checked):
+    the element-wise engine within 3 % of its model (measured 1.00 for EMBED, ADD, POOL),
+    LayerNorm within its measured 0.97-1.4 (one-lane-tile rows pay the fixed pipeline)."""
     bus = arch.bus_bytes
     cases = layernorm_timed(arch)
     result = run_cases(builds["cds_eng_layernorm"], arch, cases, True, seed=1)
     check_arenas(cases, result)
     for case, measured in zip(cases, result["cycles"], strict=True):
         rows, dim = case["rows"], case["cols"]
+        expected = estimate.layernorm_cycles(rows, dim, arch.tile_in, bus)
         record_cycles(
             "eng_ln",
             f"{arch_name(arch)} rows={rows} dim={dim} Ti={arch.tile_in} bus={bus}B",
             int(measured),
-            estimate.layernorm_cycles(rows, dim, arch.tile_in, bus),
+            expected,
         )
+        assert 0.97 <= measured / expected <= 1.4, (rows, dim, int(measured), expected)
     cases = eltwise_timed(arch)
     result = run_cases(builds["cds_eng_eltwise"], arch, cases, True, seed=1)
     check_arenas(cases, result)
@@ -385,3 +389,4 @@ def test_engine_cycles(arch, builds):
             int(measured),
             expected,
         )
+        assert 0.97 <= measured / expected <= 1.03, (op, rows, cols, int(measured), expected)
