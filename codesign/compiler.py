@@ -521,6 +521,7 @@ class _Compiler:
             tile_in=self.arch.tile_in,
             tile_out=self.arch.tile_out,
             attn_parallel=self.arch.attn_parallel,
+            attn_lanes=self.arch.header_attn_lanes,
             layers=self.layers,
             data=b"",
             arena_bytes=self.arena.size,

@@ -3,8 +3,8 @@
 Resources depend only on the ArchConfig and the Program's formats and ops (not on its
 weights), so candidates are costed against one compiled Program and the chosen one is
 then compiled for real. Order of preference: the board's default; the default with
-its buffers sized to this model; then fewer attention slots and smaller UCU tiles,
-halving the largest first, until the design fits.
+its buffers sized to this model; then fewer attention slots, fewer attention lanes and
+smaller UCU tiles (``candidates``), until the design fits.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from .estimate import DesignDoesNotFit, estimate_resources, fit_problems, fit_ta
 from .ir import Graph
 
 MIN_TILE = 4
+MIN_LANES = 8  # attention lanes: below this the per-key pipeline overhead dominates
 
 
 def _round_up(value: int, step: int) -> int:
@@ -55,20 +56,34 @@ def _fits(program, arch: ArchConfig, board: Board) -> list[str]:
     return fit_problems(fit_table(estimate_resources(program, arch, board), board), board.name)
 
 
+def _fewer_lanes(arch: ArchConfig) -> ArchConfig:
+    """Half the attention lanes (the largest power of two below the current count)."""
+    lanes = arch.attention_lanes
+    return arch.with_(attn_lanes=1 << ((lanes - 1).bit_length() - 1))
+
+
 def candidates(base: ArchConfig, limits: dict[str, int]):
+    """The base, the base sized to the model, then ever smaller designs: attention slots
+    first, then attention lanes down to the UCU's input tile, then the UCU tiles, then the
+    rest of the attention down to one slot of MIN_LANES lanes."""
     yield base
     sized = base.with_(**limits)
     yield sized
     arch = sized
-    while arch.attn_parallel > 1 or max(arch.tile_in, arch.tile_out) > MIN_TILE:
+    while (arch.attn_parallel > 1 or max(arch.tile_in, arch.tile_out) > MIN_TILE
+           or arch.attention_lanes > MIN_LANES):  # fmt: skip
         if arch.attn_parallel > max(1, min(arch.tile_in, arch.tile_out) // 8):
             arch = arch.with_(attn_parallel=arch.attn_parallel // 2)
+        elif arch.attention_lanes > max(MIN_LANES, arch.tile_in):
+            arch = _fewer_lanes(arch)
         elif arch.tile_in >= arch.tile_out and arch.tile_in > MIN_TILE:
             arch = arch.with_(tile_in=arch.tile_in // 2)
         elif arch.tile_out > MIN_TILE:
             arch = arch.with_(tile_out=arch.tile_out // 2)
-        else:
+        elif arch.attn_parallel > 1:
             arch = arch.with_(attn_parallel=arch.attn_parallel // 2)
+        else:
+            arch = _fewer_lanes(arch)
         yield arch
 
 
@@ -85,7 +100,8 @@ def choose_arch(program, graph: Graph, board: Board, base: ArchConfig) -> tuple[
         f"no ArchConfig fits {board.name}. With the board's default: "
         + "; ".join(tried[0][1])
         + f". Even at {smallest.tile_out}x{smallest.tile_in} tiles, {smallest.attn_parallel} "
-        "attention slot(s) and buffers sized to the model: "
+        f"attention slot(s) of {smallest.attention_lanes} lanes and buffers sized to the "
+        "model: "
         + "; ".join(last)
         + ". Try a narrower --precision or a larger board."
     )

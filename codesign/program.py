@@ -68,7 +68,10 @@ _H_NAME = _H_TABLES + len(TABLE_NAMES) * len(TABLE_WORDS)
 _H_NAME_WORDS = 8
 _H_GEOMETRY = _H_NAME + _H_NAME_WORDS  # image channels, patch, height, width (0: unknown)
 GEOMETRY_WORDS = ("channels", "patch", "height", "width")
-assert _H_GEOMETRY + len(GEOMETRY_WORDS) <= HEADER_BYTES // 4
+# lanes of a head row the attention datapath takes per cycle (0: the whole row); no
+# executor's answer depends on it, only the schedule (codesign.estimate)
+_H_ATTN_LANES = _H_GEOMETRY + len(GEOMETRY_WORDS)
+assert _H_ATTN_LANES < HEADER_BYTES // 4
 
 
 def pack_fmt(fmt: Fixed) -> int:
@@ -197,6 +200,7 @@ class Program:
     meta: dict = field(default_factory=dict)  # json-only extras (formats, shapes)
     # the image the input patches come from: channels, patch, height, width (0 = unknown)
     geometry: tuple[int, int, int, int] = (0, 0, 0, 0)
+    attn_lanes: int = 0  # ArchConfig.attn_lanes it was compiled for (0: whole head rows)
 
     @property
     def data_offset(self) -> int:
@@ -241,6 +245,7 @@ class Program:
         name = self.model.encode("ascii")[: _H_NAME_WORDS * 4 - 1].ljust(_H_NAME_WORDS * 4, b"\0")
         header[_H_NAME : _H_NAME + _H_NAME_WORDS] = np.frombuffer(name, "<u4")
         header[_H_GEOMETRY : _H_GEOMETRY + len(GEOMETRY_WORDS)] = [int(v) for v in self.geometry]
+        header[_H_ATTN_LANES] = self.attn_lanes
         blob = bytearray(header.tobytes() + layers.tobytes() + self.data)
         crc = zlib.crc32(bytes(blob))
         crc_at = (2 + HEADER_FIELDS.index("crc32")) * 4
@@ -307,6 +312,7 @@ class Program:
             ],
             tables=tables,
             geometry=tuple(int(v) for v in header[_H_GEOMETRY : _H_GEOMETRY + len(GEOMETRY_WORDS)]),
+            attn_lanes=int(header[_H_ATTN_LANES]),
         )
         return program
 
@@ -345,6 +351,7 @@ class Program:
                 "tile_in": self.tile_in,
                 "tile_out": self.tile_out,
                 "attn_parallel": self.attn_parallel,
+                "attn_lanes": self.attn_lanes,
             },
             "sizes": {
                 "header_bytes": HEADER_BYTES,
@@ -415,6 +422,12 @@ def _check_structure(blob: bytes, values: dict, source: str) -> None:
         if not 1 <= values[name] <= MAX_TILE:
             raise ProgramError(f"{source}: {name} {values[name]} outside 1..{MAX_TILE}")
     header = np.frombuffer(blob[:HEADER_BYTES], "<u4")
+    lanes = int(header[_H_ATTN_LANES])
+    if lanes & (lanes - 1) or lanes > MAX_TILE:
+        raise ProgramError(
+            f"{source}: attn_lanes {lanes} is neither 0 (whole head rows) nor a power of two "
+            f"up to {MAX_TILE}"
+        )
     for index, name in enumerate(TABLE_NAMES):
         start = _H_TABLES + index * len(TABLE_WORDS)
         t = dict(

@@ -19,6 +19,7 @@ CFG_PORTS = (
     "cfg_tokens",
     "cfg_heads",
     "cfg_parallel",
+    "cfg_chunks",
     "cfg_qkv_fmt",
     "cfg_score_fmt",
     "cfg_sum_fmt",
@@ -63,12 +64,14 @@ async def attention_cases(dut):
     bench.watch(watch)
     await bench.start()
 
-    def pad(row) -> int:
-        return pack_lanes(list(row) + [0] * (lanes - len(row)), width)
+    def chunked(row, chunks: int) -> list[int]:
+        """A head row as `chunks` beats of `lanes` lanes (zero beyond head_dim)."""
+        padded = list(row) + [0] * (chunks * lanes - len(row))
+        return [pack_lanes(padded[c * lanes : (c + 1) * lanes], width) for c in range(chunks)]
 
     cycles = []
     for case in range(len(cfg)):
-        tokens, heads, parallel = (int(v) for v in cfg[case, :3])
+        tokens, heads, parallel, chunks = (int(v) for v in cfg[case, :4])
         head_dim = int(head_dims[case])
         dim = heads * head_dim
         qkv = flat[offsets[case] : offsets[case + 1]].reshape(tokens, 3 * dim)
@@ -76,19 +79,22 @@ async def attention_cases(dut):
         keys = stream_beats(tokens, slots)
         for head in range(heads):
             cols = slice(head * head_dim, (head + 1) * head_dim)
-            q_rows = [pad(qkv[i, cols]) for i in range(tokens)]
-            k_rows = [pad(qkv[j, dim:][cols]) for j in range(tokens)]
-            v_rows = [pad(qkv[j, 2 * dim :][cols]) for j in range(tokens)]
-            q_src.extend(q_rows)  # pass 1 only: pass 2 reads the scores back
+            q_rows = [chunked(qkv[i, cols], chunks) for i in range(tokens)]
+            k_rows = [chunked(qkv[j, dim:][cols], chunks) for j in range(tokens)]
+            v_rows = [chunked(qkv[j, 2 * dim :][cols], chunks) for j in range(tokens)]
+            for row in q_rows:  # pass 1 only: pass 2 reads the scores back
+                q_src.extend(row)
             for pass_index in range(2):
                 for t in range(keys):
                     j = t % tokens
                     # pass 1 ignores v and pass 2 ignores k: send noise there to prove it
-                    junk = pad(rng.integers(-(1 << (width - 1)), 1 << (width - 1), head_dim))
-                    if pass_index == 0:
-                        kv_src.append((k_rows[j], junk))
-                    else:
-                        kv_src.append((junk, v_rows[j]))
+                    noise = rng.integers(-(1 << (width - 1)), 1 << (width - 1), head_dim)
+                    junk = chunked(noise, chunks)
+                    for c in range(chunks):
+                        if pass_index == 0:
+                            kv_src.append((k_rows[j][c], junk[c]))
+                        else:
+                            kv_src.append((junk[c], v_rows[j][c]))
         quiet = bool(timed[case])
         for port in (q_src, kv_src):
             port.stall = 0.0 if quiet else stall
@@ -100,7 +106,7 @@ async def attention_cases(dut):
         dut.start.value = 1
         await RisingEdge(dut.clk)
         dut.start.value = 0
-        await bench.wait_for(lambda: busy["done"], timeout=200 * keys * heads + 2000)
+        await bench.wait_for(lambda: busy["done"], timeout=200 * keys * heads * chunks + 2000)
         if q_src.queue or kv_src.queue:
             raise AssertionError(
                 f"case {case}: done with {len(q_src.queue)} q / {len(kv_src.queue)} kv beats "

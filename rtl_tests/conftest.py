@@ -44,6 +44,7 @@ ARCH_B = ArchConfig(
     tile_in=8,
     tile_out=4,
     attn_parallel=4,
+    attn_lanes=8,  # head rows of 32 values in 4 chunks
     bus_bits=128,
     gelu_index_bits=6,
     gelu_range=4.0,

@@ -307,13 +307,17 @@ def test_attention_lint_board_defaults(board):
     sim.lint(unit_sources(TOP, default_arch(board)), TOP)
 
 
+def chunks_of(arch, case: dict) -> int:
+    """Beats one head row of `case` takes in the core (``cfg_chunks``)."""
+    return estimate.attention_chunks(case["head_dim"], arch.attention_lanes)
+
+
 def _run(arch, build, cases: list[dict], timed: bool, seed: int) -> dict:
-    lanes = arch.max_dim // arch.max_heads
     width = rtl_params(arch)["x_bits"]
     offsets = np.cumsum([0] + [c["qkv"].size for c in cases])
     cfg = np.array(
         [
-            [c["tokens"], c["heads"], c["parallel"]]
+            [c["tokens"], c["heads"], c["parallel"], chunks_of(arch, c)]
             + [pack_fmt(c["fmts"][k]) for k in ("qkv", "score", "sum", "prob", "out")]
             for c in cases
         ],
@@ -323,7 +327,7 @@ def _run(arch, build, cases: list[dict], timed: bool, seed: int) -> dict:
         build,
         "cocotb_attention",
         inputs={
-            "lanes": lanes,
+            "lanes": arch.attention_lanes,
             "width": width,
             "slots": arch.attn_parallel,
             "cfg": cfg,
@@ -342,7 +346,7 @@ def _run(arch, build, cases: list[dict], timed: bool, seed: int) -> dict:
 def _compare(arch, cases: list[dict], result: dict) -> tuple[int, list[float], set[str]]:
     """Bit-exact check of every case; returns (rows checked, torch error / bound ratios,
     the edge conditions the golden run shows were reached)."""
-    lanes = arch.max_dim // arch.max_heads
+    lanes = arch.attention_lanes
     width = rtl_params(arch)["x_bits"]
     one = int(tables_for(arch)["exp"].values[0])
     stats_at = rows_at = 0
@@ -358,7 +362,9 @@ def _compare(arch, cases: list[dict], result: dict) -> tuple[int, list[float], s
             golden["stats"],
             err_msg=f"case {index} ({case['kind']}): stats (m, s, mant, exp)",
         )
-        raw = result["rows"][rows_at : rows_at + n].reshape(heads, tokens, lanes)[:, :, :head_dim]
+        chunks = chunks_of(arch, case)
+        raw = result["rows"][rows_at : rows_at + n * chunks]
+        raw = raw.reshape(heads, tokens, chunks * lanes)[:, :, :head_dim]
         if case["fmts"]["out"].signed:
             raw = np.where(raw >= 1 << (width - 1), raw - (1 << width), raw)
         got = raw.transpose(1, 0, 2).reshape(tokens, heads * head_dim)
@@ -386,7 +392,7 @@ def _compare(arch, cases: list[dict], result: dict) -> tuple[int, list[float], s
             if hit
         }
         stats_at += n
-        rows_at += n
+        rows_at += n * chunks
     assert stats_at == len(result["stats"]) and rows_at == len(result["rows"])
     return stats_at, ratios, reached
 
@@ -414,7 +420,9 @@ def test_attention_cycles(arch, attention_build):
     for case, measured in zip(cases, result["cycles"], strict=True):
         tokens, heads = case["tokens"], case["heads"]
         dim = heads * case["head_dim"]
-        full = estimate.attention_cycles(tokens, dim, heads, case["parallel"], arch.bus_bytes)
+        full = estimate.attention_cycles(
+            tokens, dim, heads, case["parallel"], arch.bus_bytes, arch.header_attn_lanes
+        )
         qkv_beats = tokens * estimate.beats(4 * 3 * dim, arch.bus_bytes)
         compute = full - qkv_beats  # the core's part; qkv reaches it from on-chip buffers
         record_cycles(
@@ -444,7 +452,7 @@ def test_attention_m3vit_size():
     result = _run(arch, build, [case], timed=True, seed=2)
     _compare(arch, [case], result)
     dim = heads * lanes
-    full = estimate.attention_cycles(tokens, dim, heads, 8, arch.bus_bytes)
+    full = estimate.attention_cycles(tokens, dim, heads, 8, arch.bus_bytes, arch.header_attn_lanes)
     compute = full - tokens * estimate.beats(4 * 3 * dim, arch.bus_bytes)
     measured = int(result["cycles"][0])
     record_cycles("attention", f"m3vit N={tokens} H={heads} P=8", measured, compute)

@@ -242,6 +242,22 @@ def test_m3vit_tiny_w8a8_two_macs_per_multiplier():
     assert figures["cosine"] > 0.99
 
 
+def test_m3vit_tiny_attention_in_chunks():
+    """m3vit-tiny on an attention datapath of 8 lanes (heads of 32 values in 4 beats, a
+    quarter of the multipliers): bit-exact, attention layers within 15 % of the estimate
+    (9 tokens: the per-head pipeline latency is a tenth of such a layer)."""
+    arch = TINY_ARCH.with_(attn_lanes=8)
+    build = compiled("m3vit-tiny", arch)
+    result = run_rtl(build, [1], ddr="axiram")
+    run = result["runs"][0]
+    figures = check_run(build, run, "m3vit-tiny 8 lanes")
+    assert figures["cosine"] > 0.999
+    est = estimate_cycles(build.program, arch, BOARD, None, 1, ddr_latency=run["ddr_latency"])
+    attention = [(measured, layer["cycles"]) for layer, measured in
+                 zip(est["layers"], run["layers"], strict=True) if layer["op"] == "ATTENTION"]  # fmt: skip
+    assert attention and all(0.9 <= m / e <= 1.15 for m, e in attention), attention
+
+
 @pytest.mark.slow
 def test_m3vit_tiny_ddr_model_both_tasks():
     """m3vit-tiny, both tasks, DDR = the SystemVerilog model (AXI latency + bandwidth cap)."""

@@ -51,6 +51,18 @@ def test_arch_validation():
         ArchConfig.from_dict({"tiles": 3})
     arch = ArchConfig(tile_in=16)
     assert ArchConfig.from_dict(arch.to_dict()) == arch
+    with pytest.raises(ValueError, match="attn_lanes=12"):
+        ArchConfig(attn_lanes=12)
+
+
+def test_attention_lanes():
+    """attn_lanes 0 means whole head rows; more lanes than a head has are whole rows too,
+    and a Program records only a real chunking."""
+    whole = ArchConfig(max_dim=192, max_heads=3)  # heads of 64 values
+    assert whole.attention_lanes == 64 and whole.header_attn_lanes == 0
+    assert ArchConfig(max_dim=192, max_heads=3, attn_lanes=128).header_attn_lanes == 0
+    chunked = ArchConfig(max_dim=192, max_heads=3, attn_lanes=16)
+    assert chunked.attention_lanes == 16 and chunked.header_attn_lanes == 16
 
 
 def test_register_map_follows_vitis_layout():

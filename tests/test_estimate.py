@@ -36,6 +36,11 @@ def test_linear_cycles_by_hand():
 def test_attention_layernorm_elementwise_by_hand():
     # 9 tokens, P = 8: per pass ceil(9/8) * 9 + 8 - 1 = 25; qkv read 9 * (3*64*4/16) = 432
     assert est.attention_cycles(9, 64, 2, 8, 16) == 432 + 2 * (2 * 25 + est.ATTENTION_PIPELINE)
+    # 16 attention lanes take a head row of 32 values in 2 beats: every key costs 2 cycles
+    assert est.attention_cycles(9, 64, 2, 8, 16, lanes=16) == 432 + 2 * (
+        2 * 2 * 25 + est.ATTENTION_PIPELINE
+    )
+    assert est.attention_chunks(32, 0) == 1 and est.attention_chunks(33, 16) == 3
     # LayerNorm 9 rows of 64 with 32 lanes: per row max(2 * 2, 64*4/16 = 16) = 16
     # 2 beats of 32 lanes summed, then normalised 4 lanes (one bus beat) at a time: 2 + 16
     assert est.layernorm_cycles(9, 64, 32, 16) == 9 * 18 + est.LAYERNORM_PIPELINE
@@ -139,6 +144,34 @@ def test_skipped_task_layers_and_per_task_totals(tiny_build):
 def test_arch_mismatch_is_refused(tiny_build):
     with pytest.raises(ValueError, match="tile_in"):
         est.estimate_program(tiny_build.program, ArchConfig(tile_in=16), "zcu102")
+    with pytest.raises(ValueError, match="attn_lanes"):
+        chunked = tiny_build.state.arch.with_(attn_lanes=8)
+        est.estimate_program(tiny_build.program, chunked, "zcu102")
+
+
+def test_fewer_attention_lanes_cost_cycles_not_answers(tiny_build):
+    """m3vit-tiny with 8 attention lanes (heads of 32 in 4 beats): the same Program but for
+    the header's attn_lanes (so the same answers), each attention layer's passes 4 times as
+    long, fewer attention multipliers."""
+    import codesign
+
+    arch = tiny_build.state.arch.with_(attn_lanes=8)
+    chunked = codesign.build("m3vit-tiny", board="zcu102", arch=arch, eval_images=2)
+    assert chunked.program.attn_lanes == 8 and tiny_build.program.attn_lanes == 0
+    assert chunked.program.data == tiny_build.program.data
+    assert [layer.fields for layer in chunked.program.layers] == [
+        layer.fields for layer in tiny_build.program.layers
+    ]
+    whole = est.estimate_program(tiny_build.program, tiny_build.state.arch, "zcu102")
+    lanes8 = est.estimate_program(chunked.program, arch, "zcu102")
+    for before, after in zip(whole["layers"], lanes8["layers"], strict=True):
+        if before["op"] == "ATTENTION":
+            assert after["breakdown"]["compute"] == 4 * before["breakdown"]["compute"]
+        else:
+            assert after["cycles"] == before["cycles"]
+    dsp = {u["name"]: u["dsp"] for u in whole["resources"]["units"]}
+    dsp8 = {u["name"]: u["dsp"] for u in lanes8["resources"]["units"]}
+    assert dsp8["attention"] < dsp["attention"]
 
 
 @pytest.fixture(scope="module")

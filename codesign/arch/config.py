@@ -109,6 +109,10 @@ class ArchConfig:
     tile_in: int = 32  # Ti: input features per UCU tile
     tile_out: int = 32  # To: output features per UCU tile (Ti*To MACs)
     attn_parallel: int = 8  # P: query slots in the reordered attention
+    # lanes of a head row the attention datapath takes per cycle (0: the whole row,
+    # max_dim // max_heads); fewer lanes trade cycles (ceil(head_dim / lanes) per key)
+    # for multipliers, adders and the qkv buffer's rotators
+    attn_lanes: int = 0
     bus_bits: int = 128  # AXI data width of the DDR masters
     # lookup tables (see docs/numerics-tables.md)
     gelu_index_bits: int = 8
@@ -143,6 +147,11 @@ class ArchConfig:
             value = getattr(self, name)
             if value < 1 or value & (value - 1):
                 raise ValueError(f"ArchConfig.{name}={value} must be a power of two >= 1")
+        if self.attn_lanes < 0 or self.attn_lanes & (self.attn_lanes - 1):
+            raise ValueError(
+                f"ArchConfig.attn_lanes={self.attn_lanes} must be 0 (the whole head row) or a "
+                "power of two"
+            )
         if self.bus_bits not in (32, 64, 128, 256, 512):
             raise ValueError(f"ArchConfig.bus_bits={self.bus_bits} must be 32..512, a power of 2")
         for name, low, high in _FIELD_RANGES:
@@ -177,6 +186,18 @@ class ArchConfig:
         """Widest attention head: the RTL attention core has this many lanes, so every
         executor refuses a head with more features (dim / heads)."""
         return self.max_dim // self.max_heads
+
+    @property
+    def attention_lanes(self) -> int:
+        """Lanes the attention datapath handles per cycle: ``attn_lanes``, at most (and by
+        default) the widest head."""
+        return min(self.attn_lanes or self.max_head_dim, self.max_head_dim)
+
+    @property
+    def header_attn_lanes(self) -> int:
+        """``attn_lanes`` as a Program compiled for this ArchConfig records it: 0 when the
+        datapath takes whole head rows."""
+        return self.attn_lanes if self.attention_lanes < self.max_head_dim else 0
 
     def with_(self, **changes) -> ArchConfig:
         return replace(self, **changes)

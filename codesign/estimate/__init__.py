@@ -30,6 +30,7 @@ from .cycles import (  # noqa: F401
     _layer_cycles,
     _layer_estimate,
     add_parts,
+    attention_chunks,
     attention_cycles,
     balanced_counts,
     beats,
@@ -102,6 +103,7 @@ from .resources import (  # noqa: F401
 
 __all__ = [
     "DesignDoesNotFit",
+    "attention_chunks",
     "attention_cycles",
     "balanced_counts",
     "beats",

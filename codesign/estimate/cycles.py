@@ -88,11 +88,23 @@ def linear_cycles(rows: int, in_dim: int, out_dim: int, tile_in: int, tile_out: 
     return x_beats + max(ucu_cycles(rows, stored, out_tiles, load, chunks), writes)
 
 
-def attention_cycles(tokens: int, dim: int, heads: int, parallel: int, bus_bytes: int) -> int:
-    """Reordered attention: qkv read once, per head two rotated passes, output written
-    while the last pass drains."""
+def attention_chunks(head_dim: int, lanes: int) -> int:
+    """Cycles one key (or query row) of a head takes in an attention datapath of `lanes`
+    lanes (0: the whole row in one)."""
+    return -(-head_dim // lanes) if lanes else 1
+
+
+def attention_pass_beats(tokens: int, parallel: int) -> int:
+    """Keys one rotated pass streams: ceil(N/P) rounds of N keys plus the last round's tail."""
     slots = min(parallel, tokens)
-    per_pass = -(-tokens // slots) * tokens + slots - 1
+    return -(-tokens // slots) * tokens + slots - 1
+
+
+def attention_cycles(tokens: int, dim: int, heads: int, parallel: int, bus_bytes: int,
+                     lanes: int = 0) -> int:  # fmt: skip
+    """Reordered attention: qkv read once, per head two rotated passes (each key
+    ``attention_chunks`` cycles), output written while the last pass drains."""
+    per_pass = attention_pass_beats(tokens, parallel) * attention_chunks(dim // heads, lanes)
     qkv_beats = tokens * beats(4 * 3 * dim, bus_bytes)
     return qkv_beats + heads * (2 * per_pass + ATTENTION_PIPELINE)
 
@@ -464,6 +476,10 @@ def _check_arch(program, arch) -> None:
         for name in ("tile_in", "tile_out", "bus_bits")
         if getattr(program, name) != getattr(arch, name)
     ]
+    if program.attn_lanes != arch.header_attn_lanes:
+        mismatch.append(
+            f"attn_lanes (program {program.attn_lanes}, ArchConfig {arch.header_attn_lanes})"
+        )
     if mismatch:
         raise ValueError("the Program was compiled for another ArchConfig: " + ", ".join(mismatch))
 

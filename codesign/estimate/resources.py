@@ -314,6 +314,7 @@ def estimate_resources(program, arch, board) -> dict:
         default=0,
     )
     if head_dim:
+        lanes = min(head_dim, arch.attention_lanes)  # values of a head row per cycle
         qkv, prob, score = widths["qkv"], widths["prob"], widths["score"]
         per_mult = max(mult_dsps(qkv, qkv, family), mult_dsps(prob, qkv, family))
         softmax = (
@@ -323,10 +324,11 @@ def estimate_resources(program, arch, board) -> dict:
         )
         unit(
             "attention",
-            slots * head_dim * per_mult + slots * softmax,
-            slots * head_dim * 2 * qkv * LUT_PER_PRODUCT_BIT + slots * 2 * LANE_LUT,
-            slots * head_dim * (2 * qkv * FF_PER_PRODUCT_BIT + qkv + 32) + slots * 2 * LANE_FF,
-            f"P x head_dim = {slots}x{head_dim} multipliers shared by Q.K and A.V "
+            slots * lanes * per_mult + slots * softmax,
+            slots * lanes * 2 * qkv * LUT_PER_PRODUCT_BIT + slots * 2 * LANE_LUT,
+            slots * head_dim * (qkv + 32) + slots * lanes * 2 * qkv * FF_PER_PRODUCT_BIT
+            + slots * 2 * LANE_FF,
+            f"P x lanes = {slots}x{lanes} multipliers shared by Q.K and A.V "
             f"({per_mult} DSP each), per slot exp/rescale/probability multipliers, "
             "query registers and output accumulators",
         )

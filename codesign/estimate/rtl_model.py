@@ -36,7 +36,7 @@ def features(arch, precision=None) -> dict[str, dict[str, float]]:
     ti, to, bus = arch.tile_in, arch.tile_out, arch.bus_bits
     words = max(1, bus // 32)
     macs = ti * to
-    slots, head = arch.attn_parallel, arch.max_head_dim
+    slots, head = arch.attn_parallel, arch.attention_lanes
     tokens = arch.max_tokens
     engine = microcode.image(kernel_check_params(arch, w_bytes=(p["w_container"] // 8,)))
     return {

@@ -80,14 +80,21 @@ def golden(ex, layer, task: int) -> np.ndarray | None:
 
 def estimate(program, layer, bus: int, counts: list[int] | None, dense: bool) -> dict:
     """ATTENTION's schedule in cycles, DDR bytes and MACs (``OpSpec.estimate``)."""
-    from ..estimate.cycles import ATTENTION_PIPELINE, attention_cycles, beats, breakdown_parts
+    from ..estimate.cycles import (
+        ATTENTION_PIPELINE,
+        attention_chunks,
+        attention_cycles,
+        attention_pass_beats,
+        beats,
+        breakdown_parts,
+    )
 
     f = layer.fields
-    tokens, dim = f["tokens"], f["dim"]
-    cycles = attention_cycles(tokens, dim, f["heads"], f["parallel"], bus)
+    tokens, dim, lanes = f["tokens"], f["dim"], program.attn_lanes
+    cycles = attention_cycles(tokens, dim, f["heads"], f["parallel"], bus, lanes)
     macs = 2 * tokens * tokens * dim
-    slots = min(f["parallel"], tokens)
-    passes = f["heads"] * 2 * (-(-tokens // slots) * tokens + slots - 1)
+    chunks = attention_chunks(dim // f["heads"], lanes)
+    passes = f["heads"] * 2 * attention_pass_beats(tokens, f["parallel"]) * chunks
     parts = {"activations": tokens * beats(12 * dim, bus), "compute": passes}
     breakdown = breakdown_parts(
         compute=passes,

@@ -182,7 +182,10 @@ def rtl_params(arch: ArchConfig, precision: Precision | str | None = None) -> di
         # output, LayerNorm's normalise pass, MoE final pass
         "drain_lanes": arch.output_lanes,
         "drain_chunks": arch.drain_chunks,
-        "attn_out_lanes": output_lanes(arch.max_head_dim, arch.bus_bits),
+        # the attention datapath's lanes (a head row passes in attn_chunks cycles of them)
+        "attn_lanes": arch.attention_lanes,
+        "attn_chunks": -(-arch.max_head_dim // arch.attention_lanes),
+        "attn_out_lanes": output_lanes(arch.attention_lanes, arch.bus_bits),
         "norm_lanes": output_lanes(arch.tile_in, arch.bus_bits),
         "moe_out_lanes": output_lanes(arch.tile_out, arch.bus_bits),
         "post_none": POST_NONE,
