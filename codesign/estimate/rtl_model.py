@@ -44,6 +44,7 @@ def features(arch, precision=None) -> dict[str, dict[str, float]]:
             "one": 1,
             "macs": macs,
             "multipliers": macs // p["mac_pack"],  # two 8-bit MACs share one (cds_ucu)
+            "post_dsps": p["drain_lanes"] * p["post_op_dsps"],  # GELU, score x y
             "mac_bits": macs * (x + w),
             "weight_bits": 2 * macs * p["w_container"],
             "drain_lanes": p["drain_lanes"],
@@ -91,7 +92,7 @@ def features(arch, precision=None) -> dict[str, dict[str, float]]:
 # per MAC lane, requantisers per output lane, adder trees per product bit, ...).
 FEATURE_SETS = {
     "cds_ucu_job": {
-        "dsp": ("one", "multipliers"),
+        "dsp": ("one", "multipliers", "post_dsps"),
         "lut": ("one", "mac_bits", "drain_lanes"),
         "ff": ("one", "mac_bits", "weight_bits"),
         "bram36": ("one", "row_bits", "acc_bits"),

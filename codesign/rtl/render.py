@@ -145,6 +145,8 @@ def rtl_params(arch: ArchConfig, precision: Precision | str | None = None) -> di
     arithmetic for bias, residual and requantisation; ``macc_bits`` holds the MoE
     score-weighted accumulator (score <= 18 bits times an activation, summed over top-k).
     """
+    from ..estimate.resources import mult_dsps
+
     prec = parse_precision(precision)
     x_bits, w_bits = prec.activation_bits, prec.weight_bits
     w_container = 16 if w_bits <= 16 else 32
@@ -181,6 +183,9 @@ def rtl_params(arch: ArchConfig, precision: Precision | str | None = None) -> di
         # output stages' lanes (codesign.arch.config.output_lanes): UCU drain, attention
         # output, LayerNorm's normalise pass, MoE final pass
         "drain_lanes": arch.output_lanes,
+        # DSPs of one drain lane's post-ops: GELU's interpolation (table difference x the
+        # unsigned input fraction) and the MoE score multiply (y x unsigned 18-bit score)
+        "post_op_dsps": mult_dsps(18, x_bits + 1) + mult_dsps(x_bits, 18 + 1),
         "drain_chunks": arch.drain_chunks,
         # the attention datapath's lanes (a head row passes in attn_chunks cycles of them)
         "attn_lanes": arch.attention_lanes,
