@@ -78,7 +78,7 @@ def boards_cmd() -> None:
     """List the supported boards."""
     from .arch import BOARDS
 
-    table = _table("name", "part", "MHz", "DSP", "BRAM36", "URAM", "LUT", "FF", "DDR GB/s")
+    table = _table("name", "part", "MHz", "DSP", "BRAM36", "URAM", "LUT", "FF", "DDR (peak GB/s)")
     for board in BOARDS.values():
         table.add_row(
             board.name,
@@ -89,7 +89,7 @@ def boards_cmd() -> None:
             str(board.uram),
             str(board.lut),
             str(board.ff),
-            f"{board.ddr_gbps:g}",
+            f"{board.ddr} ({board.ddr_peak_gbps:g})",
         )
     console.print(table)
 
@@ -277,8 +277,7 @@ def _print_estimate(estimate: dict | None, arch: dict) -> None:
     console.print(
         f"  latency (cycle model, task {assumed['task']}): {estimate['latency_ms']:.2f} ms/image, "
         f"{estimate['cycles']} cycles at {assumed['clock_mhz']:g} MHz; DDR model: "
-        f"{arch['bus_bits']}-bit AXI masters, one beat per cycle, capped at "
-        f"{assumed['ddr_gbps']:g} GB/s (100% of peak)"
+        f"{assumed['ddr']['description']}"
     )
     source = res.get("source", "estimator constants")
     console.print(

@@ -57,6 +57,7 @@ HOST_MODULES = (
     "arch/__init__.py",
     "arch/boards.py",
     "arch/config.py",
+    "arch/ddr.py",
     "arch/regmap.py",
 )
 NOTEBOOKS = {"m3vit": "m3vit_on_board.ipynb", "vit": "vit_on_board.ipynb"}

@@ -32,7 +32,7 @@ import pytest
 from conftest import ARCH_TINY, record_cycles
 
 import codesign
-from codesign.arch import ArchConfig
+from codesign.arch import ArchConfig, ddr_model
 from codesign.arch.boards import get_board
 from codesign.estimate import AXI_LATENCY, estimate_cycles, expert_counts_from_run
 from codesign.fidelity import agreement, compare
@@ -71,9 +71,10 @@ def compiled(model: str, arch: ArchConfig):
     return codesign.build(model, BOARD, arch=arch)
 
 
-def ddr_bandwidth(board) -> tuple[int, int]:
-    """The board's DDR bandwidth in bytes per PL cycle as a fraction (num, den)."""
-    per_cycle = Fraction(board.ddr_gbps * 1e9 / (board.clock_mhz * 1e6)).limit_denominator(256)
+def ddr_bandwidth(board, arch) -> tuple[int, int]:
+    """The board's sustained DDR bandwidth (codesign.arch.ddr_model, the estimator's) in
+    bytes per PL cycle as a fraction (num, den)."""
+    per_cycle = Fraction(ddr_model(board, arch).bytes_per_cycle).limit_denominator(256)
     return per_cycle.numerator, per_cycle.denominator
 
 
@@ -136,8 +137,8 @@ def run_rtl(build, tasks, *, ddr: str, vitis_dir: str | None = None) -> dict:
         "ddr": ddr,
         "ddr_base": DDR_BASE,
         "ddr_latency": DDR_LATENCY,
-        "ddr_bandwidth": np.array(ddr_bandwidth(board)),
-        "ddr_bytes_per_cycle": board.ddr_gbps * 1e9 / (board.clock_mhz * 1e6),
+        "ddr_bandwidth": np.array(ddr_bandwidth(board, arch)),
+        "ddr_bytes_per_cycle": ddr_model(board, arch).bytes_per_cycle,
         "bus_bytes": arch.bus_bits // 8,
         "poll": 500,
         "max_cycles": max_cycles,

@@ -19,6 +19,8 @@ def test_features_follow_the_arch():
     # the output lanes are the int32 words of a bus beat
     assert small["cds_ucu_job"]["drain_lanes"] == 2 and wide["cds_ucu_job"]["drain_lanes"] == 4
     assert small["cds_eng_attention"]["lanes"] == SMALL.attn_parallel * SMALL.max_head_dim
+    chunked = rtl_model.features(SMALL.with_(attn_lanes=8), "w16a24")["cds_eng_attention"]
+    assert chunked["lanes"] == SMALL.attn_parallel * 8
     assert wide["cds_axi_rd"]["bus"] == 2 * 128  # two read masters
     assert set(small) == set(wide)
 
@@ -34,7 +36,8 @@ def _synthetic_runs():
             units[unit] = {}
             for resource in rtl_model.RESOURCES:
                 names = rtl_model.feature_names(unit, resource, f)
-                weights = {"one": 3, "multipliers": 1, "lanes": 2} if resource == "dsp" else {}
+                weights = ({"one": 3, "multipliers": 1, "post_dsps": 1, "lanes": 2}
+                           if resource == "dsp" else {})  # fmt: skip
                 units[unit][resource] = sum(weights.get(n, 10 * (i + 1)) * f[n]
                                             for i, n in enumerate(names))  # fmt: skip
         runs.append({"name": f"t{tile}", "arch": arch.to_dict(), "precision": "w16a24",
@@ -45,7 +48,7 @@ def _synthetic_runs():
 def test_fit_recovers_an_exact_model():
     runs = _synthetic_runs()
     coefficients = rtl_model.fit(runs)
-    assert coefficients["cds_ucu_job"]["dsp"] == {"one": 3.0, "multipliers": 1.0}
+    assert coefficients["cds_ucu_job"]["dsp"] == {"one": 3.0, "multipliers": 1.0, "post_dsps": 1.0}
     for run in runs:
         feats = rtl_model.features(ArchConfig.from_dict(run["arch"]), run["precision"])
         for unit, counts in run["units"].items():

@@ -1,7 +1,8 @@
-"""Target boards as data: part, PL clock, fabric resources, DDR bandwidth, PS-PL ports.
+"""Target boards as data: part, PL clock, fabric resources, DDR peak, PS-PL ports.
 
-Resource counts are the device totals from the vendor data sheets; bandwidth is the
-practical PS DDR4/DDR3 figure a PL master sees, which is what the estimator uses.
+Resource counts are the device totals from the vendor data sheets; ``ddr_peak_gbps`` is
+the PS DDR's peak (bus width x transfer rate, in ``ddr``); what a design sustains of it is
+``codesign.arch.ddr`` (default 80 %).
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ class Board:
     uram: int
     lut: int
     ff: int
-    ddr_gbps: float  # sustained PS DDR bandwidth seen from the PL, GB/s
+    ddr_peak_gbps: float  # the PS DDR's peak bandwidth, GB/s (see ``ddr``)
     pl_ports: tuple[str, ...]  # PS slave ports the kernel's AXI masters map to
     pynq: bool = True
+    ddr: str = ""  # the PS DDR: type, width, transfer rate
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -43,7 +45,8 @@ BOARDS: dict[str, Board] = {
             uram=0,
             lut=274080,
             ff=548160,
-            ddr_gbps=19.2,
+            ddr_peak_gbps=19.2,
+            ddr="DDR4-2400, 64-bit",
             pl_ports=("S_AXI_HP0_FPD", "S_AXI_HP1_FPD", "S_AXI_HP2_FPD", "S_AXI_HP3_FPD"),
         ),
         Board(
@@ -57,7 +60,8 @@ BOARDS: dict[str, Board] = {
             uram=96,
             lut=230400,
             ff=460800,
-            ddr_gbps=19.2,
+            ddr_peak_gbps=19.2,
+            ddr="DDR4-2400, 64-bit",
             pl_ports=("S_AXI_HP0_FPD", "S_AXI_HP1_FPD", "S_AXI_HP2_FPD", "S_AXI_HP3_FPD"),
         ),
         Board(
@@ -71,7 +75,8 @@ BOARDS: dict[str, Board] = {
             uram=64,
             lut=117120,
             ff=234240,
-            ddr_gbps=19.2,
+            ddr_peak_gbps=19.2,
+            ddr="DDR4-2400, 64-bit",
             pl_ports=("S_AXI_HP0_FPD", "S_AXI_HP1_FPD", "S_AXI_HP2_FPD", "S_AXI_HP3_FPD"),
         ),
         Board(
@@ -85,7 +90,8 @@ BOARDS: dict[str, Board] = {
             uram=0,
             lut=70560,
             ff=141120,
-            ddr_gbps=8.5,
+            ddr_peak_gbps=8.5,
+            ddr="LPDDR4-2133, 32-bit",
             pl_ports=("S_AXI_HP0_FPD", "S_AXI_HP1_FPD", "S_AXI_HP2_FPD", "S_AXI_HP3_FPD"),
         ),
         Board(
@@ -99,7 +105,8 @@ BOARDS: dict[str, Board] = {
             uram=0,
             lut=53200,
             ff=106400,
-            ddr_gbps=4.2,
+            ddr_peak_gbps=2.1,
+            ddr="DDR3-1050, 16-bit",
             pl_ports=("S_AXI_HP0", "S_AXI_HP1", "S_AXI_HP2", "S_AXI_HP3"),
         ),
     )

@@ -33,6 +33,7 @@ import numpy as np
 
 from ..arch import Board, get_board
 from ..arch.config import drain_chunks, output_lanes
+from ..arch.ddr import DEFAULT_LATENCY, DdrModel, ddr_model
 from ..ops import SPECS, spec
 from ..program import HEADER_BYTES, LAYER_WORDS, NONE, Op, unpack_fmt
 
@@ -200,7 +201,7 @@ def utilisation(rows: int, in_dim: int, out_dim: int, tile_in: int, tile_out: in
 # bound on what both AXI masters together can move.
 
 LAYER_DISPATCH = 4  # decode a fetched descriptor and start the op's engine
-AXI_LATENCY = 64  # first-beat latency of a PL read from PS DDR (~210 ns at 300 MHz)
+AXI_LATENCY = DEFAULT_LATENCY  # first-beat latency of a PL read from PS DDR (arch.ddr)
 DESCRIPTOR_BYTES = 4 * LAYER_WORDS  # one layer descriptor, fetched in one burst
 # DDR round trips a layer leaves exposed because each waits for the one before: the
 # descriptor, the first operands, the write acknowledgement at the end; LayerNorm and
@@ -554,18 +555,23 @@ def _layer_cycles(detail: dict, ddr_bytes_per_cycle: float, descriptor: int, wai
 
 
 def estimate_cycles(
-    program, arch, board, expert_counts=None, task: int = 0, ddr_latency: int = AXI_LATENCY
+    program, arch, board, expert_counts=None, task: int = 0, ddr_latency: int | None = None,
+    ddr: DdrModel | None = None,
 ) -> dict:
-    """Per-layer and total cycles of one run of `program` for `task` on `board`, with
-    `ddr_latency` cycles from a DDR read request to its first data (and from the last
+    """Per-layer and total cycles of one run of `program` for `task` on `board` under the
+    DDR model `ddr` (default: the board's, ``codesign.arch.ddr_model``: 80 % of the peak,
+    ``ddr_latency`` or 64 cycles from a read request to its first data, and from the last
     write beat to its acknowledgement)."""
     board = _board(board)
     _check_arch(program, arch)
+    if ddr is None:
+        ddr = ddr_model(board, arch, latency_cycles=ddr_latency)
+    ddr_latency = ddr.latency_cycles
     if not 0 <= task < program.n_tasks:
         raise ValueError(f"task {task} out of range: the program has {program.n_tasks} tasks")
     bus = program.bus_bits // 8
     clock_hz = board.clock_mhz * 1e6
-    ddr_bytes_per_cycle = board.ddr_gbps * 1e9 / clock_hz
+    ddr_bytes_per_cycle = ddr.bytes_per_cycle
     descriptor = beats(DESCRIPTOR_BYTES, bus) + LAYER_DISPATCH
     start = startup_cycles(program, ddr_latency, arch)
     layers, sources = [], set()
@@ -580,15 +586,15 @@ def estimate_cycles(
         if runs:
             detail = _layer_estimate(program, layer, bus, counts)
             waits = exposed_latency(layer, ddr_latency, counts)
-            cycles, ddr, breakdown = _layer_cycles(
+            cycles, transfer, breakdown = _layer_cycles(
                 detail, ddr_bytes_per_cycle, descriptor, waits, layer.name
             )
             compute = detail["compute_cycles"]
             limited_by = detail.pop("limited_by")
             entry.update(
                 cycles=cycles,
-                ddr_cycles=ddr,
-                bound="ddr" if ddr > compute else limited_by,
+                ddr_cycles=transfer,
+                bound="ddr" if transfer > compute else limited_by,
                 ddr_bytes=detail["weight_bytes"] + detail["act_bytes"],
                 latency_cycles=waits,
                 **detail,
@@ -625,4 +631,5 @@ def estimate_cycles(
         "latency_ms": total / clock_hz * 1e3,
         "layers": layers,
         "expert_counts": counts_note,
+        "ddr": ddr.to_dict(),
     }

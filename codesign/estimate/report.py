@@ -22,14 +22,15 @@ from .resources import (
 # ---------------------------------------------------------------- program estimate
 
 
-def assumptions(board, expert_counts_note: str, task: int) -> dict:
-    """What the numbers rest on; shown in the report next to them."""
+def assumptions(board, expert_counts_note: str, task: int, ddr: dict) -> dict:
+    """What the numbers rest on; shown in the report next to them (`ddr`: the DdrModel's
+    ``to_dict``)."""
     board = _board(board)
     return {
         "board": board.name,
         "part": board.part,
         "clock_mhz": board.clock_mhz,
-        "ddr_gbps": board.ddr_gbps,
+        "ddr": ddr,
         "task": task,
         "expert_counts": expert_counts_note,
         "notes": [
@@ -40,7 +41,8 @@ def assumptions(board, expert_counts_note: str, task: int) -> dict:
             "descriptor, first operands, write acknowledgement, per op more); layers of "
             "other tasks cost a "
             "descriptor fetch; once per run: header, descriptor check pass, table loads",
-            f"a layer takes max(schedule, DDR bytes / {board.ddr_gbps:g} GB/s); 'bound' "
+            f"DDR model: {ddr['description']}",
+            f"a layer takes max(schedule, DDR bytes / {ddr['sustained_gbps']:.4g} GB/s); 'bound' "
             "names the larger part: activations (row reads), weights (tile loads "
             "longer than the rows streaming past), compute, or ddr",
             "DSP: 27x18 (DSP48E2) / 25x18 (DSP48E1) ports, wider products split; "
@@ -60,15 +62,16 @@ def assumptions(board, expert_counts_note: str, task: int) -> dict:
 
 
 def estimate_program(
-    program, arch, board, expert_counts: dict | None = None, task: int = 0
+    program, arch, board, expert_counts: dict | None = None, task: int = 0, ddr=None
 ) -> dict:
     """Cycles per layer, latency at the board clock, resources and fit of one Program.
 
     `expert_counts` maps MOE_EXPERTS layer names to their queue lengths (see
     ``expert_counts_from_run``); without it every MoE layer is costed with balanced
-    queues, and the result says so."""
+    queues, and the result says so. `ddr`: a ``codesign.arch.DdrModel`` (default the
+    board's at 80 % efficiency)."""
     board = _board(board)
-    timing = estimate_cycles(program, arch, board, expert_counts, task)
+    timing = estimate_cycles(program, arch, board, expert_counts, task, ddr=ddr)
     resources = estimate_resources(program, arch, board)
     fits = fit_table(resources, board)
     macs = sum(entry["macs"] for entry in timing["layers"])
@@ -86,15 +89,15 @@ def estimate_program(
         "layers": timing["layers"],
         "resources": resources,
         "fits": fits,
-        "assumptions": assumptions(board, timing["expert_counts"], task),
+        "assumptions": assumptions(board, timing["expert_counts"], task, timing["ddr"]),
     }
 
 
 def estimate_report_section(
-    program, arch, board, expert_counts: dict | None = None, task: int = 0
+    program, arch, board, expert_counts: dict | None = None, task: int = 0, ddr=None
 ) -> dict:
     """Exactly what goes under ``report["estimate"]``."""
-    full = estimate_program(program, arch, board, expert_counts, task)
+    full = estimate_program(program, arch, board, expert_counts, task, ddr)
     section = {key: full[key] for key in ("latency_ms", "cycles", "layers", "resources", "fits")}
     section["latency_ms"] = round(section["latency_ms"], 4)
     section["assumptions"] = {
@@ -121,6 +124,7 @@ def estimate_markdown(section: dict) -> str:
         f"**{section['latency_ms']:.3f} ms** per image (task {info['task']}), "
         f"{info['gops']:.1f} GOPS; {info['ddr_bytes'] / 1e6:.1f} MB over DDR",
         f"- MoE expert queues: {info['expert_counts']}",
+        f"- DDR model: {info['ddr']['description']}",
         "",
         "| resource | used | available | utilisation | fits |",
         "|---|---|---|---|---|",

@@ -619,7 +619,8 @@ class RtlAccelerator:
     registers get those addresses and the task, GIE and the done interrupt are enabled,
     ap_start is written and the model clocked until the interrupt. ``ddr_latency``
     (cycles from address to first data) and ``ddr_bytes_per_cycle`` (None: unlimited)
-    set the DDR model's timing; with ``board`` the bandwidth defaults to that board's.
+    set the DDR model's timing; with ``board`` the bandwidth defaults to that board's
+    sustained share (``codesign.arch.ddr_model``: 80 % of its peak).
     """
 
     def __init__(
@@ -638,7 +639,7 @@ class RtlAccelerator:
         top: str = TB_TOP,
         ddr_module: str = DDR_MODULE,
     ):
-        from ..arch import ArchConfig, get_board
+        from ..arch import ArchConfig, ddr_model, get_board
         from ..estimate import AXI_LATENCY
 
         if arch is None:
@@ -648,7 +649,7 @@ class RtlAccelerator:
         self.arch, self.precision = arch, precision
         self.board = get_board(board) if board is not None else None
         if ddr_bytes_per_cycle is None and self.board is not None:
-            ddr_bytes_per_cycle = self.board.ddr_gbps * 1e3 / self.board.clock_mhz
+            ddr_bytes_per_cycle = ddr_model(self.board, arch).bytes_per_cycle
         self.ddr_latency = AXI_LATENCY if ddr_latency is None else int(ddr_latency)
         self.ddr_bytes_per_cycle = ddr_bytes_per_cycle
         params = {} if ddr_base == DDR_BASE else {"DDR_BASE": f"64'h{ddr_base:x}"}
