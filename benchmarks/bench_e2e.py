@@ -3,30 +3,41 @@
     python benchmarks/bench_e2e.py --model m3vit-tiny          # seconds
     python benchmarks/bench_e2e.py --model m3vit --tasks 0 1   # the full model: minutes
     python benchmarks/bench_e2e.py --model m3vit-tiny --latency 2 64   # latency sweep
+    python benchmarks/bench_e2e.py --model m3vit --precision w8a16 --json runs.json
 
-Builds the model for the board's default ArchConfig, runs the first evaluation image per
-task through ``codesign.rtl.harness`` (codesign_top + the SystemVerilog DDR model:
-the estimator's AXI latency, the board's DDR bandwidth),
+Builds the model for the board's default ArchConfig (or ``--arch``), runs the first
+evaluation image per task through ``codesign.rtl.harness`` (codesign_top + the
+SystemVerilog DDR model, timed by the same ``codesign.arch.ddr_model`` as the estimator:
+the board's DDR peak at ``--ddr-efficiency``, default 80 %, and the first-beat latency),
 checks the output bit for bit against the golden executor and prints total and per-layer
 cycles next to ``codesign.estimate.estimate_cycles``, the simulated latency at the board
 clock, the simulation's wall time and cycles per second, and the float output vs torch.
 With several ``--latency`` values (DDR first-beat latency in cycles) it runs each and
 prints, per op, the DDR round trips the schedule exposes (cycles gained per cycle of
-latency), next to the estimator's ``LAYER_ROUND_TRIPS``.
+latency), next to the estimator's ``LAYER_ROUND_TRIPS``. ``--json`` writes every run
+(``runs``: latency, cycles, estimate, bit-exactness, fidelity vs torch, per-op cycles,
+UCU utilisation, the DDR model assumed).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 
 import codesign
+from codesign.arch import ddr_model
+from codesign.cli import parse_arch
 from codesign.estimate import AXI_LATENCY, estimate_cycles, expert_counts_from_run, exposed_latency
 from codesign.fidelity import agreement, compare
 from codesign.golden import GoldenExecutor
 from codesign.rtl.harness import RtlAccelerator
+from codesign.rtl.render import rtl_params
+
+UCU_OPS = ("LINEAR", "MOE_GATE", "MOE_EXPERTS")  # the ops whose MACs run on the UCU
 
 
 def main() -> None:
@@ -35,19 +46,27 @@ def main() -> None:
     parser.add_argument("--board", default="zcu102")
     parser.add_argument("--tasks", type=int, nargs="*", default=None)
     parser.add_argument("--layers", action="store_true", help="print every layer")
+    parser.add_argument("--precision", default=None, help="e.g. w16a24 (default), w8a16")
+    parser.add_argument("--arch", default=None, help="ArchConfig fields, e.g. attn_lanes=16")
+    parser.add_argument("--ddr-efficiency", type=float, default=0.8,
+                        help="the DDR model's sustained share of the peak")  # fmt: skip
+    parser.add_argument("--json", type=Path, help="write every run here")
     parser.add_argument(
         "--latency", type=int, nargs="+", default=[AXI_LATENCY], help="DDR latency, cycles"
     )
     args = parser.parse_args()
 
     started = time.perf_counter()
-    build = codesign.build(args.model, args.board)
+    arch = parse_arch(args.arch, args.board) if args.arch else None
+    build = codesign.build(args.model, args.board, precision=args.precision, arch=arch)
     arch = build.state.arch
     print(
         f"{args.model} on {args.board}: {arch.tile_in}x{arch.tile_out} UCU, "
-        f"P={arch.attn_parallel}, "
+        f"P={arch.attn_parallel} x {arch.attention_lanes} lanes, "
         f"{arch.bus_bits}-bit bus; compiled in {time.perf_counter() - started:.1f} s"
     )
+    ddr = ddr_model(args.board, arch, efficiency=args.ddr_efficiency)
+    print(f"DDR model: {ddr.describe()}")
     program = build.program
     total = len(build.program_bytes) + program.arena_bytes
     depth = max(16, (-(-(total + 4096) // (arch.bus_bits // 8)) - 1).bit_length())
@@ -55,27 +74,35 @@ def main() -> None:
     accel = RtlAccelerator(
         arch,
         build.state.options.precision,
-        board=args.board,
+        ddr_bytes_per_cycle=ddr.bytes_per_cycle,
         ddr_latency=args.latency[0],
         ddr_depth_log2=depth,
     )
     print(f"harness ready in {time.perf_counter() - started:.1f} s (cached after the first build)")
     tasks = args.tasks if args.tasks is not None else list(range(program.n_tasks))
-    per_latency = {}
+    per_latency, runs = {}, []
     for latency in args.latency:
         accel.ddr_latency = latency
         accel.reset()
         print(f"\n=== DDR latency {latency} cycles ===")
-        per_latency[latency] = _run_tasks(args, build, accel, tasks, latency)
+        per_latency[latency] = _run_tasks(args, build, accel, tasks, latency, runs)
     accel.close()
     if len(args.latency) > 1:
         _round_trips(build, per_latency)
+    if args.json:
+        args.json.write_text(json.dumps({"model": args.model, "board": args.board,
+                                         "runs": runs}, indent=1))  # fmt: skip
+        print(f"wrote {args.json}")
 
 
-def _run_tasks(args, build, accel, tasks, latency) -> dict:
-    """Every task once at this latency; per task the layers' measured cycles."""
+def _run_tasks(args, build, accel, tasks, latency, runs: list) -> dict:
+    """Every task once at this latency; per task the layers' measured cycles (each run's
+    figures appended to `runs`)."""
     program, arch = build.program, build.state.arch
     clock_mhz = build.state.board.clock_mhz
+    ddr = ddr_model(args.board, arch, efficiency=args.ddr_efficiency, latency_cycles=latency)
+    precision = build.state.options.precision
+    capacity = arch.macs * rtl_params(arch, precision)["mac_pack"]  # MACs per UCU cycle
     layer_cycles = {}
     for task in tasks:
         raw = build.state.first_input[task]
@@ -84,9 +111,7 @@ def _run_tasks(args, build, accel, tasks, latency) -> dict:
         golden = GoldenExecutor(program).run(raw, task)
         exact = np.array_equal(run.output, golden.output)
         counts = expert_counts_from_run(program, raw, task)
-        est = estimate_cycles(
-            program, arch, args.board, expert_counts=counts, task=task, ddr_latency=latency
-        )
+        est = estimate_cycles(program, arch, args.board, expert_counts=counts, task=task, ddr=ddr)
         out = golden.fmt.to_float(run.output)
         ref = build.state.torch_out[task][0]
         if build.graph.meta["output_kind"] == "classification":
@@ -122,6 +147,27 @@ def _run_tasks(args, build, accel, tasks, latency) -> dict:
                 f"  {op:<12} measured {measured:>10,}  estimate {estimate:>10,}  "
                 f"ratio {measured / estimate:.3f}"
             )
+        ucu_macs = sum(layer["macs"] for layer in est["layers"]
+                       if layer["runs"] and layer["op"] in UCU_OPS)  # fmt: skip
+        utilisation = ucu_macs / (run.cycles * capacity)
+        print(f"  UCU utilisation: {100 * utilisation:.1f} % ({ucu_macs:,} MACs, "
+              f"{capacity} per cycle)")  # fmt: skip
+        runs.append({
+            "task": task,
+            "precision": str(precision),
+            "arch": arch.to_dict(),
+            "latency_ms": run.cycles / clock_mhz / 1e3,
+            "cycles": run.cycles,
+            "estimate_cycles": est["cycles"],
+            "bit_exact": bool(exact),
+            "cosine": fid["cosine"],
+            "rel_rms": fid["rel_rms"],
+            "agreement": agree,
+            "per_op": {op: {"cycles": m, "estimate_cycles": e} for op, (m, e) in by_op.items()},
+            "ucu_utilisation": utilisation,
+            "ddr": ddr.to_dict(),
+            "wall_seconds": run.seconds,
+        })  # fmt: skip
     return layer_cycles
 
 

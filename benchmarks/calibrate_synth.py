@@ -57,7 +57,13 @@ CONFIGS = {
         "w16a24", "xcup", tile_in=8, tile_out=16, attn_parallel=2, bus_bits=256, **TINY
     ),
     "narrow-bus": _config(
-        "w16a24", "xcup", tile_in=16, tile_out=8, attn_parallel=8, attn_lanes=16, bus_bits=64,
+        "w16a24",
+        "xcup",
+        tile_in=16,
+        tile_out=8,
+        attn_parallel=8,
+        attn_lanes=16,
+        bus_bits=64,
         **TINY,
     ),
     "mid": _config("w16a24", "xcup", tile_in=16, tile_out=16, attn_parallel=2, **TINY),
@@ -70,7 +76,13 @@ CONFIGS = {
         "w16a24", "xc7", tile_in=4, tile_out=8, attn_parallel=1, bus_bits=64, **SMALL
     ),
     "pynq-small-l8": _config(
-        "w16a24", "xc7", tile_in=4, tile_out=4, attn_parallel=1, attn_lanes=8, bus_bits=64,
+        "w16a24",
+        "xc7",
+        tile_in=4,
+        tile_out=4,
+        attn_parallel=1,
+        attn_lanes=8,
+        bus_bits=64,
         **SMALL,
     ),
     "pynq-w8": _config(
@@ -81,7 +93,13 @@ CONFIGS = {
         "w16a24", "xc7", tile_in=8, tile_out=8, attn_parallel=4, attn_lanes=8, **TINY
     ),
     "xc7-tiny-w8": _config(
-        "w8a16", "xc7", tile_in=8, tile_out=4, attn_parallel=1, attn_lanes=16, bus_bits=64,
+        "w8a16",
+        "xc7",
+        tile_in=8,
+        tile_out=4,
+        attn_parallel=1,
+        attn_lanes=16,
+        bus_bits=64,
         **TINY,
     ),
     "xc7-mid": _config(

@@ -124,6 +124,13 @@ def boards_cmd() -> None:
     help="formats: auto = activations of 12 bits or fewer get LayerNorm smoothing and "
     "MSE-chosen ranges; max = every range from the calibrated maximum",
 )
+@click.option(
+    "--ddr-efficiency",
+    type=click.FloatRange(0.0, 1.0, min_open=True),
+    default=0.8,
+    show_default=True,
+    help="the DDR model's sustained share of the board's peak (latency estimate)",
+)
 @click.option("--images", default=1, show_default=True, help="evaluation images per task")
 @click.option("--no-plot", is_flag=True, help="skip the fidelity plot")
 @click.option(
@@ -157,6 +164,7 @@ def build_cmd(
     seed,
     calib,
     quant,
+    ddr_efficiency,
     images,
     no_plot,
     csim,
@@ -201,6 +209,7 @@ def build_cmd(
             seed=seed,
             calib=calib,
             quant=quant,
+            ddr_efficiency=ddr_efficiency,
             eval_images=images,
             plot=not no_plot,
             csim=csim,

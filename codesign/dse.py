@@ -101,7 +101,5 @@ def choose_arch(program, graph: Graph, board: Board, base: ArchConfig) -> tuple[
         + "; ".join(tried[0][1])
         + f". Even at {smallest.tile_out}x{smallest.tile_in} tiles, {smallest.attn_parallel} "
         f"attention slot(s) of {smallest.attention_lanes} lanes and buffers sized to the "
-        "model: "
-        + "; ".join(last)
-        + ". Try a narrower --precision or a larger board."
+        "model: " + "; ".join(last) + ". Try a narrower --precision or a larger board."
     )

@@ -23,6 +23,7 @@ import numpy as np
 from . import __version__
 from .arch import ArchConfig, Board, Precision, get_board, parse_precision, register_map
 from .arch.config import default_arch
+from .arch.ddr import DEFAULT_EFFICIENCY
 from .compiler import compile_graph
 from .fidelity import agreement, compare, worst
 from .frontend import convert
@@ -53,6 +54,7 @@ class BuildOptions:
     # "auto": narrow activations get LayerNorm smoothing and MSE-chosen formats
     # (codesign.quantize); "max": every format from the calibrated maximum
     quant: str = "auto"
+    ddr_efficiency: float = DEFAULT_EFFICIENCY  # the DDR model's sustained share of the peak
     out: Path | None = None
     plot: bool = True
     csim: bool = False  # run the HLS kernel's g++ C-simulation after verify (CLI default: on)
@@ -330,12 +332,14 @@ def _csim_case(program: Program, raw: np.ndarray, task: int, index: int, result)
 def step_estimate(state: BuildState) -> None:
     """Cycles per layer, latency, resources and fit, with the MoE queue lengths the
     golden executor saw on the first evaluation image of the first verified task."""
+    from .arch import ddr_model
     from .estimate import estimate_report_section, expert_counts_from_run
 
     task = min(state.first_input)
     counts = expert_counts_from_run(state.program, state.first_input[task], task)
+    ddr = ddr_model(state.board, state.arch, efficiency=state.options.ddr_efficiency)
     state.estimate = estimate_report_section(
-        state.program, state.arch, state.board, expert_counts=counts or None, task=task
+        state.program, state.arch, state.board, expert_counts=counts or None, task=task, ddr=ddr
     )
 
 

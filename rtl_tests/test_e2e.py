@@ -254,8 +254,10 @@ def test_m3vit_tiny_attention_in_chunks():
     figures = check_run(build, run, "m3vit-tiny 8 lanes")
     assert figures["cosine"] > 0.999
     est = estimate_cycles(build.program, arch, BOARD, None, 1, ddr_latency=run["ddr_latency"])
-    attention = [(measured, layer["cycles"]) for layer, measured in
-                 zip(est["layers"], run["layers"], strict=True) if layer["op"] == "ATTENTION"]  # fmt: skip
+    pairs = zip(est["layers"], run["layers"], strict=True)
+    attention = [
+        (measured, layer["cycles"]) for layer, measured in pairs if layer["op"] == "ATTENTION"
+    ]
     assert attention and all(0.9 <= m / e <= 1.15 for m, e in attention), attention
 
 

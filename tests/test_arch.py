@@ -80,3 +80,15 @@ def test_register_map_follows_vitis_layout():
     assert regmap.size == 0x100
     assert (AP_START, AP_DONE) == (1, 2)
     assert regmap.to_dict()["registers"][4]["bits"] == 64
+
+
+def test_ddr_model_is_the_boards_peak_at_its_sustained_share():
+    from codesign.arch import DdrModel, ddr_model
+
+    zcu102 = ddr_model("zcu102", ArchConfig())
+    assert zcu102.efficiency == 0.8 and zcu102.latency_cycles == 64
+    assert zcu102.bytes_per_cycle == pytest.approx(19.2 * 0.8 * 1e3 / 300)
+    assert "80 % efficiency" in zcu102.describe() and "128-bit" in zcu102.describe()
+    assert ddr_model("pynq-z2").peak_gbps == 2.1  # DDR3-1050, 16 bits wide
+    with pytest.raises(ValueError, match="efficiency"):
+        DdrModel(peak_gbps=19.2, clock_mhz=300, efficiency=1.5)

@@ -402,3 +402,20 @@ def test_m3vit_default_fits_zcu102_and_measured_counts():
     load = est.tile_load_beats(32, 32, 2, 16)
     same = all(0 < c <= load for queue in counts.values() for c in queue)
     assert (measured["cycles"] == balanced["cycles"]) == same
+
+
+def test_ddr_model_binds_when_the_ddr_is_slower_than_the_schedule(tiny_build):
+    """The same Program under the board's DDR model (80 %: the masters are the limit) and
+    under a DDR at 2 % of the peak: layers become DDR-bound and the estimate says which
+    model it rests on."""
+    from codesign.arch import ddr_model
+
+    arch = tiny_build.state.arch
+    normal = est.estimate_program(tiny_build.program, arch, "zcu102")
+    starved = ddr_model("zcu102", arch, efficiency=0.02)
+    slow = est.estimate_program(tiny_build.program, arch, "zcu102", ddr=starved)
+    assert "80 % efficiency" in normal["assumptions"]["ddr"]["description"]
+    assert slow["assumptions"]["ddr"]["efficiency"] == 0.02
+    assert slow["cycles"] > normal["cycles"]
+    assert any(layer["bound"] == "ddr" for layer in slow["layers"])
+    assert not any(layer["bound"] == "ddr" for layer in normal["layers"])

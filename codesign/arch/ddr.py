@@ -61,8 +61,8 @@ class DdrModel:
         )
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "sustained_gbps": self.sustained_gbps,
-                "bytes_per_cycle": self.bytes_per_cycle, "description": self.describe()}  # fmt: skip
+        derived = {"sustained_gbps": self.sustained_gbps, "bytes_per_cycle": self.bytes_per_cycle}
+        return {**asdict(self), **derived, "description": self.describe()}
 
 
 def ddr_model(board, arch=None, *, efficiency: float | None = None,

@@ -555,7 +555,12 @@ def _layer_cycles(detail: dict, ddr_bytes_per_cycle: float, descriptor: int, wai
 
 
 def estimate_cycles(
-    program, arch, board, expert_counts=None, task: int = 0, ddr_latency: int | None = None,
+    program,
+    arch,
+    board,
+    expert_counts=None,
+    task: int = 0,
+    ddr_latency: int | None = None,
     ddr: DdrModel | None = None,
 ) -> dict:
     """Per-layer and total cycles of one run of `program` for `task` on `board` under the

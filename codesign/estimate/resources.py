@@ -326,7 +326,8 @@ def estimate_resources(program, arch, board) -> dict:
             "attention",
             slots * lanes * per_mult + slots * softmax,
             slots * lanes * 2 * qkv * LUT_PER_PRODUCT_BIT + slots * 2 * LANE_LUT,
-            slots * head_dim * (qkv + 32) + slots * lanes * 2 * qkv * FF_PER_PRODUCT_BIT
+            slots * head_dim * (qkv + 32)
+            + slots * lanes * 2 * qkv * FF_PER_PRODUCT_BIT
             + slots * 2 * LANE_FF,
             f"P x lanes = {slots}x{lanes} multipliers shared by Q.K and A.V "
             f"({per_mult} DSP each), per slot exp/rescale/probability multipliers, "
