@@ -419,3 +419,19 @@ def test_ddr_model_binds_when_the_ddr_is_slower_than_the_schedule(tiny_build):
     assert slow["cycles"] > normal["cycles"]
     assert any(layer["bound"] == "ddr" for layer in slow["layers"])
     assert not any(layer["bound"] == "ddr" for layer in normal["layers"])
+
+
+def test_fit_search_halves_slots_then_lanes_then_tiles():
+    """codesign.dse.candidates: the sized default, then fewer attention slots, attention
+    lanes down to the UCU's input tile, the UCU tiles, and last the rest of the attention
+    down to one slot of MIN_LANES lanes; every step smaller than the one before."""
+    from codesign import dse
+
+    base = ArchConfig(tile_in=16, tile_out=16, attn_parallel=4)
+    limits = {"max_dim": 192, "max_heads": 3}  # heads of 64 values
+    steps = list(dse.candidates(base, limits))[1:]
+    shape = [(a.attn_parallel, a.attention_lanes, a.tile_in, a.tile_out) for a in steps]
+    assert shape[:4] == [(4, 64, 16, 16), (2, 64, 16, 16), (2, 32, 16, 16), (2, 16, 16, 16)]
+    assert shape[-1] == (1, dse.MIN_LANES, dse.MIN_TILE, dse.MIN_TILE)
+    for before, after in zip(shape, shape[1:]):
+        assert after != before and all(a <= b for a, b in zip(after, before, strict=True))
