@@ -25,6 +25,7 @@ ARCH_SYNTH = ArchConfig(
     tile_in=4,
     tile_out=4,
     attn_parallel=1,
+    attn_lanes=8,
     bus_bits=64,
     max_tokens=16,
     max_dim=32,

@@ -18,9 +18,9 @@ def test_features_follow_the_arch():
     assert small["cds_ucu_job"]["macs"] == 16 and wide["cds_ucu_job"]["macs"] == 64
     # the output lanes are the int32 words of a bus beat
     assert small["cds_ucu_job"]["drain_lanes"] == 2 and wide["cds_ucu_job"]["drain_lanes"] == 4
-    assert small["cds_eng_attention"]["lanes"] == SMALL.attn_parallel * SMALL.max_head_dim
-    chunked = rtl_model.features(SMALL.with_(attn_lanes=8), "w16a24")["cds_eng_attention"]
-    assert chunked["lanes"] == SMALL.attn_parallel * 8
+    whole = rtl_model.features(SMALL.with_(attn_lanes=0), "w16a24")["cds_eng_attention"]
+    assert whole["lanes"] == SMALL.attn_parallel * SMALL.max_head_dim
+    assert small["cds_eng_attention"]["lanes"] == SMALL.attn_parallel * SMALL.attn_lanes
     assert wide["cds_axi_rd"]["bus"] == 2 * 128  # two read masters
     assert set(small) == set(wide)
 
