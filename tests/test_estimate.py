@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -433,5 +434,5 @@ def test_fit_search_halves_slots_then_lanes_then_tiles():
     shape = [(a.attn_parallel, a.attention_lanes, a.tile_in, a.tile_out) for a in steps]
     assert shape[:4] == [(4, 64, 16, 16), (2, 64, 16, 16), (2, 32, 16, 16), (2, 16, 16, 16)]
     assert shape[-1] == (1, dse.MIN_LANES, dse.MIN_TILE, dse.MIN_TILE)
-    for before, after in zip(shape, shape[1:]):
+    for before, after in itertools.pairwise(shape):
         assert after != before and all(a <= b for a, b in zip(after, before, strict=True))
