@@ -76,7 +76,7 @@ CONFIGS = {
         "w16a24", "xc7", tile_in=4, tile_out=8, attn_parallel=1, bus_bits=64, **SMALL
     ),
     "pynq-small-l8": _config(
-        "w16a24",
+        "w8a8",
         "xc7",
         tile_in=4,
         tile_out=4,
