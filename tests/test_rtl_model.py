@@ -28,8 +28,11 @@ def test_features_follow_the_arch():
 def _synthetic_runs():
     """Runs whose counts are an exact linear function of the features (and integers)."""
     runs = []
-    for tile, slots, bus in ((4, 1, 64), (8, 2, 128), (8, 4, 128), (16, 2, 256)):
-        arch = SMALL.with_(tile_in=tile, tile_out=tile, attn_parallel=slots, bus_bits=bus)
+    shapes = ((4, 1, 64, 8), (8, 2, 128, 0), (8, 4, 128, 16), (16, 2, 256, 8), (4, 4, 64, 0),
+              (16, 1, 128, 16))  # fmt: skip
+    for tile, slots, bus, lanes in shapes:
+        arch = SMALL.with_(tile_in=tile, tile_out=tile, attn_parallel=slots, bus_bits=bus,
+                           attn_lanes=lanes)  # fmt: skip
         feats = rtl_model.features(arch, "w16a24")
         units = {}
         for unit, f in feats.items():
@@ -40,7 +43,7 @@ def _synthetic_runs():
                            if resource == "dsp" else {})  # fmt: skip
                 units[unit][resource] = sum(weights.get(n, 10 * (i + 1)) * f[n]
                                             for i, n in enumerate(names))  # fmt: skip
-        runs.append({"name": f"t{tile}", "arch": arch.to_dict(), "precision": "w16a24",
+        runs.append({"name": f"t{tile}p{slots}b{bus}l{lanes}", "arch": arch.to_dict(), "precision": "w16a24",
                      "family": "xcup", "units": units})  # fmt: skip
     return runs
 
@@ -63,17 +66,25 @@ def test_committed_calibration_is_the_fit_of_its_runs():
         pytest.skip("no calibration committed")
     for family in table.values():
         assert family["coefficients"] == rtl_model.fit(family["records"])
+        assert family["held_out"] == rtl_model.held_out_errors(family["records"])
         for record in family["records"]:
             assert record["units"], record["name"]
 
 
-def test_fit_check_waits_for_enough_runs(monkeypatch):
-    runs = _synthetic_runs()[:2]
-    fake = {"families": {"xcup": {"coefficients": rtl_model.fit(runs), "records": runs}}}
-    monkeypatch.setattr(rtl_model, "calibration", lambda: fake)
-    assert rtl_model.estimate_rtl(SMALL, "w16a24", "xcup") is None
+def test_fit_check_waits_for_enough_runs_within_their_bands(monkeypatch):
+    """The fit check relies on a calibration only with MIN_RUNS runs whose held-out
+    (leave-one-out) errors are within BANDS; before that it is provisional."""
+    runs = _synthetic_runs()
+    table = {"coefficients": rtl_model.fit(runs), "records": runs}
+    table["held_out"] = rtl_model.held_out_errors(runs)
+    monkeypatch.setattr(rtl_model, "calibration", lambda: {"families": {"xcup": table}})
+    assert rtl_model.estimate_rtl(SMALL, "w16a24", "xcup") is None  # 6 < MIN_RUNS runs
     provisional = rtl_model.estimate_rtl(SMALL, "w16a24", "xcup", provisional=True)
-    assert provisional["runs"] == 2 and "provisional" in provisional["source"]
+    assert provisional["runs"] == 6 and "provisional" in provisional["source"]
     assert provisional["dsp"] == sum(u["dsp"] for u in provisional["units"].values())
-    monkeypatch.setattr(rtl_model, "MIN_RUNS", 2)
-    assert rtl_model.estimate_rtl(SMALL, "w16a24", "xcup")["runs"] == 2
+    monkeypatch.setattr(rtl_model, "MIN_RUNS", 6)
+    assert table["held_out"]["dsp"] == 0  # an exact linear model predicts unseen runs
+    assert "within the bands" in rtl_model.estimate_rtl(SMALL, "w16a24", "xcup")["source"]
+    table["held_out"] = {**table["held_out"], "lut": 0.3}  # a LUT error beyond 20 %
+    assert rtl_model.estimate_rtl(SMALL, "w16a24", "xcup") is None
+    assert "lut 30 %" in rtl_model.trusted(table)[1]

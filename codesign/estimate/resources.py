@@ -92,18 +92,22 @@ class Buffer:
 # ---------------------------------------------------------------- DSP arithmetic
 
 
-def mult_dsps(a_bits: int, b_bits: int, family: str = "zynquplus") -> int:
-    """DSP slices for one a x b multiply (27x18 DSP48E2, 25x18 DSP48E1).
+def _pieces(bits: int, port: int) -> int:
+    """DSP input ports of `port` bits one signed `bits`-bit operand is split over (the
+    low pieces unsigned, port - 1 bits each; the top piece signed)."""
+    return 1 if bits <= port else 1 + -(-(bits - port) // (port - 1))
 
-    One slice when the operands fit the two ports, two when one operand must be split,
-    four otherwise (the partial products are summed in the DSP cascade)."""
+
+def mult_dsps(a_bits: int, b_bits: int, family: str = "zynquplus") -> int:
+    """DSP slices for one a x b multiply (27x18 DSP48E2, 25x18 DSP48E1): one per pair
+    of pieces, with the operands on the ports that need the fewest (a 33 x 19 multiply
+    is two: 19 bits on the wide port, 33 split over two narrow ones)."""
     big, small_port = DSP_PORTS[family]
-    small, large = sorted((int(a_bits), int(b_bits)))
-    if small <= small_port and large <= big:
-        return 1
-    if small <= small_port or large <= big:
-        return 2
-    return 4
+    a_bits, b_bits = int(a_bits), int(b_bits)
+    return min(
+        _pieces(a_bits, big) * _pieces(b_bits, small_port),
+        _pieces(a_bits, small_port) * _pieces(b_bits, big),
+    )
 
 
 def mac_dsps(act_bits: int, weight_bits: int, family: str = "zynquplus") -> float:

@@ -23,6 +23,9 @@ RESOURCES = ("dsp", "bram36", "lut", "ff")
 # runs per device family before the fit check trusts the model: with fewer, each unit's
 # few coefficients are pinned by the runs themselves and say nothing about other configs
 MIN_RUNS = 8
+# what the model must meet on runs it was not fitted on (leave-one-out, relative error of
+# the whole top) before the fit check relies on it: DSPs exact, BRAM36 10 %, LUT/FF 20 %
+BANDS = {"dsp": 0.0, "bram36": 0.10, "lut": 0.20, "ff": 0.20}
 GLUE = "codesign_top (glue)"
 
 
@@ -30,9 +33,13 @@ def features(arch, precision=None) -> dict[str, dict[str, float]]:
     """Structural counts per RTL unit of the ``codesign_top`` rendered for `arch`."""
     from ..ops import kernel_check_params, microcode
     from ..rtl.render import rtl_params
+    from .resources import mult_dsps
 
     p = rtl_params(arch, precision)
     x, w, acc = p["x_bits"], p["w_bits"], p["acc_bits"]
+    dim_w = arch.max_dim.bit_length()  # D = dim as LayerNorm multiplies it
+    norm_lane_dsps = (mult_dsps(dim_w + 1, x) + mult_dsps(x + dim_w + 2, 19)
+                      + mult_dsps(x, max(w, 18)))  # fmt: skip
     ti, to, bus = arch.tile_in, arch.tile_out, arch.bus_bits
     words = max(1, bus // 32)
     macs = ti * to
@@ -55,6 +62,8 @@ def features(arch, precision=None) -> dict[str, dict[str, float]]:
         "cds_eng_attention": {
             "one": 1,
             "lanes": slots * head,
+            # q*k and p*v share a multiplier: max(x, 18-bit probability) x x bits
+            "lane_dsps": slots * head * mult_dsps(max(x, 18), x),
             "lane_bits": slots * head * x,
             "slots": slots,
             "out_lanes": p["attn_out_lanes"],
@@ -65,6 +74,8 @@ def features(arch, precision=None) -> dict[str, dict[str, float]]:
             "one": 1,
             "sum_lanes": ti,
             "norm_lanes": p["norm_lanes"],
+            # (x >> t)^2 per sum lane; D*x, (D*x - S1)*mant and n*gamma per normalise lane
+            "lane_dsps": ti * mult_dsps(x, x) + p["norm_lanes"] * norm_lane_dsps,
             "row_bits": 2 * arch.max_dim * x,
         },
         "cds_eng_eltwise": {"one": 1, "lanes": words, "acc_bits": arch.max_dim * 64},
@@ -98,13 +109,13 @@ FEATURE_SETS = {
         "bram36": ("one", "row_bits", "acc_bits"),
     },
     "cds_eng_attention": {
-        "dsp": ("one", "lanes", "slots"),
+        "dsp": ("one", "lane_dsps", "slots"),
         "lut": ("one", "lane_bits", "out_lanes"),
         "ff": ("one", "lane_bits"),
         "bram36": ("one", "score_bits", "qkv_bits"),
     },
     "cds_eng_layernorm": {
-        "dsp": ("one", "norm_lanes"),
+        "dsp": ("one", "lane_dsps"),
         "lut": ("one", "sum_lanes", "norm_lanes"),
         "ff": ("one", "sum_lanes", "norm_lanes"),
         "bram36": ("one", "row_bits"),
@@ -190,12 +201,57 @@ def family_of(board) -> str:
     return "xc7" if getattr(board, "family", "zynquplus") == "zynq" else "xcup"
 
 
+def held_out(records: list[dict]) -> list[dict]:
+    """Leave-one-out: each run's totals next to the fit of the other runs (what the model
+    says about an ArchConfig it has not seen); empty with fewer than three runs."""
+    from ..arch import ArchConfig
+
+    if len(records) < 3:
+        return []
+    rows = []
+    for run in records:
+        table = fit([r for r in records if r is not run])
+        feats = features(ArchConfig.from_dict(run["arch"]), run["precision"])
+        for resource in RESOURCES:
+            estimate = sum(_apply(table.get(unit, {}).get(resource, {}), feats[unit], resource)
+                           for unit in run["units"] if unit in feats)  # fmt: skip
+            yosys = sum(counts[resource] for counts in run["units"].values())
+            error = (estimate - yosys) / yosys if yosys else float(estimate != 0)
+            rows.append({"run": run["name"], "resource": resource, "yosys": yosys,
+                         "estimate": estimate, "error": round(error, 4)})  # fmt: skip
+    return rows
+
+
+def held_out_errors(records: list[dict]) -> dict[str, float]:
+    """The worst relative held-out error per resource (``held_out``)."""
+    worst: dict[str, float] = {}
+    for row in held_out(records):
+        worst[row["resource"]] = max(worst.get(row["resource"], 0.0), abs(row["error"]))
+    return worst
+
+
+def trusted(table: dict) -> tuple[bool, str]:
+    """Whether a family's calibration may drive the fit check, and why (not)."""
+    runs = len(table["records"])
+    if runs < MIN_RUNS:
+        return False, f"{runs} runs, fewer than the {MIN_RUNS} the model needs"
+    worst = table.get("held_out") or held_out_errors(table["records"])
+    outside = [f"{r} {100 * worst[r]:.0f} %" for r in BANDS if worst.get(r, 1.0) > BANDS[r]]
+    if outside:
+        return False, "held-out error beyond its band: " + ", ".join(outside)
+    return True, f"{runs} runs, held-out error within the bands"
+
+
 def estimate_rtl(arch, precision=None, family: str = "xcup", *, provisional: bool = False
                  ) -> dict | None:  # fmt: skip
-    """Calibrated DSP / BRAM36 / LUT / FF per RTL unit and in total, or None when `family`
-    has fewer than MIN_RUNS calibration runs (``provisional=True``: whatever it has)."""
+    """Calibrated DSP / BRAM36 / LUT / FF per RTL unit and in total, or None when the
+    calibration of `family` is not ``trusted`` (fewer than MIN_RUNS runs, or held-out
+    errors beyond BANDS); ``provisional=True``: whatever it has, saying so."""
     table = calibration()["families"].get(family)
-    if not table or (len(table["records"]) < MIN_RUNS and not provisional):
+    if not table:
+        return None
+    ok, why = trusted(table)
+    if not ok and not provisional:
         return None
     units = {}
     for unit, feats in features(arch, precision).items():
@@ -207,12 +263,7 @@ def estimate_rtl(arch, precision=None, family: str = "xcup", *, provisional: boo
     totals["bram36"] = round(totals["bram36"], 1)
     return {
         "family": family,
-        "source": f"estimator calibrated to Yosys ({len(table['records'])} runs"
-        + (
-            ", provisional: fewer than the model needs)"
-            if len(table["records"]) < MIN_RUNS
-            else ")"
-        ),
+        "source": f"estimator calibrated to Yosys ({why}" + (")" if ok else "; provisional)"),
         "runs": len(table["records"]),
         **totals,
         "uram": 0,
@@ -227,4 +278,15 @@ def _apply(coeffs: dict, feats: dict, resource: str):
     return round(value)
 
 
-__all__ = ["CALIBRATION", "calibration", "estimate_rtl", "family_of", "features", "fit"]
+__all__ = [
+    "BANDS",
+    "CALIBRATION",
+    "calibration",
+    "estimate_rtl",
+    "family_of",
+    "features",
+    "fit",
+    "held_out",
+    "held_out_errors",
+    "trusted",
+]
