@@ -43,7 +43,8 @@ def _synthetic_runs():
                            if resource == "dsp" else {})  # fmt: skip
                 units[unit][resource] = sum(weights.get(n, 10 * (i + 1)) * f[n]
                                             for i, n in enumerate(names))  # fmt: skip
-        runs.append({"name": f"t{tile}p{slots}b{bus}l{lanes}", "arch": arch.to_dict(), "precision": "w16a24",
+        name = f"t{tile}p{slots}b{bus}l{lanes}"
+        runs.append({"name": name, "arch": arch.to_dict(), "precision": "w16a24",
                      "family": "xcup", "units": units})  # fmt: skip
     return runs
 
