@@ -147,10 +147,10 @@ class ArchConfig:
             value = getattr(self, name)
             if value < 1 or value & (value - 1):
                 raise ValueError(f"ArchConfig.{name}={value} must be a power of two >= 1")
-        if self.attn_lanes < 0 or self.attn_lanes & (self.attn_lanes - 1):
+        if not 0 <= self.attn_lanes <= 256 or self.attn_lanes & (self.attn_lanes - 1):
             raise ValueError(
                 f"ArchConfig.attn_lanes={self.attn_lanes} must be 0 (the whole head row) or a "
-                "power of two"
+                "power of two up to 256"
             )
         if self.bus_bits not in (32, 64, 128, 256, 512):
             raise ValueError(f"ArchConfig.bus_bits={self.bus_bits} must be 32..512, a power of 2")
