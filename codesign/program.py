@@ -557,7 +557,7 @@ def loader_params(header) -> dict:
         bus_bytes=words["bus_bits"] // 8,
         tile_in=words["tile_in"],
         tile_out=words["tile_out"],
-        w_bytes=(2, 4),
+        w_bytes=WEIGHT_CONTAINERS,
         max_tasks=MAX_TASKS,
         program_max_bytes=LOADER_PROGRAM_MAX_BYTES,
         arena_max_bytes=LOADER_ARENA_MAX_BYTES,
@@ -592,9 +592,20 @@ def _check_rules(blob: bytes, source: str, arch, task: int, header=None) -> None
 # ---------------------------------------------------------------- weight layout
 
 
+WEIGHT_CONTAINERS = (1, 2, 4)  # bytes: int8, int16, int32
+
+
 def weight_container_bytes(fmt: Fixed) -> int:
-    """Weights up to 16 bits pack as int16, wider ones as int32."""
-    return 2 if fmt.width <= 16 else 4
+    """Weights pack at their true width: up to 8 bits one byte each (half the DDR traffic
+    of int16), up to 16 bits int16, wider ones int32."""
+    return 1 if fmt.width <= 8 else 2 if fmt.width <= 16 else 4
+
+
+def weight_dtype(container: int) -> str:
+    """numpy dtype of a weight container of `container` bytes (little-endian, signed)."""
+    if container not in WEIGHT_CONTAINERS:
+        raise ProgramError(f"weight container of {container} bytes (must be 1, 2 or 4)")
+    return {1: "<i1", 2: "<i2", 4: "<i4"}[container]
 
 
 def padded(value: int, multiple: int) -> int:
@@ -628,7 +639,7 @@ def pack_tiles(
     pad = (tile_bytes - tile_out * tile_in * container) // container
     if pad:
         tiles = np.concatenate([tiles, np.zeros((tiles.shape[0], pad), np.int64)], axis=1)
-    return tiles.astype("<i2" if container == 2 else "<i4").tobytes()
+    return tiles.astype(weight_dtype(container)).tobytes()
 
 
 def unpack_tiles(
@@ -638,7 +649,7 @@ def unpack_tiles(
     tile_in, tile_out = program.tile_in, program.tile_out
     n_out, n_in = -(-out_dim // tile_out), -(-in_dim // tile_in)
     tile_elems = padded(tile_out * tile_in * container, program.bus_bits // 8) // container
-    flat = program.read_words(offset, n_out * n_in * tile_elems, "<i2" if container == 2 else "<i4")
+    flat = program.read_words(offset, n_out * n_in * tile_elems, weight_dtype(container))
     tiles = flat.reshape(n_out, n_in, tile_elems)[:, :, : tile_out * tile_in]
     full = tiles.reshape(n_out, n_in, tile_out, tile_in).transpose(0, 2, 1, 3)
     return full.reshape(n_out * tile_out, n_in * tile_in)[:out_dim, :in_dim]
@@ -685,7 +696,7 @@ def unpack_block_sparse(
     nnz = int(row_ptr[-1])
     cols = program.read_words(index + 4 * (n_out + 1), nnz)
     tile_elems = padded(tile_out * tile_in * container, program.bus_bits // 8) // container
-    flat = program.read_words(offset, nnz * tile_elems, "<i2" if container == 2 else "<i4")
+    flat = program.read_words(offset, nnz * tile_elems, weight_dtype(container))
     tiles = flat.reshape(nnz, tile_elems)[:, : tile_out * tile_in].reshape(nnz, tile_out, tile_in)
     full = np.zeros((n_out * tile_out, n_in * tile_in), np.int64)
     for row in range(n_out):

@@ -233,11 +233,13 @@ def test_m3vit_tiny_axiram_both_tasks():
 
 def test_m3vit_tiny_w8a8_two_macs_per_multiplier():
     """m3vit-tiny at w8a8: the UCU packs two MACs into each multiply (cds_ucu, mac_pack
-    2); the whole accelerator stays bit-exact with the golden executor."""
+    2) and reads int8 weight containers (one byte per weight); the whole accelerator
+    stays bit-exact with the golden executor and within 10 % of the estimate."""
     from codesign.rtl.render import rtl_params
 
     build = codesign.build("m3vit-tiny", BOARD, arch=TINY_ARCH, precision="w8a8")
     assert rtl_params(TINY_ARCH, "w8a8")["mac_pack"] == 2
+    assert rtl_params(TINY_ARCH, "w8a8")["w_container"] == 8
     result = run_rtl(build, [0], ddr="axiram")
     figures = check_run(build, result["runs"][0], "m3vit-tiny w8a8")
     assert figures["cosine"] > 0.99

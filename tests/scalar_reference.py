@@ -342,14 +342,14 @@ class ScalarReference:
     ) -> list[list[int]]:
         """W[o][i] from the UCU tile order (pack_tiles docstring, docs/program-format.md):
         tiles of tile_out x tile_in, output tiles outer and input tiles inner, row-major
-        inside a tile, each tile padded to whole bus beats; int16 or int32 little-endian
-        containers. Block-sparse (blocks != NONE): only the non-zero tiles are stored, in
+        inside a tile, each tile padded to whole bus beats; int8, int16 or int32
+        little-endian containers. Block-sparse (blocks != NONE): only the non-zero tiles are stored, in
         the same order, indexed by int32 row_ptr[out_tiles + 1] then col[nnz] at `blocks`;
         stored tile k is at weight + k * tile_bytes; a tile not listed is all zero."""
         key = (offset, out_dim, in_dim, container, blocks)
         if key in self._weights:
             return self._weights[key]
-        if container not in (2, 4):
+        if container not in (1, 2, 4):
             raise ContractError(f"weight container of {container} bytes")
         prog = self.program
         t_in, t_out = prog.tile_in, prog.tile_out

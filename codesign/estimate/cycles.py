@@ -522,9 +522,12 @@ def rule_engine_cycles(program, arch, ddr_latency: int = AXI_LATENCY) -> int:
     the CSR index stream of each block-sparse layer."""
     from ..ops import kernel_check_params, microcode
 
-    w_bytes = max([layer.fields.get("w_bytes", 2) for layer in program.layers] or [2])
-    params = kernel_check_params(arch, w_bytes=(w_bytes,))
+    containers = {layer.fields["w_bytes"] for layer in program.layers if "w_bytes" in layer.fields}
+    params = kernel_check_params(arch, w_bytes=tuple(sorted(containers)) or (2,))
     answer = microcode.verdict(program.to_bytes(), params)
+    if answer.code:
+        # a refused Program stops after the failing rule: its cycles would not be a run's
+        raise ValueError(f"the rule engine refuses this Program: {answer}")
     total = answer.header_cycles + sum(answer.layer_cycles)
     for layer in program.layers:
         if layer.op.name == "LINEAR" and layer.fields.get("blocks", NONE) != NONE:

@@ -202,13 +202,13 @@ def _table_words(arch) -> dict[str, int]:
 def kernel_check_params(
     arch,
     *,
-    w_bytes: tuple[int, ...] = (2, 4),
+    w_bytes: tuple[int, ...] = (1, 2, 4),
     program_max_bytes: int | None = None,
     arena_max_bytes: int | None = None,
 ) -> dict:
     """The constants the checks compare against, for the kernel built for ``arch``.
 
-    ``w_bytes``: the weight containers the kernel reads (the HLS kernel both; an RTL
+    ``w_bytes``: the weight containers the kernel reads (the HLS kernel all three; an RTL
     build the one of its precision). The buffer maxima default to the kernel's m_axi
     depths (``codesign.hls.render``).
     """

@@ -149,7 +149,7 @@ def rtl_params(arch: ArchConfig, precision: Precision | str | None = None) -> di
 
     prec = parse_precision(precision)
     x_bits, w_bits = prec.activation_bits, prec.weight_bits
-    w_container = 16 if w_bits <= 16 else 32
+    w_container = 8 if w_bits <= 8 else 16 if w_bits <= 16 else 32  # weight_container_bytes
     max_in = max(arch.max_in_dim, arch.max_hidden, arch.max_dim)
     max_out = max(3 * arch.max_dim, arch.max_hidden, arch.max_in_dim, arch.max_dim)
     tile_bits = arch.tile_in * arch.tile_out * w_container
