@@ -343,9 +343,10 @@ class ScalarReference:
         """W[o][i] from the UCU tile order (pack_tiles docstring, docs/program-format.md):
         tiles of tile_out x tile_in, output tiles outer and input tiles inner, row-major
         inside a tile, each tile padded to whole bus beats; int8, int16 or int32
-        little-endian containers. Block-sparse (blocks != NONE): only the non-zero tiles are stored, in
-        the same order, indexed by int32 row_ptr[out_tiles + 1] then col[nnz] at `blocks`;
-        stored tile k is at weight + k * tile_bytes; a tile not listed is all zero."""
+        little-endian containers. Block-sparse (blocks != NONE): only the non-zero tiles
+        are stored, in the same order, indexed by int32 row_ptr[out_tiles + 1] then
+        col[nnz] at `blocks`; stored tile k is at weight + k * tile_bytes; a tile not
+        listed is all zero."""
         key = (offset, out_dim, in_dim, container, blocks)
         if key in self._weights:
             return self._weights[key]
