@@ -280,6 +280,8 @@ def parse_arch(spec: str, board: str):
 
 def _print_estimate(estimate: dict | None, arch: dict) -> None:
     """Modelled figures, each saying what it rests on (DDR model, estimator not synthesis)."""
+    from .estimate.resources import provisional_warning
+
     if not estimate:
         return
     res, assumed = estimate["resources"], estimate["assumptions"]
@@ -294,6 +296,9 @@ def _print_estimate(estimate: dict | None, arch: dict) -> None:
         f"{arch['tile_in']}, P={arch['attn_parallel']}; DSP {res['dsp']}, BRAM36 "
         f"{res['bram36']}, LUT {res['lut']}, FF {res['ff']} (fits by this estimate)"
     )
+    warning = provisional_warning(res, assumed["board"])
+    if warning:
+        console.print(f"  [yellow]warning[/]: {warning}")
 
 
 def _print_pruning(pruning: dict | None) -> None:

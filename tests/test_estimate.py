@@ -361,6 +361,27 @@ def test_report_section_markdown_and_plot(tiny_build, tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_untrusted_rtl_model_warns_when_it_says_the_design_does_not_fit(tiny_build):
+    """While the Yosys-calibrated model is not trusted, the fit rests on the HLS constants,
+    and the report says so whenever the calibrated model puts the design beyond a margin."""
+    from codesign.estimate.resources import provisional_warning
+    from codesign.estimate.rtl_model import calibration, trusted
+
+    resources = est.estimate_program(tiny_build.program, tiny_build.state.arch, "zcu102")[
+        "resources"
+    ]
+    if trusted(calibration()["families"]["xcup"])[0]:
+        assert resources["rtl"] and resources["rtl_provisional"] is None
+    else:
+        assert resources["rtl"] is None and resources["rtl_provisional"]["lut"] > 0
+    model = {"source": "test", "runs": 1, "dsp": 10, "bram36": 10, "lut": 200_000, "ff": 10}
+    warning = provisional_warning({"rtl_provisional": model}, "ultra96v2")
+    assert "LUT 200,000 (283 % of 70,560)" in warning and "DSP" not in warning
+    model["lut"] = 1_000
+    assert provisional_warning({"rtl_provisional": model}, "ultra96v2") is None
+    assert provisional_warning({"rtl_provisional": None}, "ultra96v2") is None
+
+
 def test_dense_layers_have_no_block_index(tiny_build):
     linear = [layer for layer in tiny_build.program.layers if layer.op == Op.LINEAR]
     assert all(layer.fields["blocks"] == NONE for layer in linear)

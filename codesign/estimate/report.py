@@ -17,6 +17,7 @@ from .resources import (
     estimate_resources,
     fit_problems,
     fit_table,
+    provisional_warning,
 )
 
 # ---------------------------------------------------------------- program estimate
@@ -139,6 +140,9 @@ def estimate_markdown(section: dict) -> str:
     problems = fit_problems(section["fits"], info["board"])
     if problems:
         lines += ["", "**The design does not fit:** " + "; ".join(problems) + "."]
+    warning = provisional_warning(section["resources"], info["board"])
+    if warning:
+        lines += ["", f"**Warning:** {warning}."]
     lines += [
         "",
         "| layer | op | cycles | µs | bound | MACs | DDR bytes |",

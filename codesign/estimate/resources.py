@@ -395,11 +395,16 @@ def estimate_resources(program, arch, board) -> dict:
     # the fit is judged on the open RTL's calibrated model where one exists for the part's
     # family (it is checked against Yosys); the HLS kernel's lines are uncalibrated
     totals = {key: rtl[key] for key in hls} if rtl else hls
+    provisional = None if rtl else _rtl_estimate(arch, widths, board, provisional=True)
     return {
         **totals,
         "source": rtl["source"] if rtl else "estimator constants (HLS kernel, uncalibrated)",
         "hls": hls,
         "rtl": rtl,
+        # not trusted yet, so not the fit: what the Yosys-calibrated model says meanwhile
+        "rtl_provisional": (
+            {key: provisional[key] for key in ("source", "runs", *hls)} if provisional else None
+        ),
         "dsp_per_mac": per_mac,
         "widths": widths,
         "units": units,
@@ -407,8 +412,9 @@ def estimate_resources(program, arch, board) -> dict:
     }
 
 
-def _rtl_estimate(arch, widths: dict, board) -> dict | None:
-    """The calibrated open-RTL model for the Program's widths, None without calibration."""
+def _rtl_estimate(arch, widths: dict, board, provisional: bool = False) -> dict | None:
+    """The calibrated open-RTL model for the Program's widths, None without calibration
+    (or, unless `provisional`, without one it trusts)."""
     from ..arch.config import Precision
     from .rtl_model import estimate_rtl, family_of
 
@@ -416,7 +422,32 @@ def _rtl_estimate(arch, widths: dict, board) -> dict | None:
         precision = Precision(widths["weight"] or 16, widths["activation"] or 24)
     except ValueError:
         return None
-    return estimate_rtl(arch, precision, family_of(board))
+    return estimate_rtl(arch, precision, family_of(board), provisional=provisional)
+
+
+def provisional_warning(resources: dict, board) -> str | None:
+    """A sentence when the not-yet-trusted Yosys-calibrated model of the open RTL puts the
+    design beyond the board's fit margins although the HLS constants said it fits."""
+    from ..rtl import FIT_LIMITS
+
+    model = resources.get("rtl_provisional")
+    if not model:
+        return None
+    board = _board(board)
+    over = [
+        f"{RESOURCE_LABELS[key]} {model[key]:,.0f} ({100 * model[key] / capacity:.0f} % of "
+        f"{capacity:,})"
+        for key, limit in FIT_LIMITS.items()
+        if key in model and (capacity := getattr(board, key)) and model[key] > limit * capacity
+    ]
+    if not over:
+        return None
+    return (
+        f"the open RTL's resource model, {model['source']}, puts this design at "
+        + ", ".join(over)
+        + f" on the {board.name}, beyond the fit margins; the fit above rests on the HLS "
+        "estimator's constants"
+    )
 
 
 RESOURCE_LABELS = {"dsp": "DSP", "bram36": "BRAM36", "uram": "URAM", "lut": "LUT", "ff": "FF"}
