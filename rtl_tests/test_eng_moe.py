@@ -394,3 +394,17 @@ def test_eng_moe_tiny(tmp_path):
     rng = np.random.default_rng(9)
     cases = [build_case(rng, TINY_ARCH, spec) for spec in TINY_SPECS]
     run_cases(TINY_ARCH, cases, [0] * len(cases), 12, tmp_path / "sim")
+
+
+def test_eng_moe_buffers_without_power_of_two_padding(tmp_path):
+    """12 tokens x 9 output tiles: the accumulator RAM is 108 rows deep, addressed
+    token x tiles + tile (not {token, tile} in 16 x 16), read through its one port by the
+    fc2 side stream and the final pass."""
+    arch = TINY_ARCH.with_(max_tokens=12, max_dim=72)
+    specs = (
+        dict(tokens=12, dim=72, hidden=24, experts=4, top_k=2, residual=True, route="random"),
+        dict(tokens=12, dim=72, hidden=16, experts=4, top_k=1, residual=False, route="one"),
+    )
+    rng = np.random.default_rng(13)
+    cases = [build_case(rng, arch, spec) for spec in specs]
+    run_cases(arch, cases, [0] * len(cases), 14, tmp_path / "sim")

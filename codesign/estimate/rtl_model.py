@@ -53,8 +53,8 @@ def features(arch, precision=None) -> dict[str, dict[str, float]]:
             "multipliers": macs // p["mac_pack"],  # two 8-bit MACs share one (cds_ucu)
             "post_dsps": p["drain_lanes"] * p["post_op_dsps"],  # GELU, score x y
             "mac_bits": macs * (x + w),
-            "weight_bits": 2 * macs * p["w_container"],
             "drain_lanes": p["drain_lanes"],
+            "drain_lane_bits": p["drain_lanes"] * x,  # requantise/GELU/score lanes, x wide
             "acc_bits": 2 * to * acc,
             "bus": bus,
             "row_bits": tokens * p["max_in_tiles"] * ti * x,
@@ -67,6 +67,7 @@ def features(arch, precision=None) -> dict[str, dict[str, float]]:
             "lane_bits": slots * head * x,
             "slots": slots,
             "out_lanes": p["attn_out_lanes"],
+            "out_lane_bits": p["attn_out_lanes"] * x,
             "score_bits": slots * -(-tokens // slots) * tokens * (x + 1),
             "qkv_bits": 3 * tokens * arch.max_dim * x,
         },
@@ -74,6 +75,9 @@ def features(arch, precision=None) -> dict[str, dict[str, float]]:
             "one": 1,
             "sum_lanes": ti,
             "norm_lanes": p["norm_lanes"],
+            # the lanes' adders, shifters and requantisers are as wide as the activations
+            "sum_lane_bits": ti * x,
+            "norm_lane_bits": p["norm_lanes"] * x,
             # (x >> t)^2 per sum lane; D*x, (D*x - S1)*mant and n*gamma per normalise lane
             "lane_dsps": ti * mult_dsps(x, x) + p["norm_lanes"] * norm_lane_dsps,
             "row_bits": 2 * arch.max_dim * x,
@@ -105,19 +109,19 @@ FEATURE_SETS = {
     "cds_ucu_job": {
         "dsp": ("one", "multipliers", "post_dsps"),
         "lut": ("one", "mac_bits", "drain_lanes"),
-        "ff": ("one", "mac_bits", "weight_bits"),
+        "ff": ("one", "mac_bits", "drain_lane_bits"),
         "bram36": ("one", "row_bits", "acc_bits"),
     },
     "cds_eng_attention": {
         "dsp": ("one", "lane_dsps", "slots"),
-        "lut": ("one", "lane_bits", "out_lanes"),
-        "ff": ("one", "lane_bits"),
+        "lut": ("one", "lane_bits", "out_lane_bits"),
+        "ff": ("one", "lane_bits", "out_lane_bits"),
         "bram36": ("one", "score_bits", "qkv_bits"),
     },
     "cds_eng_layernorm": {
         "dsp": ("one", "lane_dsps"),
-        "lut": ("one", "sum_lanes", "norm_lanes"),
-        "ff": ("one", "sum_lanes", "norm_lanes"),
+        "lut": ("one", "sum_lane_bits", "norm_lane_bits"),
+        "ff": ("one", "sum_lane_bits", "norm_lane_bits"),
         "bram36": ("one", "row_bits"),
     },
     "cds_eng_moe": {
