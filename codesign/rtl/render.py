@@ -170,7 +170,6 @@ def rtl_params(arch: ArchConfig, precision: Precision | str | None = None) -> di
         "max_rows": arch.max_tokens,
         "row_bits": _clog2(arch.max_tokens + 1),
         "row_addr_bits": _clog2(arch.max_tokens),
-        "tile_addr_bits": _clog2(-(-max_in // arch.tile_in)),
         "max_in_tiles": -(-max_in // arch.tile_in),
         "in_tile_bits": _clog2(-(-max_in // arch.tile_in) + 1),
         "max_out_tiles": -(-max_out // arch.tile_out),
