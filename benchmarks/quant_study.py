@@ -1,16 +1,16 @@
-"""Quantisation study: float vs w16a24, w8a16, w8a8 on the digits ViT and on m3vit.
+"""Quantisation study: float vs w16a24, w8a16, w8a8, w4a16 on the digits ViT and on m3vit.
 
-    python benchmarks/quant_study.py                  # ~5 min
+    python benchmarks/quant_study.py                  # ~25 min
     python benchmarks/quant_study.py --json out.json --write-docs
 
-Digits ViT (the shipped checkpoint, 98.33 % float): test accuracy of the golden executor
-on the 360 test digits, top-1 agreement and logit cosine vs torch, for each precision,
-formats by the calibrated maximum ("max") or by LayerNorm smoothing + MSE-chosen ranges
-("auto", what a build does for activations of 12 bits or fewer), calibrated on 4 random
-images or on 64 training digits. m3vit (seeded weights, no trained checkpoint): cosine
-and decision agreement (semseg argmax per patch) vs torch over `--m3vit-images` images.
-Per-output-channel weight formats and W8A8 DSP packing are not in the toolkit yet; rows
-for them will come with them. ``--write-docs`` puts the tables in docs/quantization.md.
+Digits ViT (the shipped checkpoint): test accuracy of the golden executor on the 360 test
+digits, top-1 agreement and logit cosine vs torch, calibrated on 4 random images or on 64
+training digits. m3vit (seeded weights, no trained checkpoint): cosine, rel RMS and
+decision agreement (semseg argmax per patch) vs torch over `--m3vit-images` images. For
+each precision: activations by their calibrated maximum ("max") or by LayerNorm smoothing
++ MSE-chosen ranges ("auto", what a build does at 12 bits or fewer); weights per tensor
+or per output channel, rounded to nearest or by GPTQ (``codesign.rounding``).
+``--write-docs`` puts the tables in docs/quantization.md.
 """
 
 from __future__ import annotations
@@ -32,12 +32,29 @@ from codesign.train import predict_logits
 from codesign.util import replace_marked
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "quantization.md"
-PRECISIONS = ("w16a24", "w8a16", "w8a8")
+PRECISIONS = ("w16a24", "w8a16", "w8a8", "w4a16")
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     a, b = np.ravel(a), np.ravel(b)
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+# (weight formats, rounding): the weight variants each precision is measured with
+WEIGHTS = (("tensor", "nearest"), ("channel", "nearest"), ("channel", "gptq"))
+
+
+def variants(precision: str, m3vit: bool = False):
+    """(activation method, weight formats, rounding) rows of one precision: activations by
+    their maximum ("max") and, at 12 bits or fewer, by smoothing + search ("auto"); weights
+    per tensor / per channel, rounded to nearest / by GPTQ (above 8 bits: nearest only,
+    GPTQ's gain there is below what the table shows)."""
+    narrow_acts = int(precision.split("a")[1]) <= 12
+    narrow_weights = int(precision[1:].split("a")[0]) <= 8
+    weights = WEIGHTS if narrow_weights else WEIGHTS[1:2]
+    for quant in ("max", "auto") if narrow_acts and not m3vit else ("auto",):
+        for weight_formats, rounding in weights:
+            yield quant, weight_formats, rounding
 
 
 def digits_rows(calibs: dict) -> tuple[list[dict], float]:
@@ -49,18 +66,17 @@ def digits_rows(calibs: dict) -> tuple[list[dict], float]:
     rows = []
     for calib_name, calib in calibs.items():
         for precision in PRECISIONS:
-            for quant in ("max", "auto"):
-                if quant == "auto" and int(precision.split("a")[1]) > 12:
-                    continue  # auto == max above 12-bit activations
+            for quant, weight_formats, rounding in variants(precision):
                 started = time.perf_counter()
                 build = codesign.build(
                     "digits-vit", "zcu102", precision=precision, calib=calib, quant=quant,
-                    eval_images=images[:2], plot=False,
+                    weight_formats=weight_formats, rounding=rounding, eval_images=images[:2],
+                    plot=False,
                 )  # fmt: skip
                 logits = build.predict(images)
                 rows.append({
                     "model": "digits-vit", "precision": precision, "quant": quant,
-                    "calib": calib_name,
+                    "weights": weight_formats, "rounding": rounding, "calib": calib_name,
                     "accuracy": float((logits.argmax(1) == labels).mean()),
                     "agreement": float((logits.argmax(1) == reference.argmax(1)).mean()),
                     "cosine": cosine(logits, reference),
@@ -70,27 +86,25 @@ def digits_rows(calibs: dict) -> tuple[list[dict], float]:
 
 
 def m3vit_rows(images: int) -> list[dict]:
-    """m3vit has no dataset: its inputs here are Gaussian images. With the default (4
-    random images, flagged as random) a build keeps max ranges; given images like its
-    inputs (an array: the user vouches for them) it also searches the ranges."""
+    """m3vit has no dataset: its inputs here are Gaussian images, and the calibration 16
+    more of them (an array: the user vouches for them being like the inputs, so narrow
+    activations also get searched ranges)."""
     like_inputs = np.random.default_rng(7).standard_normal((16, 3, 128, 256))
     rows = []
     for precision in PRECISIONS:
-        for quant, calib_name, calib in (("max", "4 random", None), ("auto", "4 random", None),
-                                         ("auto", "16 like the inputs", like_inputs)):  # fmt: skip
-            if quant == "auto" and int(precision.split("a")[1]) > 12:
-                continue
+        for quant, weight_formats, rounding in variants(precision, m3vit=True):
             started = time.perf_counter()
             build = codesign.build(
                 "m3vit", "zcu102", precision=precision, quant=quant, eval_images=images,
-                plot=False, calib=calib,
+                plot=False, calib=like_inputs, weight_formats=weight_formats, rounding=rounding,
             )  # fmt: skip
             per_task = build.report["fidelity"]["vs_torch"]["per_task"]
             rows.append({
                 "model": "m3vit", "precision": precision, "quant": quant,
-                "calib": calib_name,
+                "weights": weight_formats, "rounding": rounding, "calib": "16 like the inputs",
                 "cosine_semseg": per_task["semseg"]["cosine"],
                 "agreement": per_task["semseg"]["agreement"],
+                "rel_rms_semseg": per_task["semseg"]["rel_rms"],
                 "cosine_depth": per_task["depth"]["cosine"],
                 "seconds": round(time.perf_counter() - started, 1),
             })  # fmt: skip
@@ -101,24 +115,29 @@ def markdown(digits: list[dict], float_acc: float, m3vit: list[dict], images: in
     lines = [
         f"Digits ViT (float {100 * float_acc:.2f} % on the 360 test digits):",
         "",
-        "| precision | formats | calibration | accuracy | top-1 agreement | cosine |",
-        "|---|---|---|---|---|---|",
+        "| precision | activations | weights | rounding | calibration | accuracy | top-1 "
+        "agreement | cosine |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in digits:
         lines.append(
-            f"| {r['precision']} | {r['quant']} | {r['calib']} | {100 * r['accuracy']:.2f} % | "
-            f"{100 * r['agreement']:.2f} % | {r['cosine']:.6f} |"
+            f"| {r['precision']} | {r['quant']} | {r['weights']} | {r['rounding']} | "
+            f"{r['calib']} | {100 * r['accuracy']:.2f} % | {100 * r['agreement']:.2f} % | "
+            f"{r['cosine']:.6f} |"
         )
     lines += [
         "",
-        f"m3vit (seeded weights, {images} images, semseg decisions = argmax per patch):",
+        f"m3vit (seeded weights, {images} images, semseg decisions = argmax per patch, "
+        "calibration on 16 Gaussian images like the inputs):",
         "",
-        "| precision | formats | calibration | semseg cosine | semseg agreement | depth cosine |",
-        "|---|---|---|---|---|---|",
+        "| precision | activations | weights | rounding | semseg cosine | semseg rel RMS | "
+        "semseg agreement | depth cosine |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in m3vit:
         lines.append(
-            f"| {r['precision']} | {r['quant']} | {r['calib']} | {r['cosine_semseg']:.5f} | "
+            f"| {r['precision']} | {r['quant']} | {r['weights']} | {r['rounding']} | "
+            f"{r['cosine_semseg']:.5f} | {100 * r['rel_rms_semseg']:.2f} % | "
             f"{100 * r['agreement']:.2f} % | {r['cosine_depth']:.5f} |"
         )
     lines += ["", "Measured by `python benchmarks/quant_study.py` (golden executor)."]
@@ -137,15 +156,15 @@ def main(argv=None) -> int:
     calibs = {"4 random": 4, "64 digits": data.train.images[:64]}
     digits, float_acc = digits_rows(calibs)
     m3vit = [] if args.skip_m3vit else m3vit_rows(args.m3vit_images)
-    table = Table("model", "precision", "formats", "calibration", "accuracy", "agreement",
-                  "cosine")  # fmt: skip
+    table = Table("model", "precision", "activations", "weights", "rounding", "calibration",
+                  "accuracy", "agreement", "cosine")  # fmt: skip
     for r in digits:
-        table.add_row(r["model"], r["precision"], r["quant"], r["calib"],
-                      f"{100 * r['accuracy']:.2f}", f"{100 * r['agreement']:.2f}",
+        table.add_row(r["model"], r["precision"], r["quant"], r["weights"], r["rounding"],
+                      r["calib"], f"{100 * r['accuracy']:.2f}", f"{100 * r['agreement']:.2f}",
                       f"{r['cosine']:.6f}")  # fmt: skip
     for r in m3vit:
-        table.add_row(r["model"], r["precision"], r["quant"], r["calib"], "-",
-                      f"{100 * r['agreement']:.2f}",
+        table.add_row(r["model"], r["precision"], r["quant"], r["weights"], r["rounding"],
+                      r["calib"], "-", f"{100 * r['agreement']:.2f}",
                       f"{r['cosine_semseg']:.5f} / {r['cosine_depth']:.5f}")  # fmt: skip
     console.print(f"digits-vit float accuracy {100 * float_acc:.2f} %")
     console.print(table)

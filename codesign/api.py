@@ -136,7 +136,8 @@ def build(
 
     Files (program.bin, program.json, report.json, report.md, hls/...) are written only
     when ``out`` is given. Extra keyword options: ``seed``, ``arch`` (ArchConfig), ``calib``
-    (count or images), ``eval_images`` (count or images), ``plot``, ``csim``.
+    (count or images), ``eval_images`` (count or images), ``plot``, ``csim``, ``quant``,
+    ``weight_formats`` ("channel" / "tensor"), ``rounding`` ("auto" / "nearest" / "gptq").
 
     ``csim=True`` also C-simulates the HLS kernel with g++ on the evaluation images of every
     verified task and compares each layer's bits with the golden executor (report

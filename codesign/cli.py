@@ -125,6 +125,21 @@ def boards_cmd() -> None:
     "MSE-chosen ranges; max = every range from the calibrated maximum",
 )
 @click.option(
+    "--weight-formats",
+    type=click.Choice(["channel", "tensor"]),
+    default="channel",
+    show_default=True,
+    help="a weight format per output channel of every linear layer and expert, or per tensor",
+)
+@click.option(
+    "--rounding",
+    type=click.Choice(["auto", "nearest", "gptq"]),
+    default="auto",
+    show_default=True,
+    help="weight rounding: gptq minimises each layer's output error on the calibration "
+    "images; auto = gptq for weights of 8 bits or fewer, nearest above",
+)
+@click.option(
     "--ddr-efficiency",
     type=click.FloatRange(0.0, 1.0, min_open=True),
     default=0.8,
@@ -164,6 +179,8 @@ def build_cmd(
     seed,
     calib,
     quant,
+    weight_formats,
+    rounding,
     ddr_efficiency,
     images,
     no_plot,
@@ -209,6 +226,8 @@ def build_cmd(
             seed=seed,
             calib=calib,
             quant=quant,
+            weight_formats=weight_formats,
+            rounding=rounding,
             ddr_efficiency=ddr_efficiency,
             eval_images=images,
             plot=not no_plot,

@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from .arch import ArchConfig
+from .contract import pack_bias_words
 from .ir import Graph, Node
 from .numerics.fixed import Fixed
 from .numerics.tables import build_tables
@@ -33,6 +34,8 @@ from .program import (
     tile_mask,
     weight_container_bytes,
 )
+from .quantize import bias_fmt
+from .rounding import round_nearest
 
 ARENA_ALIGN = 64
 LN_STAT_BITS = 18  # LayerNorm squares inputs truncated to this many bits (keeps sums < 2**62)
@@ -172,8 +175,11 @@ class _Compiler:
             pack_tiles(raw, arch.tile_in, arch.tile_out, container, arch.bus_bytes)
         )
 
-    def bias(self, raw: np.ndarray) -> int:
-        return self.blob.int32(np.pad(raw, (0, padded(raw.size, self.arch.tile_out) - raw.size)))
+    def bias(self, raw: np.ndarray, shifts: np.ndarray | None = None) -> int:
+        """UCU bias words (raw biases and the columns' weight shifts), padded to tiles."""
+        words = pack_bias_words(raw, shifts)
+        pad = padded(words.size, self.arch.tile_out) - words.size
+        return self.blob.int32(np.pad(words, (0, pad)))
 
     def emit(
         self,
@@ -202,7 +208,10 @@ class _Compiler:
         out = self.ref(node.outputs[0])
         start = node.attrs.get("rows", (0, x.rows))[0]
         weight = node.params["weight"]
-        w_raw = fmts["weight"].quantize(weight)
+        shifts = fmts.get("weight_shifts", np.zeros(weight.shape[0], np.int64))
+        w_raw = fmts.get("weight_raw")
+        if w_raw is None:
+            w_raw = round_nearest(weight, fmts["weight"], shifts)
         post = Post[node.attrs.get("post", "none").upper()]
         acc_frac = x.fmt.frac_bits + fmts["weight"].frac_bits
         fields = {
@@ -238,9 +247,11 @@ class _Compiler:
             fields["nnz"] = len(index) - (-(-weight.shape[0] // arch.tile_out) + 1)
         else:
             fields["weight"] = self.weights(w_raw, fmts["weight"])
-        if "bias" in node.params:
-            fields["bias"] = self.bias(fmts["bias"].quantize(node.params["bias"]))
-            fields["b_fmt"] = pack_fmt(fmts["bias"])
+        if "bias" in node.params or shifts.any():  # the bias words carry the shifts
+            bias = node.params.get("bias", np.zeros(weight.shape[0]))
+            b_fmt = fmts["bias"] if "bias" in node.params else bias_fmt(bias, acc_frac)
+            fields["bias"] = self.bias(b_fmt.quantize(bias), shifts)
+            fields["b_fmt"] = pack_fmt(b_fmt)
         if post == Post.GELU:
             fields["pre_fmt"] = pack_fmt(fmts["pre"])
         if post == Post.ADD:
@@ -432,11 +443,22 @@ class _Compiler:
             self.emit(Op.MOE_GATE, node, fields, task=task, suffix=f".gate{task}")
 
         def stacked(key: str, weights: bool) -> tuple[int, int]:
-            fmt = fmts[key]
+            fmt, layer = fmts[key], key.split("_")[0]  # fc1 / fc2
+            shifts = fmts.get(f"{layer}_weight_shifts")
+            if shifts is None:
+                shifts = np.zeros(params[f"{layer}_weight"].shape[:2], np.int64)
             offsets = []
             for expert in range(experts):
-                raw = fmt.quantize(params[key][expert])
-                offsets.append(self.weights(raw, fmt) if weights else self.bias(raw))
+                if weights:
+                    raw = fmts.get(f"{key}_raw")
+                    raw = (
+                        round_nearest(params[key][expert], fmt, shifts[expert])
+                        if raw is None
+                        else raw[expert]
+                    )
+                    offsets.append(self.weights(raw, fmt))
+                else:
+                    offsets.append(self.bias(fmt.quantize(params[key][expert]), shifts[expert]))
             stride = offsets[1] - offsets[0] if experts > 1 else 0
             if any(b - a != stride for a, b in itertools.pairwise(offsets)):
                 raise CompileError(f"{node.name}: {key} experts are not evenly spaced")

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 
+import numpy as np
+
 NONE = 0xFFFFFFFF  # an absent address (no bias, no residual, dense weights)
 
 
@@ -20,6 +22,36 @@ class Post(IntEnum):
     NONE = 0
     GELU = 1
     ADD = 2
+
+
+# A UCU bias word (LINEAR and the experts' fc1/fc2): bits 31..3 the bias, bits 2..0 the
+# weight shift of its output column. Column c's weights are stored in w_fmt with s_c fewer
+# fraction bits (per-output-channel formats: a column of small weights keeps the bits a
+# per-tensor format would spend on the largest column), and the executors compute
+# (acc_c << s_c) + align(bias_c) at frac(x) + frac(w_fmt). All-zero shifts: per tensor.
+BIAS_SHIFT_BITS = 3
+MAX_WEIGHT_SHIFT = (1 << BIAS_SHIFT_BITS) - 1
+BIAS_BITS = 32 - BIAS_SHIFT_BITS
+
+
+def pack_bias_words(bias: np.ndarray, shifts: np.ndarray | None = None) -> np.ndarray:
+    """int32 bias words from raw biases (BIAS_BITS wide) and column weight shifts."""
+    bias = np.asarray(bias, np.int64)
+    shifts = np.zeros_like(bias) if shifts is None else np.asarray(shifts, np.int64)
+    if shifts.shape != bias.shape:
+        raise ValueError(f"{shifts.shape} weight shifts for {bias.shape} biases")
+    limit = 1 << (BIAS_BITS - 1)
+    if bias.size and (bias.min() < -limit or bias.max() >= limit):
+        raise ValueError(f"a bias outside {BIAS_BITS} signed bits")
+    if shifts.size and (shifts.min() < 0 or shifts.max() > MAX_WEIGHT_SHIFT):
+        raise ValueError(f"a weight shift outside 0..{MAX_WEIGHT_SHIFT}")
+    return ((bias << BIAS_SHIFT_BITS) | shifts).astype(np.int32)
+
+
+def unpack_bias_words(words) -> tuple[np.ndarray, np.ndarray]:
+    """(raw biases, column weight shifts) of int32 bias words."""
+    words = np.asarray(words, np.int64)
+    return words >> BIAS_SHIFT_BITS, words & MAX_WEIGHT_SHIFT
 
 
 # Results of the kernel's program check: code, name, message. 0 = runnable.

@@ -54,6 +54,11 @@ class BuildOptions:
     # "auto": narrow activations get LayerNorm smoothing and MSE-chosen formats
     # (codesign.quantize); "max": every format from the calibrated maximum
     quant: str = "auto"
+    # "channel": a format per output channel of every linear layer and expert; "tensor"
+    weight_formats: str = "channel"
+    # "auto": GPTQ (each layer's output error on the calibration inputs) for weights of up
+    # to 8 bits, round-to-nearest above; or "nearest" / "gptq" (codesign.rounding)
+    rounding: str = "auto"
     ddr_efficiency: float = DEFAULT_EFFICIENCY  # the DDR model's sustained share of the peak
     out: Path | None = None
     plot: bool = True
@@ -199,6 +204,8 @@ def step_quantize(state: BuildState) -> None:
         state.options.precision,
         method=state.options.quant,
         real_calibration=not state.calibration.random,
+        weight_formats=state.options.weight_formats,
+        rounding=state.options.rounding,
     )
 
 

@@ -31,7 +31,8 @@ from .ops import LAYER_FIELDS, TABLE_NAMES, TABLE_WORDS, Op
 from .ops.base import interpolation_limits
 
 MAGIC = b"CDSGPROG"
-VERSION = 3  # 2: LINEAR carries nnz (stored tiles of a block-sparse matrix); 3: EMBED prefix, POOL
+VERSION = 4  # 2: LINEAR carries nnz (stored tiles of a block-sparse matrix); 3: EMBED prefix, POOL;
+# 4: UCU bias words carry per-output-channel weight shifts
 HEADER_BYTES = 512
 LAYER_WORDS = 64
 NAME_WORDS = 16

@@ -22,8 +22,17 @@ import math
 import numpy as np
 
 from .arch import Precision
+from .contract import BIAS_BITS, MAX_WEIGHT_SHIFT
 from .ir import Graph, run_float
 from .numerics.fixed import Fixed
+from .rounding import (
+    GPTQ_MAX_BITS,
+    ROUNDINGS,
+    LayerInputs,
+    output_error,
+    round_gptq,
+    round_nearest,
+)
 
 HEADROOM = 1.5  # calibrated range is multiplied by this before choosing integer bits
 SEARCH_MAX_BITS = 12  # activations at most this wide get MSE-chosen integer bits
@@ -31,7 +40,7 @@ SEARCH_DOWN = 4  # ... from the max-based choice down to this many bits fewer
 SAMPLES = 1 << 15  # values kept per key for the search (a seeded subsample)
 FULL_RANGE = ("scores", "logits")  # internal values whose clipping changes a decision
 PROB_FMT = Fixed(17, 1, signed=False, rounding="RND", overflow="SAT")  # probabilities in [0, 1]
-BIAS_WIDTH = 32
+BIAS_WIDTH = BIAS_BITS  # a UCU bias word's top bits (the low ones: the weight shift)
 PARAM_WIDTH_FOR_NORM = 18  # LayerNorm gamma/beta stay DSP-sized even at w8
 
 
@@ -53,8 +62,22 @@ def weight_fmt(values: np.ndarray, width: int) -> Fixed:
     return Fixed(width, int_bits_for(float(np.abs(values).max(initial=0.0))), True, "RND", "SAT")
 
 
+WEIGHT_FORMATS = ("channel", "tensor")
+
+
+def channel_weight_fmt(values: np.ndarray, width: int) -> tuple[Fixed, np.ndarray]:
+    """Per-output-channel weight formats of ``values`` [..., out, in]: the format of the
+    finest channel (fewest integer bits) and each channel's shift, its extra integer bits
+    (0..MAX_WEIGHT_SHIFT). The base is raised until the widest channel is within reach,
+    so no channel saturates; a channel narrower than the base keeps the base."""
+    peaks = np.abs(values).max(axis=-1, initial=0.0)
+    bits = np.vectorize(int_bits_for, otypes=[np.int64])(peaks)
+    base = max(int(bits.min(initial=1)), int(bits.max(initial=1)) - MAX_WEIGHT_SHIFT)
+    return Fixed(width, base, True, "RND", "SAT"), np.maximum(bits - base, 0)
+
+
 def bias_fmt(values: np.ndarray, max_frac: int) -> Fixed:
-    """32-bit bias, as many fraction bits as fit but never more than the accumulator's."""
+    """29-bit bias, as many fraction bits as fit but never more than the accumulator's."""
     ib = int_bits_for(float(np.abs(values).max(initial=0.0)))
     frac = min(BIAS_WIDTH - ib, max_frac)
     # very narrow weights/activations leave the accumulator fewer fraction bits than the
@@ -113,9 +136,12 @@ class _Ranges:
         return by_max.with_(int_bits=best)
 
 
-def calibrate(graph: Graph, patches: np.ndarray, keep: bool = False) -> _Ranges:
+def calibrate(
+    graph: Graph, patches: np.ndarray, keep: bool = False, inputs: LayerInputs | None = None
+) -> _Ranges:
     """Run the float graph on every calibration sample and task; record magnitudes (and
-    with ``keep`` a subsample of the values)."""
+    with ``keep`` a subsample of the values; with ``inputs`` the rows every weight matrix
+    multiplies)."""
     ranges = _Ranges(keep)
     for sample in patches:
         for task in graph.tasks:
@@ -127,6 +153,10 @@ def calibrate(graph: Graph, patches: np.ndarray, keep: bool = False) -> _Ranges:
                 for key, value in record.items():
                     if key != "chosen":
                         ranges.see(f"{node_name}:{key}", value)
+            if inputs is not None:
+                for node in graph.nodes:
+                    if node.op in ("linear", "moe") and node.name in internals:
+                        inputs.record(node, values, internals[node.name])
     return ranges
 
 
@@ -141,6 +171,46 @@ def _norm_fmts(node, prefix: str, ranges: _Ranges, act: int, wbits: int) -> dict
     if beta.frac_bits > max_frac:
         beta = beta.with_(width=beta.int_bits + max_frac)
     return {f"{prefix}weight": weight, f"{prefix}norm": norm, f"{prefix}bias": beta}
+
+
+def _round_weights(graph: Graph, inputs: LayerInputs | None) -> dict:
+    """Raw integer weights of every linear layer and expert (``{key}_raw`` in the node's
+    formats, what the compiler stores): nearest, or GPTQ where calibration rows reached
+    the matrix and it lowered the output error. Returns the per-node report."""
+    report = {}
+    for node in graph.nodes:
+        fmts, params = node.attrs.get("formats", {}), node.params
+        if node.op == "linear":
+            keys, experts = ("weight",), [None]
+        elif node.op == "moe":
+            keys, experts = ("fc1_weight", "fc2_weight"), range(params["fc1_weight"].shape[0])
+        else:
+            continue
+        errors = {"nearest": [], "gptq": []}
+        for key in keys:
+            raws = []
+            for expert in experts:
+                weight, shifts = params[key], fmts[f"{key}_shifts"]
+                where = (node.name, key)
+                if expert is not None:
+                    weight, shifts, where = weight[expert], shifts[expert], (*where, expert)
+                raw = round_nearest(weight, fmts[key], shifts)
+                x = None if inputs is None else inputs.get(where)
+                if x is not None:
+                    near = output_error(weight, raw, x, fmts[key], shifts)
+                    tuned = round_gptq(weight, x, fmts[key], shifts)
+                    tuned_error = output_error(weight, tuned, x, fmts[key], shifts)
+                    errors["nearest"].append(near)
+                    errors["gptq"].append(min(near, tuned_error))
+                    raw = tuned if tuned_error < near else raw
+                raws.append(raw)
+            fmts[f"{key}_raw"] = raws[0] if experts == [None] else np.stack(raws)
+        if errors["nearest"]:
+            report[node.name] = {
+                "output_rel_rms_nearest": float(np.mean(errors["nearest"])),
+                "output_rel_rms_gptq": float(np.mean(errors["gptq"])),
+            }
+    return report
 
 
 SMOOTH_ALPHA = 0.5  # how much of a LayerNorm output's channel range moves into the weights
@@ -217,6 +287,8 @@ def quantize(
     precision: Precision,
     method: str = "auto",
     real_calibration: bool = True,
+    weight_formats: str = "channel",
+    rounding: str = "auto",
 ):
     """Assign formats to every tensor and op-internal value from calibration patches.
 
@@ -224,9 +296,25 @@ def quantize(
     LayerNorm outputs smoothed (``smooth_layernorms``), then, when the calibration images
     are real (``real_calibration``), MSE-chosen formats (module doc): clipping to what
     random images showed costs real inputs more than it saves (docs/quantization.md).
-    ``"max"``: every activation format from its calibrated maximum."""
+    ``"max"``: every activation format from its calibrated maximum. ``weight_formats``:
+    "channel" gives every output channel of a linear layer or expert its own integer bits
+    (``channel_weight_fmt``; the gate stays per tensor), "tensor" one format per tensor.
+    ``rounding``: "nearest", "gptq" (``codesign.rounding``: each layer's output error on
+    the calibration inputs), "auto" = gptq for weights of up to 8 bits."""
     if method not in METHODS:
         raise ValueError(f"quantisation method {method!r} is not one of {METHODS}")
+    if weight_formats not in WEIGHT_FORMATS:
+        raise ValueError(f"weight formats {weight_formats!r} are not one of {WEIGHT_FORMATS}")
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"weight rounding {rounding!r} is not one of {ROUNDINGS}")
+    if rounding == "auto":
+        rounding = "gptq" if precision.weight_bits <= GPTQ_MAX_BITS else "nearest"
+
+    def weights(values: np.ndarray) -> tuple[Fixed, np.ndarray]:
+        if weight_formats == "channel":
+            return channel_weight_fmt(values, wbits)
+        return weight_fmt(values, wbits), np.zeros(values.shape[:-1], np.int64)
+
     graph = graph.copy()
     act, wbits = precision.activation_bits, precision.weight_bits
     narrow = method == "auto" and act <= SEARCH_MAX_BITS
@@ -234,7 +322,8 @@ def quantize(
     smoothing = None
     if narrow:
         graph, smoothing = smooth_layernorms(graph, patches)
-    ranges = calibrate(graph, patches, keep=search)
+    inputs = LayerInputs() if rounding == "gptq" else None
+    ranges = calibrate(graph, patches, keep=search, inputs=inputs)
     for name, tensor in graph.tensors.items():
         if name in ranges.max_abs:
             tensor.fmt = ranges.fmt(name, act)
@@ -242,7 +331,7 @@ def quantize(
         fmts: dict[str, Fixed] = {}
         in_fmt = graph.tensors[node.inputs[0]].fmt
         if node.op == "linear":
-            fmts["weight"] = weight_fmt(node.params["weight"], wbits)
+            fmts["weight"], fmts["weight_shifts"] = weights(node.params["weight"])
             acc_frac = in_fmt.frac_bits + fmts["weight"].frac_bits
             if "bias" in node.params:
                 fmts["bias"] = bias_fmt(node.params["bias"], acc_frac)
@@ -272,13 +361,13 @@ def quantize(
             fmts["gate"] = weight_fmt(params["gate"], wbits)
             fmts["logit"] = ranges.fmt(f"{node.name}:logits", act)
             fmts["score"] = PROB_FMT
-            fmts["fc1_weight"] = weight_fmt(params["fc1_weight"], wbits)
+            fmts["fc1_weight"], fmts["fc1_weight_shifts"] = weights(params["fc1_weight"])
             fmts["fc1_bias"] = bias_fmt(
                 params["fc1_bias"], in_fmt.frac_bits + fmts["fc1_weight"].frac_bits
             )
             fmts["hidden_pre"] = ranges.fmt(f"{node.name}:hidden_pre", act)
             fmts["hidden"] = ranges.fmt(f"{node.name}:hidden", act)
-            fmts["fc2_weight"] = weight_fmt(params["fc2_weight"], wbits)
+            fmts["fc2_weight"], fmts["fc2_weight_shifts"] = weights(params["fc2_weight"])
             fmts["fc2_bias"] = bias_fmt(
                 params["fc2_bias"], fmts["hidden"].frac_bits + fmts["fc2_weight"].frac_bits
             )
@@ -292,5 +381,7 @@ def quantize(
         "max_abs": dict(ranges.max_abs),
         "search": dict(ranges.choices),
         "smoothing": smoothing,
+        "weights": weight_formats,
+        "rounding": _round_weights(graph, inputs),
     }
     return graph

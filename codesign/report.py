@@ -211,6 +211,23 @@ def _calibration_bullet(calibration: dict | None) -> list[str]:
     return [f"- calibration: **{text}**" if calibration.get("random") else f"- calibration: {text}"]
 
 
+def _weights_bullet(calibration: dict | None) -> list[str]:
+    """How the weights were quantised, with what the rounding did to the layers' outputs."""
+    if not calibration or "weights" not in calibration:
+        return []
+    formats = "a format per output channel" if calibration["weights"] == "channel" else "per tensor"
+    rounding = calibration.get("rounding") or {}
+    if not rounding:
+        return [f"- weights: {formats}, rounded to nearest"]
+    near = [entry["output_rel_rms_nearest"] for entry in rounding.values()]
+    gptq = [entry["output_rel_rms_gptq"] for entry in rounding.values()]
+    return [
+        f"- weights: {formats}, GPTQ rounding on the calibration inputs: layer output error "
+        f"{sum(near) / len(near):.3%} (nearest) → {sum(gptq) / len(gptq):.3%}, mean over "
+        f"{len(rounding)} layers (`calibration.rounding` in report.json)"
+    ]
+
+
 def write_markdown(report: dict, path: Path, plot: bool = True) -> None:
     model, board, fid = report["model"], report["board"], report["fidelity"]["vs_torch"]
     program = report["program"]
@@ -226,6 +243,7 @@ def write_markdown(report: dict, path: Path, plot: bool = True) -> None:
         f"arena {program['arena_bytes']} bytes, sha256 `{program['sha256'][:16]}…`",
         *_pruning_bullet(report.get("pruning")),
         *_calibration_bullet(report.get("calibration")),
+        *_weights_bullet(report.get("calibration")),
         "",
         "## Fidelity of the golden executor vs torch float",
         "",

@@ -25,6 +25,7 @@ from conftest import ARCH_TINY, record_cycles
 from test_attention import arch_name, place_tables
 
 from codesign import estimate
+from codesign.contract import pack_bias_words
 from codesign.golden import GoldenExecutor
 from codesign.numerics.fixed import Fixed
 from codesign.program import (
@@ -109,7 +110,9 @@ def build_case(rng, arch, spec: dict) -> dict:
 
     def stacked(raws: list[np.ndarray], weights: bool) -> tuple[int, int]:
         blobs = [
-            pack_tiles(r, ti, to, W_BYTES, bus) if weights else r.astype("<i4").tobytes()
+            pack_tiles(r, ti, to, W_BYTES, bus)
+            if weights  # bias words carry random per-column weight shifts (0..2)
+            else pack_bias_words(r, rng.integers(0, 3, r.size)).astype("<i4").tobytes()
             for r in raws
         ]
         offsets = [place(b) for b in blobs]

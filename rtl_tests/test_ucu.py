@@ -18,9 +18,11 @@ import torch
 from conftest import record_cycles, record_resources
 
 from codesign import estimate
+from codesign.contract import BIAS_BITS, MAX_WEIGHT_SHIFT, pack_bias_words, unpack_bias_words
 from codesign.golden import GoldenExecutor, align, matmul_exact
 from codesign.numerics.fixed import OVERFLOW, ROUNDING, Fixed, apply_overflow, shift_round
 from codesign.numerics.tables import build_tables, gelu
+from codesign.ops.linear import ucu_product
 from codesign.program import (
     NONE,
     Op,
@@ -55,7 +57,8 @@ class LinearCase:
     w_fmt: Fixed
     out_fmt: Fixed
     post: int = POST_NONE
-    bias: np.ndarray | None = None
+    bias: np.ndarray | None = None  # raw biases (BIAS_BITS wide)
+    shifts: np.ndarray | None = None  # per output column weight shifts (None: all 0)
     b_fmt: Fixed | None = None
     res: np.ndarray | None = None  # residual raw [rows, out_dim] (post ADD)
     res_fmt: Fixed | None = None
@@ -74,6 +77,11 @@ class LinearCase:
         return self.x.shape[0]
 
     @property
+    def bias_words(self) -> np.ndarray | None:
+        """The bias words the UCU reads: {bias, column weight shift}."""
+        return None if self.bias is None else pack_bias_words(self.bias, self.shifts)
+
+    @property
     def in_dim(self) -> int:
         return self.x.shape[1]
 
@@ -84,9 +92,8 @@ class LinearCase:
     def golden(self, table) -> np.ndarray:
         """docs/numerics.md, LINEAR (UCU); post SCORE as in MOE_EXPERTS."""
         acc_frac = self.x_fmt.frac_bits + self.w_fmt.frac_bits
-        acc = matmul_exact(self.x, self.w)
-        if self.bias is not None:
-            acc += align(self.bias, self.b_fmt.frac_bits, acc_frac)
+        b_frac = self.b_fmt.frac_bits if self.bias is not None else 0
+        acc = ucu_product(self.x, self.w, self.bias_words, b_frac, acc_frac)
         if self.post == POST_ADD:
             acc += align(self.res, self.res_fmt.frac_bits, acc_frac)
         if self.post == POST_GELU:
@@ -163,7 +170,7 @@ class Batch:
         col = case.blocks[out_tiles + 1 :] if case.sparse else np.zeros(0, np.int64)
         bias = np.zeros((0, to), np.int64)
         if case.bias is not None:
-            bias = _lanes(case.bias[None, :], to)
+            bias = _lanes(case.bias_words[None, :], to)
         side = np.zeros((0, to), np.int64)
         score = np.zeros(0, np.int64)
         if case.post == POST_ADD:
@@ -280,14 +287,26 @@ def random_case(
                 it * arch.tile_in : (it + 1) * arch.tile_in,
             ] = 0
     acc_frac = x_fmt.frac_bits + w_fmt.frac_bits
-    scale = float(np.abs(matmul_exact(x, w)).max(initial=1)) * 2.0**-acc_frac
+    has_bias = rng.random() < 0.7 or full_scale
+    shifts = None  # per-output-channel weight formats ride in the bias words
+    if has_bias and (full_scale or rng.random() < 0.5):
+        shifts = (
+            np.full(out_dim, MAX_WEIGHT_SHIFT)
+            if full_scale
+            else rng.integers(0, MAX_WEIGHT_SHIFT + 1, out_dim)
+        )
+    product = matmul_exact(x, w) << (0 if shifts is None else shifts)
+    scale = float(np.abs(product).max(initial=1)) * 2.0**-acc_frac
     top = int(np.ceil(np.log2(max(scale, 2.0**-8))))
     case = LinearCase(name, x, w, x_fmt, w_fmt, out_fmt=None, post=post, sparse=sparse)
-    if rng.random() < 0.7 or full_scale:
-        case.b_fmt = Fixed(32, int(rng.integers(top - 2, top + 3)) + 1, True, "RND", "SAT")
+    if has_bias:
+        width = BIAS_BITS
+        case.b_fmt = Fixed(width, int(rng.integers(top - 2, top + 3)) + 1, True, "RND", "SAT")
         if case.b_fmt.frac_bits > acc_frac:
-            case.b_fmt = Fixed(32, 32 - acc_frac, True, "RND", "SAT")
-        case.bias = rng.integers(-(1 << 31), 1 << 31, out_dim) >> int(rng.integers(0, 24))
+            case.b_fmt = Fixed(width, width - acc_frac, True, "RND", "SAT")
+        half = 1 << (width - 1)
+        case.bias = rng.integers(-half, half, out_dim) >> int(rng.integers(0, 21))
+        case.shifts = shifts
     if post == POST_ADD:
         wr = int(rng.integers(8, p["x_bits"] + 1))
         fr = min(acc_frac, wr - int(rng.integers(1, 6)))
@@ -317,7 +336,8 @@ def torch_check(case: LinearCase, got: np.ndarray, table) -> int:
     ulp + the output rounding. Returns how many outputs were compared.
     """
     xf = torch.from_numpy(case.x_fmt.to_float(case.x))
-    wf = torch.from_numpy(case.w_fmt.to_float(case.w))
+    shifts = np.zeros(case.out_dim) if case.shifts is None else case.shifts
+    wf = torch.from_numpy(case.w_fmt.to_float(case.w) * 2.0 ** shifts[:, None])
     bf = None if case.bias is None else torch.from_numpy(case.b_fmt.to_float(case.bias))
     lin = torch.nn.functional.linear(xf, wf, bf)
     if case.post == POST_ADD:
@@ -410,13 +430,15 @@ def test_random_ops(arch, ucu, table):
         compared += torch_check(case, got, table)
         out_rows += case.rows * _tiles(case.out_dim, arch.tile_out)
     assert out_rows >= 300 and compared > 500
+    shifted = [case for case in batch.cases if case.shifts is not None and case.shifts.any()]
+    assert len(shifted) >= 4  # per-output-channel weight shifts reached the drain
 
 
 def test_many_rows(arch, ucu, table):
     """Long streams: 1,000+ output rows in a few large operations, random stalls."""
     rng = np.random.default_rng(5)
     batch = Batch(arch)
-    for k, post in enumerate([POST_GELU, POST_ADD, POST_SCORE, POST_NONE]):
+    for k, post in enumerate([POST_GELU, POST_ADD, POST_SCORE, POST_NONE, POST_ADD]):
         case = random_case(rng, arch, f"big{k}", post, rows=arch.max_tokens, sparse=k == 3)
         case.stall, case.backpressure = 0.1, 0.2
         batch.add(case)
@@ -484,7 +506,8 @@ def _program_case(build, layer_name: str, arch) -> LinearCase:
         blocks=blocks,
     )
     if f["bias"] != NONE:
-        case.bias = program.read_words(f["bias"], f["out_dim"]).astype(np.int64)
+        words = program.read_words(f["bias"], f["out_dim"])
+        case.bias, case.shifts = unpack_bias_words(words)
         case.b_fmt = fmt("b_fmt")
     if f["post"] == POST_ADD:
         case.res = producer(f["res"], f["rows"])[:, : f["out_dim"]].astype(np.int64)

@@ -307,6 +307,16 @@ class RefResult:
 # ---------------------------------------------------------------------------- executor
 
 
+def bias_of(word: int) -> int:
+    """The bias in a UCU bias word: its top 29 bits, signed (docs/program-format.md)."""
+    return word >> 3
+
+
+def shift_of(word: int) -> int:
+    """Its output column's weight shift: the word's low 3 bits."""
+    return word & 7
+
+
 def dot(a: list[int], b: list[int]) -> int:
     total = 0
     for x, y in zip(a, b, strict=True):
@@ -443,10 +453,12 @@ class ScalarReference:
         x = self.read(f["src"], rows, n_in, f["src_stride"])
         w = self.weights(f["weight"], n_out, n_in, f["w_bytes"], f.get("blocks", NONE))
         f_acc = x_fmt.frac + w_fmt.frac
-        bias = None
+        bias, shifts = None, [0] * n_out
         if f["bias"] != NONE:
             b_fmt = decode_fmt(f["b_fmt"])
-            bias = [align(b, b_fmt.frac, f_acc) for b in self.vector(f["bias"], n_out)]
+            words = self.vector(f["bias"], n_out)
+            bias = [align(bias_of(word), b_fmt.frac, f_acc) for word in words]
+            shifts = [shift_of(word) for word in words]
         post = Post(f["post"])
         res = None
         if post == Post.ADD:
@@ -457,7 +469,7 @@ class ScalarReference:
         for t in range(rows):
             row = []
             for o in range(n_out):
-                acc = dot(x[t], w[o])
+                acc = dot(x[t], w[o]) << shifts[o]
                 if bias is not None:
                     acc += bias[o]
                 if res is not None:
@@ -725,11 +737,13 @@ class ScalarReference:
             for t, score in zip(ids, scores, strict=True):
                 act = []
                 for j in range(hidden):
-                    pre = dot(x[t], w1[j]) + align(b1[j], fmt["fc1_bias_fmt"].frac, frac1)
+                    pre = dot(x[t], w1[j]) << shift_of(b1[j])
+                    pre += align(bias_of(b1[j]), fmt["fc1_bias_fmt"].frac, frac1)
                     pre = q(pre, frac1, fmt["pre_fmt"], self.cov)
                     act.append(self.tables.gelu(pre, fmt["pre_fmt"].frac, fmt["hidden_fmt"]))
                 for o in range(dim):
-                    y = dot(act, w2[o]) + align(b2[o], fmt["fc2_bias_fmt"].frac, frac2)
+                    y = dot(act, w2[o]) << shift_of(b2[o])
+                    y += align(bias_of(b2[o]), fmt["fc2_bias_fmt"].frac, frac2)
                     y = q(y, frac2, fmt["y_fmt"], self.cov)
                     acc[t][o] += score * y
         if f["res"] != NONE:

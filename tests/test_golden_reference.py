@@ -30,13 +30,16 @@ from scalar_reference import (
     Rom,
     ScalarReference,
     Tables,
+    bias_of,
     decode_fmt,
+    shift_of,
 )
 from scalar_reference import apply_overflow as ref_apply_overflow
 from scalar_reference import shift_round as ref_shift_round
 
 import codesign.numerics.exact as exact_module
 from codesign.arch import ArchConfig, Precision
+from codesign.contract import pack_bias_words
 from codesign.flow import STEPS, BuildState, make_options
 from codesign.golden import GoldenExecutor
 from codesign.models import config_from_dict, create_model
@@ -354,6 +357,7 @@ def test_reference_reads_the_graphs_weights():
     cases = [(*case, False) for case in (WHOLE[1], WHOLE[4], WHOLE[5])] + [
         (*case, True) for case in SPARSE
     ]
+    shifted = 0
     for model, precision, arch_config, seed, pruned in cases:
         state, program = build(model, precision, arch_config, seed, pruned)
         graph = state.graph_quant
@@ -367,11 +371,16 @@ def test_reference_reads_the_graphs_weights():
                 w = reference.weights(
                     f["weight"], f["out_dim"], f["in_dim"], f["w_bytes"], f.get("blocks", NONE)
                 )
-                assert_equal_raw(layer.name, fmts["weight"].quantize(node.params["weight"]), w)
+                shifts = fmts["weight_shifts"]
+                want = fmts["weight_raw"]
+                assert_equal_raw(layer.name, want, w)
                 if f["bias"] != NONE:
-                    b = reference.vector(f["bias"], f["out_dim"])
+                    words = reference.vector(f["bias"], f["out_dim"])
+                    b = [bias_of(word) for word in words]
                     assert_equal_raw(layer.name, fmts["bias"].quantize(node.params["bias"]), b)
+                    assert_equal_raw(layer.name, shifts, [shift_of(word) for word in words])
                 seen += 1
+                shifted += int(shifts.any())
             elif layer.op == Op.MOE_GATE:
                 w = reference.weights(f["weight"], f["experts"], f["dim"], f["w_bytes"])
                 want = fmts["gate"].quantize(node.params["gate"][layer.task])
@@ -384,11 +393,12 @@ def test_reference_reads_the_graphs_weights():
                     w2 = reference.weights(
                         f["fc2"] + e * f["fc2_stride"], f["dim"], f["hidden"], f["w_bytes"]
                     )
-                    fc1 = fmts["fc1_weight"].quantize(node.params["fc1_weight"][e])
-                    fc2 = fmts["fc2_weight"].quantize(node.params["fc2_weight"][e])
+                    fc1 = fmts["fc1_weight_raw"][e]
+                    fc2 = fmts["fc2_weight_raw"][e]
                     assert_equal_raw(f"{layer.name} fc1[{e}]", fc1, w1)
                     assert_equal_raw(f"{layer.name} fc2[{e}]", fc2, w2)
         assert seen >= 5
+    assert shifted, "no layer had per-channel weight shifts to read"
 
 
 # ------------------------------------------------------------- 2. targeted op cases
@@ -904,7 +914,7 @@ def test_table_evaluators_match_the_numerics_module():
 
 X_FMT = Fixed(27, 7)  # F = 20, raw up to 2**26 - 1 (a DSP48E2 A port)
 W_FMT = Fixed(18, 2)  # F = 16, raw up to 2**17 - 1 (a DSP48E2 B port)
-B_FMT = Fixed(32, 20)  # F = 12: the bias aligns to F_acc = 36 with a 24-bit shift
+B_FMT = Fixed(29, 20)  # F = 9: the 29-bit bias aligns to F_acc = 36 with a 27-bit shift
 OUT_FMT = Fixed(32, -4)  # F = 36 = F_acc: the output *is* the accumulator, no rounding
 
 
@@ -928,7 +938,7 @@ def exact_linear_program(x: np.ndarray, w: np.ndarray, bias: list[int]) -> Progr
         weight=b.weights(w, 4),
         w_fmt=pack_fmt(W_FMT),
         w_bytes=4,
-        bias=b.int32(bias),
+        bias=b.int32(pack_bias_words(np.array(bias))),
         b_fmt=pack_fmt(B_FMT),
         post=int(Post.NONE),
         pre_fmt=0,
@@ -985,13 +995,13 @@ def test_linear_exact_beyond_float64():
     # a float64 product really cannot hold these sums
     floats = np.rint(x.astype(np.float64) @ w.T.astype(np.float64))
     assert all(int(floats[0, o]) != sums[0][o] for o in range(2))
-    bias = [-(s >> 24) for s in sums[0]]  # int32: the sums are < 2**55
+    bias = [-(s >> 27) for s in sums[0]]  # 29 bits: the sums are < 2**55
     program = exact_linear_program(x, w, bias)
 
     with matmul_bounds() as bounds:
         got, ref, _ = compare(program, x)
     assert bounds and min(bounds) >= exact_module._EXACT_FLOAT  # the int64 path ran
-    want = [s - ((s >> 24) << 24) for s in sums[0]]  # = s mod 2**24, odd
+    want = [s - ((s >> 27) << 27) for s in sums[0]]  # = s mod 2**27, odd
     assert ref.output[0] == want
     assert np.array_equal(got.output[0], want)
     assert list(got.output[1]) == [OUT_FMT.raw_min] * 2  # -2**55: saturates
@@ -1012,10 +1022,10 @@ def test_linear_at_the_float64_boundary():
         x = np.array([[x_val] * in_dim, [x_val] * (in_dim - 1) + [1]], np.int64)
         w = np.array([[w_val] * in_dim, [w_val, -w_val] * (in_dim // 2)], np.int64)
         s = x_val * w_val * in_dim
-        program = exact_linear_program(x, w, [-(s >> 24), 0])
+        program = exact_linear_program(x, w, [-(s >> 27), 0])
         with matmul_bounds() as bounds:
             _, ref, _ = compare(program, x)
         paths.add(bounds[0] >= exact_module._EXACT_FLOAT)
-        assert ref.output[0][0] == s - ((s >> 24) << 24)
+        assert ref.output[0][0] == s - ((s >> 27) << 27)
         assert abs(s) <= 2**53
     assert paths == {True, False}  # both the int64 and the float64 path ran

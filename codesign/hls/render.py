@@ -20,7 +20,13 @@ from jinja2 import Environment
 from .. import program as program_format
 from ..arch import ArchConfig, Board, get_board, register_map
 from ..arch.regmap import AP_DONE, AP_IDLE, AP_READY, AP_START, AUTO_RESTART
-from ..contract import CHECK_ERRORS, STATUS_HEADER_BIT, STATUS_OFFSET
+from ..contract import (
+    BIAS_SHIFT_BITS,
+    CHECK_ERRORS,
+    MAX_WEIGHT_SHIFT,
+    STATUS_HEADER_BIT,
+    STATUS_OFFSET,
+)
 from ..numerics.fixed import OVERFLOW, ROUNDING
 from ..program import (
     HEADER_BYTES,
@@ -176,6 +182,8 @@ def _format_params() -> dict:
         "table_words": list(TABLE_WORDS),
         "ops": [(op.name, int(op)) for op in Op],
         "posts": [(post.name, int(post)) for post in Post],
+        "bias_shift_bits": BIAS_SHIFT_BITS,
+        "max_weight_shift": MAX_WEIGHT_SHIFT,
         "layer_fields": [(op.name, list(fields)) for op, fields in LAYER_FIELDS.items()],
         "rounding": list(ROUNDING),
         "overflow": list(OVERFLOW),

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..contract import NONE, Post
+from ..contract import NONE, Post, unpack_bias_words
 from ..numerics.exact import align, matmul_exact
 from ..numerics.tables import gelu
 from .base import (
@@ -34,15 +34,25 @@ TILE_BYTES = round_up(P("tile_in") * P("tile_out") * F("w_bytes"), P("bus_bytes"
 OUT_TILES = ceil_div(F("out_dim"), P("tile_out"))
 
 
+def ucu_product(x, w, bias_words, b_frac: int, acc_frac: int) -> np.ndarray:
+    """x . w^T, each output column c shifted by its weight shift s_c, plus the bias, at
+    acc_frac (the UCU's bias words carry both: ``program.unpack_bias_words``)."""
+    acc = matmul_exact(x, w)
+    if bias_words is None:
+        return acc
+    bias, shifts = unpack_bias_words(bias_words)
+    return (acc << shifts) + align(bias, b_frac, acc_frac)
+
+
 def golden(ex, layer, task: int) -> np.ndarray | None:
     f = layer.fields
     x_fmt, w_fmt, out_fmt = (layer.fmt(k) for k in ("x_fmt", "w_fmt", "out_fmt"))
     x = ex.read(f["src"], f["rows"], f["in_dim"], f["src_stride"])
     w = ex.weights(f["weight"], f["out_dim"], f["in_dim"], f["w_bytes"], f["blocks"])
     acc_frac = x_fmt.frac_bits + w_fmt.frac_bits
-    acc = matmul_exact(x, w)
-    if f["bias"] != NONE:
-        acc += align(ex.vector(f["bias"], f["out_dim"]), layer.fmt("b_fmt").frac_bits, acc_frac)
+    words = ex.vector(f["bias"], f["out_dim"]) if f["bias"] != NONE else None
+    b_frac = layer.fmt("b_fmt").frac_bits if words is not None else 0
+    acc = ucu_product(x, w, words, b_frac, acc_frac)
     post = Post(f["post"])
     if post == Post.ADD:
         res = ex.read(f["res"], f["rows"], f["out_dim"], f["res_stride"])

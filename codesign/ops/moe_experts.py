@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..contract import NONE
-from ..numerics.exact import align, matmul_exact
+from ..numerics.exact import align
 from ..numerics.tables import gelu
 from .base import (
     OpSpec,
@@ -27,6 +27,7 @@ from .base import (
     vector_bytes,
 )
 from .expr import F, P, Rule, frac, one_of
+from .linear import ucu_product
 from .moe_gate import QUEUE_BYTES, queue_layout, queue_rules
 
 SCRATCH = rows_of("scratch", "scratch_stride", F("tokens"))
@@ -66,13 +67,13 @@ def golden(ex, layer, task: int) -> np.ndarray | None:
         scores[expert, :count][corrupt] = 0
         w1 = ex.weights(f["fc1"] + expert * f["fc1_stride"], hidden, dim, f["w_bytes"])
         b1 = ex.vector(f["fc1_bias"] + expert * f["fc1_bias_stride"], hidden)
-        pre = matmul_exact(x[rows], w1) + align(b1, fmt("fc1_bias_fmt").frac_bits, frac1)
+        pre = ucu_product(x[rows], w1, b1, fmt("fc1_bias_fmt").frac_bits, frac1)
         pre = ex.quant(pre, frac1, pre_fmt)
         act = gelu(pre, pre_fmt.frac_bits, ex.tables["gelu_delta"], hidden_fmt)
         ex.write(f["scratch"], f["scratch_stride"], act)
         w2 = ex.weights(f["fc2"] + expert * f["fc2_stride"], dim, hidden, f["w_bytes"])
         b2 = ex.vector(f["fc2_bias"] + expert * f["fc2_bias_stride"], dim)
-        y = matmul_exact(act, w2) + align(b2, fmt("fc2_bias_fmt").frac_bits, frac2)
+        y = ucu_product(act, w2, b2, fmt("fc2_bias_fmt").frac_bits, frac2)
         y = ex.quant(y, frac2, y_fmt)
         np.add.at(acc, rows, scores[expert, :count, None] * y)  # a token may repeat
     if f["res"] != NONE:

@@ -26,7 +26,7 @@ from pathlib import Path
 import jinja2
 
 from ..arch.config import MAC_PACK_BITS, ArchConfig, Precision, output_lanes, parse_precision
-from ..contract import CHECK_ERRORS, DEBUG_REGISTERS
+from ..contract import BIAS_SHIFT_BITS, CHECK_ERRORS, DEBUG_REGISTERS
 from ..hls.render import kernel_params
 from ..numerics.tables import Table, build_tables
 from ..program import (
@@ -196,6 +196,7 @@ def rtl_params(arch: ArchConfig, precision: Precision | str | None = None) -> di
         "post_gelu": POST_GELU,
         "post_add": POST_ADD,
         "post_score": POST_SCORE,
+        "bias_shift_bits": BIAS_SHIFT_BITS,  # a bias word's low bits: the column's weight shift
     }
 
 
