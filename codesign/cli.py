@@ -396,6 +396,116 @@ def _print_csim(csim: dict) -> bool:
     return True
 
 
+@main.command("explore")
+@click.option("--model", "model", required=True, help="a registered model name")
+@click.option("--board", required=True, help="target board")
+@click.option(
+    "--precision",
+    "precisions",
+    default="w16a24",
+    show_default=True,
+    help="comma-separated precisions to search, e.g. w16a24,w8a16",
+)
+@click.option(
+    "--objective",
+    type=click.Choice(["latency", "throughput", "dsp", "lut"]),
+    default="latency",
+    show_default=True,
+    help="what the pick minimises (throughput ranks like latency for one model)",
+)
+@click.option(
+    "--constraint",
+    "constraints",
+    default="",
+    help="e.g. lut<=0.6,dsp<=80%,latency<=5 (resources as a share of the board, latency in ms)",
+)
+@click.option(
+    "--verify",
+    default=3,
+    show_default=True,
+    help="front points (best by the objective) to synthesise with Yosys and simulate as "
+    "RTL; 0 = estimator only. Whole-top synthesis of a large design takes hours",
+)
+@click.option(
+    "--verify-kinds",
+    default="synth,sim",
+    show_default=True,
+    help="which checks the verified points get: synth, sim or both",
+)
+@click.option(
+    "--scheduler",
+    default=None,
+    help="a Dask scheduler (tcp://HOST:PORT); default a LocalCluster, 'serial' in-process",
+)
+@click.option("--workers", default=2, show_default=True, help="LocalCluster workers")
+@click.option(
+    "--ddr-efficiency",
+    type=click.FloatRange(0.0, 1.0, min_open=True),
+    default=0.8,
+    show_default=True,
+    help="the DDR model's sustained share of the board's peak bandwidth",
+)
+@click.option(
+    "--out", type=click.Path(file_okay=False), help="output dir [explore/<model>-<board>]"
+)
+def explore_cmd(
+    model, board, precisions, objective, constraints, verify, verify_kinds, scheduler,
+    workers, ddr_efficiency, out,
+) -> None:  # fmt: skip
+    """Search the ArchConfig space: Pareto front of latency vs resources, and a pick."""
+    from pathlib import Path
+
+    from .explore import ExploreError, explore
+    from .names import board_name, model_name
+    from .progress import job_bar
+
+    try:
+        model, board = model_name(model), board_name(board)
+        out_dir = Path(out) if out else Path("explore") / f"{model}-{board}"
+        with job_bar() as bar:
+            result = explore(
+                model, board, precisions, objective, constraints, verify=verify,
+                verify_kinds=tuple(k for k in verify_kinds.split(",") if k),
+                scheduler=scheduler, workers=workers, out=out_dir,
+                ddr_efficiency=ddr_efficiency, progress=bar,
+            )  # fmt: skip
+    except (ExploreError, ValueError) as error:
+        err_console.print(f"[red]error:[/red] {error}")
+        sys.exit(2)
+    pick, default = result.pick, result.default
+    table = _table("point", "latency ms", "LUT %", "DSP %", "BRAM36 %", "verified")
+    for point in result.front[:12]:
+        u = point["utilisation"]
+        flags = [", ".join(v["flagged"]) or "ok" for v in point["verified"].values()]
+        table.add_row(
+            ("* " if point is pick else "") + _point_text(point), f"{point['latency_ms']:.3f}",
+            f"{100 * u['lut']:.1f}", f"{100 * u['dsp']:.1f}", f"{100 * u['bram36']:.1f}",
+            "; ".join(flags) or "-",
+        )  # fmt: skip
+    console.print(table)
+    console.print(
+        f"{result.timing['points']} points, {len(result.front)} on the front, search "
+        f"{result.timing['search_s']} s ({result.timing['scheduler']}); estimates at "
+        f"{result.ddr['description']}"
+    )
+    console.print(f"pick: {_point_text(pick)}, {pick['latency_ms']:.3f} ms")
+    if default is not None:
+        ratio = pick["latency_ms"] / default["latency_ms"]
+        console.print(
+            f"what a build picks today: {_point_text(default)}, {default['latency_ms']:.3f} ms "
+            f"(pick / default {ratio:.3f})"
+        )
+    console.print(f"wrote {out_dir}/pareto.json, pareto.png, report.md")
+
+
+def _point_text(point: dict) -> str:
+    k = point["knobs"]
+    return (
+        f"{point['precision']} {k['tile_in']}x{k['tile_out']} P{k['attn_parallel']}"
+        f"x{k['attn_lanes']} bus{k['bus_bits']}"
+    )
+
+
 def run() -> None:
     """The ``codesign`` console script: Ctrl-C at any point (also while torch loads)
     ends with one line and exit status 130, never a traceback."""

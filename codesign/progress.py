@@ -45,3 +45,42 @@ def step_bar(total: int, progress=None, console=None) -> Iterator[StepCallback |
 
         yield update
         bar.update(job, description="done", completed=total)
+
+
+JobCallback = Callable[[str, int, int, int, int], None]
+
+
+@contextmanager
+def job_bar(progress=None, console=None) -> Iterator[JobCallback | None]:
+    """Yield ``callback(stage, done, running, failed, total)`` for batches of jobs (the
+    search's blocks, the verifications): one bar per stage with its running and failed
+    counts. ``progress`` as for ``step_bar``."""
+    if callable(progress):
+        yield progress
+        return
+    from rich.console import Console
+
+    console = console or Console(stderr=True)
+    if progress is False or (progress is None and not _wanted(console)):
+        yield None
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (
+        TextColumn("[bold]{task.description:<8}"),
+        BarColumn(),
+        TextColumn(
+            "{task.completed}/{task.total} done, {task.fields[running]} running, "
+            "{task.fields[failed]} failed"
+        ),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as bar:
+        stages: dict[str, int] = {}
+
+        def update(stage: str, done: int, running: int, failed: int, total: int) -> None:
+            if stage not in stages:
+                stages[stage] = bar.add_task(stage, total=total, running=0, failed=0)
+            bar.update(stages[stage], completed=done, running=running, failed=failed)
+
+        yield update

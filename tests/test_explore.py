@@ -1,0 +1,125 @@
+"""codesign explore: the search, its Pareto front and pick, constraints, and the Dask runs
+(serial and a two-worker LocalCluster agree; a job whose worker dies is retried)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from codesign.explore import (
+    Executor,
+    ExploreError,
+    explore,
+    parse_constraints,
+    run_cached,
+)
+
+MODEL, BOARD = "m3vit-tiny", "ultra96v2"
+
+
+@pytest.fixture(scope="module")
+def serial(tmp_path_factory):
+    out = tmp_path_factory.mktemp("explore") / "run"
+    return explore(MODEL, BOARD, constraints="lut<=0.3", scheduler="serial", out=out), out
+
+
+def _dominates(a: dict, b: dict) -> bool:
+    keys = ("latency_ms",)
+    mine = [a[k] for k in keys] + [a["resources"][r] for r in ("lut", "dsp", "bram36")]
+    theirs = [b[k] for k in keys] + [b["resources"][r] for r in ("lut", "dsp", "bram36")]
+    return all(x <= y for x, y in zip(mine, theirs, strict=True)) and mine != theirs
+
+
+def test_front_is_the_non_dominated_fitting_points(serial):
+    result, _ = serial
+    fitting = [p for p in result.points if p["fits"]]
+    assert len(result.points) > 100 and result.front
+    assert all(p["fits"] for p in result.front)
+    for point in result.front:
+        assert not any(_dominates(other, point) for other in fitting)
+    off_front = [p for p in fitting if p not in result.front]
+    assert off_front and all(any(_dominates(f, p) or _same(f, p) for f in result.front)
+                             for p in off_front)  # fmt: skip
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a["latency_ms"] == b["latency_ms"] and a["resources"] == b["resources"]
+
+
+def test_pick_is_the_fastest_point_within_the_constraint(serial):
+    result, _ = serial
+    allowed = [p for p in result.points if p["fits"] and p["utilisation"]["lut"] <= 0.3]
+    assert result.pick in allowed
+    assert result.pick["latency_ms"] == min(p["latency_ms"] for p in allowed)
+    assert result.default is not None and result.default["fits"]
+
+
+def test_outputs_say_what_each_figure_rests_on(serial):
+    result, out = serial
+    data = json.loads((out / "pareto.json").read_text())
+    assert set(data) >= {"points", "front", "pick", "ddr", "estimator", "timing"}
+    pick = data["points"][data["pick"]]
+    assert pick["knobs"] == result.pick["knobs"] and "arch" in pick and "fits" in pick
+    assert "80 % efficiency" in data["ddr"]["description"]
+    report = (out / "report.md").read_text()
+    assert "Pareto front" in report and "(pick)" in report and "DDR model" in report
+    assert (out / "pareto.png").stat().st_size > 10_000
+
+
+def test_an_impossible_constraint_names_the_closest_point(tmp_path):
+    with pytest.raises(ExploreError, match=r"closest is .* which violates: lut <= 1 %"):
+        explore(MODEL, BOARD, constraints="lut<=1%", scheduler="serial", out=tmp_path / "x")
+    assert not (tmp_path / "x").exists()  # nothing half-written
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [("lut=0.5", "NAME<=VALUE"), ("luts<=0.5", "not one of"), ("lut<=2", "share of the board"),
+     ("latency<=abc", "not a number"), ("latency<=0", "positive")],
+)  # fmt: skip
+def test_bad_constraints_are_refused(spec, message):
+    with pytest.raises(ExploreError, match=message):
+        parse_constraints(spec)
+
+
+def test_percent_and_latency_constraints():
+    lut, latency = parse_constraints("lut<=60%, latency<=5")
+    assert (lut.key, lut.limit) == ("lut", 0.6)
+    assert (latency.key, latency.limit) == ("latency_ms", 5.0)
+
+
+def test_a_two_worker_local_cluster_gives_the_serial_result(serial):
+    result, _ = serial
+    distributed = explore(MODEL, BOARD, constraints="lut<=0.3", workers=2)
+    assert "LocalCluster" in distributed.timing["scheduler"]
+    for key in ("points", "front", "pick"):
+        assert json.dumps(distributed.to_dict()[key], sort_keys=True, default=str) == json.dumps(
+            result.to_dict()[key], sort_keys=True, default=str
+        )
+
+
+def die_once(marker: str) -> dict:
+    """A job whose first run takes its worker process down with it."""
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(1)
+    return {"value": 42}
+
+
+def test_a_job_whose_worker_dies_is_retried_and_reported(tmp_path):
+    executor = Executor(workers=2)
+    try:
+        seen = []
+        (result,) = executor.map(
+            run_cached,
+            [(die_once, "job-x", str(tmp_path / "cache"), str(tmp_path / "marker"))],
+            progress=lambda *state: seen.append(state),
+        )
+    finally:
+        executor.close()
+    assert result["value"] == 42 and result["attempts"] == 2 and not result["cached"]
+    assert seen[-1] == (1, 0, 0, 1)
+    again = run_cached(die_once, "job-x", str(tmp_path / "cache"), str(tmp_path / "marker"))
+    assert again["cached"] and again["attempts"] == 2  # the cache resumes, no third run
