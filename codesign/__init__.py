@@ -9,4 +9,8 @@ def __getattr__(name):
         from . import api
 
         return getattr(api, name)
+    if name == "explore":
+        from .exploration import explore
+
+        return explore
     raise AttributeError(name)

@@ -455,7 +455,7 @@ def explore_cmd(
     """Search the ArchConfig space: Pareto front of latency vs resources, and a pick."""
     from pathlib import Path
 
-    from .explore import ExploreError, explore
+    from .exploration import ExploreError, explore
     from .names import board_name, model_name
     from .progress import job_bar
 

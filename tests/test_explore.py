@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from codesign.explore import (
+from codesign.exploration import (
     Executor,
     ExploreError,
     explore,
@@ -123,3 +123,29 @@ def test_a_job_whose_worker_dies_is_retried_and_reported(tmp_path):
     assert seen[-1] == (1, 0, 0, 1)
     again = run_cached(die_once, "job-x", str(tmp_path / "cache"), str(tmp_path / "marker"))
     assert again["cached"] and again["attempts"] == 2  # the cache resumes, no third run
+
+
+def test_every_point_is_the_estimate_of_its_own_program(serial):
+    """A point's latency and resources are what the estimator gives for a Program compiled
+    at exactly that ArchConfig (attention slots are part of the Program's numerics)."""
+    from codesign.arch import ArchConfig, ddr_model
+    from codesign.compiler import compile_graph
+    from codesign.estimate import estimate_program, estimate_resources
+    from codesign.exploration import _graph_for
+
+    result, _ = serial
+    graph, _base = _graph_for(MODEL, BOARD, "w16a24", 0)
+    fitting = [p for p in result.points if p["fits"]]
+    by_slots = {}
+    for point in fitting[:: max(1, len(fitting) // 6)]:
+        arch = ArchConfig.from_dict(point["arch"])
+        program = compile_graph(graph, arch)
+        estimate = estimate_program(program, arch, BOARD, None, 0, ddr=ddr_model(BOARD, arch))
+        assert point["latency_ms"] == estimate["latency_ms"]
+        resources = estimate_resources(program, arch, BOARD)
+        assert point["resources"] == {key: resources[key] for key in point["resources"]}
+    for point in fitting:
+        knobs = dict(point["knobs"], attn_parallel=0)
+        by_slots.setdefault(json.dumps(knobs, sort_keys=True), []).append(point)
+    rows = [sorted(row, key=lambda p: p["knobs"]["attn_parallel"]) for row in by_slots.values()]
+    assert any(row[-1]["latency_ms"] < row[0]["latency_ms"] for row in rows if len(row) > 1)

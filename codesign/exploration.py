@@ -145,7 +145,8 @@ def search_block(
     block = ArchConfig.from_dict(
         {**base, "tile_in": tile_in, "tile_out": tile_out, "bus_bits": bus_bits}
     )
-    programs = {}  # the Program's header records the attention lanes: one per lane count
+    # the Program holds the attention lanes (header) and slots (ATTENTION's `parallel`,
+    # part of its numerics): one Program per point
     points = []
     for slots in SLOTS:
         if slots > block.max_tokens:
@@ -153,9 +154,7 @@ def search_block(
         row_fits = True
         for lane_count in lanes:
             arch = block.with_(attn_parallel=slots, attn_lanes=lane_count)
-            if lane_count not in programs:
-                programs[lane_count] = compile_graph(graph, arch)
-            program = programs[lane_count]
+            program = compile_graph(graph, arch)
             resources = estimate_resources(program, arch, board)
             fits = fit_table(resources, board)
             problems = fit_problems(fits, board.name)
