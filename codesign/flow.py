@@ -572,14 +572,27 @@ def graph_summary(graph: Graph) -> dict:
                 "outputs": n.outputs,
                 "task": n.task,
                 "attrs": {
-                    k: (v if k != "formats" else {f: str(x) for f, x in v.items()})
-                    for k, v in n.attrs.items()
+                    k: (v if k != "formats" else _formats_summary(v)) for k, v in n.attrs.items()
                 },
                 "params": {k: list(v.shape) for k, v in n.params.items()},
             }
             for n in graph.nodes
         ],
     }
+
+
+def _formats_summary(formats: dict) -> dict:
+    """A node's formats as text; per-channel shifts as their range, raw weights left out
+    (they are in program.bin)."""
+    summary = {}
+    for key, value in formats.items():
+        if key.endswith("_raw"):
+            continue
+        if key.endswith("_shifts"):
+            summary[key] = f"per output channel, {int(value.min())}..{int(value.max())}"
+        else:
+            summary[key] = str(value)
+    return summary
 
 
 def make_options(

@@ -3,11 +3,14 @@ weight formats and GPTQ rounding (codesign.quantize, codesign.rounding)."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 from small_models import SMALL_VIT
 
 from codesign.arch import parse_precision
 from codesign.contract import MAX_WEIGHT_SHIFT
+from codesign.flow import graph_summary
 from codesign.frontend import convert
 from codesign.ir import run_float
 from codesign.models import config_from_dict, create_model
@@ -120,5 +123,7 @@ def test_eight_bit_weights_round_by_gptq_and_report_it():
     for node in w8.nodes:  # what the compiler stores: the layer's own grid
         if node.op == "linear":
             fmts = node.attrs["formats"]
-            assert -128 <= fmts["weight_raw"].min() and fmts["weight_raw"].max() <= 127
+            assert fmts["weight_raw"].min() >= -128 and fmts["weight_raw"].max() <= 127
             assert fmts["weight_raw"].shape == node.params["weight"].shape
+    summary = json.dumps(graph_summary(w8))  # graph.json: formats as text, no weights
+    assert "weight_raw" not in summary and "per output channel, 0.." in summary
