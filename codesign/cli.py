@@ -494,6 +494,7 @@ def explore_cmd(
         console.print(
             f"what a build picks today: {_point_text(default)}, {default['latency_ms']:.3f} ms "
             f"(pick / default {ratio:.3f})"
+            + (", outside the searched space" if default.get("searched") is False else "")
         )
     console.print(f"wrote {out_dir}/pareto.json, pareto.png, report.md")
 

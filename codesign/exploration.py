@@ -125,28 +125,47 @@ def _knobs(arch: ArchConfig) -> dict:
     }
 
 
-def search_block(
-    graph,
-    board_name: str,
-    base: dict,
-    precision: str,
-    bus_bits: int,
-    tile_in: int,
-    tile_out: int,
-    lanes: tuple[int, ...],
-    ddr_efficiency: float,
-) -> list[dict]:
-    """Every (slots, lanes) point of one UCU tile and bus, pruned where it stops fitting.
-    A pure function of its arguments (a Dask job)."""
+def evaluate(graph, board_name: str, arch: ArchConfig, precision: str,
+             ddr_efficiency: float) -> dict:  # fmt: skip
+    """One point: the model compiled at `arch` (the Program holds the attention lanes in
+    its header and the slots in ATTENTION's `parallel`, part of its numerics) and costed
+    by the estimator."""
     from .compiler import compile_graph
     from .estimate import estimate_program, estimate_resources, fit_problems, fit_table
 
     board = get_board(board_name)
+    program = compile_graph(graph, arch)
+    resources = estimate_resources(program, arch, board)
+    problems = fit_problems(fit_table(resources, board), board.name)
+    ddr = ddr_model(board, arch, efficiency=ddr_efficiency)
+    result = estimate_program(program, arch, board, None, 0, ddr=ddr)
+    share = {
+        key: resources[key] / available if (available := getattr(board, key)) else
+        float(resources[key] > 0)
+        for key in RESOURCES
+    }  # fmt: skip
+    return {
+        "precision": precision,
+        "knobs": _knobs(arch),
+        "arch": arch.to_dict(),
+        "latency_ms": result["latency_ms"],
+        "cycles": result["cycles"],
+        "resources": {key: resources[key] for key in RESOURCES},
+        "utilisation": share,
+        "fits": not problems,
+        "problems": problems,
+        "verified": {},
+    }
+
+
+def search_block(graph, board_name: str, base: dict, precision: str, bus_bits: int,
+                 tile_in: int, tile_out: int, lanes: tuple[int, ...],
+                 ddr_efficiency: float) -> list[dict]:  # fmt: skip
+    """Every (slots, lanes) point of one UCU tile and bus, pruned where it stops fitting.
+    A pure function of its arguments (a Dask job)."""
     block = ArchConfig.from_dict(
         {**base, "tile_in": tile_in, "tile_out": tile_out, "bus_bits": bus_bits}
     )
-    # the Program holds the attention lanes (header) and slots (ATTENTION's `parallel`,
-    # part of its numerics): one Program per point
     points = []
     for slots in SLOTS:
         if slots > block.max_tokens:
@@ -154,34 +173,8 @@ def search_block(
         row_fits = True
         for lane_count in lanes:
             arch = block.with_(attn_parallel=slots, attn_lanes=lane_count)
-            program = compile_graph(graph, arch)
-            resources = estimate_resources(program, arch, board)
-            fits = fit_table(resources, board)
-            problems = fit_problems(fits, board.name)
-            ddr = ddr_model(board, arch, efficiency=ddr_efficiency)
-            result = estimate_program(program, arch, board, None, 0, ddr=ddr)
-            points.append(
-                {
-                    "precision": precision,
-                    "knobs": _knobs(arch),
-                    "arch": arch.to_dict(),
-                    "latency_ms": result["latency_ms"],
-                    "cycles": result["cycles"],
-                    "resources": {key: resources[key] for key in RESOURCES},
-                    "utilisation": {
-                        key: (
-                            resources[key] / getattr(board, key)
-                            if getattr(board, key)
-                            else float(resources[key] > 0)
-                        )
-                        for key in RESOURCES
-                    },
-                    "fits": not problems,
-                    "problems": problems,
-                    "verified": {},
-                }
-            )
-            if problems:  # more lanes only cost more
+            points.append(evaluate(graph, board_name, arch, precision, ddr_efficiency))
+            if not points[-1]["fits"]:  # more lanes only cost more
                 row_fits = lane_count != lanes[0]
                 break
         if not row_fits:  # even the fewest lanes do not fit: more slots will not either
@@ -512,9 +505,10 @@ def explore(
     started = time.perf_counter()
     executor = Executor(scheduler, workers)
     try:
-        calls, defaults = [], {}
+        calls, bases = [], {}
         for precision in precisions:
             graph, base = _graph_for(model, board, precision, seed)
+            bases[precision] = graph, base
             shared = executor.scatter(graph)
             head_dim = base.max_dim // base.max_heads
             lanes = tuple(n for n in (8, 16, 32, 64, 128, 256) if n <= head_dim) or (head_dim,)
@@ -534,13 +528,13 @@ def explore(
                                 ddr_efficiency,
                             )
                         )
-            defaults[precision] = base
         blocks = executor.map(search_block, calls, _stage(progress, "search"))
         points = [point for block in blocks for point in block]
         search_s = time.perf_counter() - started
         front = pareto_front(points)
         pick = choose(points, objective, constraints)
-        default = _default_point(points, defaults, precisions[0])
+        graph, base = bases[precisions[0]]
+        default = _default_point(graph, board, base, precisions[0], points, ddr_efficiency)
         verified = []
         if verify:
             ranked = sorted(front, key=_objective_key(objective))[:verify]
@@ -590,18 +584,22 @@ def _stage(progress, name):
     return lambda done, running, failed, total: progress(name, done, running, failed, total)
 
 
-def _default_point(points: list[dict], defaults: dict, precision: str) -> dict | None:
+def _default_point(graph, board: str, base: ArchConfig, precision: str, points: list[dict],
+                   ddr_efficiency: float) -> dict | None:  # fmt: skip
     """What a build picks without the search (``codesign.dse``: the board's default sized
-    to the model, shrunk until the estimate fits), as the search costed it."""
+    to the model, shrunk until the estimate fits), costed like the search's points (it
+    may lie outside the searched space, e.g. a bus wider than the board's HP ports)."""
     from .dse import candidates
 
     by_knobs = {
         json.dumps(p["knobs"], sort_keys=True): p for p in points if p["precision"] == precision
     }
-    for arch in candidates(defaults[precision], {}):
-        knobs = _knobs(arch)
-        point = by_knobs.get(json.dumps(knobs, sort_keys=True))
-        if point is not None and point["fits"]:
+    for arch in candidates(base, {}):
+        point = by_knobs.get(json.dumps(_knobs(arch), sort_keys=True))
+        if point is None:
+            point = evaluate(graph, board, arch, precision, ddr_efficiency)
+            point["searched"] = False
+        if point["fits"]:
             return point
     return None
 
@@ -742,6 +740,7 @@ def markdown(result: Exploration) -> str:
             f"{_knob_text(default)}: "
             f"{default['latency_ms']:.3f} ms (pick / default = "
             f"{pick['latency_ms'] / default['latency_ms']:.3f})"
+            + ("; outside the searched space" if default.get("searched") is False else "")
         )
     lines += [
         "",
