@@ -46,7 +46,6 @@ CONSTRAINT_KEYS = {
 }
 TILES = (4, 8, 16, 32, 64)
 SLOTS = (1, 2, 4, 8, 16)
-BUS_BITS = {"zynquplus": (64, 128), "zynq": (32, 64)}  # HP port widths of each family
 # where a verification disagrees with the estimate beyond these, the point is flagged
 BANDS = {"dsp": 0.0, "bram36": 0.10, "lut": 0.20, "ff": 0.20, "cycles": 0.05}
 SIM_MAX_CYCLES = 20_000_000  # estimated cycles above this: simulate m3vit-tiny and scale
@@ -512,7 +511,8 @@ def explore(
             shared = executor.scatter(graph)
             head_dim = base.max_dim // base.max_heads
             lanes = tuple(n for n in (8, 16, 32, 64, 128, 256) if n <= head_dim) or (head_dim,)
-            for bus in BUS_BITS[board_spec.family]:
+            hp_bits = board_spec.hp_port_bits  # no wider: the PS port would not carry it
+            for bus in (hp_bits // 2, hp_bits):
                 for tile_in in TILES:
                     for tile_out in TILES:
                         calls.append(

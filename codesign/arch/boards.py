@@ -27,6 +27,12 @@ class Board:
     pynq: bool = True
     ddr: str = ""  # the PS DDR: type, width, transfer rate
 
+    @property
+    def hp_port_bits(self) -> int:
+        """Data width of a PS high-performance slave port: a wider AXI master than this
+        moves no more than this many bits per cycle into the DDR."""
+        return 64 if self.family == "zynq" else 128
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -231,7 +231,13 @@ class ArchConfig:
 def default_arch(board_name: str) -> ArchConfig:
     """The ArchConfig a board gets unless the user chooses one."""
     small = {"ultra96v2": (16, 16, 4), "pynq-z2": (8, 16, 2), "kv260": (32, 32, 8)}
+    bus = {"pynq-z2": 64}  # Zynq-7000: 64-bit HP ports (Board.hp_port_bits)
     if board_name in small:
         tile_in, tile_out, parallel = small[board_name]
-        return ArchConfig(tile_in=tile_in, tile_out=tile_out, attn_parallel=parallel)
+        return ArchConfig(
+            tile_in=tile_in,
+            tile_out=tile_out,
+            attn_parallel=parallel,
+            bus_bits=bus.get(board_name, 128),
+        )
     return ArchConfig()
