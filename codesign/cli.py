@@ -462,6 +462,11 @@ def explore_cmd(
     try:
         model, board = model_name(model), board_name(board)
         out_dir = Path(out) if out else Path("explore") / f"{model}-{board}"
+        if verify and "synth" in verify_kinds:
+            err_console.print(
+                f"verifying {verify} point(s) with whole-top Yosys synthesis: minutes for a "
+                "small design, hours for a large one (--verify-kinds sim or --verify 0 skip it)"
+            )
         with job_bar() as bar:
             result = explore(
                 model, board, precisions, objective, constraints, verify=verify,
@@ -495,6 +500,17 @@ def explore_cmd(
             f"what a build picks today: {_point_text(default)}, {default['latency_ms']:.3f} ms "
             f"(pick / default {ratio:.3f})"
             + (", outside the searched space" if default.get("searched") is False else "")
+        )
+    from .rtl import FIT_LIMITS
+
+    tight = [f"{key} {100 * pick['utilisation'][key]:.1f} %" for key, limit in FIT_LIMITS.items()
+             if pick["utilisation"][key] > limit]  # fmt: skip
+    if tight:
+        margins = ",".join(f"{k.removesuffix('36')}<={v}" for k, v in FIT_LIMITS.items())
+        console.print(
+            f"[yellow]note:[/yellow] the pick uses {', '.join(tight)} of {board} by the "
+            f"estimate, beyond the margins the synthesis fit check holds; --constraint "
+            f"{margins} keeps them"
         )
     console.print(f"wrote {out_dir}/pareto.json, pareto.png, report.md")
 
