@@ -151,10 +151,25 @@ def evaluate(graph, board_name: str, arch: ArchConfig, precision: str,
         "cycles": result["cycles"],
         "resources": {key: resources[key] for key in RESOURCES},
         "utilisation": share,
+        # the Yosys-calibrated open-RTL model (not trusted yet, so not the fit): the same
+        # design as the RTL would build it, for comparison
+        "rtl_model": _rtl_model(resources.get("rtl_provisional"), board),
         "fits": not problems,
         "problems": problems,
         "verified": {},
     }
+
+
+def _rtl_model(model: dict | None, board) -> dict | None:
+    if not model:
+        return None
+    used = {key: round(float(model[key])) for key in RESOURCES if key in model}
+    return {
+        "resources": used,
+        "utilisation": {key: used[key] / getattr(board, key) for key in used
+                        if getattr(board, key)},
+        "source": model.get("source"),
+    }  # fmt: skip
 
 
 def search_block(graph, board_name: str, base: dict, precision: str, bus_bits: int,
@@ -719,6 +734,13 @@ def _plot(result: Exploration, path: Path) -> None:
     plt.close(fig)
 
 
+def _rtl_lut(point: dict) -> str:
+    model = point.get("rtl_model")
+    if not model or "lut" not in model["utilisation"]:
+        return "-"
+    return f"{100 * model['utilisation']['lut']:.0f}"
+
+
 def markdown(result: Exploration) -> str:
     pick, default = result.pick, result.default
     lines = [
@@ -730,8 +752,9 @@ def markdown(result: Exploration) -> str:
         f"{result.timing['search_s']} s, total {result.timing['total_s']} s "
         f"({result.timing['scheduler']})",
         f"- DDR model: {result.ddr['description']}",
-        "- every latency and resource figure is the estimator's unless a verification column "
-        "says otherwise",
+        "- every latency and resource figure is the estimator's (the HLS resource model the "
+        "build's fit check uses) unless a verification column says otherwise; 'RTL model' "
+        "is the Yosys-calibrated model of the open RTL, not trusted yet (docs/rtl-top.md)",
         f"- **pick**: {_knob_text(pick)}: {pick['latency_ms']:.3f} ms",
     ]
     if default is not None:
@@ -748,8 +771,8 @@ def markdown(result: Exploration) -> str:
         "",
         "## Pareto front",
         "",
-        "| point | latency ms | LUT % | DSP % | BRAM36 % | FF % | verified |",
-        "|---|---|---|---|---|---|---|",
+        "| point | latency ms | LUT % | DSP % | BRAM36 % | FF % | RTL model LUT % | verified |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for point in sorted(result.front, key=_objective_key(result.objective)):
         u = point["utilisation"]
@@ -770,7 +793,7 @@ def markdown(result: Exploration) -> str:
         lines.append(
             f"| {_knob_text(point)}{star} | {point['latency_ms']:.3f} | {100 * u['lut']:.1f} | "
             f"{100 * u['dsp']:.1f} | {100 * u['bram36']:.1f} | {100 * u['ff']:.1f} | "
-            f"{'; '.join(checks) or '-'} |"
+            f"{_rtl_lut(point)} | {'; '.join(checks) or '-'} |"
         )
     return "\n".join(lines) + "\n"
 
