@@ -10,8 +10,9 @@ resources only grow with attention slots and lanes, so within one UCU tile and b
 first point that does not fit ends its row. One job per (precision, bus, tiles) block.
 
 Jobs (the search blocks, then the verifications: whole-top Yosys synthesis and an RTL
-run of the model, or of ``m3vit-tiny`` scaled by the estimator when the model is too long
-to simulate) run on Dask distributed: a ``LocalCluster`` by default, a user's scheduler
+run of the model, or of ``m3vit-tiny`` at the same ArchConfig when the model is too long
+to simulate, whose cycles against the estimate vouch for the estimator's figure of the
+model) run on Dask distributed: a ``LocalCluster`` by default, a user's scheduler
 with ``scheduler="tcp://host:port"``, or in this process with ``scheduler="serial"``.
 Verification results are cached on disk by (job, ArchConfig, model, precision, tool
 versions), so an interrupted run resumes; a job whose worker dies is retried and the
@@ -272,16 +273,19 @@ def _versions() -> dict:
     return {"codesign": __version__, **tools}
 
 
-def job_key(kind: str, point: dict, model: str, versions: dict) -> str:
+def job_key(kind: str, point: dict, versions: dict, *args) -> str:
+    """The cache key of a verification: its kind, the point's ArchConfig and precision,
+    the job's other arguments (model, board, DDR efficiency, seed) and the tool versions."""
     text = json.dumps(
         {
             "kind": kind,
             "arch": point["arch"],
             "precision": point["precision"],
-            "model": model,
+            "args": args,
             "versions": versions,
         },
         sort_keys=True,
+        default=str,
     )
     return f"{kind}-{hashlib.sha256(text.encode()).hexdigest()[:20]}"
 
@@ -321,7 +325,7 @@ def synth_job(point: dict, board_name: str) -> dict:
     }
 
 
-def sim_job(point: dict, model: str, board_name: str, ddr_efficiency: float) -> dict:
+def sim_job(point: dict, model: str, board_name: str, ddr_efficiency: float, seed: int) -> dict:
     """The RTL top (Verilated, DDR model) running `model` at the point's ArchConfig:
     cycles against the estimate, bit-exact against the golden executor."""
     import numpy as np
@@ -337,6 +341,7 @@ def sim_job(point: dict, model: str, board_name: str, ddr_efficiency: float) -> 
         board_name,
         precision=point["precision"],
         arch=arch,
+        seed=seed,
         eval_images=1,
         plot=False,
         progress=False,
@@ -370,6 +375,9 @@ def sim_job(point: dict, model: str, board_name: str, ddr_efficiency: float) -> 
         "bit_exact": bool(np.array_equal(run.output, golden.output)),
         "seconds": round(time.perf_counter() - started, 1),
     }
+
+
+VERIFY_JOBS = {"synth": synth_job, "sim": sim_job}
 
 
 class Executor:
@@ -562,6 +570,7 @@ def explore(
                 board,
                 verify_kinds,
                 ddr_efficiency,
+                seed,
                 Path(cache) if cache else cache_dir() / "explore",
                 progress,
             )
@@ -619,27 +628,26 @@ def _default_point(graph, board: str, base: ArchConfig, precision: str, points: 
     return None
 
 
-def _verify(executor, ranked, model, board, kinds, ddr_efficiency, folder, progress):
+def _verify(executor, ranked, model, board, kinds, ddr_efficiency, seed, folder, progress):
     versions = _versions()
     calls = []
     for point in ranked:
         if "synth" in kinds:
-            calls.append((point, "synth", (point, board)))
+            calls.append((point, "synth", (board,)))
         if "sim" in kinds:
             sim_model = model if point["cycles"] <= SIM_MAX_CYCLES else "m3vit-tiny"
-            calls.append((point, "sim", (point, sim_model, board, ddr_efficiency)))
-    jobs = {"synth": synth_job, "sim": sim_job}
+            calls.append((point, "sim", (sim_model, board, ddr_efficiency, seed)))
     results = executor.map(
         run_cached,
         [
-            (jobs[kind], job_key(kind, point, model, versions), str(folder), *args)
+            (VERIFY_JOBS[kind], job_key(kind, point, versions, *args), str(folder), point, *args)
             for point, kind, args in calls
         ],
         _stage(progress, "verify"),
     )
     for (point, kind, _args), result in zip(calls, results, strict=True):
         point["verified"][kind] = _judge(kind, point, result)
-    return [p for p in ranked]
+    return ranked
 
 
 def _judge(kind: str, point: dict, result: dict) -> dict:

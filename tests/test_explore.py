@@ -149,3 +149,37 @@ def test_every_point_is_the_estimate_of_its_own_program(serial):
         by_slots.setdefault(json.dumps(knobs, sort_keys=True), []).append(point)
     rows = [sorted(row, key=lambda p: p["knobs"]["attn_parallel"]) for row in by_slots.values()]
     assert any(row[-1]["latency_ms"] < row[0]["latency_ms"] for row in rows if len(row) > 1)
+
+
+def test_verification_results_are_judged_keyed_and_cached(serial, tmp_path, monkeypatch):
+    """The verification plumbing with stand-in measurements: a synthesis 30 % over the
+    estimated LUTs is flagged, a simulation at 1.01 of the estimate is not; the cache key
+    changes with the DDR efficiency; a rerun reads the cache."""
+    from codesign import exploration
+
+    result, _ = serial
+    point = json.loads(json.dumps(result.pick))  # a copy
+    calls = []
+
+    def fake_synth(point, board):
+        calls.append("synth")
+        r = point["resources"]
+        return {"tool": "stand-in", "measured": {**r, "lut": round(1.3 * r["lut"])}}
+
+    def fake_sim(point, model, board, efficiency, seed):
+        calls.append("sim")
+        cycles = point["cycles"]
+        return {"model": model, "cycles": round(1.01 * cycles), "estimate_cycles": cycles,
+                "ratio": round(1.01 * cycles) / cycles, "bit_exact": True}  # fmt: skip
+
+    monkeypatch.setitem(exploration.VERIFY_JOBS, "synth", fake_synth)
+    monkeypatch.setitem(exploration.VERIFY_JOBS, "sim", fake_sim)
+    executor = Executor("serial")
+    args = (executor, [point], MODEL, BOARD, ("synth", "sim"), 0.8, 0, tmp_path, None)
+    exploration._verify(*args)
+    assert point["verified"]["synth"]["flagged"] == ["lut +30 %"]
+    assert point["verified"]["sim"]["flagged"] == [] and not point["verified"]["sim"]["cached"]
+    exploration._verify(*args)
+    assert calls == ["synth", "sim"] and point["verified"]["sim"]["cached"]
+    exploration._verify(executor, [point], MODEL, BOARD, ("sim",), 0.5, 0, tmp_path, None)
+    assert calls == ["synth", "sim", "sim"]  # another DDR model: not the cached run
