@@ -21,6 +21,8 @@ retry is reported.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -125,16 +127,39 @@ def _knobs(arch: ArchConfig) -> dict:
     }
 
 
+def attention_variant(program, arch: ArchConfig):
+    """The Program ``compile_graph`` gives for `arch` when `arch` differs from the one
+    `program` was compiled for only in its attention slots and lanes: the same weights
+    and layout, the header's slots and lanes and each ATTENTION's ``parallel`` (part of
+    its numerics) set as the compiler sets them. The search packs m3vit's 35 MB of
+    weights once per UCU tile and bus instead of once per point (tests/test_explore.py
+    checks points against full compiles)."""
+    from .program import Op
+
+    def retarget(layer):
+        if layer.op != Op.ATTENTION:
+            return layer
+        parallel = min(arch.attn_parallel, layer.fields["tokens"])
+        return dataclasses.replace(layer, fields={**layer.fields, "parallel": parallel})
+
+    return dataclasses.replace(
+        program,
+        attn_parallel=arch.attn_parallel,
+        attn_lanes=arch.header_attn_lanes,
+        layers=[retarget(layer) for layer in program.layers],
+    )
+
+
 def evaluate(graph, board_name: str, arch: ArchConfig, precision: str,
-             ddr_efficiency: float) -> dict:  # fmt: skip
-    """One point: the model compiled at `arch` (the Program holds the attention lanes in
-    its header and the slots in ATTENTION's `parallel`, part of its numerics) and costed
-    by the estimator."""
+             ddr_efficiency: float, program=None) -> dict:  # fmt: skip
+    """One point: the model compiled at `arch` (or `program`, compiled at an ArchConfig
+    differing only in the attention, retargeted by ``attention_variant``) and costed by
+    the estimator."""
     from .compiler import compile_graph
     from .estimate import estimate_program, estimate_resources, fit_problems, fit_table
 
     board = get_board(board_name)
-    program = compile_graph(graph, arch)
+    program = compile_graph(graph, arch) if program is None else attention_variant(program, arch)
     resources = estimate_resources(program, arch, board)
     problems = fit_problems(fit_table(resources, board), board.name)
     ddr = ddr_model(board, arch, efficiency=ddr_efficiency)
@@ -173,14 +198,20 @@ def _rtl_model(model: dict | None, board) -> dict | None:
     }  # fmt: skip
 
 
-def search_block(graph, board_name: str, base: dict, precision: str, bus_bits: int,
-                 tile_in: int, tile_out: int, lanes: tuple[int, ...],
+def search_block(model: str, seed: int, board_name: str, base: dict, precision: str,
+                 bus_bits: int, tile_in: int, tile_out: int, lanes: tuple[int, ...],
                  ddr_efficiency: float) -> list[dict]:  # fmt: skip
     """Every (slots, lanes) point of one UCU tile and bus, pruned where it stops fitting.
-    A pure function of its arguments (a Dask job)."""
+    A pure function of its arguments (a Dask job): each process quantises the model once
+    (``_graph_for`` is cached), which is faster than shipping the quantised graph to the
+    workers, whose unpickled weight arrays made every compile ~2x slower."""
+    graph, _base = _graph_for(model, board_name, precision, seed)
     block = ArchConfig.from_dict(
         {**base, "tile_in": tile_in, "tile_out": tile_out, "bus_bits": bus_bits}
     )
+    from .compiler import compile_graph
+
+    packed = compile_graph(graph, block)  # the weights, packed for these tiles and bus
     points = []
     for slots in SLOTS:
         if slots > block.max_tokens:
@@ -188,7 +219,7 @@ def search_block(graph, board_name: str, base: dict, precision: str, bus_bits: i
         row_fits = True
         for lane_count in lanes:
             arch = block.with_(attn_parallel=slots, attn_lanes=lane_count)
-            points.append(evaluate(graph, board_name, arch, precision, ddr_efficiency))
+            points.append(evaluate(graph, board_name, arch, precision, ddr_efficiency, packed))
             if not points[-1]["fits"]:  # more lanes only cost more
                 row_fits = lane_count != lanes[0]
                 break
@@ -389,8 +420,22 @@ class Executor:
         self.serial = scheduler == "serial"
         self.client = self.cluster = None
         if not self.serial:
+            import dask
             from distributed import Client, LocalCluster
 
+            # the workers' statistical profiler samples every task's stack 100 times a
+            # second and the event loop ticks 50 times a second: each takes the GIL from
+            # these pure-Python jobs (a worker ran a block 2-3x slower than this process)
+            dask.config.set(
+                {
+                    "distributed.worker.profile.enabled": False,
+                    "distributed.admin.tick.interval": "1s",
+                    "distributed.worker.memory.monitor-interval": "1s",
+                    # glibc giving back every freed block over 64 KiB (Dask's default for
+                    # its workers) turns each compile's big allocations into page faults
+                    "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": 1 << 30,
+                }
+            )
             if scheduler:
                 self.client = Client(scheduler)
             else:
@@ -398,9 +443,6 @@ class Executor:
                     n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
                 )
                 self.client = Client(self.cluster)
-
-    def scatter(self, value):
-        return value if self.serial else self.client.scatter(value, broadcast=True)
 
     def map(self, func: Callable, calls: list[tuple], progress=None) -> list:
         total = len(calls)
@@ -473,6 +515,7 @@ class Exploration:
         }
 
 
+@functools.lru_cache(maxsize=4)
 def _graph_for(model: str, board: str, precision: str, seed: int):
     """The quantised graph and the board default sized to it (the search's base)."""
     from .arch.config import default_arch
@@ -531,7 +574,6 @@ def explore(
         for precision in precisions:
             graph, base = _graph_for(model, board, precision, seed)
             bases[precision] = graph, base
-            shared = executor.scatter(graph)
             head_dim = base.max_dim // base.max_heads
             lanes = tuple(n for n in (8, 16, 32, 64, 128, 256) if n <= head_dim) or (head_dim,)
             hp_bits = board_spec.hp_port_bits  # no wider: the PS port would not carry it
@@ -540,7 +582,8 @@ def explore(
                     for tile_out in TILES:
                         calls.append(
                             (
-                                shared,
+                                model,
+                                seed,
                                 board,
                                 base.to_dict(),
                                 precision,
