@@ -36,7 +36,7 @@ OUT_TILES = ceil_div(F("out_dim"), P("tile_out"))
 
 def ucu_product(x, w, bias_words, b_frac: int, acc_frac: int) -> np.ndarray:
     """x . w^T, each output column c shifted by its weight shift s_c, plus the bias, at
-    acc_frac (the UCU's bias words carry both: ``program.unpack_bias_words``)."""
+    acc_frac (the UCU's bias words carry both: ``contract.unpack_bias_words``)."""
     acc = matmul_exact(x, w)
     if bias_words is None:
         return acc
