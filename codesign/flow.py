@@ -131,12 +131,6 @@ def step_load(state: BuildState) -> None:
     opts = state.options
     state.board = get_board(opts.board)
     state.arch = opts.arch or default_arch(state.board.name)
-    if state.arch.bus_bits > state.board.hp_port_bits:
-        raise ValueError(
-            f"ArchConfig.bus_bits={state.arch.bus_bits}: {state.board.name}'s PS ports are "
-            f"{state.board.hp_port_bits} bits wide, so a wider master moves no more per cycle "
-            f"(use bus_bits<={state.board.hp_port_bits})"
-        )
     if isinstance(opts.model, str) and opts.model.startswith("timm:"):
         from .models import RANDOM_WEIGHTS, load_weights
         from .models.timm_support import create_from_spec, parse_spec
