@@ -146,6 +146,20 @@ def _check_fits(graph: Graph, arch: ArchConfig) -> None:
             )
 
 
+def _raw_weights(fmts: dict, key: str, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The integers to store for ``weight`` [..., out, in] and its per-channel shifts: what
+    the quantiser chose (``{key}_raw``, ``{key}_shifts``), else nearest rounding in the
+    per-tensor format (a graph whose formats were set by hand)."""
+    shifts = fmts.get(f"{key}_shifts")
+    if shifts is None:
+        shifts = np.zeros(weight.shape[:-1], np.int64)
+    raw = fmts.get(f"{key}_raw")
+    if raw is None:
+        raw = round_nearest(weight.reshape(-1, weight.shape[-1]), fmts[key], shifts.reshape(-1))
+        raw = raw.reshape(weight.shape)
+    return raw, shifts
+
+
 class _Compiler:
     def __init__(self, graph: Graph, arch: ArchConfig, block_sparse: bool = True):
         self.graph = graph
@@ -208,10 +222,7 @@ class _Compiler:
         out = self.ref(node.outputs[0])
         start = node.attrs.get("rows", (0, x.rows))[0]
         weight = node.params["weight"]
-        shifts = fmts.get("weight_shifts", np.zeros(weight.shape[0], np.int64))
-        w_raw = fmts.get("weight_raw")
-        if w_raw is None:
-            w_raw = round_nearest(weight, fmts["weight"], shifts)
+        w_raw, shifts = _raw_weights(fmts, "weight", weight)
         post = Post[node.attrs.get("post", "none").upper()]
         acc_frac = x.fmt.frac_bits + fmts["weight"].frac_bits
         fields = {
@@ -443,20 +454,12 @@ class _Compiler:
             self.emit(Op.MOE_GATE, node, fields, task=task, suffix=f".gate{task}")
 
         def stacked(key: str, weights: bool) -> tuple[int, int]:
-            fmt, layer = fmts[key], key.split("_")[0]  # fc1 / fc2
-            shifts = fmts.get(f"{layer}_weight_shifts")
-            if shifts is None:
-                shifts = np.zeros(params[f"{layer}_weight"].shape[:2], np.int64)
+            fmt, matrix = fmts[key], f"{key.split('_')[0]}_weight"  # fc1 / fc2
+            raw, shifts = _raw_weights(fmts, matrix, params[matrix])
             offsets = []
             for expert in range(experts):
                 if weights:
-                    raw = fmts.get(f"{key}_raw")
-                    raw = (
-                        round_nearest(params[key][expert], fmt, shifts[expert])
-                        if raw is None
-                        else raw[expert]
-                    )
-                    offsets.append(self.weights(raw, fmt))
+                    offsets.append(self.weights(raw[expert], fmt))
                 else:
                     offsets.append(self.bias(fmt.quantize(params[key][expert]), shifts[expert]))
             stride = offsets[1] - offsets[0] if experts > 1 else 0
