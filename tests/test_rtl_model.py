@@ -37,7 +37,8 @@ def _synthetic_runs():
         units = {}
         for unit, f in feats.items():
             units[unit] = {}
-            for resource in rtl_model.RESOURCES:
+            units[unit]["bram36"] = f["brams"]  # counted, not fitted
+            for resource in ("dsp", "lut", "ff"):
                 names = rtl_model.feature_names(unit, resource, f)
                 weights = ({"one": 3, "multipliers": 1, "post_dsps": 1, "lanes": 2}
                            if resource == "dsp" else {})  # fmt: skip
@@ -53,6 +54,7 @@ def test_fit_recovers_an_exact_model():
     runs = _synthetic_runs()
     coefficients = rtl_model.fit(runs)
     assert coefficients["cds_ucu_job"]["dsp"] == {"one": 3.0, "multipliers": 1.0, "post_dsps": 1.0}
+    assert coefficients["cds_ucu_job"]["bram36"] == {"brams": 1.0}
     for run in runs:
         feats = rtl_model.features(ArchConfig.from_dict(run["arch"]), run["precision"])
         for unit, counts in run["units"].items():
@@ -67,7 +69,11 @@ def test_committed_calibration_is_the_fit_of_its_runs():
         pytest.skip("no calibration committed")
     for family in table.values():
         assert family["coefficients"] == rtl_model.fit(family["records"])
-        assert family["held_out"] == rtl_model.held_out_errors(family["records"])
+        memory_runs = family.get("memory_runs", [])
+        assert family["held_out"] == rtl_model.held_out_errors(family["records"], memory_runs)
+        assert family["held_out"]["bram36"] == max(
+            abs(row["error"]) for row in rtl_model.bram_errors(memory_runs or family["records"])
+        )
         for record in family["records"]:
             assert record["units"], record["name"]
 

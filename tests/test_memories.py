@@ -1,0 +1,69 @@
+"""Block RAM counted from the RTL's memories (``codesign.estimate.memories``): the inventory
+follows the ArchConfig, and a memory takes the primitives Yosys maps it to (the shapes
+below were measured with ``synth_xilinx -family xcup``: RAMB36E2 + RAMB18E2 / 2)."""
+
+from __future__ import annotations
+
+import pytest
+from small_models import ARCH_SYNTH as SMALL
+
+from codesign.estimate import rtl_model
+from codesign.estimate.memories import Memory, blocks, inventory, unit_blocks, varying_bits
+
+M3VIT = SMALL.with_(tile_in=8, tile_out=16, attn_parallel=2, attn_lanes=16, bus_bits=128,
+                    max_tokens=144, max_dim=192, max_hidden=768, max_in_dim=768,
+                    max_experts=16, max_heads=3)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("width", "depth", "reads", "bram36"),
+    [
+        (192, 13824, 1, 77.0),  # 11 x 7 RAMB36 as 2K x 18: m3vit's UCU row buffer
+        (800, 144, 1, 11.5),  # 23 RAMB18 as 512 x 36 simple dual port: a UCU accumulator
+        (28, 1152, 1, 1.5),  # 3 RAMB18 as 512 x 36
+        (24, 5184, 2, 9.0),  # 2 read ports: two copies of 9 RAMB18 (2K x 9)
+        (24, 5184, 1, 4.5),
+        (64, 48, 1, 0.0),  # shallow: LUTRAM
+        (10, 192, 1, 0.0),  # narrow and shallow: cheaper as LUTRAM than a RAMB18
+    ],
+)
+def test_a_memory_takes_whole_primitives(width, depth, reads, bram36):
+    assert blocks(Memory("u", "m", width, depth, reads=reads)) == bram36
+
+
+def test_roms_keep_their_varying_columns_and_small_ones_are_logic():
+    assert varying_bits([0b1000, 0b1110, 0b1000]) == 1  # bits 0, 3 constant; 1, 2 equal
+    assert varying_bits([0b01, 0b10]) == 2  # complementary columns are two
+    assert blocks(Memory("u", "m", 29, 256, reads=2, rom=True)) == 0.0  # GELU: LUTs
+    assert blocks(Memory("u", "m", 28, 1024, reads=2, rom=True)) == 1.0  # exp: one RAMB36
+    assert blocks(Memory("u", "m", 28, 1024, reads=2, rom=True, count=3)) == 3.0
+
+
+def test_inventory_follows_the_arch():
+    small = {m.name: m for m in inventory(SMALL, "w16a24") if m.unit == "cds_ucu_job"}
+    large = {m.name: m for m in inventory(M3VIT, "w16a24") if m.unit == "cds_ucu_job"}
+    # the row buffer: tokens x input tiles rows of Ti activations
+    assert (large["row buffer"].width, large["row buffer"].depth) == (8 * 24, 144 * 96)
+    assert small["row buffer"].depth == SMALL.max_tokens * -(-SMALL.max_in_dim // SMALL.tile_in)
+    attention = [m for m in inventory(M3VIT, "w16a24") if m.name == "q/k/v bank"]
+    assert attention[0].count == 16 and attention[0].reads == 2  # a bank per lane
+    assert attention[0].depth * attention[0].count >= 3 * 144 * 192
+    # 8-bit activations halve the activation memories
+    narrow = {m.name: m for m in inventory(M3VIT, "w8a8")}
+    assert narrow["row buffer"].width == 8 * 8
+
+
+def test_unit_blocks_at_m3vit_size_match_yosys():
+    """m3vit on the Ultra96-V2 default (8x16 UCU, two slots of 16 lanes, 128-bit bus):
+    Yosys ``synth_xilinx -family xcup`` maps the UCU job to 77 RAMB36 + 49 RAMB18 (101.5)
+    and the attention engine to 162 BRAM36."""
+    counted = unit_blocks(M3VIT, "w16a24", "xcup")
+    assert counted["cds_ucu_job"] == 101.5
+    assert counted["cds_eng_attention"] == pytest.approx(162, rel=0.02)
+    assert counted["cds_axi_rd"] == 4.0  # two 128 x 256 read FIFOs
+
+
+def test_the_model_counts_block_ram_instead_of_fitting_it():
+    feats = rtl_model.features(M3VIT, "w16a24", "xcup")
+    assert feats["cds_ucu_job"]["brams"] == unit_blocks(M3VIT, "w16a24", "xcup")["cds_ucu_job"]
+    assert rtl_model.feature_names("cds_ucu_job", "bram36", feats["cds_ucu_job"]) == ["brams"]
