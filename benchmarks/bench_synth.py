@@ -5,6 +5,7 @@ margins, the calibrated estimate beside them, logic depth, and the synthesis wal
     python benchmarks/bench_synth.py                        # every board (hours: WASM Yosys)
     python benchmarks/bench_synth.py --boards ultra96v2 --json out.json
     python benchmarks/bench_synth.py --write-docs           # the table in docs/rtl-top.md
+    python benchmarks/bench_synth.py --stage ffs            # DSP and block RAM only (minutes)
 
 The ArchConfig is the one ``codesign build --model M --board B`` chooses (the board's
 default, shrunk until the calibrated estimate fits). Counts are Yosys's
@@ -47,21 +48,24 @@ def chosen_arch(model: str, board_name: str, precision: str | None):
     return arch, str(state.options.precision)
 
 
-def run_board(model: str, board_name: str, precision: str | None, timeout: float | None) -> dict:
+def run_board(model: str, board_name: str, precision: str | None, timeout: float | None,
+              stage: str = "full") -> dict:  # fmt: skip
     board = get_board(board_name)
     family = rtl_model.family_of(board)
     arch, prec = chosen_arch(model, board_name, precision)
-    result = synth_top(arch, prec, family, timeout=timeout)
+    result = synth_top(arch, prec, family, timeout=timeout, stage=stage)
     counts = {k: getattr(result, k) for k in ("dsp", "bram36", "uram", "lut", "ff")}
     return {
         "board": board_name,
         "model": model,
+        "stage": stage,
         "precision": prec,
         "family": family,
         "arch": arch.to_dict(),
         "yosys": counts,
         "utilisation": utilisation(counts, board),
-        "estimate": rtl_model.estimate_rtl(arch, prec, family),
+        # the calibrated model's figures, trusted or not (its "source" says which)
+        "estimate": rtl_model.estimate_rtl(arch, prec, family, provisional=True),
         "units": result.units,
         "depth": result.depth,
         "dsp_packable_ffs": result.dsp_ffs.get(TOP),
@@ -79,8 +83,8 @@ def markdown(rows: list[dict]) -> str:
         arch, fit, est = row["arch"], row["utilisation"], row["estimate"] or {}
 
         def cell(key, fit=fit):
-            entry = fit[key]
-            return f"{entry['used']:g} ({entry['percent']:g} %)"
+            entry = fit.get(key)
+            return f"{entry['used']:g} ({entry['percent']:g} %)" if entry else "-"
 
         lines.append(
             f"| {row['board']} | {arch['tile_in']}x{arch['tile_out']}, P={arch['attn_parallel']}, "
@@ -97,22 +101,27 @@ def main(argv=None) -> int:
     parser.add_argument("--boards", nargs="*", default=list(BOARDS), choices=list(BOARDS))
     parser.add_argument("--precision")
     parser.add_argument("--timeout", type=float, help="seconds per Yosys run")
+    parser.add_argument("--stage", choices=("full", "ffs"), default="full",
+                        help="ffs: stop before LUT mapping (DSP and block RAM final)")  # fmt: skip
     parser.add_argument("--json", type=Path)
     parser.add_argument("--write-docs", action="store_true")
     args = parser.parse_args(argv)
+    if args.write_docs and args.stage != "full":
+        parser.error("--write-docs records whole runs only (--stage full)")
     console = Console()
     rows = []
     for board in args.boards:
         with console.status(f"synthesising {args.model} on {board}"):
             try:
-                rows.append(run_board(args.model, board, args.precision, args.timeout))
+                rows.append(run_board(args.model, board, args.precision, args.timeout,
+                                      args.stage))  # fmt: skip
             except (synth.SynthError, ValueError) as error:
                 console.print(f"[red]{board}: {str(error)[:400]}[/red]")
     table = Table("board", "LUT", "FF", "DSP", "BRAM36", "fits", "seconds")
     for row in rows:
         fit = row["utilisation"]
-        table.add_row(row["board"], *(f"{fit[k]['used']:g} ({fit[k]['percent']:g}%)"
-                                      for k in ("lut", "ff", "dsp", "bram36")),
+        table.add_row(row["board"], *(f"{fit[k]['used']:g} ({fit[k]['percent']:g}%)" if k in fit
+                                      else "-" for k in ("lut", "ff", "dsp", "bram36")),
                       str(all(e["ok"] for e in fit.values())), f"{row['seconds']:.0f}")  # fmt: skip
     console.print(table)
     if args.json:

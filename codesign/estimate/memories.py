@@ -166,10 +166,21 @@ def inventory(arch, precision=None) -> list[Memory]:
         tuple(sorted(kernel_check_params(arch, w_bytes=(p["w_container"] // 8,)).items()))
     )
     col_depth = -(-(p["max_out_tiles"] * p["max_in_tiles"]) // wpb)
+    norm_beats = -(-arch.max_dim // arch.tile_in)
+    param_bits = max(p["w_bits"], 18)
+    row_fifo = max(4, 2 ** (norm_beats + 1).bit_length())
     return [
         Memory("cds_ucu_job", "row buffer", arch.tile_in * x, tokens * p["max_in_tiles"]),
         Memory("cds_ucu_job", "accumulator bank", to * p["acc_bits"], tokens, count=2),
         Memory("cds_ucu_job", "column pointers", wpb * p["in_tile_bits"], col_depth),
+        # biases: a bus beat a row, in To/WPB banks when an output tile spans several beats
+        Memory(
+            "cds_ucu_job",
+            "biases",
+            arch.bus_bits,
+            p["max_out_tiles"] if to > wpb else -(-(p["max_out_tiles"] * to) // wpb),
+            count=max(1, to // wpb),
+        ),
         _rom("cds_ucu_job", "GELU table", tables["gelu_delta"], p["drain_lanes"]),
         Memory(
             "cds_eng_attention",
@@ -187,6 +198,15 @@ def inventory(arch, precision=None) -> list[Memory]:
         _rom("cds_eng_attention", "exp table", tables["exp"], slots),
         _rom("cds_eng_attention", "reciprocal table", tables["recip"], 1),
         _rom("cds_eng_layernorm", "rsqrt table", tables["rsqrt"], 1),
+        # LayerNorm: Ti lanes a beat; gamma twice (staged, then the core's) and beta, the
+        # row held for the normalise pass (two rows), and the input FIFO
+        Memory(
+            "cds_eng_layernorm", "gamma and beta", arch.tile_in * param_bits, norm_beats, count=3
+        ),
+        Memory("cds_eng_layernorm", "row buffer", arch.tile_in * x, 2 * norm_beats),
+        Memory("cds_eng_layernorm", "row FIFO", arch.tile_in * x, row_fifo),
+        # POOL's column sums: a 64-bit accumulator per word of a beat, dim / WPB deep
+        Memory("cds_eng_eltwise", "column sums", 64, -(-arch.max_dim // wpb), count=wpb),
         Memory("cds_eng_moe", "accumulator", to * p["macc_bits"], tokens * dim_tiles),
         Memory(
             "cds_eng_moe", "logits", to * x, 1 << (p["row_addr_bits"] + tile_bits), async_read=True
