@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -83,6 +84,14 @@ CONFIGS = {
     "u96-m3vit": _config(
         "w16a24", "xcup", tile_in=8, tile_out=16, attn_parallel=2, attn_lanes=16, **M3VIT
     ),
+    # each board's m3vit design at w16a24 (what `codesign build` picks today)
+    "kv260-m3vit": _config(
+        "w16a24", "xcup", tile_in=16, tile_out=32, attn_parallel=4, attn_lanes=32, **M3VIT
+    ),
+    "zcu104-m3vit": _config(
+        "w16a24", "xcup", tile_in=32, tile_out=32, attn_parallel=4, attn_lanes=32, **M3VIT
+    ),
+    "zcu102-default": _config("w16a24", "xcup", tile_in=32, tile_out=32, attn_parallel=8),
     "m3vit-w8": _config(
         "w8a8", "xcup", tile_in=16, tile_out=16, attn_parallel=4, attn_lanes=16, **M3VIT
     ),
@@ -171,6 +180,37 @@ def run_config(name: str, runs_dir: Path | None, timeout: float | None,
     return run
 
 
+DOC = Path(__file__).resolve().parents[1] / "docs" / "rtl-top.md"
+MEMORY_MARK = "<!-- memory_runs -->"
+
+
+def memory_table(runs: list[dict], calibration: dict) -> str:
+    """Markdown: each block-RAM check run, Yosys's block RAM and DSPs next to the model's."""
+    lines = [
+        "| run | family | precision | Ti×To, P × lanes, bus, tokens × dim | BRAM36 Yosys "
+        "| counted | error | DSP Yosys | model | Yosys s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run in runs:
+        arch = ArchConfig.from_dict(run["arch"])
+        table = calibration["families"][run["family"]]["coefficients"]
+        feats = rtl_model.features(arch, run["precision"], run["family"])
+        yosys = {r: sum(u[r] for u in run["units"].values()) for r in ("bram36", "dsp")}
+        model = {
+            r: sum(rtl_model._apply(table.get(unit, {}).get(r, {}), feats[unit], r)
+                   for unit in run["units"] if unit in feats)
+            for r in ("bram36", "dsp")
+        }  # fmt: skip
+        error = (model["bram36"] - yosys["bram36"]) / yosys["bram36"] if yosys["bram36"] else 0
+        lines.append(
+            f"| {run['name']} | {run['family']} | {run['precision']} | {arch.tile_in}×"
+            f"{arch.tile_out}, {arch.attn_parallel} × {arch.attention_lanes}, {arch.bus_bits}, "
+            f"{arch.max_tokens} × {arch.max_dim} | {yosys['bram36']:g} | {model['bram36']:g} | "
+            f"{100 * error:+.1f} % | {yosys['dsp']} | {model['dsp']} | {run['seconds']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
 def comparison(runs: list[dict], calibration: dict) -> list[dict]:
     """Estimate vs Yosys per run, unit and resource (the estimate from `calibration`)."""
     rows = []
@@ -205,6 +245,8 @@ def main(argv=None) -> int:
     parser.add_argument("--timeout", type=float, help="seconds per Yosys run")
     parser.add_argument("--write", action="store_true", help="write rtl_calibration.json")
     parser.add_argument("--json", type=Path, help="write runs, fit and comparison here")
+    parser.add_argument("--write-docs", action="store_true",
+                        help="the block-RAM check runs' table in docs/rtl-top.md")  # fmt: skip
     args = parser.parse_args(argv)
     console = Console()
     runs = [json.loads(Path(f).read_text()) for f in args.add_run]
@@ -232,7 +274,12 @@ def main(argv=None) -> int:
         memory_runs = [run for run in mine if run.get("stage", "full") != "full"]
         rows = rtl_model.held_out(records)
         loo += [{**row, "family": family} for row in rows if row["resource"] != "bram36"]
-        loo += [{**row, "family": family} for row in rtl_model.bram_errors(memory_runs or records)]
+        loo += [
+            {**row, "family": family}
+            for row in rtl_model.bram_errors(
+                memory_runs or records, rtl_model.fit(records) if memory_runs else None
+            )
+        ]
         families[family] = {
             "coefficients": rtl_model.fit(records),
             "records": records,
@@ -257,6 +304,12 @@ def main(argv=None) -> int:
         table.add_row(row["run"], row["family"], row["resource"], f"{row['yosys']:g}",
                       f"{row['estimate']:g}", f"{100 * row['error']:+.1f}%")  # fmt: skip
     console.print(table)
+    if args.write_docs:
+        memory_runs = [run for run in runs if run.get("stage", "full") != "full"]
+        text = DOC.read_text()
+        block = f"{MEMORY_MARK}\n{memory_table(memory_runs, calibration)}\n{MEMORY_MARK}"
+        DOC.write_text(re.sub(f"{MEMORY_MARK}.*?{MEMORY_MARK}", lambda _: block, text,
+                              flags=re.S))  # fmt: skip
     if args.write:
         rtl_model.CALIBRATION.write_text(json.dumps(calibration, indent=1) + "\n")
         console.print(f"wrote {rtl_model.CALIBRATION.name}")
