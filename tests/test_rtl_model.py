@@ -91,6 +91,11 @@ def test_fit_check_waits_for_enough_runs_within_their_bands(monkeypatch):
     assert provisional["dsp"] == sum(u["dsp"] for u in provisional["units"].values())
     monkeypatch.setattr(rtl_model, "MIN_RUNS", 6)
     assert table["held_out"]["dsp"] == 0  # an exact linear model predicts unseen runs
+    # enough runs within the bands, but all of small tops: m3vit's designs would be an
+    # extrapolation
+    assert rtl_model.estimate_rtl(SMALL, "w16a24", "xcup") is None
+    assert "no full run with" in rtl_model.trusted(table)[1]
+    monkeypatch.setattr(rtl_model, "LARGE_TOKENS", SMALL.max_tokens)
     assert "within the bands" in rtl_model.estimate_rtl(SMALL, "w16a24", "xcup")["source"]
     table["held_out"] = {**table["held_out"], "lut": 0.3}  # a LUT error beyond 20 %
     assert rtl_model.estimate_rtl(SMALL, "w16a24", "xcup") is None

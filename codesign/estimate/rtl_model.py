@@ -26,6 +26,9 @@ MIN_RUNS = 8
 # what the model must meet on runs it was not fitted on (leave-one-out, relative error of
 # the whole top) before the fit check relies on it: DSPs exact, BRAM36 10 %, LUT/FF 20 %
 BANDS = {"dsp": 0.0, "bram36": 0.10, "lut": 0.20, "ff": 0.20}
+# ... and at least one full run of a design the size the boards' models need (m3vit: 144
+# tokens), within those bands like the rest: the small tops alone would be extrapolated
+LARGE_TOKENS = 128
 GLUE = "codesign_top (glue)"
 
 
@@ -53,6 +56,9 @@ def features(arch, precision=None, family: str = "xcup") -> dict[str, dict[str, 
     words = max(1, bus // 32)
     macs = ti * to
     slots, head = arch.attn_parallel, arch.attention_lanes
+    banks = 2 ** (max(2, head, words) - 1).bit_length()  # attention's q/k/v banks
+    token_bits = arch.max_tokens.bit_length()
+    tile_bits = max(1, (-(-arch.max_dim // to) - 1).bit_length()) + 1
     units = {
         "cds_ucu_job": {
             "one": 1,
@@ -75,6 +81,8 @@ def features(arch, precision=None, family: str = "xcup") -> dict[str, dict[str, 
             "slots": slots,
             "out_lanes": p["attn_out_lanes"],
             "out_lane_bits": p["attn_out_lanes"] * x,
+            # 3 x dim, a qkv row's words: a DSP once the word index has 9 bits (dim >= ~170)
+            "row_words_dsps": 1 if (3 * arch.max_dim + banks).bit_length() >= 9 else 0,
         },
         "cds_eng_layernorm": {
             "one": 1,
@@ -91,6 +99,9 @@ def features(arch, precision=None, family: str = "xcup") -> dict[str, dict[str, 
             "one": 1,
             "tile_out": to,
             "out_lanes": p["moe_out_lanes"],
+            # the final pass's beat count, tokens x dim tiles: Yosys maps a multiply to a DSP
+            # when its product has 9 bits or more, else to LUTs
+            "beat_dsps": dsps(token_bits, tile_bits) if token_bits + tile_bits >= 9 else 0,
         },
         "cds_controller": {"one": 1, "bus": bus},
         "cds_axi_rd": {"one": 2, "bus": 2 * bus},
@@ -117,7 +128,7 @@ FEATURE_SETS = {
         "ff": ("one", "mac_bits", "drain_lane_bits"),
     },
     "cds_eng_attention": {
-        "dsp": ("one", "lane_dsps", "slots"),
+        "dsp": ("one", "lane_dsps", "slots", "row_words_dsps"),
         "lut": ("one", "row_bits", "lane_bits", "out_lane_bits"),
         "ff": ("one", "row_bits", "lane_bits", "out_lane_bits"),
     },
@@ -127,7 +138,7 @@ FEATURE_SETS = {
         "ff": ("one", "sum_lane_bits", "norm_lane_bits"),
     },
     "cds_eng_moe": {
-        "dsp": ("one",),
+        "dsp": ("one", "beat_dsps"),
         "lut": ("one", "tile_out", "out_lanes", "register_bits"),
         "ff": ("one", "tile_out", "out_lanes", "register_bits"),
     },
@@ -139,8 +150,9 @@ FEATURE_SETS = {
 }
 DEFAULT_FEATURES = ("one", "bus", "lanes")
 # coefficients known by construction rather than fitted: a bit held in registers is a
-# flip-flop (the calibration tops' queues are too small to pin it down)
-FIXED = {("ff", "register_bits"): 1.0}
+# flip-flop (the calibration tops' queues are too small to pin it down); a multiply that
+# only m3vit-sized tops have is one DSP
+FIXED = {("ff", "register_bits"): 1.0, ("dsp", "row_words_dsps"): 1.0}
 
 
 def feature_names(unit: str, resource: str, available) -> list[str]:
@@ -280,6 +292,9 @@ def trusted(table: dict) -> tuple[bool, str]:
     runs = len(table["records"])
     if runs < MIN_RUNS:
         return False, f"{runs} runs, fewer than the {MIN_RUNS} the model needs"
+    if not any(r["arch"]["max_tokens"] >= LARGE_TOKENS for r in table["records"]):
+        return False, (f"no full run with {LARGE_TOKENS}+ tokens: the boards' designs would be "
+                       "an extrapolation (m3vit's MoE queues are 150x the runs')")  # fmt: skip
     worst = table.get("held_out") or held_out_errors(table["records"], table.get("memory_runs", []))
     outside = [f"{r} {100 * worst[r]:.0f} %" for r in BANDS if worst.get(r, 1.0) > BANDS[r]]
     if outside:
