@@ -88,7 +88,7 @@ def _bram_cost(width: int, depth: int, reads: int, rom: bool) -> tuple[int, floa
     copies = 1 if rom and reads <= 2 else reads
     for cost, ratios, size in ((*_RAMB18, 0.5), (*_RAMB36, 1.0)):
         shapes = dict(ratios)
-        if copies == 1 and not rom:
+        if not rom:  # each copy of a RAM is one write + one read port: simple dual port
             top = max(ratios)
             wide, deep = _SDP_WIDE[top]
             shapes[wide] = deep
