@@ -28,10 +28,11 @@ _RAMB18 = (129, {1: 16384, 2: 8192, 4: 4096, 9: 2048, 18: 1024})
 _RAMB36 = (257, {1: 32768, 2: 16384, 4: 8192, 9: 4096, 18: 2048, 36: 1024})
 _SDP_WIDE = {18: (36, 512), 36: (72, 512)}  # RAMB18 / RAMB36 as one write + one read port
 # LUTRAM (lutrams_xcu.txt / lutrams_xc5v.txt): cost per primitive and the width of one
-# primitive per address width, for a memory with one write and one read port
+# primitive per address width, as dual port (RAM32M/RAM64M/RAM128X1D/RAM256X1D) and as
+# simple dual port (RAM32M16/RAM64M8 on UltraScale+, RAM32M/RAM64M on 7-series)
 _LUTRAM = {
-    "xcup": (16, {5: 8, 6: 4, 7: 2, 8: 1}),
-    "xc7": (8, {5: 4, 6: 2, 7: 1}),
+    "xcup": ((16, {5: 8, 6: 4, 7: 2, 8: 1}), (16, {5: 14, 6: 7})),
+    "xc7": ((8, {5: 4, 6: 2, 7: 1}), (8, {5: 6, 6: 3})),
 }
 MIN_DEPTH = 64  # shallower memories are LUTRAM or registers whatever their width
 # what one ROM bit costs as logic, in the library's cost units: a ROM whose bits cost less
@@ -100,15 +101,19 @@ def _bram_cost(width: int, depth: int, reads: int, rom: bool) -> tuple[int, floa
 
 
 def _lutram_cost(width: int, depth: int, reads: int, family: str) -> float:
-    """Cost of one write / `reads` read ports in LUTRAM: primitives of the depth's address
-    width, pro rata of the bits used (the library's ``widthscale``; a 192-word memory
-    uses three quarters of a 256-word primitive)."""
-    cost, widths = _LUTRAM[family]
-    abits = max(min(widths), math.ceil(math.log2(max(depth, 2))))
-    if abits not in widths:  # deeper than one primitive: a mux over the deepest ones
-        abits = max(widths)
-        return cost * width / widths[abits] * math.ceil(depth / 2**abits) * reads
-    return cost * width / widths[abits] * depth / 2**abits * reads
+    """Cost of one write and `reads` read ports in LUTRAM: a copy per reader, primitives of
+    one address width side by side (pro rata of the bits used, the library's
+    ``widthscale``) and deep ones one after another behind a multiplexer, the cheapest
+    kind and address width."""
+    best = math.inf
+    for cost, widths in _LUTRAM[family]:
+        for abits, prim_width in widths.items():
+            slices = math.ceil(depth / 2**abits)
+            # primitives, then the read multiplexers over the slices and the write decode
+            # as libmap scores them (half a unit per multiplexed bit, one per slice)
+            muxes = 0.5 * width * reads * (slices - 1) + (slices if slices > 1 else 0)
+            best = min(best, cost * slices * width / prim_width * reads + muxes)
+    return best
 
 
 def blocks(memory: Memory, family: str = "xcup") -> float:
