@@ -276,7 +276,7 @@ def main(argv=None) -> int:
         loo += [{**row, "family": family} for row in rows if row["resource"] != "bram36"]
         loo += [
             {**row, "family": family}
-            for row in rtl_model.bram_errors(
+            for row in rtl_model.unseen_errors(
                 memory_runs or records, rtl_model.fit(records) if memory_runs else None
             )
         ]

@@ -72,7 +72,7 @@ def test_committed_calibration_is_the_fit_of_its_runs():
         memory_runs = family.get("memory_runs", [])
         assert family["held_out"] == rtl_model.held_out_errors(family["records"], memory_runs)
         assert family["held_out"]["bram36"] == max(
-            abs(row["error"]) for row in rtl_model.bram_errors(memory_runs or family["records"])
+            abs(row["error"]) for row in rtl_model.unseen_errors(memory_runs or family["records"])
         )
         for record in family["records"]:
             assert record["units"], record["name"]

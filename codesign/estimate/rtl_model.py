@@ -2,10 +2,12 @@
 
 Each unit of ``codesign_top`` costs, per resource, a sum of coefficients times structural
 counts of that unit (:func:`features`): MACs and their product bits, output lanes,
-attention lanes, bus width, buffer bits. The coefficients are fitted (non-negative least
-squares) to hierarchical Yosys ``synth_xilinx`` runs of the whole top over a set of
-ArchConfigs (``python benchmarks/calibrate_synth.py``) and kept, with the runs they came
-from, in ``rtl_calibration.json`` beside this module, so a fit can be checked and redone.
+attention lanes, bus width, register-file bits. Block RAM is not fitted but counted from
+the RTL's memories (:mod:`codesign.estimate.memories`). The coefficients are fitted
+(non-negative least squares) to hierarchical Yosys ``synth_xilinx`` runs of the whole top
+over a set of ArchConfigs (``python benchmarks/calibrate_synth.py``) and kept, with the
+runs they came from, in ``rtl_calibration.json`` beside this module, so a fit can be
+checked and redone.
 A figure from this model is the estimator's (calibrated); a figure from
 ``codesign.rtl.synth`` is Yosys's; neither is Vivado's.
 """
@@ -250,9 +252,9 @@ def held_out(records: list[dict]) -> list[dict]:
     return rows
 
 
-def bram_errors(runs: list[dict], coefficients: dict | None = None) -> list[dict]:
-    """The counted block RAM (memories.py) of each run's whole top next to Yosys's, and
-    with `coefficients` (a fit the runs were not part of) the DSPs too."""
+def unseen_errors(runs: list[dict], coefficients: dict | None = None) -> list[dict]:
+    """On runs the fit has not seen: the counted block RAM (memories.py) of each run's
+    whole top next to Yosys's, and with `coefficients` the fitted DSPs too."""
     from ..arch import ArchConfig
 
     rows = []
@@ -280,8 +282,8 @@ def held_out_errors(records: list[dict], memory_runs: list[dict] = ()) -> dict[s
     worst: dict[str, float] = {}
     rows = [row for row in held_out(records) if row["resource"] != "bram36"]
     if len(records) >= 3:
-        rows += bram_errors(records) if not memory_runs else []
-        rows += bram_errors(list(memory_runs), fit(records)) if memory_runs else []
+        rows += unseen_errors(records) if not memory_runs else []
+        rows += unseen_errors(list(memory_runs), fit(records)) if memory_runs else []
     for row in rows:
         worst[row["resource"]] = max(worst.get(row["resource"], 0.0), abs(row["error"]))
     return worst
@@ -341,7 +343,6 @@ def _apply(coeffs: dict, feats: dict, resource: str):
 __all__ = [
     "BANDS",
     "CALIBRATION",
-    "bram_errors",
     "calibration",
     "estimate_rtl",
     "family_of",
@@ -350,4 +351,5 @@ __all__ = [
     "held_out",
     "held_out_errors",
     "trusted",
+    "unseen_errors",
 ]
