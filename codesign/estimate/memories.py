@@ -147,6 +147,11 @@ def _rom(unit: str, name: str, rom, lanes: int) -> Memory:
                   count=(lanes + 1) // 2)  # fmt: skip
 
 
+def attention_banks(lanes: int, words_per_beat: int) -> int:
+    """The attention engine's q/k/v banks: a power of two, at least its lanes and a beat."""
+    return 2 ** (max(2, lanes, words_per_beat) - 1).bit_length()
+
+
 def inventory(arch, precision=None) -> list[Memory]:
     """The memories of ``codesign_top`` rendered for `arch` that may map to block RAM."""
     from ..ops import kernel_check_params
@@ -157,8 +162,7 @@ def inventory(arch, precision=None) -> list[Memory]:
     x, tokens, to = p["x_bits"], arch.max_tokens, arch.tile_out
     wpb = arch.bus_bits // 32
     # attention: q/k/v rows striped over NB one-activation banks, two read ports each
-    lanes = p["attn_lanes"]
-    banks = 2 ** (max(2, lanes, wpb) - 1).bit_length()
+    banks = attention_banks(p["attn_lanes"], wpb)
     slots = arch.attn_parallel
     rounds = -(-tokens // slots)
     # MoE: the logits buffer {row, expert tile}, the accumulator {token, dim tile}
@@ -267,6 +271,7 @@ __all__ = [
     "MIN_DEPTH",
     "ROM_BIT_COST",
     "Memory",
+    "attention_banks",
     "blocks",
     "inventory",
     "register_bits",

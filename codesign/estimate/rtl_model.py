@@ -38,7 +38,7 @@ def features(arch, precision=None, family: str = "xcup") -> dict[str, dict[str, 
     """Structural counts per RTL unit of the ``codesign_top`` rendered for `arch` (the
     block RAM count, ``brams``, depends on the device `family`'s LUTRAM)."""
     from ..rtl.render import rtl_params
-    from .memories import register_bits, unit_blocks
+    from .memories import attention_banks, register_bits, unit_blocks
     from .resources import mult_dsps
 
     p = rtl_params(arch, precision)
@@ -58,7 +58,7 @@ def features(arch, precision=None, family: str = "xcup") -> dict[str, dict[str, 
     words = max(1, bus // 32)
     macs = ti * to
     slots, head = arch.attn_parallel, arch.attention_lanes
-    banks = 2 ** (max(2, head, words) - 1).bit_length()  # attention's q/k/v banks
+    banks = attention_banks(head, words)
     token_bits = arch.max_tokens.bit_length()
     tile_bits = max(1, (-(-arch.max_dim // to) - 1).bit_length()) + 1
     units = {
