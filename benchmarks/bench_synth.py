@@ -51,9 +51,9 @@ def chosen_arch(model: str, board_name: str, precision: str | None):
 def run_board(model: str, board_name: str, precision: str | None, timeout: float | None,
               stage: str = "full") -> dict:  # fmt: skip
     board = get_board(board_name)
-    family = rtl_model.family_of(board)
+    family, uram = rtl_model.family_of(board), rtl_model.has_uram(board)
     arch, prec = chosen_arch(model, board_name, precision)
-    result = synth_top(arch, prec, family, timeout=timeout, stage=stage)
+    result = synth_top(arch, prec, family, timeout=timeout, stage=stage, uram=uram)
     counts = {k: getattr(result, k) for k in ("dsp", "bram36", "uram", "lut", "ff")}
     return {
         "board": board_name,
@@ -61,11 +61,12 @@ def run_board(model: str, board_name: str, precision: str | None, timeout: float
         "stage": stage,
         "precision": prec,
         "family": family,
+        "uram_mapping": uram,
         "arch": arch.to_dict(),
         "yosys": counts,
         "utilisation": utilisation(counts, board),
         # the calibrated model's figures, trusted or not (its "source" says which)
-        "estimate": rtl_model.estimate_rtl(arch, prec, family, provisional=True),
+        "estimate": rtl_model.estimate_rtl(arch, prec, family, uram=uram, provisional=True),
         "units": result.units,
         "depth": result.depth,
         "dsp_packable_ffs": result.dsp_ffs.get(TOP),

@@ -44,8 +44,9 @@ M3VIT = dict(max_tokens=144, max_dim=192, max_hidden=768, max_in_dim=768, max_ex
              max_heads=3)  # fmt: skip
 
 
-def _config(precision: str, family: str, **fields) -> tuple[dict, str, str]:
-    return fields, precision, family
+def _config(precision: str, family: str, uram: bool = False, **fields
+            ) -> tuple[dict, str, str, bool]:  # fmt: skip
+    return fields, precision, family, uram
 
 
 # name -> (ArchConfig fields, precision, family): small to m3vit-sized, two precisions,
@@ -92,6 +93,17 @@ CONFIGS = {
         "w16a24", "xcup", tile_in=32, tile_out=32, attn_parallel=4, attn_lanes=32, **M3VIT
     ),
     "zcu102-default": _config("w16a24", "xcup", tile_in=32, tile_out=32, attn_parallel=8),
+    # the ZCU104's part has UltraRAM: synth_xilinx -uram may map the largest memories to it
+    "zcu104-m3vit-uram": _config(
+        "w16a24",
+        "xcup",
+        uram=True,
+        tile_in=32,
+        tile_out=32,
+        attn_parallel=4,
+        attn_lanes=32,
+        **M3VIT,
+    ),
     "m3vit-w8": _config(
         "w8a8", "xcup", tile_in=16, tile_out=16, attn_parallel=4, attn_lanes=16, **M3VIT
     ),
@@ -154,20 +166,21 @@ DEFAULT_CONFIGS = [name for name in CONFIGS if name in (
 
 def run_config(name: str, runs_dir: Path | None, timeout: float | None,
                stage: str = "full") -> dict:  # fmt: skip
-    fields, precision, family = CONFIGS[name]
+    fields, precision, family, uram = CONFIGS[name]
     suffix = "" if stage == "full" else f"-{stage}"
     path = runs_dir / f"{name}{suffix}.json" if runs_dir else None
     if path and path.exists():
         return json.loads(path.read_text())
     arch = ArchConfig(**fields)
     started = time.perf_counter()
-    result = synth_top(arch, precision, family, timeout=timeout, stage=stage)
+    result = synth_top(arch, precision, family, timeout=timeout, stage=stage, uram=uram)
     run = {
         "name": name,
         "stage": stage,
         "arch": arch.to_dict(),
         "precision": precision,
         "family": family,
+        "uram": uram,
         "tool": result.tool,
         "seconds": result.seconds or round(time.perf_counter() - started, 1),
         "total": {k: getattr(result, k) for k in ("dsp", "bram36", "uram", "lut", "ff")},
@@ -188,13 +201,16 @@ def memory_table(runs: list[dict], calibration: dict) -> str:
     """Markdown: each block-RAM check run, Yosys's block RAM and DSPs next to the model's."""
     lines = [
         "| run | family | precision | Ti×To, P × lanes, bus, tokens × dim | BRAM36 Yosys "
-        "| counted | error | DSP Yosys | model | Yosys s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| counted | error | URAM Yosys | counted | DSP Yosys | model | Yosys s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in runs:
         arch = ArchConfig.from_dict(run["arch"])
         table = calibration["families"][run["family"]]["coefficients"]
-        feats = rtl_model.features(arch, run["precision"], run["family"])
+        feats = rtl_model.run_features(run)
+        urams = (sum(u.get("uram", 0) for u in run["units"].values()),
+                 sum(f["urams"] for f in feats.values()))  # fmt: skip
+        family = run["family"] + (" -uram" if run.get("uram") else "")
         yosys = {r: sum(u[r] for u in run["units"].values()) for r in ("bram36", "dsp")}
         model = {
             r: sum(rtl_model._apply(table.get(unit, {}).get(r, {}), feats[unit], r)
@@ -203,10 +219,11 @@ def memory_table(runs: list[dict], calibration: dict) -> str:
         }  # fmt: skip
         error = (model["bram36"] - yosys["bram36"]) / yosys["bram36"] if yosys["bram36"] else 0
         lines.append(
-            f"| {run['name']} | {run['family']} | {run['precision']} | {arch.tile_in}×"
+            f"| {run['name']} | {family} | {run['precision']} | {arch.tile_in}×"
             f"{arch.tile_out}, {arch.attn_parallel} × {arch.attention_lanes}, {arch.bus_bits}, "
             f"{arch.max_tokens} × {arch.max_dim} | {yosys['bram36']:g} | {model['bram36']:g} | "
-            f"{100 * error:+.1f} % | {yosys['dsp']} | {model['dsp']} | {run['seconds']:.0f} |"
+            f"{100 * error:+.1f} % | {urams[0]} | {urams[1]} | {yosys['dsp']} | {model['dsp']} "
+            f"| {run['seconds']:.0f} |"
         )
     return "\n".join(lines)
 
@@ -216,8 +233,7 @@ def comparison(runs: list[dict], calibration: dict) -> list[dict]:
     rows = []
     for run in runs:
         table = calibration["families"][run["family"]]["coefficients"]
-        feats = rtl_model.features(ArchConfig.from_dict(run["arch"]), run["precision"],
-                                   run["family"])  # fmt: skip
+        feats = rtl_model.run_features(run)
         measured = rtl_model.RESOURCES if run.get("stage", "full") == "full" else ("dsp", "bram36")
         for unit, counts in run["units"].items():
             coeffs = table.get(unit, {})

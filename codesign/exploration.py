@@ -346,11 +346,13 @@ def synth_job(point: dict, board_name: str) -> dict:
     board = get_board(board_name)
     arch = ArchConfig.from_dict(point["arch"])
     family = "xc7" if board.family == "zynq" else "xcup"
+    uram = board.uram > 0
     started = time.perf_counter()
-    result = synth_top(arch, point["precision"], family)
+    result = synth_top(arch, point["precision"], family, uram=uram)
     measured = {key: getattr(result, key) for key in RESOURCES}
+    flags = f"-family {family}" + (" -uram" if uram else "")
     return {
-        "tool": f"{result.tool} (synth_xilinx -family {family}, whole top by unit)",
+        "tool": f"{result.tool} (synth_xilinx {flags}, whole top by unit)",
         "measured": measured,
         "seconds": round(time.perf_counter() - started, 1),
     }

@@ -34,6 +34,9 @@ _LUTRAM = {
     "xcup": ((16, {5: 8, 6: 4, 7: 2, 8: 1}), (16, {5: 14, 6: 7})),
     "xc7": ((8, {5: 4, 6: 2, 7: 1}), (8, {5: 6, 6: 3})),
 }
+# UltraRAM (urams.txt, parts that have it and ``synth_xilinx -uram``): URAM288, 4K x 72
+# only, two ports that each read or write, no initial contents
+_URAM = (1024, 72, 4096)
 MIN_DEPTH = 64  # shallower memories are LUTRAM or registers whatever their width
 # what one ROM bit costs as logic, in the library's cost units: a ROM whose bits cost less
 # than its block RAM becomes LUTs (256-entry function tables do; 1,024-entry ones do not)
@@ -54,6 +57,9 @@ class Memory:
     # read without a clock edge: block RAM cannot (LUTRAM, or registers and multiplexers
     # when it has more read ports than LUTRAM either)
     async_read: bool = False
+    # one read port shares the write port's address (they never run in the same cycle):
+    # with a second reader it is one true-dual-port RAM, not a copy per reader
+    rw_port: bool = False
 
 
 @lru_cache(maxsize=256)
@@ -81,15 +87,16 @@ def varying_bits(words) -> int:
     return _varying_bits(tuple(int(word) for word in words))
 
 
-def _bram_cost(width: int, depth: int, reads: int, rom: bool) -> tuple[int, float]:
+def _bram_cost(width: int, depth: int, reads: int, true_dual: bool) -> tuple[int, float]:
     """(cost, BRAM36) of the cheapest block-RAM mapping of one copy."""
     best = None
     # a RAM with one write port and R read ports is R simple-dual-port copies; a ROM's two
-    # read ports are the two ports of one true-dual-port primitive
-    copies = 1 if rom and reads <= 2 else reads
+    # read ports, or a read port on the write's address and one more, are the two ports of
+    # one true-dual-port primitive
+    copies = 1 if true_dual and reads <= 2 else reads
     for cost, ratios, size in ((*_RAMB18, 0.5), (*_RAMB36, 1.0)):
         shapes = dict(ratios)
-        if not rom:  # each copy of a RAM is one write + one read port: simple dual port
+        if not true_dual:  # each copy is one write + one read port: simple dual port
             top = max(ratios)
             wide, deep = _SDP_WIDE[top]
             shapes[wide] = deep
@@ -116,18 +123,35 @@ def _lutram_cost(width: int, depth: int, reads: int, family: str) -> float:
     return best
 
 
-def blocks(memory: Memory, family: str = "xcup") -> float:
-    """BRAM36 (RAMB36 + RAMB18 / 2) that `memory` takes, all its copies."""
+def mapped(memory: Memory, family: str = "xcup", uram: bool = False) -> tuple[float, int]:
+    """(BRAM36, URAM288) that `memory` takes, all its copies: the cheapest of block RAM,
+    LUTRAM (or logic, for a ROM) and, on a part with UltraRAM (`uram`), URAM288."""
     if memory.depth < MIN_DEPTH or memory.async_read or memory.reads > 2:
-        return 0.0
-    cost, bram36 = _bram_cost(memory.width, memory.depth, memory.reads, memory.rom)
+        return 0.0, 0
+    cost, bram36 = _bram_cost(memory.width, memory.depth, memory.reads,
+                              memory.rom or memory.rw_port)  # fmt: skip
+    best = (cost, bram36, 0)
     if memory.rom:
         soft = memory.width * memory.depth * ROM_BIT_COST
     else:
-        soft = _lutram_cost(memory.width, memory.depth, memory.reads, family)
-    if soft < cost:
-        return 0.0
-    return bram36 * memory.count
+        readers = memory.reads - 1 if memory.rw_port else memory.reads
+        soft = _lutram_cost(memory.width, memory.depth, max(1, readers), family)
+    if soft < best[0]:
+        best = (soft, 0.0, 0)
+    if uram and not memory.rom:
+        tile_cost, tile_width, tile_depth = _URAM
+        # a write and a read port are the primitive's two; a second reader needs a copy
+        # unless it is the write's port
+        copies = 1 if memory.reads == 1 or memory.rw_port else memory.reads
+        tiles = math.ceil(memory.width / tile_width) * math.ceil(memory.depth / tile_depth)
+        if tiles * copies * tile_cost < best[0]:
+            best = (tiles * copies * tile_cost, 0.0, tiles * copies)
+    return best[1] * memory.count, best[2] * memory.count
+
+
+def blocks(memory: Memory, family: str = "xcup", uram: bool = False) -> float:
+    """BRAM36 (RAMB36 + RAMB18 / 2) that `memory` takes, all its copies."""
+    return mapped(memory, family, uram)[0]
 
 
 @lru_cache(maxsize=64)
@@ -167,7 +191,6 @@ def inventory(arch, precision=None) -> list[Memory]:
     rounds = -(-tokens // slots)
     # MoE: the logits buffer {row, expert tile}, the accumulator {token, dim tile}
     expert_tiles = -(-arch.max_experts // to)
-    tile_bits = max(1, (expert_tiles - 1).bit_length())
     dim_tiles = -(-arch.max_dim // to)
     expert_bits = max(1, (arch.max_experts - 1).bit_length())
     queue_depth = 1 << (expert_bits + max(1, (-(-tokens // wpb) - 1).bit_length()))
@@ -198,6 +221,7 @@ def inventory(arch, precision=None) -> list[Memory]:
             tokens * -(-3 * arch.max_dim // banks),
             reads=2,
             count=banks,
+            rw_port=True,  # LOAD writes and RUN's q reads share a port
         ),
         Memory("cds_eng_attention", "score bank", x + 1, rounds * tokens, count=slots),
         # each query row's running maximum, reciprocal mantissa and exponent
@@ -217,29 +241,20 @@ def inventory(arch, precision=None) -> list[Memory]:
         # POOL's column sums: a 64-bit accumulator per word of a beat, dim / WPB deep
         Memory("cds_eng_eltwise", "column sums", 64, -(-arch.max_dim // wpb), count=wpb),
         Memory("cds_eng_moe", "accumulator", to * p["macc_bits"], tokens * dim_tiles),
-        Memory(
-            "cds_eng_moe", "logits", to * x, 1 << (p["row_addr_bits"] + tile_bits), async_read=True
-        ),
-        # the expert queues (token ids, gate scores): WPB banks read by several pipelines
-        # at once without a clock edge, so registers (~110 k flip-flops at m3vit's size)
+        Memory("cds_eng_moe", "logits", to * x, tokens * expert_tiles),
+        # the expert queues: WPB banks with synchronous reads; the token ids have two read
+        # ports (the side stream / gate writer on the write's address, the gather / ys
+        # write-back), the scores one
         Memory(
             "cds_eng_moe",
             "expert queue ids",
             tokens.bit_length(),
             queue_depth,
-            reads=5,
-            async_read=True,
+            reads=2,
             count=wpb,
+            rw_port=True,
         ),
-        Memory(
-            "cds_eng_moe",
-            "expert queue scores",
-            p["score_bits"] + 1,
-            queue_depth,
-            reads=3,
-            async_read=True,
-            count=wpb,
-        ),
+        Memory("cds_eng_moe", "expert queue scores", p["score_bits"] + 1, queue_depth, count=wpb),
         _rom("cds_eng_moe", "exp table", tables["exp"], 1),
         _rom("cds_eng_moe", "reciprocal table", tables["recip"], 1),
         Memory("cds_controller", "rule engine", engine_bits, engine_words, rom=True),
@@ -248,22 +263,22 @@ def inventory(arch, precision=None) -> list[Memory]:
     ]
 
 
-def unit_blocks(arch, precision=None, family: str = "xcup") -> dict[str, float]:
-    """BRAM36 per unit of ``codesign_top`` by :func:`blocks` over :func:`inventory`."""
-    per_unit: dict[str, float] = {}
-    for memory in inventory(arch, precision):
-        per_unit[memory.unit] = per_unit.get(memory.unit, 0.0) + blocks(memory, family)
-    return per_unit
+def unit_blocks(arch, precision=None, family: str = "xcup", uram: bool = False
+                ) -> dict[str, float]:  # fmt: skip
+    """BRAM36 per unit of ``codesign_top`` by :func:`mapped` over :func:`inventory`."""
+    return {unit: bram36 for unit, (bram36, _) in unit_memories(arch, precision, family,
+                                                                uram).items()}  # fmt: skip
 
 
-def register_bits(arch, precision=None) -> dict[str, int]:
-    """Bits per unit held in registers because their memory has more read ports than
-    any RAM primitive: flip-flops, and LUTs for the read multiplexers."""
-    per_unit: dict[str, int] = {}
+def unit_memories(arch, precision=None, family: str = "xcup", uram: bool = False
+                  ) -> dict[str, tuple[float, int]]:  # fmt: skip
+    """(BRAM36, URAM288) per unit of ``codesign_top``; `uram`: the part has UltraRAM and
+    synthesis may use it (``synth_xilinx -uram``)."""
+    per_unit: dict[str, tuple[float, int]] = {}
     for memory in inventory(arch, precision):
-        if memory.reads > 2:
-            bits = memory.width * memory.depth * memory.count
-            per_unit[memory.unit] = per_unit.get(memory.unit, 0) + bits
+        bram36, tiles = mapped(memory, family, uram)
+        old = per_unit.get(memory.unit, (0.0, 0))
+        per_unit[memory.unit] = (old[0] + bram36, old[1] + tiles)
     return per_unit
 
 
@@ -274,7 +289,8 @@ __all__ = [
     "attention_banks",
     "blocks",
     "inventory",
-    "register_bits",
+    "mapped",
     "unit_blocks",
+    "unit_memories",
     "varying_bits",
 ]

@@ -416,13 +416,14 @@ def _rtl_estimate(arch, widths: dict, board, provisional: bool = False) -> dict 
     """The calibrated open-RTL model for the Program's widths, None without calibration
     (or, unless `provisional`, without one it trusts)."""
     from ..arch.config import Precision
-    from .rtl_model import estimate_rtl, family_of
+    from .rtl_model import estimate_rtl, family_of, has_uram
 
     try:
         precision = Precision(widths["weight"] or 16, widths["activation"] or 24)
     except ValueError:
         return None
-    return estimate_rtl(arch, precision, family_of(board), provisional=provisional)
+    return estimate_rtl(arch, precision, family_of(board), uram=has_uram(board),
+                        provisional=provisional)  # fmt: skip
 
 
 def provisional_warning(resources: dict, board) -> str | None:

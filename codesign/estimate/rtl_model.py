@@ -34,11 +34,13 @@ LARGE_TOKENS = 128
 GLUE = "codesign_top (glue)"
 
 
-def features(arch, precision=None, family: str = "xcup") -> dict[str, dict[str, float]]:
+def features(arch, precision=None, family: str = "xcup", uram: bool = False
+             ) -> dict[str, dict[str, float]]:  # fmt: skip
     """Structural counts per RTL unit of the ``codesign_top`` rendered for `arch` (the
-    block RAM count, ``brams``, depends on the device `family`'s LUTRAM)."""
+    block RAM count, ``brams``, depends on the device `family`'s LUTRAM and on whether the
+    part has UltraRAM, `uram`, that takes the largest memories: ``urams``)."""
     from ..rtl.render import rtl_params
-    from .memories import attention_banks, register_bits, unit_blocks
+    from .memories import attention_banks, unit_memories
     from .resources import mult_dsps
 
     p = rtl_params(arch, precision)
@@ -111,12 +113,11 @@ def features(arch, precision=None, family: str = "xcup") -> dict[str, dict[str, 
         "cds_axil_ctrl": {"one": 1},
         GLUE: {"one": 1, "bus": bus},
     }
-    # block RAM is counted, not fitted: each memory in whole primitives (memories.py)
-    brams = unit_blocks(arch, precision, family)
+    # block RAM and UltraRAM are counted, not fitted: each memory in whole primitives
+    # (memories.py)
+    memories = unit_memories(arch, precision, family, uram)
     for unit, feats in units.items():
-        feats["brams"] = brams.get(unit, 0.0)
-    # the MoE expert queues: read by several pipelines at once, so registers (memories.py)
-    units["cds_eng_moe"]["register_bits"] = register_bits(arch, precision).get("cds_eng_moe", 0)
+        feats["brams"], feats["urams"] = memories.get(unit, (0.0, 0))
     return units
 
 
@@ -141,8 +142,8 @@ FEATURE_SETS = {
     },
     "cds_eng_moe": {
         "dsp": ("one", "beat_dsps"),
-        "lut": ("one", "tile_out", "out_lanes", "register_bits"),
-        "ff": ("one", "tile_out", "out_lanes", "register_bits"),
+        "lut": ("one", "tile_out", "out_lanes"),
+        "ff": ("one", "tile_out", "out_lanes"),
     },
     "cds_eng_eltwise": {
         "dsp": ("lanes",),  # POOL's 48x18 scale multiply per lane
@@ -151,10 +152,9 @@ FEATURE_SETS = {
     },
 }
 DEFAULT_FEATURES = ("one", "bus", "lanes")
-# coefficients known by construction rather than fitted: a bit held in registers is a
-# flip-flop (the calibration tops' queues are too small to pin it down); a multiply that
-# only m3vit-sized tops have is one DSP
-FIXED = {("ff", "register_bits"): 1.0, ("dsp", "row_words_dsps"): 1.0}
+# coefficients known by construction rather than fitted: a multiply that only m3vit-sized
+# tops have is one DSP
+FIXED = {("dsp", "row_words_dsps"): 1.0}
 
 
 def feature_names(unit: str, resource: str, available) -> list[str]:
@@ -167,14 +167,19 @@ def feature_names(unit: str, resource: str, available) -> list[str]:
 # ---------------------------------------------------------------- calibration
 
 
-def unit_records(records: list[dict]) -> dict[str, list[tuple[dict, dict]]]:
-    """Per unit: (features, Yosys counts) of every calibration run."""
+def run_features(run: dict) -> dict[str, dict[str, float]]:
+    """:func:`features` of a synthesis run's ArchConfig, precision, family and UltraRAM."""
     from ..arch import ArchConfig
 
+    return features(ArchConfig.from_dict(run["arch"]), run["precision"],
+                    run.get("family", "xcup"), run.get("uram", False))  # fmt: skip
+
+
+def unit_records(records: list[dict]) -> dict[str, list[tuple[dict, dict]]]:
+    """Per unit: (features, Yosys counts) of every calibration run."""
     per_unit: dict[str, list] = {}
     for record in records:
-        arch = ArchConfig.from_dict(record["arch"])
-        feats = features(arch, record["precision"], record.get("family", "xcup"))
+        feats = run_features(record)
         for unit, counts in record["units"].items():
             if unit in feats:
                 per_unit.setdefault(unit, []).append((feats[unit], counts))
@@ -230,18 +235,20 @@ def family_of(board) -> str:
     return "xc7" if getattr(board, "family", "zynquplus") == "zynq" else "xcup"
 
 
+def has_uram(board) -> bool:
+    """Whether the board's part has UltraRAM (synthesis may then map memories to it)."""
+    return getattr(board, "uram", 0) > 0
+
+
 def held_out(records: list[dict]) -> list[dict]:
     """Leave-one-out: each run's totals next to the fit of the other runs (what the model
     says about an ArchConfig it has not seen); empty with fewer than three runs."""
-    from ..arch import ArchConfig
-
     if len(records) < 3:
         return []
     rows = []
     for run in records:
         table = fit([r for r in records if r is not run])
-        feats = features(ArchConfig.from_dict(run["arch"]), run["precision"],
-                         run.get("family", "xcup"))  # fmt: skip
+        feats = run_features(run)
         for resource in RESOURCES:
             estimate = sum(_apply(table.get(unit, {}).get(resource, {}), feats[unit], resource)
                            for unit in run["units"] if unit in feats)  # fmt: skip
@@ -255,11 +262,9 @@ def held_out(records: list[dict]) -> list[dict]:
 def unseen_errors(runs: list[dict], coefficients: dict | None = None) -> list[dict]:
     """On runs the fit has not seen: the counted block RAM (memories.py) of each run's
     whole top next to Yosys's, and with `coefficients` the fitted DSPs too."""
-    from ..arch import ArchConfig
-
     rows = []
     for run in runs:
-        feats = features(ArchConfig.from_dict(run["arch"]), run["precision"], run["family"])
+        feats = run_features(run)
         for resource in ("bram36",) + (("dsp",) if coefficients else ()):
             estimate = sum(
                 feats[unit]["brams"] if resource == "bram36"
@@ -304,11 +309,12 @@ def trusted(table: dict) -> tuple[bool, str]:
     return True, f"{runs} runs, held-out error within the bands"
 
 
-def estimate_rtl(arch, precision=None, family: str = "xcup", *, provisional: bool = False
-                 ) -> dict | None:  # fmt: skip
-    """Calibrated DSP / BRAM36 / LUT / FF per RTL unit and in total, or None when the
-    calibration of `family` is not ``trusted`` (fewer than MIN_RUNS runs, or held-out
-    errors beyond BANDS); ``provisional=True``: whatever it has, saying so."""
+def estimate_rtl(arch, precision=None, family: str = "xcup", *, uram: bool = False,
+                 provisional: bool = False) -> dict | None:  # fmt: skip
+    """Calibrated DSP / BRAM36 / LUT / FF (and counted URAM on a part with UltraRAM,
+    `uram`) per RTL unit and in total, or None when the calibration of `family` is not
+    ``trusted`` (fewer than MIN_RUNS runs, or held-out errors beyond BANDS);
+    ``provisional=True``: whatever it has, saying so."""
     table = calibration()["families"].get(family)
     if not table:
         return None
@@ -316,19 +322,19 @@ def estimate_rtl(arch, precision=None, family: str = "xcup", *, provisional: boo
     if not ok and not provisional:
         return None
     units = {}
-    for unit, feats in features(arch, precision, family).items():
+    for unit, feats in features(arch, precision, family, uram).items():
         coeffs = table["coefficients"].get(unit, {})
         units[unit] = {
             resource: _apply(coeffs.get(resource, {}), feats, resource) for resource in RESOURCES
         }
-    totals = {r: sum(u[r] for u in units.values()) for r in RESOURCES}
+        units[unit]["uram"] = feats["urams"]
+    totals = {r: sum(u[r] for u in units.values()) for r in (*RESOURCES, "uram")}
     totals["bram36"] = round(totals["bram36"], 1)
     return {
         "family": family,
         "source": f"estimator calibrated to Yosys ({why}" + (")" if ok else "; provisional)"),
         "runs": len(table["records"]),
         **totals,
-        "uram": 0,
         "units": units,
     }
 
@@ -348,6 +354,7 @@ __all__ = [
     "family_of",
     "features",
     "fit",
+    "has_uram",
     "held_out",
     "held_out_errors",
     "trusted",

