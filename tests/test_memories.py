@@ -49,8 +49,8 @@ def test_a_memory_takes_whole_primitives(width, depth, reads, bram36):
         (768, 3456, 1, False, (0.0, 11)),  # a 32-wide row buffer: 11 URAM, not 77 RAMB36
         (24, 5184, 1, False, (4.5, 0)),  # narrow: a URAM is 72 bits wide, block RAM wins
         (1536, 864, 1, False, (43.0, 0)),  # shallow for URAM: 22 of them cost more
-        (72, 4096, 2, True, (0.0, 1)),  # one URAM's two ports: a write/read and a read
         (72, 4096, 2, False, (0.0, 2)),  # a copy per reader
+        (72, 4096, 2, True, (0.0, 2)),  # also on the write's port (it reads every cycle)
         (28, 1024, 2, False, (2.0, 0)),  # small: two RAMB36 cost less than two URAM
     ],
 )

@@ -141,8 +141,9 @@ def mapped(memory: Memory, family: str = "xcup", uram: bool = False) -> tuple[fl
     if uram and not memory.rom:
         tile_cost, tile_width, tile_depth = _URAM
         # a write and a read port are the primitive's two; a second reader needs a copy
-        # unless it is the write's port
-        copies = 1 if memory.reads == 1 or memory.rw_port else memory.reads
+        # even on the write's port: URAM's read/write port keeps its output while it
+        # writes, and the RTL's shared ports read on every cycle (so Yosys cannot merge)
+        copies = memory.reads
         tiles = math.ceil(memory.width / tile_width) * math.ceil(memory.depth / tile_depth)
         if tiles * copies * tile_cost < best[0]:
             best = (tiles * copies * tile_cost, 0.0, tiles * copies)
