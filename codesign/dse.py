@@ -1,4 +1,5 @@
-"""Choosing an ArchConfig that fits the board when the user did not give one.
+"""Choosing an ArchConfig that fits the board when the user did not give one: within the
+fit margins (``codesign.rtl.FIT_LIMITS``), which a user's own ArchConfig need not keep.
 
 Resources depend only on the ArchConfig and the Program's formats and ops (not on its
 weights), so candidates are costed against one compiled Program and the chosen one is
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from .arch import ArchConfig, Board
 from .estimate import DesignDoesNotFit, estimate_resources, fit_problems, fit_table
+from .estimate.resources import margin_problems
 from .ir import Graph
 
 MIN_TILE = 4
@@ -53,7 +55,9 @@ def model_tables(graph: Graph) -> dict[str, str]:
 
 
 def _fits(program, arch: ArchConfig, board: Board) -> list[str]:
-    return fit_problems(fit_table(estimate_resources(program, arch, board), board), board.name)
+    """Why `arch` is not a safe choice on `board`: beyond its capacity or its fit margins."""
+    fits = fit_table(estimate_resources(program, arch, board), board)
+    return fit_problems(fits, board.name) or margin_problems(fits, board.name)
 
 
 def _fewer_lanes(arch: ArchConfig) -> ArchConfig:

@@ -486,6 +486,27 @@ def fit_problems(fits: dict, board_name: str) -> list[str]:
     return problems
 
 
+def margin_problems(fits: dict, board_name: str) -> list[str]:
+    """One sentence per resource beyond its fit margin (``codesign.rtl.FIT_LIMITS``: LUT
+    and FF 85 %, DSP, BRAM36 and URAM 90 %): a design that needs more may not place and
+    route, so the automatic choice of an ArchConfig keeps within them."""
+    from ..rtl import FIT_LIMITS
+
+    problems = []
+    for key, label in RESOURCE_LABELS.items():
+        used, available = fits[key]["used"], fits[key]["available"]
+        limit = FIT_LIMITS[key] * available
+        if used <= limit:
+            continue
+        share = f" ({100 * used / available:.0f} %)" if available else ""
+        problems.append(
+            f"{label}: design needs {used:,.0f}{share}, {board_name} has {available:,} and the "
+            f"fit margin is {100 * FIT_LIMITS[key]:.0f} % ({limit:,.0f}; over by "
+            f"{used - limit:,.0f})"
+        )
+    return problems
+
+
 def check_fits(program_or_estimate, arch=None, board=None) -> dict:
     """Raise DesignDoesNotFit naming each resource and its overshoot; return the fit table.
 
