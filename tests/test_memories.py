@@ -47,7 +47,9 @@ def test_a_memory_takes_whole_primitives(width, depth, reads, bram36):
     [
         # (BRAM36, URAM288) with UltraRAM; measured with synth_xilinx -family xcup -uram
         (768, 3456, 1, False, (0.0, 11)),  # a 32-wide row buffer: 11 URAM, not 77 RAMB36
-        (24, 5184, 1, False, (4.5, 0)),  # narrow: a URAM is 72 bits wide, block RAM wins
+        (24, 5184, 1, False, (0.0, 1)),  # folded: three words a row, 1,728 rows
+        (25, 5184, 1, False, (0.0, 1)),  # two words (of 27 bits) a row: a score bank
+        (36, 1024, 1, False, (1.0, 0)),  # one RAMB36 costs a quarter of a URAM
         (1536, 864, 1, False, (43.0, 0)),  # shallow for URAM: 22 of them cost more
         (72, 4096, 2, False, (0.0, 2)),  # a copy per reader
         (72, 4096, 2, True, (0.0, 2)),  # also on the write's port (it reads every cycle)
@@ -72,7 +74,7 @@ def test_unit_memories_move_big_buffers_to_ultraram():
     assert all(tiles == 0 for _, tiles in plain.values())
     assert with_uram["cds_ucu_job"][1] == 11  # the row buffer, 768 x 3456
     saved = sum(b for b, _ in plain.values()) - sum(b for b, _ in with_uram.values())
-    assert saved == 77
+    assert saved == 77 + 18  # and the four 25-bit score banks, one URAM each
     feats = rtl_model.features(zcu104, "w16a24", "xcup", uram=True)
     assert feats["cds_ucu_job"]["urams"] == with_uram["cds_ucu_job"][1]
 

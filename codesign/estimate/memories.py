@@ -144,7 +144,12 @@ def mapped(memory: Memory, family: str = "xcup", uram: bool = False) -> tuple[fl
         # even on the write's port: URAM's read/write port keeps its output while it
         # writes, and the RTL's shared ports read on every cycle (so Yosys cannot merge)
         copies = memory.reads
-        tiles = math.ceil(memory.width / tile_width) * math.ceil(memory.depth / tile_depth)
+        # a narrow memory is folded: several words a 72-bit row, each on its own 8- or
+        # 9-bit write enables (a 25-bit, 5,184-word score bank is one URAM, 2 x 2,592)
+        fold = max(tile_width // (math.ceil(memory.width / byte) * byte) for byte in (8, 9))
+        tiles = math.ceil(memory.width / tile_width) * math.ceil(
+            memory.depth / (tile_depth * max(1, fold))
+        )
         if tiles * copies * tile_cost < best[0]:
             best = (tiles * copies * tile_cost, 0.0, tiles * copies)
     return best[1] * memory.count, best[2] * memory.count
