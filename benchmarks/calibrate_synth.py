@@ -93,7 +93,18 @@ CONFIGS = {
         "w16a24", "xcup", tile_in=32, tile_out=32, attn_parallel=4, attn_lanes=32, **M3VIT
     ),
     "zcu102-default": _config("w16a24", "xcup", tile_in=32, tile_out=32, attn_parallel=8),
-    # the ZCU104's part has UltraRAM: synth_xilinx -uram may map the largest memories to it
+    # the ZCU104's and KV260's parts have UltraRAM: synth_xilinx -uram may map the largest
+    # memories to it
+    "kv260-m3vit-uram": _config(
+        "w16a24",
+        "xcup",
+        uram=True,
+        tile_in=16,
+        tile_out=32,
+        attn_parallel=4,
+        attn_lanes=32,
+        **M3VIT,
+    ),
     "zcu104-m3vit-uram": _config(
         "w16a24",
         "xcup",
@@ -265,10 +276,12 @@ def main(argv=None) -> int:
                         help="the block-RAM check runs' table in docs/rtl-top.md")  # fmt: skip
     args = parser.parse_args(argv)
     console = Console()
-    runs = [json.loads(Path(f).read_text()) for f in args.add_run]
+    runs = []
     if args.keep:
         for table in rtl_model.calibration()["families"].values():
             runs += table["records"] + table.get("memory_runs", [])
+    # a run given with --add-run replaces a kept one of the same name and stage
+    runs += [json.loads(Path(f).read_text()) for f in args.add_run]
     runs = list({(run["name"], run.get("stage", "full")): run for run in runs}.values())
     have = {run["name"] for run in runs if run.get("stage", "full") == args.stage}
     configs = args.configs or (DEFAULT_CONFIGS if args.stage == "full" else list(CONFIGS))

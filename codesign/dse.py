@@ -1,5 +1,6 @@
 """Choosing an ArchConfig that fits the board when the user did not give one: within the
-fit margins (``codesign.rtl.FIT_LIMITS``), which a user's own ArchConfig need not keep.
+fit margins (``codesign.rtl.FIT_LIMITS``) once the figures come from the Yosys-calibrated
+model (a user's own ArchConfig need only fit the part).
 
 Resources depend only on the ArchConfig and the Program's formats and ops (not on its
 weights), so candidates are costed against one compiled Program and the chosen one is
@@ -55,9 +56,12 @@ def model_tables(graph: Graph) -> dict[str, str]:
 
 
 def _fits(program, arch: ArchConfig, board: Board) -> list[str]:
-    """Why `arch` is not a safe choice on `board`: beyond its capacity or its fit margins."""
-    fits = fit_table(estimate_resources(program, arch, board), board)
-    return fit_problems(fits, board.name) or margin_problems(fits, board.name)
+    """Why `arch` is not a safe choice on `board`: beyond its capacity, or, when the figures
+    come from the Yosys-calibrated model, beyond its fit margins."""
+    resources = estimate_resources(program, arch, board)
+    fits = fit_table(resources, board)
+    margins = margin_problems(fits, board.name) if resources.get("rtl") else []
+    return fit_problems(fits, board.name) or margins
 
 
 def _fewer_lanes(arch: ArchConfig) -> ArchConfig:

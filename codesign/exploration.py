@@ -163,8 +163,9 @@ def evaluate(graph, board_name: str, arch: ArchConfig, precision: str,
     program = compile_graph(graph, arch) if program is None else attention_variant(program, arch)
     resources = estimate_resources(program, arch, board)
     fits = fit_table(resources, board)
-    # "fits" for the search is within the fit margins, as for the build's own choice
-    problems = fit_problems(fits, board.name) or margin_problems(fits, board.name)
+    # "fits" as for the build's own choice: within the fit margins on the calibrated model
+    margins = margin_problems(fits, board.name) if resources.get("rtl") else []
+    problems = fit_problems(fits, board.name) or margins
     ddr = ddr_model(board, arch, efficiency=ddr_efficiency)
     result = estimate_program(program, arch, board, None, 0, ddr=ddr)
     share = {

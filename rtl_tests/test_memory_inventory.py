@@ -93,8 +93,16 @@ def _ram(width: int, depth: int, reads: int, rw_port: bool) -> str:
         (72, 4096, 2, True),
         (24, 5184, 2, True),
         (25, 5184, 1, False),
+        (384, 6912, 1, False),
     ],
-    ids=["row-buffer", "moe-accumulator", "uram-two-readers", "qkv-bank", "score-bank"],
+    ids=[
+        "row-buffer",
+        "moe-accumulator",
+        "uram-two-readers",
+        "qkv-bank",
+        "score-bank",
+        "row-buffer-16-wide",
+    ],
 )
 def test_block_ram_or_ultraram_as_yosys_maps_it(width, depth, reads, rw_port):
     """With ``synth_xilinx -uram`` Yosys picks block RAM or UltraRAM by cost; the count

@@ -457,3 +457,32 @@ def test_fit_search_halves_slots_then_lanes_then_tiles():
     assert shape[-1] == (1, dse.MIN_LANES, dse.MIN_TILE, dse.MIN_TILE)
     for before, after in itertools.pairwise(shape):
         assert after != before and all(a <= b for a, b in zip(after, before, strict=True))
+
+
+def test_margin_problems_name_the_resource_the_margin_and_the_overshoot():
+    from codesign.estimate.resources import margin_problems
+
+    fits = {key: {"used": 0, "available": 100} for key in ("dsp", "bram36", "uram", "ff")}
+    fits["lut"] = {"used": 62_000, "available": 70_560}  # 88 %: fits, not within 85 %
+    fits["dsp"] = {"used": 324, "available": 360}  # exactly 90 %: within
+    (problem,) = margin_problems(fits, "ultra96v2")
+    assert problem.startswith("LUT: design needs 62,000 (88 %), ultra96v2 has 70,560")
+    assert "fit margin is 85 % (59,976; over by 2,024)" in problem
+
+
+def test_the_automatic_choice_keeps_the_margins_on_the_calibrated_model(tiny_build, monkeypatch):
+    """Once the Yosys-calibrated model is trusted, the chosen ArchConfig stays within the
+    fit margins by that model (not merely within the part)."""
+    from codesign import dse
+    from codesign.estimate import rtl_model
+    from codesign.rtl import FIT_LIMITS
+
+    monkeypatch.setattr(rtl_model, "trusted", lambda table: (True, "trusted for the test"))
+    board = get_board("zcu102")
+    state = tiny_build.state
+    chosen, tried = dse.choose_arch(tiny_build.program, state.graph_quant, board, state.arch)
+    resources = est.estimate_resources(tiny_build.program, chosen, board)
+    assert resources["rtl"] is not None
+    for key, limit in FIT_LIMITS.items():
+        assert resources[key] <= limit * getattr(board, key), key
+    assert tried  # the board's default (32x32, eight slots) is beyond the part by the model

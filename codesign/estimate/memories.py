@@ -144,12 +144,14 @@ def mapped(memory: Memory, family: str = "xcup", uram: bool = False) -> tuple[fl
         # even on the write's port: URAM's read/write port keeps its output while it
         # writes, and the RTL's shared ports read on every cycle (so Yosys cannot merge)
         copies = memory.reads
-        # a narrow memory is folded: several words a 72-bit row, each on its own 8- or
-        # 9-bit write enables (a 25-bit, 5,184-word score bank is one URAM, 2 x 2,592)
-        fold = max(tile_width // (math.ceil(memory.width / byte) * byte) for byte in (8, 9))
-        tiles = math.ceil(memory.width / tile_width) * math.ceil(
-            memory.depth / (tile_depth * max(1, fold))
-        )
+        # whole 72-bit columns, then the rest of the width folded: several of its slices a
+        # 72-bit row, each on its own 8- or 9-bit write enables (a 25-bit, 5,184-word score
+        # bank is one URAM of 2 x 2,592; a 384-bit row buffer 5 columns + one folded)
+        columns, rest = divmod(memory.width, tile_width)
+        tiles = columns * math.ceil(memory.depth / tile_depth)
+        if rest:
+            fold = max(tile_width // (math.ceil(rest / byte) * byte) for byte in (8, 9))
+            tiles += math.ceil(memory.depth / (tile_depth * fold))
         if tiles * copies * tile_cost < best[0]:
             best = (tiles * copies * tile_cost, 0.0, tiles * copies)
     return best[1] * memory.count, best[2] * memory.count
