@@ -107,13 +107,19 @@ def _bram_cost(width: int, depth: int, reads: int, true_dual: bool) -> tuple[int
     return best
 
 
-def _lutram_cost(width: int, depth: int, reads: int, family: str) -> float:
+def _lutram_cost(width: int, depth: int, reads: int, family: str, rw_port: bool = False
+                 ) -> float:  # fmt: skip
     """Cost of one write and `reads` read ports in LUTRAM: a copy per reader, primitives of
     one address width side by side (pro rata of the bits used, the library's
     ``widthscale``) and deep ones one after another behind a multiplexer, the cheapest
-    kind and address width."""
+    kind and address width. `rw_port` with two readers: one copy of the dual-port kind
+    (read/write + read), as Yosys maps it (measured: a 192 x 24 bank is then a RAMB18 pair
+    on xcup, where the simple-dual-port kind would be cheaper, and LUTRAM at 8 bits on xc7)."""
     best = math.inf
-    for cost, widths in _LUTRAM[family]:
+    kinds = _LUTRAM[family]
+    if rw_port and reads == 2:
+        kinds, reads = kinds[:1], 1
+    for cost, widths in kinds:
         for abits, prim_width in widths.items():
             slices = math.ceil(depth / 2**abits)
             # primitives, then the read multiplexers over the slices and the write decode
@@ -134,8 +140,9 @@ def mapped(memory: Memory, family: str = "xcup", uram: bool = False) -> tuple[fl
     if memory.rom:
         soft = memory.width * memory.depth * ROM_BIT_COST
     else:
-        readers = memory.reads - 1 if memory.rw_port else memory.reads
-        soft = _lutram_cost(memory.width, memory.depth, max(1, readers), family)
+        # a read port on the write's address and one more: one copy of the dual-port
+        # primitives (read/write + read), not the simple-dual-port ones
+        soft = _lutram_cost(memory.width, memory.depth, memory.reads, family, memory.rw_port)
     if soft < best[0]:
         best = (soft, 0.0, 0)
     if uram and not memory.rom:
