@@ -49,7 +49,7 @@ def _config(precision: str, family: str, uram: bool = False, **fields
     return fields, precision, family, uram
 
 
-# name -> (ArchConfig fields, precision, family): small to m3vit-sized, two precisions,
+# name -> (ArchConfig fields, precision, family, UltraRAM): small to m3vit-sized, two precisions,
 # whole-row and chunked attention (attn_lanes), both device families
 CONFIGS = {
     "small": _config(
