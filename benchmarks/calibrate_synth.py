@@ -93,28 +93,6 @@ CONFIGS = {
         "w16a24", "xcup", tile_in=32, tile_out=32, attn_parallel=4, attn_lanes=32, **M3VIT
     ),
     "zcu102-default": _config("w16a24", "xcup", tile_in=32, tile_out=32, attn_parallel=8),
-    # the ZCU104's and KV260's parts have UltraRAM: synth_xilinx -uram may map the largest
-    # memories to it
-    "kv260-m3vit-uram": _config(
-        "w16a24",
-        "xcup",
-        uram=True,
-        tile_in=16,
-        tile_out=32,
-        attn_parallel=4,
-        attn_lanes=32,
-        **M3VIT,
-    ),
-    "zcu104-m3vit-uram": _config(
-        "w16a24",
-        "xcup",
-        uram=True,
-        tile_in=32,
-        tile_out=32,
-        attn_parallel=4,
-        attn_lanes=32,
-        **M3VIT,
-    ),
     "m3vit-w8": _config(
         "w8a8", "xcup", tile_in=16, tile_out=16, attn_parallel=4, attn_lanes=16, **M3VIT
     ),
@@ -168,6 +146,10 @@ CONFIGS = {
         **M3VIT,
     ),
 }
+# the ZCU104's and KV260's parts have UltraRAM: their designs again with synth_xilinx -uram,
+# which may map the largest memories to it
+for _name in ("kv260-m3vit", "zcu104-m3vit"):
+    CONFIGS[f"{_name}-uram"] = (*CONFIGS[_name][:3], True)
 # what a plain run fits on (the m3vit-sized ones take hours in WebAssembly Yosys)
 DEFAULT_CONFIGS = [name for name in CONFIGS if name in (
     "small", "small-l8-w8", "tiny", "tiny-w8", "tiny-l8", "wide-bus", "narrow-bus", "mid",

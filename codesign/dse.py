@@ -12,8 +12,8 @@ smaller UCU tiles (``candidates``), until the design fits.
 from __future__ import annotations
 
 from .arch import ArchConfig, Board
-from .estimate import DesignDoesNotFit, estimate_resources, fit_problems, fit_table
-from .estimate.resources import margin_problems
+from .estimate import DesignDoesNotFit, estimate_resources
+from .estimate.resources import choice_problems
 from .ir import Graph
 
 MIN_TILE = 4
@@ -58,10 +58,7 @@ def model_tables(graph: Graph) -> dict[str, str]:
 def _fits(program, arch: ArchConfig, board: Board) -> list[str]:
     """Why `arch` is not a safe choice on `board`: beyond its capacity, or, when the figures
     come from the Yosys-calibrated model, beyond its fit margins."""
-    resources = estimate_resources(program, arch, board)
-    fits = fit_table(resources, board)
-    margins = margin_problems(fits, board.name) if resources.get("rtl") else []
-    return fit_problems(fits, board.name) or margins
+    return choice_problems(estimate_resources(program, arch, board), board)
 
 
 def _fewer_lanes(arch: ArchConfig) -> ArchConfig:

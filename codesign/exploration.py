@@ -156,16 +156,13 @@ def evaluate(graph, board_name: str, arch: ArchConfig, precision: str,
     differing only in the attention, retargeted by ``attention_variant``) and costed by
     the estimator."""
     from .compiler import compile_graph
-    from .estimate import estimate_program, estimate_resources, fit_problems, fit_table
-    from .estimate.resources import margin_problems
+    from .estimate import estimate_program, estimate_resources
+    from .estimate.resources import choice_problems
 
     board = get_board(board_name)
     program = compile_graph(graph, arch) if program is None else attention_variant(program, arch)
     resources = estimate_resources(program, arch, board)
-    fits = fit_table(resources, board)
-    # "fits" as for the build's own choice: within the fit margins on the calibrated model
-    margins = margin_problems(fits, board.name) if resources.get("rtl") else []
-    problems = fit_problems(fits, board.name) or margins
+    problems = choice_problems(resources, board)  # "fits" as for the build's own choice
     ddr = ddr_model(board, arch, efficiency=ddr_efficiency)
     result = estimate_program(program, arch, board, None, 0, ddr=ddr)
     share = {
@@ -345,18 +342,18 @@ def run_cached(job: Callable, key: str, folder: str, *args):
 
 def synth_job(point: dict, board_name: str) -> dict:
     """Whole-top Yosys counts of the point's ArchConfig, beside the estimate."""
+    from .estimate.rtl_model import family_of, has_uram
     from .rtl import synth_top
+    from .rtl.synth import synth_flags
 
     board = get_board(board_name)
     arch = ArchConfig.from_dict(point["arch"])
-    family = "xc7" if board.family == "zynq" else "xcup"
-    uram = board.uram > 0
+    family, uram = family_of(board), has_uram(board)
     started = time.perf_counter()
     result = synth_top(arch, point["precision"], family, uram=uram)
     measured = {key: getattr(result, key) for key in RESOURCES}
-    flags = f"-family {family}" + (" -uram" if uram else "")
     return {
-        "tool": f"{result.tool} (synth_xilinx {flags}, whole top by unit)",
+        "tool": f"{result.tool} (synth_xilinx {synth_flags(family, uram)}, whole top by unit)",
         "measured": measured,
         "seconds": round(time.perf_counter() - started, 1),
     }

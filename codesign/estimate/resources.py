@@ -507,6 +507,16 @@ def margin_problems(fits: dict, board_name: str) -> list[str]:
     return problems
 
 
+def choice_problems(resources: dict, board) -> list[str]:
+    """Why a design is not a safe automatic choice on `board`: beyond its capacity, or, when
+    `resources` come from the Yosys-calibrated model, beyond its fit margins (the build's
+    choice of an ArchConfig and the explorer's "fits" both ask this)."""
+    board = _board(board)
+    fits = fit_table(resources, board)
+    margins = margin_problems(fits, board.name) if resources.get("rtl") else []
+    return fit_problems(fits, board.name) or margins
+
+
 def check_fits(program_or_estimate, arch=None, board=None) -> dict:
     """Raise DesignDoesNotFit naming each resource and its overshoot; return the fit table.
 

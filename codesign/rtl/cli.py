@@ -138,10 +138,10 @@ def synth_cmd(
         err_console.print("vivado found on PATH: run the Vivado flow for placed numbers")
     else:
         err_console.print("vivado: absent; counts below are Yosys's (see docs/rtl.md caveats)")
+    from ..estimate.rtl_model import family_of, has_uram
     from . import TOP, synth_top, utilisation
 
-    family = "xc7" if board_obj.family == "zynq" else "xcup"
-    uram = board_obj.uram > 0  # the memory mapping may use the part's UltraRAM
+    family, uram = family_of(board_obj), has_uram(board_obj)  # UltraRAM: synth -uram
     results = {}
     for unit in units:
         label = f"synthesising {unit} ({arch.tile_in}x{arch.tile_out}, {stage}, {family})"

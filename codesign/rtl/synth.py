@@ -138,6 +138,11 @@ def resources(cells: Mapping[str, int]) -> dict:
 STAGES = {"full": "", "ffs": " -run :map_luts", "dsp": " -run :map_memory"}
 
 
+def synth_flags(family: str, uram: bool = False) -> str:
+    """``synth_xilinx``'s device options: the family, and ``-uram`` on a part with UltraRAM."""
+    return f"-family {family}" + (" -uram" if uram else "")
+
+
 def _script(files: list[str], top: str, family: str, stage: str, hierarchical: bool,
             libs: frozenset[str] = frozenset(), uram: bool = False) -> str:  # fmt: skip
     """The Yosys script; files in `libs` are read as blackboxes (their modules' ports
@@ -151,7 +156,7 @@ def _script(files: list[str], top: str, family: str, stage: str, hierarchical: b
     return (
         f"{reads}\n"
         f"hierarchy -check -top {top}\n"
-        f"synth_xilinx -family {family}{' -uram' if uram else ''} -top {top}{flatten}{until}\n"
+        f"synth_xilinx {synth_flags(family, uram)} -top {top}{flatten}{until}\n"
         f"tee -q -o stat.json stat -json -top {top}\n"
         f"{depth}"
     )
