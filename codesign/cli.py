@@ -108,7 +108,10 @@ def boards_cmd() -> None:
     help="torch state dict file; 'random' for seeded random weights "
     "(default: the model's shipped checkpoint if it has one, else random)",
 )
-@click.option("--precision", default="w16a24", show_default=True, help="wNaM: weight/act bits")
+@click.option(
+    "--precision",
+    help="wNaM: weight/act bits [the board's: w16a24, w8a16 on the Ultra96-V2]",
+)
 @click.option("--out", type=click.Path(file_okay=False), help="output dir [build/<model>-<board>]")
 @click.option("--seed", default=0, show_default=True, help="seed of the random weights")
 @click.option(
@@ -201,7 +204,7 @@ def build_cmd(
     started = time.perf_counter()
     try:  # names and specs first: a typo is refused before torch loads
         model, board = model_name(model), board_name(board)
-        precision = parse_precision(precision)
+        precision = parse_precision(precision) if precision else None
         arch = parse_arch(arch_spec, board) if arch_spec else None
         if out is not None:
             check_output_dir(Path(out))
@@ -277,7 +280,8 @@ def _listing(folder) -> str:
 
 
 def parse_arch(spec: str, board: str):
-    """``key=value,...`` on top of the board's default ArchConfig."""
+    """``key=value,...``: the fields that change the board's default ArchConfig (the build
+    sizes the buffers left out to the model)."""
     from .arch import ArchConfig, get_board
     from .arch.config import default_arch
 
@@ -294,7 +298,8 @@ def parse_arch(spec: str, board: str):
             changes[key] = kind(value)
         except ValueError:
             raise ValueError(f"--arch: {key} needs a {kind.__name__}, got {value!r}") from None
-    return ArchConfig.from_dict({**base, **changes})
+    ArchConfig.from_dict({**base, **changes})  # every field checked before the build starts
+    return changes
 
 
 def _print_estimate(estimate: dict | None, arch: dict) -> None:
@@ -402,9 +407,7 @@ def _print_csim(csim: dict) -> bool:
 @click.option(
     "--precision",
     "precisions",
-    default="w16a24",
-    show_default=True,
-    help="comma-separated precisions to search, e.g. w16a24,w8a16",
+    help="comma-separated precisions to search, e.g. w16a24,w8a16 [the board's default]",
 )
 @click.option(
     "--objective",

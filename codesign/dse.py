@@ -106,5 +106,6 @@ def choose_arch(program, graph: Graph, board: Board, base: ArchConfig) -> tuple[
         + "; ".join(tried[0][1])
         + f". Even at {smallest.tile_out}x{smallest.tile_in} tiles, {smallest.attn_parallel} "
         f"attention slot(s) of {smallest.attention_lanes} lanes and buffers sized to the "
-        "model: " + "; ".join(last) + ". Try a narrower --precision or a larger board."
+        "model: " + "; ".join(last) + ". Try a narrower --precision (`codesign explore "
+        "--precision w8a16,w8a8` lists the designs that fit) or a larger board."
     )

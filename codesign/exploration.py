@@ -34,6 +34,7 @@ from pathlib import Path
 
 from . import __version__
 from .arch import ArchConfig, ddr_model, get_board, parse_precision
+from .arch.config import default_precision
 from .util import atomic_output_dir, cache_dir
 
 OBJECTIVES = ("latency", "throughput", "dsp", "lut")
@@ -540,7 +541,7 @@ def _graph_for(model: str, board: str, precision: str, seed: int):
 def explore(
     model: str,
     board: str = "zcu102",
-    precisions=("w16a24",),
+    precisions=None,
     objective: str = "latency",
     constraints: str | list[Constraint] | None = None,
     *,
@@ -559,6 +560,8 @@ def explore(
     from .names import board_name, model_name
 
     model, board = model_name(model), board_name(board)
+    if precisions is None:  # the board's default precision (arch.config.default_precision)
+        precisions = [str(default_precision(board))]
     if objective not in OBJECTIVES:
         raise ExploreError(f"objective {objective!r} is not one of {OBJECTIVES}")
     if isinstance(precisions, str):

@@ -22,7 +22,7 @@ import numpy as np
 
 from . import __version__
 from .arch import ArchConfig, Board, Precision, get_board, parse_precision, register_map
-from .arch.config import default_arch
+from .arch.config import default_arch, default_precision
 from .arch.ddr import DEFAULT_EFFICIENCY
 from .compiler import compile_graph
 from .fidelity import agreement, compare, worst
@@ -47,6 +47,9 @@ class BuildOptions:
     weights: str | None = None
     seed: int = 0
     arch: ArchConfig | None = None  # None: the board's default, shrunk until it fits
+    # an arch given as a dict (or --arch key=value): the buffer maxima and tables it left
+    # out are sized to the model, like the board's default
+    arch_fields: frozenset[str] | None = None
     # None: the model's dataset, else 4 random images; a count (random), "digits", an .npy
     # path, a folder of images, or an array [N, C, H, W] (see codesign.calibration)
     calib: int | str | Path | np.ndarray | None = None
@@ -239,6 +242,10 @@ def step_compile(state: BuildState) -> None:
             **{key: max(getattr(state.arch, key), value) for key, value in needs.items()},
             **model_tables(state.graph_quant),
         )
+    elif state.options.arch_fields is not None:  # the rest of a partial arch: sized
+        given = state.options.arch_fields
+        sizes = {**model_limits(state.graph_quant), **model_tables(state.graph_quant)}
+        state.arch = state.arch.with_(**{k: v for k, v in sizes.items() if k not in given})
     program = compile_graph(state.graph_quant, state.arch)
     if state.options.arch is None:
         chosen, tried = choose_arch(program, state.graph_quant, state.board, state.arch)
@@ -616,6 +623,7 @@ def make_options(
         if isinstance(entry, bool) or not isinstance(entry, (int, np.integer)):
             raise ValueError(f"task ids are integers, got {entry!r}")
     if isinstance(kwargs.get("arch"), dict):  # fields on top of the board's default
+        kwargs["arch_fields"] = frozenset(kwargs["arch"])
         kwargs["arch"] = ArchConfig.from_dict({**default_arch(board).to_dict(), **kwargs["arch"]})
     elif kwargs.get("arch") is not None and not isinstance(kwargs["arch"], ArchConfig):
         got = kwargs["arch"]
@@ -624,7 +632,7 @@ def make_options(
         model=model,
         board=board,
         tasks=tasks,
-        precision=parse_precision(precision),
+        precision=parse_precision(precision) if precision is not None else default_precision(board),
         weights=weights,
         out=Path(out) if out else None,
         **kwargs,

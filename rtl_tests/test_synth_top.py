@@ -2,9 +2,9 @@
 ArchConfig, for the smallest part of each family (``-family xcup`` at w16a24 for the
 Ultra96-V2, ``xc7`` at w8a8 for the PYNQ-Z2): it synthesises, fits its part within the
 margins the build holds to, its units add up to the whole, and the logic depth is
-reported per unit. (The comparison with the calibrated resource model waits for a
-calibration it can trust: ``codesign.estimate.rtl_model.trusted``.) The m3vit-sized
-tops take hours in WebAssembly Yosys: ``benchmarks/bench_synth.py``."""
+reported per unit, and where the family's calibration is trusted the whole top is what
+the calibrated resource model says of it. The m3vit-sized tops take hours in WebAssembly
+Yosys: ``benchmarks/bench_synth.py``."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from conftest import record_resources
 from small_models import ARCH_SYNTH
 
 from codesign.arch import get_board
+from codesign.estimate import rtl_model
 from codesign.estimate.memories import unit_blocks
 from codesign.rtl import TOP, synth_top, utilisation
 from codesign.rtl import synth as synth_mod
@@ -78,3 +79,25 @@ def test_logic_depth_is_reported_per_unit(part_top):
     assert top.depth[TOP] > 0
     for unit in ("cds_ucu_job", "cds_eng_attention", "cds_controller"):
         assert 0 < top.depth[unit] <= top.depth[TOP], unit
+
+
+def test_whole_top_is_what_the_calibrated_model_says(part_top):
+    """Within the model's bands (DSP exact, LUT and FF 20 %) by a fit that has not seen this
+    design: the family's calibration runs without its own run of this ArchConfig."""
+    part, top = part_top
+    precision, family = PARTS[part]
+    table = rtl_model.calibration()["families"].get(family)
+    trusted, why = rtl_model.trusted(table) if table else (False, "no calibration")
+    if not trusted:
+        pytest.skip(f"the {family} calibration is not trusted yet: {why}")
+    design = {"arch": ARCH_SYNTH.to_dict(), "precision": precision, "family": family}
+    mine = rtl_model.run_features(design)  # the same design: the same structural counts
+    others = [run for run in table["records"] if rtl_model.run_features(run) != mine]
+    estimate = rtl_model.predict(rtl_model.fit(others), {**design, "units": top.units},
+                                 ("dsp", "lut", "ff"))  # fmt: skip
+    record_resources(TOP, f"ARCH_SYNTH on {part}: calibrated model, held out",
+                     **{key: round(value) for key, value in estimate.items()})  # fmt: skip
+    for resource, value in estimate.items():
+        measured = getattr(top, resource)
+        assert abs(value - measured) <= rtl_model.BANDS[resource] * measured + 0.5, (
+            resource, value, measured)  # fmt: skip

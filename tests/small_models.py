@@ -19,6 +19,13 @@ ARCH_TINY = ArchConfig(
     max_heads=2,
 )
 
+# m3vit-tiny's buffers: a user's ArchConfig object is checked against the board as given,
+# and the defaults' buffers (256 tokens x 1,024 features) would not fit the tests' designs
+TINY_BUFFERS = {
+    name: getattr(ARCH_TINY, name)
+    for name in ("max_tokens", "max_dim", "max_hidden", "max_in_dim", "max_experts", "max_heads")
+}
+
 # The smallest whole accelerator that has every unit: the whole-top synthesis test, the
 # resource model's tests and the calibration's "small" run use it.
 ARCH_SYNTH = ArchConfig(

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from small_models import SMALL_VIT
+from small_models import SMALL_VIT, TINY_BUFFERS
 
 import codesign
 from codesign.arch import ArchConfig
@@ -67,8 +67,8 @@ def test_model_too_large_for_arch_names_the_limit():
 @pytest.mark.parametrize(
     "arch",
     [
-        ArchConfig(tile_in=8, tile_out=16, attn_parallel=1, bus_bits=64),
-        ArchConfig(tile_in=64, tile_out=8, attn_parallel=16, bus_bits=256),
+        ArchConfig(tile_in=8, tile_out=16, attn_parallel=1, bus_bits=64, **TINY_BUFFERS),
+        ArchConfig(tile_in=64, tile_out=8, attn_parallel=4, bus_bits=256, **TINY_BUFFERS),
     ],
 )
 def test_other_arch_configs_give_the_same_fidelity(arch, tiny_build):
@@ -149,7 +149,7 @@ def test_full_m3vit_meets_the_fidelity_bar():
 def test_narrow_activations_and_other_table_widths_compile_and_run():
     build = codesign.build("m3vit-tiny", precision="w16a8")
     assert build.report["fidelity"]["vs_torch"]["cosine"] > 0.9
-    build = codesign.build("m3vit-tiny", arch=ArchConfig(table_width=15))
+    build = codesign.build("m3vit-tiny", arch={"table_width": 15})
     assert build.report["fidelity"]["vs_torch"]["cosine"] >= 0.999
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from small_models import TINY_BUFFERS
 
 import codesign
 from codesign.arch import ArchConfig
@@ -34,12 +35,16 @@ pytestmark = [
     pytest.mark.skipif(csim_unavailable() is not None, reason=str(csim_unavailable())),
 ]
 
-# (Ti, To, P, bus): the tile, the attention slots and the bus width all change the code
+# (Ti, To, P, bus): the tile, the attention slots and the bus width all change the code;
+# buffers for m3vit-tiny, so that each design fits the ZCU102 the builds check it against
 ARCHS = {
-    "t32x32-p8-bus128": ArchConfig(tile_in=32, tile_out=32, attn_parallel=8, bus_bits=128),
-    "t16x8-p1-bus64": ArchConfig(tile_in=16, tile_out=8, attn_parallel=1, bus_bits=64),
-    "t8x32-p4-bus256": ArchConfig(tile_in=8, tile_out=32, attn_parallel=4, bus_bits=256),
-}
+    "t32x32-p4-bus128": ArchConfig(tile_in=32, tile_out=32, attn_parallel=4, bus_bits=128,
+                                   **TINY_BUFFERS),
+    "t16x8-p1-bus64": ArchConfig(tile_in=16, tile_out=8, attn_parallel=1, bus_bits=64,
+                                 **TINY_BUFFERS),
+    "t8x32-p4-bus256": ArchConfig(tile_in=8, tile_out=32, attn_parallel=4, bus_bits=256,
+                                  **TINY_BUFFERS),
+}  # fmt: skip
 
 
 def golden_cases(build, images: int = 1, tasks=None, seed: int = 0) -> list[CsimCase]:

@@ -296,7 +296,8 @@ def test_resources_grow_with_the_tile(tiny_build):
         if previous is not None:
             assert res["dsp"] > previous["dsp"]
             assert res["lut"] > previous["lut"] and res["ff"] > previous["ff"]
-            assert res["bram36"] >= previous["bram36"]
+            # block RAM is not monotone: it is counted in whole primitives per memory
+            # shape, and a wider tile can pack the same buffers into fewer of them
         previous = res
     assert previous["dsp_per_mac"] == 1  # w16a24 fits one DSP48E2
 
@@ -480,9 +481,10 @@ def test_the_automatic_choice_keeps_the_margins_on_the_calibrated_model(tiny_bui
     monkeypatch.setattr(rtl_model, "trusted", lambda table: (True, "trusted for the test"))
     board = get_board("zcu102")
     state = tiny_build.state
-    chosen, tried = dse.choose_arch(tiny_build.program, state.graph_quant, board, state.arch)
+    largest = ArchConfig()  # 32x32, eight slots of whole head rows, the widest buffers
+    chosen, tried = dse.choose_arch(tiny_build.program, state.graph_quant, board, largest)
     resources = est.estimate_resources(tiny_build.program, chosen, board)
     assert resources["rtl"] is not None
     for key, limit in FIT_LIMITS.items():
         assert resources[key] <= limit * getattr(board, key), key
-    assert tried  # the board's default (32x32, eight slots) is beyond the part by the model
+    assert tried  # the largest design is beyond the part's margins by the model

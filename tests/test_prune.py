@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from small_models import TINY_BUFFERS
 
 from codesign.arch import ArchConfig
 from codesign.models import config_from_dict, create_model
@@ -237,7 +238,7 @@ def test_pruned_m3vit_tiny_is_block_sparse_and_bit_exact_vs_dense():
     from codesign.program import NONE, Op, Program
 
     model = create_model("m3vit-tiny", seed=4)
-    arch = ArchConfig()  # 32x32 tiles = 32x32 blocks
+    arch = ArchConfig(attn_parallel=4, **TINY_BUFFERS)  # 32x32 tiles = 32x32 blocks
     pruned, summary = apply_prune_spec(model, "lpvit:0.5", 4, arch)
     assert summary["block"] == [32, 32] and summary["totals"]["linear_mac_sparsity"] >= 0.49
     assert any(item["layer"] == "blocks.1.mlp" for item in summary["excluded"])
@@ -394,7 +395,7 @@ def test_pruned_m3vit_tiny_csim_bit_exact_with_golden():
     from codesign.golden import GoldenExecutor
     from codesign.program import NONE, Op
 
-    arch = ArchConfig()
+    arch = ArchConfig(attn_parallel=4, **TINY_BUFFERS)
     pruned, _ = apply_prune_spec(create_model("m3vit-tiny", seed=5), "lpvit:0.5", 4, arch)
     build = codesign.build(pruned, arch=arch, calib=2, eval_images=1)
     program = build.program

@@ -240,6 +240,17 @@ def has_uram(board) -> bool:
     return getattr(board, "uram", 0) > 0
 
 
+def predict(coefficients: dict, run: dict, resources=RESOURCES) -> dict[str, float]:
+    """The whole top's `resources` by `coefficients` for a run's design (its ArchConfig,
+    precision, family; summed over the run's units)."""
+    feats = run_features(run)
+    return {
+        resource: sum(_apply(coefficients.get(unit, {}).get(resource, {}), feats[unit], resource)
+                      for unit in run["units"] if unit in feats)
+        for resource in resources
+    }  # fmt: skip
+
+
 def held_out(records: list[dict]) -> list[dict]:
     """Leave-one-out: each run's totals next to the fit of the other runs (what the model
     says about an ArchConfig it has not seen); empty with fewer than three runs."""
@@ -247,11 +258,9 @@ def held_out(records: list[dict]) -> list[dict]:
         return []
     rows = []
     for run in records:
-        table = fit([r for r in records if r is not run])
-        feats = run_features(run)
+        estimates = predict(fit([r for r in records if r is not run]), run)
         for resource in RESOURCES:
-            estimate = sum(_apply(table.get(unit, {}).get(resource, {}), feats[unit], resource)
-                           for unit in run["units"] if unit in feats)  # fmt: skip
+            estimate = estimates[resource]
             yosys = sum(counts[resource] for counts in run["units"].values())
             error = (estimate - yosys) / yosys if yosys else float(estimate != 0)
             rows.append({"run": run["name"], "resource": resource, "yosys": yosys,
