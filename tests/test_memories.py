@@ -116,3 +116,21 @@ def test_the_model_counts_block_ram_instead_of_fitting_it():
     feats = rtl_model.features(M3VIT, "w16a24", "xcup")
     assert feats["cds_ucu_job"]["brams"] == unit_blocks(M3VIT, "w16a24", "xcup")["cds_ucu_job"]
     assert rtl_model.feature_names("cds_ucu_job", "bram36", feats["cds_ucu_job"]) == ["brams"]
+
+
+def test_deep_single_port_queues_are_marked_block_ram():
+    """The MoE scores bank reads and writes on one address: deeper than
+    SP_LUTRAM_MAX_DEPTH it is marked ram_style "block" (Yosys 0.70 would map it to a
+    single-port LUTRAM shape its techmap cannot build), and counted as block RAM."""
+    from codesign.rtl import unit_sources
+    from codesign.rtl.render import SP_LUTRAM_MAX_DEPTH
+
+    scores = Memory("cds_eng_moe", "scores", 19, 2048, block=True)
+    assert mapped(scores) == (1.5, 0) and mapped(scores, uram=True) == (1.5, 0)
+    # marked, not UltraRAM either (unmarked, 16K x 19 takes two URAM288 on such a part)
+    assert mapped(Memory("cds_eng_moe", "scores", 19, 16384, block=True), uram=True)[1] == 0
+    for arch, marked in ((M3VIT.with_(bus_bits=64), True), (SMALL, False)):
+        queue = next(m for m in inventory(arch, "w8a16") if m.name == "expert queue scores")
+        assert queue.block == marked == (queue.depth > SP_LUTRAM_MAX_DEPTH)
+        text = unit_sources("cds_eng_moe", arch, "w8a16")["cds_eng_moe.sv"]
+        assert ('(* ram_style = "block" *)' in text) == marked

@@ -60,6 +60,7 @@ class Memory:
     # one read port shares the write port's address (they never run in the same cycle):
     # with a second reader it is one true-dual-port RAM, not a copy per reader
     rw_port: bool = False
+    block: bool = False  # marked ram_style "block": block RAM whatever it costs
 
 
 @lru_cache(maxsize=256)
@@ -137,6 +138,8 @@ def mapped(memory: Memory, family: str = "xcup", uram: bool = False) -> tuple[fl
     cost, bram36 = _bram_cost(memory.width, memory.depth, memory.reads,
                               memory.rom or memory.rw_port)  # fmt: skip
     best = (cost, bram36, 0)
+    if memory.block:
+        return bram36 * memory.count, 0
     if memory.rom:
         soft = memory.width * memory.depth * ROM_BIT_COST
     else:
@@ -269,7 +272,15 @@ def inventory(arch, precision=None) -> list[Memory]:
             count=wpb,
             rw_port=True,
         ),
-        Memory("cds_eng_moe", "expert queue scores", p["score_bits"] + 1, queue_depth, count=wpb),
+        # (single port: block RAM when deep, rtl.render.SP_LUTRAM_MAX_DEPTH)
+        Memory(
+            "cds_eng_moe",
+            "expert queue scores",
+            p["score_bits"] + 1,
+            queue_depth,
+            count=wpb,
+            block=queue_depth > p["sp_lutram_max_depth"],
+        ),
         _rom("cds_eng_moe", "exp table", tables["exp"], 1),
         _rom("cds_eng_moe", "reciprocal table", tables["recip"], 1),
         Memory("cds_controller", "rule engine", engine_bits, engine_words, rom=True),

@@ -136,6 +136,14 @@ def rom_info(table: Table) -> RomInfo:
 PACK_SHIFT = 17  # the high MAC's weight sits this far up: 8 + 17 bits fit a DSP48E1/E2 port
 
 
+# Deeper single-port memories (read and write on one address) are marked block RAM: Yosys
+# 0.70's UltraScale+ LUTRAM library offers a 64K x 1 single-port option its techmap has no
+# primitive for ("invalid OPTION_ABITS/WIDTH combination"), and libmap picks it for a
+# deep, narrow memory where block RAM costs more (measured: the MoE scores bank of 2,048 x
+# 19 on a 64-bit bus). Vivado honours the same attribute.
+SP_LUTRAM_MAX_DEPTH = 256
+
+
 def rtl_params(arch: ArchConfig, precision: Precision | str | None = None) -> dict:
     """Widths and depths of the RTL derived from the ArchConfig and the precision.
 
@@ -197,6 +205,7 @@ def rtl_params(arch: ArchConfig, precision: Precision | str | None = None) -> di
         "post_add": POST_ADD,
         "post_score": POST_SCORE,
         "bias_shift_bits": BIAS_SHIFT_BITS,  # a bias word's low bits: the column's weight shift
+        "sp_lutram_max_depth": SP_LUTRAM_MAX_DEPTH,
     }
 
 
