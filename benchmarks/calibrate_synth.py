@@ -85,7 +85,13 @@ CONFIGS = {
     "u96-m3vit": _config(
         "w16a24", "xcup", tile_in=8, tile_out=16, attn_parallel=2, attn_lanes=16, **M3VIT
     ),
-    # each board's m3vit design at w16a24 (what `codesign build` picks today)
+    # the Ultra96-V2's default: m3vit fits it at w8a16 only (arch.config.BOARD_PRECISION)
+    "u96-m3vit-w8": _config(
+        "w8a16", "xcup", tile_in=8, tile_out=8, attn_parallel=1, attn_lanes=16, bus_bits=64,
+        **M3VIT,
+    ),
+    # each board's m3vit design at w16a24 (what `codesign build` picked before the
+    # calibrated model chose the defaults)
     "kv260-m3vit": _config(
         "w16a24", "xcup", tile_in=16, tile_out=32, attn_parallel=4, attn_lanes=32, **M3VIT
     ),

@@ -238,7 +238,7 @@ BOARD_DEFAULTS = {
     "zcu104": {"tile_in": 32, "tile_out": 16, "attn_parallel": 2, "attn_lanes": 64},
     "kv260": {"tile_in": 16, "tile_out": 16, "attn_parallel": 4, "attn_lanes": 8,
               "bus_bits": 64},
-    "ultra96v2": {"tile_in": 8, "tile_out": 8, "attn_parallel": 1, "attn_lanes": 16,
+    "ultra96v2": {"tile_in": 8, "tile_out": 8, "attn_parallel": 1, "attn_lanes": 8,
                   "bus_bits": 64},
     # Zynq-7000: 64-bit HP ports (Board.hp_port_bits)
     "pynq-z2": {"tile_in": 8, "tile_out": 16, "attn_parallel": 2, "bus_bits": 64},
