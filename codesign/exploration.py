@@ -695,13 +695,16 @@ def _verify(executor, ranked, model, board, kinds, ddr_efficiency, seed, folder,
         _stage(progress, "verify"),
     )
     for (point, kind, _args), result in zip(calls, results, strict=True):
-        point["verified"][kind] = _judge(kind, point, result)
+        point["verified"][kind] = _judge(kind, point, result, board)
     return ranked
 
 
-def _judge(kind: str, point: dict, result: dict) -> dict:
-    """The measurement beside the estimate, and whether it is within the bands."""
+def _judge(kind: str, point: dict, result: dict, board: str) -> dict:
+    """The measurement beside the estimate, and whether it is within the bands; a
+    synthesis beyond the fit margins is flagged too, even when the estimate was close."""
     if kind == "synth":
+        from .estimate.resources import RESOURCE_LABELS, fit_table, margin_problems
+
         deltas = {
             key: (result["measured"][key] - point["resources"][key])
             / max(point["resources"][key], 1)
@@ -712,6 +715,9 @@ def _judge(kind: str, point: dict, result: dict) -> dict:
             for key, delta in deltas.items()
             if key in BANDS and abs(delta) > BANDS[key]
         ]
+        measured = {key: result["measured"].get(key, 0) for key in RESOURCE_LABELS}
+        beyond = margin_problems(fit_table(measured, get_board(board)), board)
+        flagged += [f"synthesis beyond the fit margin: {problem}" for problem in beyond]
         return {**result, "deltas": deltas, "flagged": flagged}
     flagged = (
         [] if abs(result["ratio"] - 1) <= BANDS["cycles"] else [f"cycles x{result['ratio']:.3f}"]

@@ -183,3 +183,17 @@ def test_verification_results_are_judged_keyed_and_cached(serial, tmp_path, monk
     assert calls == ["synth", "sim"] and point["verified"]["sim"]["cached"]
     exploration._verify(executor, [point], MODEL, BOARD, ("sim",), 0.5, 0, tmp_path, None)
     assert calls == ["synth", "sim", "sim"]  # another DDR model: not the cached run
+
+
+def test_a_synthesis_beyond_the_margins_is_flagged_though_within_the_bands():
+    """Measured: the Ultra96-V2's m3vit pick by the calibrated model (59,058 LUT, 83.7 %)
+    synthesised to 62,036 LUT (87.9 %): 5 % off, within the band, beyond the 85 % margin."""
+    from codesign import exploration
+
+    point = {"resources": {"dsp": 124, "bram36": 180.5, "uram": 0, "lut": 59058, "ff": 27201}}
+    measured = {"dsp": 124, "bram36": 181.0, "uram": 0, "lut": 62036, "ff": 28976}
+    judged = exploration._judge("synth", point, {"measured": measured}, "ultra96v2")
+    (flag,) = judged["flagged"]
+    assert flag.startswith("synthesis beyond the fit margin: LUT: design needs 62,036 (88 %)")
+    within = exploration._judge("synth", point, {"measured": point["resources"]}, "ultra96v2")
+    assert within["flagged"] == []
