@@ -87,10 +87,12 @@ def markdown(rows: list[dict]) -> str:
             entry = fit.get(key)
             return f"{entry['used']:g} ({entry['percent']:g} %)" if entry else "-"
 
+        used = row["yosys"].get("uram", 0)
+        uram = f" + {used} URAM ({fit['uram']['percent']:g} %)" if used else ""
         lines.append(
             f"| {row['board']} | {arch['tile_in']}x{arch['tile_out']}, P={arch['attn_parallel']}, "
             f"{arch['bus_bits']}-bit | {cell('lut')} | {cell('ff')} | {cell('dsp')} | "
-            f"{cell('bram36')} | {est.get('lut', '-')} / {est.get('dsp', '-')} / "
+            f"{cell('bram36')}{uram} | {est.get('lut', '-')} / {est.get('dsp', '-')} / "
             f"{est.get('bram36', '-')} | {row['depth'].get(TOP, '-')} | {row['seconds']:.0f} s |"
         )
     return "\n".join(lines)

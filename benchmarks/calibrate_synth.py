@@ -87,7 +87,13 @@ CONFIGS = {
     ),
     # the Ultra96-V2's default: m3vit fits it at w8a16 only (arch.config.BOARD_PRECISION)
     "u96-m3vit-w8": _config(
-        "w8a16", "xcup", tile_in=8, tile_out=8, attn_parallel=1, attn_lanes=16, bus_bits=64,
+        "w8a16",
+        "xcup",
+        tile_in=8,
+        tile_out=8,
+        attn_parallel=1,
+        attn_lanes=16,
+        bus_bits=64,
         **M3VIT,
     ),
     # each board's m3vit design at w16a24 (what `codesign build` picked before the
