@@ -85,7 +85,8 @@ CONFIGS = {
     "u96-m3vit": _config(
         "w16a24", "xcup", tile_in=8, tile_out=16, attn_parallel=2, attn_lanes=16, **M3VIT
     ),
-    # the Ultra96-V2's default: m3vit fits it at w8a16 only (arch.config.BOARD_PRECISION)
+    # the Ultra96-V2's pick by the nine-run model: m3vit fits it at w8a16 only
+    # (arch.config.BOARD_PRECISION); its synthesis put the default one step down
     "u96-m3vit-w8": _config(
         "w8a16",
         "xcup",
