@@ -128,6 +128,11 @@ def test_api_arguments_are_checked_with_clear_messages(tiny_build):
             codesign.build("m3vit-tiny", eval_images=1, **kwargs)
     built = codesign.build("m3vit-tiny", eval_images=1, arch={"tile_in": 8})
     assert built.report["arch"]["tile_in"] == 8
+    # the fields a partial arch leaves out come from the board's default, buffers sized to
+    # the model; a given buffer field is kept
+    assert built.report["arch"]["max_tokens"] == 16 and built.report["arch"]["attn_parallel"] == 2
+    kept = codesign.build("m3vit-tiny", eval_images=1, arch={"tile_in": 8, "max_tokens": 64})
+    assert kept.report["arch"]["max_tokens"] == 64 and kept.report["arch"]["max_dim"] == 64
     shape = (3, *tiny_build.graph.meta["image_size"])
     for images, task, message in [
         (np.zeros((1, *shape)), 0.5, r"task must be one of \[0, 1\]"),
