@@ -240,10 +240,11 @@ def has_uram(board) -> bool:
     return getattr(board, "uram", 0) > 0
 
 
-def predict(coefficients: dict, run: dict, resources=RESOURCES) -> dict[str, float]:
+def predict(coefficients: dict, run: dict, resources=RESOURCES, feats=None
+            ) -> dict[str, float]:  # fmt: skip
     """The whole top's `resources` by `coefficients` for a run's design (its ArchConfig,
-    precision, family; summed over the run's units)."""
-    feats = run_features(run)
+    precision, family; summed over the run's units); `feats`: its ``run_features``."""
+    feats = run_features(run) if feats is None else feats
     return {
         resource: sum(_apply(coefficients.get(unit, {}).get(resource, {}), feats[unit], resource)
                       for unit in run["units"] if unit in feats)
@@ -274,12 +275,10 @@ def unseen_errors(runs: list[dict], coefficients: dict | None = None) -> list[di
     rows = []
     for run in runs:
         feats = run_features(run)
-        for resource in ("bram36",) + (("dsp",) if coefficients else ()):
-            estimate = sum(
-                feats[unit]["brams"] if resource == "bram36"
-                else _apply(coefficients.get(unit, {}).get(resource, {}), feats[unit], resource)
-                for unit in run["units"] if unit in feats
-            )  # fmt: skip
+        estimates = {"bram36": sum(feats[unit]["brams"] for unit in run["units"] if unit in feats)}
+        if coefficients:
+            estimates.update(predict(coefficients, run, ("dsp",), feats))
+        for resource, estimate in estimates.items():
             yosys = sum(counts[resource] for counts in run["units"].values())
             error = (estimate - yosys) / yosys if yosys else float(estimate != 0)
             rows.append({"run": run["name"], "resource": resource, "yosys": yosys,
