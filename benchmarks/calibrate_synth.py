@@ -15,6 +15,10 @@ the full runs; those runs are kept as the family's ``memory_runs``. ``--keep`` s
 from the committed calibration's runs (a new run of the same name and stage replaces
 one).
 
+``--refresh UNIT ...`` re-synthesises those units in every run (after an RTL change that
+touches only them) and keeps the other units' results: a run records the units refreshed
+and their Yosys seconds under ``refreshed``.
+
 A run is ``{"arch", "precision", "family", "units", "seconds"}`` as this script writes it
 (``--runs-dir`` keeps one file per run, so an interrupted calibration resumes; Yosys
 results are also cached by ``codesign.rtl.synth``). Wall time: WebAssembly Yosys, one
@@ -36,7 +40,7 @@ from rich.table import Table
 
 from codesign.arch import ArchConfig
 from codesign.estimate import rtl_model
-from codesign.rtl import synth, synth_top
+from codesign.rtl import TOP, synth, synth_top, unit_sources
 
 SMALL = dict(max_tokens=16, max_dim=32, max_hidden=64, max_in_dim=64, max_experts=2, max_heads=1)
 TINY = dict(max_tokens=16, max_dim=64, max_hidden=256, max_in_dim=768, max_experts=4, max_heads=2)
@@ -199,6 +203,44 @@ def run_config(name: str, runs_dir: Path | None, timeout: float | None,
     return run
 
 
+def refresh_units(run: dict, units: list[str], runs_dir: Path | None,
+                  timeout: float | None) -> dict:  # fmt: skip
+    """`run` with `units` synthesised again (the RTL of those units changed, the others'
+    did not): their counts and depths replaced, the totals summed again."""
+    stage = run.get("stage", "full")
+    suffix = "" if stage == "full" else f"-{stage}"
+    path = runs_dir / f"{run['name']}{suffix}.json" if runs_dir else None
+    if path and path.exists():
+        kept = json.loads(path.read_text())
+        if set(units) <= set(kept.get("refreshed", {})):
+            return kept
+    arch = ArchConfig.from_dict(run["arch"])
+    run = json.loads(json.dumps(run))
+    refreshed = dict(run.get("refreshed", {}))
+    for unit in units:
+        if unit not in run["units"]:
+            continue
+        result = synth.synth(unit_sources(unit, arch, run["precision"]), unit, run["family"],
+                             stage=stage, timeout=timeout, hierarchical=True,
+                             uram=run.get("uram", False))  # fmt: skip
+        instances = run["units"][unit].get("instances", 1)
+        counts = {k: getattr(result, k) * instances
+                  for k in ("dsp", "bram36", "uram", "lut", "ff", "carry8")}  # fmt: skip
+        run["units"][unit] = {**counts, "instances": instances}
+        if run.get("depth") and stage == "full":
+            run["depth"][unit] = result.depth.get(unit, 0.0)
+            run["depth"][TOP] = max(v for k, v in run["depth"].items() if k != TOP)
+        refreshed[unit] = result.seconds
+    for key in run["total"]:
+        values = [u.get(key, 0) for u in run["units"].values()]
+        run["total"][key] = -1 if any(v == -1 for v in values) else sum(values)
+    run["refreshed"] = refreshed
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(run, indent=1))
+    return run
+
+
 DOC = Path(__file__).resolve().parents[1] / "docs" / "rtl-top.md"
 MEMORY_MARK = "<!-- memory_runs -->"
 
@@ -265,6 +307,8 @@ def main(argv=None) -> int:
                         help="start from the committed calibration's runs")  # fmt: skip
     parser.add_argument("--runs-dir", type=Path, help="keep one JSON per run here (resume)")
     parser.add_argument("--timeout", type=float, help="seconds per Yosys run")
+    parser.add_argument("--refresh", nargs="*", default=[], metavar="UNIT",
+                        help="synthesise these units again in every run")  # fmt: skip
     parser.add_argument("--write", action="store_true", help="write rtl_calibration.json")
     parser.add_argument("--json", type=Path, help="write runs, fit and comparison here")
     parser.add_argument("--write-docs", action="store_true",
@@ -281,6 +325,13 @@ def main(argv=None) -> int:
     have = {run["name"] for run in runs if run.get("stage", "full") == args.stage}
     configs = args.configs or (DEFAULT_CONFIGS if args.stage == "full" else list(CONFIGS))
     todo = [name for name in configs if name not in have]
+    if args.refresh:
+        with Progress(console=console) as progress:
+            task = progress.add_task("refreshing units", total=len(runs))
+            for index, run in enumerate(runs):
+                progress.update(task, description=f"refreshing {run['name']}")
+                runs[index] = refresh_units(run, args.refresh, args.runs_dir, args.timeout)
+                progress.advance(task)
     with Progress(console=console) as progress:
         task = progress.add_task("synthesising codesign_top", total=len(todo))
         for name in todo:

@@ -77,7 +77,7 @@ def _mismatch(name, got, want, inputs) -> str:
 # ------------------------------------------------------------------------------ lint
 
 
-@pytest.mark.parametrize("unit", [*UNITS, "cds_requant", "cds_skid"])
+@pytest.mark.parametrize("unit", [*UNITS, "cds_requant", "cds_requant_pipe", "cds_skid"])
 def test_lint_clean(arch, unit):
     """verilator --lint-only -Wall reports nothing, with even and odd lane counts."""
     sources = render.unit_sources(unit, arch)
@@ -89,8 +89,10 @@ def test_lint_clean(arch, unit):
 # ------------------------------------------------------------------------------ requant
 
 
-def test_requant_exact(arch):
-    """cds_requant == fixed.requantize for random values, shifts, widths and all modes."""
+@pytest.mark.parametrize("unit, stages", [("cds_requant", 2), ("cds_requant_pipe", 4)])
+def test_requant_exact(arch, unit, stages):
+    """cds_requant == fixed.requantize for random values, shifts, widths and all modes; so
+    does its four-stage form with shorter paths, cds_requant_pipe."""
     rng = np.random.default_rng(7)
     in_w, out_w = 64, 24 + arch.tile_in * 2  # 32- or 40-bit containers
     n = 3000
@@ -117,9 +119,7 @@ def test_requant_exact(arch):
         shifts.append(shift)
         fmts.append(pack_fmt(fmt))
         want.append(int(requantize(np.array([x]), shift + fmt.frac_bits, fmt)[0]))
-    build = sim.build(
-        render.unit_sources("cds_requant", arch), "cds_requant", {"IN_W": in_w, "OUT_W": out_w}
-    )
+    build = sim.build(render.unit_sources(unit, arch), unit, {"IN_W": in_w, "OUT_W": out_w})
     out = sim.run(
         build,
         "cocotb_nonlinear",
@@ -129,6 +129,7 @@ def test_requant_exact(arch):
             "shift": np.array(shifts),
             "fmt": np.array(fmts, np.int64),
             "in_w": in_w,
+            "stages": stages,
         },
     )
     got, want = out["y"], np.array(want, np.int64)

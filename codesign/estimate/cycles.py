@@ -39,7 +39,7 @@ from ..program import HEADER_BYTES, LAYER_WORDS, NONE, Op, unpack_fmt
 
 UCU_PIPELINE = 8  # cycles from a row entering the array to its accumulators updating
 ATTENTION_PIPELINE = 16  # score -> exp -> running sum / recip pipeline
-LAYERNORM_PIPELINE = 24  # sums -> rsqrt table -> first normalised element
+LAYERNORM_PIPELINE = 30  # pipelined sums -> rsqrt table -> first normalised element
 ELEMENTWISE_PIPELINE = 10  # read, sum, two product stages, requantise, write FIFO
 GATE_PIPELINE = 16
 EXPERT_HANDOFF = 48  # per expert: fc1's writes acknowledged, fc2's job started

@@ -67,6 +67,10 @@ __all__ = [
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "hls_templates" / "rtl"
 ROM_TEMPLATE = "cds_rom"  # renders cds_rom_<table> for each table
+# modules rendered from another module's template with these variables (the template's
+# own module gets the variables' defaults): one source for both forms
+VARIANTS = {"cds_requant_pipe": ("cds_requant", {"pipe": True})}
+VARIANT_DEFAULTS = {"cds_requant": {"pipe": False}}
 _DEPS_RE = re.compile(r"\{#-?\s*deps:\s*([\w\s]*?)\s*-?#\}")
 
 # Post-op codes of the LINEAR descriptor (codesign.program.Post) plus the UCU's MoE mode.
@@ -242,7 +246,7 @@ def list_units() -> list[str]:
             names += [f"{ROM_TEMPLATE}_{t}" for t in ("gelu_delta", "exp", "recip", "rsqrt")]
         else:
             names.append(template)
-    return names
+    return sorted(names + list(VARIANTS))
 
 
 def header_context(tables: dict[str, Table]) -> dict:
@@ -329,14 +333,15 @@ def _render(module: str, context: dict) -> str:
         rom = context["tables"][module.removeprefix(f"{ROM_TEMPLATE}_")]
         text = env.get_template(f"{ROM_TEMPLATE}.sv.j2").render(**context, rom=rom)
     else:
-        text = env.get_template(f"{module}.sv.j2").render(**context)
+        template, variables = VARIANTS.get(module, (module, VARIANT_DEFAULTS.get(module, {})))
+        text = env.get_template(f"{template}.sv.j2").render(**context, **variables)
     return header + text
 
 
 def _module_deps(module: str) -> list[str]:
     if module.startswith(f"{ROM_TEMPLATE}_"):
         return _deps(ROM_TEMPLATE)
-    return _deps(module)
+    return _deps(VARIANTS.get(module, (module,))[0])
 
 
 def unit_sources(
