@@ -356,7 +356,7 @@ def test_eltwise_engine(arch, builds):
 def test_engine_cycles(arch, builds):
     """Busy cycles with ideal ports vs codesign.estimate (recorded, bit-exact checked):
     the element-wise engine within 3 % of its model (measured 1.00 for EMBED, ADD, POOL),
-    LayerNorm within its measured 0.97-1.4 (one-lane-tile rows pay the fixed pipeline)."""
+    LayerNorm within 0.97-1.2 (measured 1.04-1.13: the engine's DMA and gearboxes)."""
     bus = arch.bus_bytes
     cases = layernorm_timed(arch)
     result = run_cases(builds["cds_eng_layernorm"], arch, cases, True, seed=1)
@@ -370,7 +370,7 @@ def test_engine_cycles(arch, builds):
             int(measured),
             expected,
         )
-        assert 0.97 <= measured / expected <= 1.4, (rows, dim, int(measured), expected)
+        assert 0.97 <= measured / expected <= 1.2, (rows, dim, int(measured), expected)
     cases = eltwise_timed(arch)
     result = run_cases(builds["cds_eng_eltwise"], arch, cases, True, seed=1)
     check_arenas(cases, result)

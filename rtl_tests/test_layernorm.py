@@ -357,8 +357,8 @@ def test_layernorm_cycles(arch, layernorm_build):
             compute,
             with_ddr_bound=full,
         )
-        if dim >= 4 * lanes:  # a few beats per row hide the rsqrt latency (documented)
-            assert 0.9 * compute <= measured <= 1.1 * compute
+        # rows of a beat or two are paced by the statistics latency, which the model has
+        assert 0.9 * compute <= measured <= 1.1 * compute
 
 
 @pytest.mark.slow

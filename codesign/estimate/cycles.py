@@ -40,6 +40,7 @@ from ..program import HEADER_BYTES, LAYER_WORDS, NONE, Op, unpack_fmt
 UCU_PIPELINE = 8  # cycles from a row entering the array to its accumulators updating
 ATTENTION_PIPELINE = 16  # score -> exp -> running sum / recip pipeline
 LAYERNORM_PIPELINE = 30  # pipelined sums -> rsqrt table -> first normalised element
+LAYERNORM_STATS_LATENCY = 10  # rows of one beat, RTL: (10 + log2 lanes + chunks) / 2 a row
 ELEMENTWISE_PIPELINE = 10  # read, sum, two product stages, requantise, write FIFO
 GATE_PIPELINE = 16
 EXPERT_HANDOFF = 48  # per expert: fc1's writes acknowledged, fc2's job started
@@ -112,9 +113,14 @@ def attention_cycles(tokens: int, dim: int, heads: int, parallel: int, bus_bytes
 
 def layernorm_lane_cycles(dim: int, lanes: int, bus_bytes: int) -> int:
     """A row's two passes: sums at `lanes` elements a cycle, then the normalise pass,
-    whose datapath has as many lanes as a bus beat has words (``output_lanes``)."""
+    whose datapath has as many lanes as a bus beat has words (``output_lanes``). A row's
+    statistics arrive LAYERNORM_STATS_LATENCY + log2(lanes) cycles (the adder tree) after
+    its last beat; two row buffers hide that behind the next row's sum pass, so rows of a
+    beat or two cost half of it each."""
     beats_per_row = -(-dim // lanes)
-    return beats_per_row * (1 + lanes // output_lanes(lanes, 8 * bus_bytes))
+    chunks = lanes // output_lanes(lanes, 8 * bus_bytes)  # normalise cycles per beat
+    latency = LAYERNORM_STATS_LATENCY + (lanes - 1).bit_length()
+    return max(beats_per_row * (1 + chunks), (latency + chunks) // 2)
 
 
 def layernorm_cycles(rows: int, dim: int, lanes: int, bus_bytes: int) -> int:
