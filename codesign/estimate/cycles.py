@@ -41,7 +41,7 @@ UCU_PIPELINE = 8  # cycles from a row entering the array to its accumulators upd
 ATTENTION_PIPELINE = 16  # score -> exp -> running sum / recip pipeline
 LAYERNORM_PIPELINE = 30  # pipelined sums -> rsqrt table -> first normalised element
 LAYERNORM_STATS_LATENCY = 10  # rows of one beat, RTL: (10 + log2 lanes + chunks) / 2 a row
-ELEMENTWISE_PIPELINE = 10  # read, sum, two product stages, requantise, write FIFO
+ELEMENTWISE_PIPELINE = 13  # read, sum, two product stages, requantise (4), write FIFO
 GATE_PIPELINE = 16
 EXPERT_HANDOFF = 48  # per expert: fc1's writes acknowledged, fc2's job started
 
