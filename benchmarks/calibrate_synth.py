@@ -295,7 +295,8 @@ def comparison(runs: list[dict], calibration: dict) -> list[dict]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--configs", nargs="*", choices=list(CONFIGS),
-                        help="default: the small set (full), every config (ffs)")  # fmt: skip
+                        help="default: the small set (full), every config (ffs); "
+                             "none with --refresh")  # fmt: skip
     parser.add_argument("--add-run", nargs="*", default=[], help="run JSON files to include")
     parser.add_argument(
         "--stage",
@@ -323,7 +324,9 @@ def main(argv=None) -> int:
     runs += [json.loads(Path(f).read_text()) for f in args.add_run]
     runs = list({(run["name"], run.get("stage", "full")): run for run in runs}.values())
     have = {run["name"] for run in runs if run.get("stage", "full") == args.stage}
-    configs = args.configs or (DEFAULT_CONFIGS if args.stage == "full" else list(CONFIGS))
+    # a refresh alone synthesises no new config (the default set has configs not run yet)
+    default = [] if args.refresh else DEFAULT_CONFIGS if args.stage == "full" else list(CONFIGS)
+    configs = args.configs or default
     todo = [name for name in configs if name not in have]
     if args.refresh:
         with Progress(console=console) as progress:
