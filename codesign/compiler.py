@@ -186,7 +186,9 @@ class _Compiler:
         container = weight_container_bytes(fmt)
         arch = self.arch
         return self.blob.add(
-            pack_tiles(raw, arch.tile_in, arch.tile_out, container, arch.bus_bytes)
+            pack_tiles(
+                raw, arch.tile_in, arch.tile_out, container, arch.bus_bytes, arch.weight_ports
+            )
         )
 
     def bias(self, raw: np.ndarray, shifts: np.ndarray | None = None) -> int:
@@ -251,7 +253,12 @@ class _Compiler:
         arch = self.arch
         if self.block_sparse and not tile_mask(w_raw, arch.tile_in, arch.tile_out).all():
             tiles, index = pack_block_sparse(
-                w_raw, arch.tile_in, arch.tile_out, fields["w_bytes"], arch.bus_bytes
+                w_raw,
+                arch.tile_in,
+                arch.tile_out,
+                fields["w_bytes"],
+                arch.bus_bytes,
+                arch.weight_ports,
             )
             fields["weight"] = self.blob.add(tiles) if tiles else self.blob.add(b"\0")
             fields["blocks"] = self.blob.int32(index)
@@ -547,6 +554,7 @@ class _Compiler:
             tile_out=self.arch.tile_out,
             attn_parallel=self.arch.attn_parallel,
             attn_lanes=self.arch.header_attn_lanes,
+            weight_ports=self.arch.weight_ports,
             layers=self.layers,
             data=b"",
             arena_bytes=self.arena.size,

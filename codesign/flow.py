@@ -134,6 +134,12 @@ def step_load(state: BuildState) -> None:
     opts = state.options
     state.board = get_board(opts.board)
     state.arch = opts.arch or default_arch(state.board.name)
+    if state.arch.weight_ports > state.board.weight_ports_max:
+        raise ValueError(
+            f"ArchConfig.weight_ports={state.arch.weight_ports}: {state.board.name} has "
+            f"{len(state.board.pl_ports)} PS slave ports for the kernel's masters (program, "
+            f"arena, further weight ports), so at most {state.board.weight_ports_max}"
+        )
     if isinstance(opts.model, str) and opts.model.startswith("timm:"):
         from .models import RANDOM_WEIGHTS, load_weights
         from .models.timm_support import create_from_spec, parse_spec
@@ -459,7 +465,7 @@ def step_report(state: BuildState) -> None:
             "layers": len(program.layers),
             "arena_bytes": program.arena_bytes,
         },
-        "register_map": register_map().to_dict(),
+        "register_map": register_map(state.arch.weight_ports).to_dict(),
         "calibration": {
             **{k: v for k, v in graph.meta["calibration"].items() if k != "max_abs"},
             **state.calibration.to_report(),
@@ -536,7 +542,8 @@ def write_outputs(state: BuildState, out: Path, plot: bool = True) -> Path:
         (tmp / "program.bin").write_bytes(state.program_bytes)
         state.program.dump_json(tmp / "program.json")
         (tmp / "graph.json").write_text(json.dumps(graph_summary(state.graph_quant), indent=1))
-        (tmp / "regmap.json").write_text(json.dumps(register_map().to_dict(), indent=1))
+        regmap = register_map(state.arch.weight_ports)
+        (tmp / "regmap.json").write_text(json.dumps(regmap.to_dict(), indent=1))
         if plot:
             write_plot(state.report, tmp / "fidelity.png")
             if state.report.get("estimate"):

@@ -31,8 +31,8 @@ from .ops import LAYER_FIELDS, TABLE_NAMES, TABLE_WORDS, Op
 from .ops.base import interpolation_limits
 
 MAGIC = b"CDSGPROG"
-VERSION = 4  # 2: LINEAR carries nnz (stored tiles of a block-sparse matrix); 3: EMBED prefix, POOL;
-# 4: UCU bias words carry per-output-channel weight shifts
+VERSION = 5  # 2: LINEAR carries nnz (stored tiles of a block-sparse matrix); 3: EMBED prefix, POOL;
+# 4: UCU bias words carry per-output-channel weight shifts; 5: weight_ports (striped weights)
 HEADER_BYTES = 512
 LAYER_WORDS = 64
 NAME_WORDS = 16
@@ -72,7 +72,10 @@ GEOMETRY_WORDS = ("channels", "patch", "height", "width")
 # lanes of a head row the attention datapath takes per cycle (0: the whole row); no
 # executor's answer depends on it, only the schedule (codesign.estimate)
 _H_ATTN_LANES = _H_GEOMETRY + len(GEOMETRY_WORDS)
-assert _H_ATTN_LANES < HEADER_BYTES // 4
+# the AXI masters weights stream over: every weight matrix is striped across them
+# (``stripe_ports``), so this word changes where each executor finds a weight
+_H_WEIGHT_PORTS = _H_ATTN_LANES + 1
+assert _H_WEIGHT_PORTS < HEADER_BYTES // 4
 
 
 def pack_fmt(fmt: Fixed) -> int:
@@ -202,6 +205,12 @@ class Program:
     # the image the input patches come from: channels, patch, height, width (0 = unknown)
     geometry: tuple[int, int, int, int] = (0, 0, 0, 0)
     attn_lanes: int = 0  # ArchConfig.attn_lanes it was compiled for (0: whole head rows)
+    weight_ports: int = 1  # ArchConfig.weight_ports: weight matrices striped over this many
+
+    @property
+    def weight_beat_bytes(self) -> int:
+        """Bytes one beat of all weight masters carries (weight tiles pad to this)."""
+        return self.weight_ports * self.bus_bits // 8
 
     @property
     def data_offset(self) -> int:
@@ -247,6 +256,7 @@ class Program:
         header[_H_NAME : _H_NAME + _H_NAME_WORDS] = np.frombuffer(name, "<u4")
         header[_H_GEOMETRY : _H_GEOMETRY + len(GEOMETRY_WORDS)] = [int(v) for v in self.geometry]
         header[_H_ATTN_LANES] = self.attn_lanes
+        header[_H_WEIGHT_PORTS] = self.weight_ports
         blob = bytearray(header.tobytes() + layers.tobytes() + self.data)
         crc = zlib.crc32(bytes(blob))
         crc_at = (2 + HEADER_FIELDS.index("crc32")) * 4
@@ -314,6 +324,7 @@ class Program:
             tables=tables,
             geometry=tuple(int(v) for v in header[_H_GEOMETRY : _H_GEOMETRY + len(GEOMETRY_WORDS)]),
             attn_lanes=int(header[_H_ATTN_LANES]),
+            weight_ports=int(header[_H_WEIGHT_PORTS]),
         )
         return program
 
@@ -353,6 +364,7 @@ class Program:
                 "tile_out": self.tile_out,
                 "attn_parallel": self.attn_parallel,
                 "attn_lanes": self.attn_lanes,
+                "weight_ports": self.weight_ports,
             },
             "sizes": {
                 "header_bytes": HEADER_BYTES,
@@ -393,10 +405,18 @@ class Program:
             raise ProgramError(f"read of {count} x {dtype} at {offset} is outside the program data")
         return np.frombuffer(self.data, dtype, count, start).astype(np.int64)
 
+    def read_bytes(self, offset: int, count: int) -> np.ndarray:
+        """`count` raw bytes (uint8) at a program byte offset, bounds checked."""
+        start = offset - self.data_offset
+        if start < 0 or start + count > len(self.data):
+            raise ProgramError(f"read of {count} bytes at {offset} is outside the program data")
+        return np.frombuffer(self.data, np.uint8, count, start)
+
 
 # ---------------------------------------------------------------- loader checks
 
 BUS_WIDTHS = (32, 64, 128, 256, 512, 1024)
+WEIGHT_PORT_CHOICES = (1, 2, 4)  # ArchConfig.weight_ports
 MAX_TILE = 256
 # the golden executor holds the arena as int64: bound what a file may ask for
 LOADER_ARENA_MAX_BYTES = 1 << 28
@@ -429,6 +449,9 @@ def _check_structure(blob: bytes, values: dict, source: str) -> None:
             f"{source}: attn_lanes {lanes} is neither 0 (whole head rows) nor a power of two "
             f"up to {MAX_TILE}"
         )
+    ports = int(header[_H_WEIGHT_PORTS])
+    if ports not in WEIGHT_PORT_CHOICES:
+        raise ProgramError(f"{source}: weight_ports {ports} is not one of {WEIGHT_PORT_CHOICES}")
     for index, name in enumerate(TABLE_NAMES):
         start = _H_TABLES + index * len(TABLE_WORDS)
         t = dict(
@@ -556,6 +579,8 @@ def loader_params(header) -> dict:
     params.update(
         bus_bits=words["bus_bits"],
         bus_bytes=words["bus_bits"] // 8,
+        weight_ports=words["weight_ports"],
+        weight_beat_bytes=words["weight_ports"] * (words["bus_bits"] // 8),
         tile_in=words["tile_in"],
         tile_out=words["tile_out"],
         w_bytes=WEIGHT_CONTAINERS,
@@ -614,33 +639,70 @@ def padded(value: int, multiple: int) -> int:
 
 
 def tiled_bytes(
-    out_dim: int, in_dim: int, tile_in: int, tile_out: int, container: int, bus_bytes: int
-) -> int:
-    """Bytes of one packed weight matrix (each tile padded to the bus width)."""
+    out_dim: int, in_dim: int, tile_in: int, tile_out: int, container: int, bus_bytes: int,
+    ports: int = 1,
+) -> int:  # fmt: skip
+    """Bytes of one packed weight matrix (each tile padded to a weight beat: `ports` bus
+    beats)."""
     tiles = (-(-out_dim // tile_out)) * (-(-in_dim // tile_in))
-    return tiles * padded(tile_in * tile_out * container, bus_bytes)
+    return tiles * padded(tile_in * tile_out * container, ports * bus_bytes)
 
 
-def pack_tiles(
-    raw: np.ndarray, tile_in: int, tile_out: int, container: int, bus_bytes: int
-) -> bytes:
-    """[out, in] raw weights -> the UCU's tile order.
+def stripe_ports(block: bytes, ports: int, bus_bytes: int) -> bytes:
+    """A weight matrix's bytes as `ports` planes, one per weight master: plane k holds bus
+    beat k of every weight beat (``ports`` consecutive bus beats), and the planes follow
+    each other. Each master then bursts through one contiguous plane, and the beats the
+    masters deliver together are one weight beat in the tile order."""
+    if ports == 1:
+        return bytes(block)
+    beats = np.frombuffer(block, np.uint8).reshape(-1, ports, bus_bytes)
+    return beats.transpose(1, 0, 2).tobytes()
 
-    Tiles of tile_out x tile_in, output tiles outer, input tiles inner; inside a tile
-    row-major (one output feature's tile_in weights after another); zero padding at
-    the matrix edges; every tile padded to a whole number of bus beats.
-    """
+
+def unstripe_ports(block: np.ndarray, ports: int, bus_bytes: int) -> np.ndarray:
+    """Inverse of ``stripe_ports`` on a uint8 array."""
+    if ports == 1:
+        return block
+    return block.reshape(ports, -1, bus_bytes).transpose(1, 0, 2).reshape(-1)
+
+
+def _tile_array(raw: np.ndarray, tile_in: int, tile_out: int, container: int,
+                beat_bytes: int) -> np.ndarray:  # fmt: skip
+    """[tiles, tile_bytes / container] in the UCU's order, each tile zero padded."""
     out_dim, in_dim = raw.shape
     n_out, n_in = -(-out_dim // tile_out), -(-in_dim // tile_in)
     full = np.zeros((n_out * tile_out, n_in * tile_in), np.int64)
     full[:out_dim, :in_dim] = raw
     tiles = full.reshape(n_out, tile_out, n_in, tile_in).transpose(0, 2, 1, 3)
     tiles = tiles.reshape(n_out * n_in, tile_out * tile_in)
-    tile_bytes = padded(tile_out * tile_in * container, bus_bytes)
+    tile_bytes = padded(tile_out * tile_in * container, beat_bytes)
     pad = (tile_bytes - tile_out * tile_in * container) // container
     if pad:
         tiles = np.concatenate([tiles, np.zeros((tiles.shape[0], pad), np.int64)], axis=1)
-    return tiles.astype(weight_dtype(container)).tobytes()
+    return tiles.astype(weight_dtype(container))
+
+
+def pack_tiles(
+    raw: np.ndarray, tile_in: int, tile_out: int, container: int, bus_bytes: int, ports: int = 1
+) -> bytes:
+    """[out, in] raw weights -> the UCU's tile order.
+
+    Tiles of tile_out x tile_in, output tiles outer, input tiles inner; inside a tile
+    row-major (one output feature's tile_in weights after another); zero padding at
+    the matrix edges; every tile padded to a whole number of weight beats (`ports` bus
+    beats); the whole matrix striped over the `ports` weight masters (``stripe_ports``).
+    """
+    tiles = _tile_array(raw, tile_in, tile_out, container, ports * bus_bytes)
+    return stripe_ports(tiles.tobytes(), ports, bus_bytes)
+
+
+def _read_weight_block(program: Program, offset: int, tiles: int, container: int) -> np.ndarray:
+    """`tiles` stored weight tiles from `offset`, unstriped: [tiles, tile_elems]."""
+    tile_bytes = padded(program.tile_out * program.tile_in * container, program.weight_beat_bytes)
+    block = program.read_bytes(offset, tiles * tile_bytes)
+    block = unstripe_ports(block, program.weight_ports, program.bus_bits // 8)
+    elems = tile_bytes // container
+    return np.ascontiguousarray(block).view(weight_dtype(container)).reshape(tiles, elems)
 
 
 def unpack_tiles(
@@ -649,10 +711,9 @@ def unpack_tiles(
     """Inverse of ``pack_tiles`` reading from the program: raw [out, in] int64."""
     tile_in, tile_out = program.tile_in, program.tile_out
     n_out, n_in = -(-out_dim // tile_out), -(-in_dim // tile_in)
-    tile_elems = padded(tile_out * tile_in * container, program.bus_bits // 8) // container
-    flat = program.read_words(offset, n_out * n_in * tile_elems, weight_dtype(container))
-    tiles = flat.reshape(n_out, n_in, tile_elems)[:, :, : tile_out * tile_in]
-    full = tiles.reshape(n_out, n_in, tile_out, tile_in).transpose(0, 2, 1, 3)
+    flat = _read_weight_block(program, offset, n_out * n_in, container)
+    tiles = flat[:, : tile_out * tile_in].reshape(n_out, n_in, tile_out, tile_in)
+    full = tiles.transpose(0, 2, 1, 3).astype(np.int64)
     return full.reshape(n_out * tile_out, n_in * tile_in)[:out_dim, :in_dim]
 
 
@@ -669,22 +730,22 @@ def tile_mask(raw: np.ndarray, tile_in: int, tile_out: int) -> np.ndarray:
 
 
 def pack_block_sparse(
-    raw: np.ndarray, tile_in: int, tile_out: int, container: int, bus_bytes: int
+    raw: np.ndarray, tile_in: int, tile_out: int, container: int, bus_bytes: int, ports: int = 1
 ) -> tuple[bytes, np.ndarray]:
     """Only the non-zero tiles, in ``pack_tiles`` order, plus their CSR block index.
 
     The index is int32: ``row_ptr[out_tiles + 1]`` (prefix counts of stored tiles per
     output tile row) then ``col[nnz]`` (input tile index of each stored tile, ascending
-    within a row). Stored tile k sits at ``weight + k * tile_bytes``. A pruned block
-    (block shape = UCU tile) therefore costs neither bandwidth nor cycles.
+    within a row). Stored tile k is the k-th tile of the stored block (``weight + k *
+    tile_bytes`` before the block is striped over the weight masters, ``stripe_ports``).
+    A pruned block (block shape = UCU tile) therefore costs neither bandwidth nor cycles.
     """
     mask = tile_mask(raw, tile_in, tile_out)
-    dense = np.frombuffer(pack_tiles(raw, tile_in, tile_out, container, bus_bytes), np.uint8)
-    tile_bytes = padded(tile_in * tile_out * container, bus_bytes)
-    tiles = dense.reshape(mask.size, tile_bytes)[mask.reshape(-1)]
+    tiles = _tile_array(raw, tile_in, tile_out, container, ports * bus_bytes)[mask.reshape(-1)]
     row_ptr = np.concatenate([[0], np.cumsum(mask.sum(axis=1))])
     cols = np.nonzero(mask)[1]
-    return tiles.tobytes(), np.concatenate([row_ptr, cols]).astype(np.int64)
+    stored = stripe_ports(tiles.tobytes(), ports, bus_bytes)
+    return stored, np.concatenate([row_ptr, cols]).astype(np.int64)
 
 
 def unpack_block_sparse(
@@ -696,9 +757,8 @@ def unpack_block_sparse(
     row_ptr = program.read_words(index, n_out + 1)
     nnz = int(row_ptr[-1])
     cols = program.read_words(index + 4 * (n_out + 1), nnz)
-    tile_elems = padded(tile_out * tile_in * container, program.bus_bits // 8) // container
-    flat = program.read_words(offset, nnz * tile_elems, weight_dtype(container))
-    tiles = flat.reshape(nnz, tile_elems)[:, : tile_out * tile_in].reshape(nnz, tile_out, tile_in)
+    flat = _read_weight_block(program, offset, nnz, container).astype(np.int64)
+    tiles = flat[:, : tile_out * tile_in].reshape(nnz, tile_out, tile_in)
     full = np.zeros((n_out * tile_out, n_in * tile_in), np.int64)
     for row in range(n_out):
         for k in range(int(row_ptr[row]), int(row_ptr[row + 1])):

@@ -186,8 +186,13 @@ async def run_program(dut):
     dut.ap_rst_n.value = 1
     await ClockCycles(clk, 4)
 
-    regs = register_map()
+    from codesign.program import Program
+
+    weight_ports = Program.from_bytes(program).weight_ports
+    regs = register_map(weight_ports)
     await axil.write(regs.offset("program"), program_addr.to_bytes(8, "little"))
+    for index in range(1, weight_ports):  # each further weight master reads program.bin
+        await axil.write(regs.offset(f"weights{index}"), program_addr.to_bytes(8, "little"))
     await axil.write(regs.offset("arena"), arena_addr.to_bytes(8, "little"))
     results: dict[str, np.ndarray] = {}
     for index, task in enumerate(tasks):

@@ -44,6 +44,9 @@ ARCHS = {
                                  **TINY_BUFFERS),
     "t8x32-p4-bus256": ArchConfig(tile_in=8, tile_out=32, attn_parallel=4, bus_bits=256,
                                   **TINY_BUFFERS),
+    # weights striped over four masters (a 16x8 int16 tile is exactly one 4 x 64-bit beat)
+    "t16x8-p2-bus64-w4": ArchConfig(tile_in=16, tile_out=8, attn_parallel=2, bus_bits=64,
+                                    weight_ports=4, **TINY_BUFFERS),
 }  # fmt: skip
 
 
@@ -105,7 +108,8 @@ def test_arch_configs_render_differently_and_stay_bit_exact(name):
     assert_bit_exact(result)
 
 
-def test_block_sparse_program_bit_exact():
+@pytest.mark.parametrize("weight_ports", [1, 2])
+def test_block_sparse_program_bit_exact(weight_ports):
     model = create_model("m3vit-tiny", seed=2)
     with torch.no_grad():
         for block in model.blocks:
@@ -113,7 +117,8 @@ def test_block_sparse_program_bit_exact():
             block.attn.proj.weight[:, 32:] = 0  # whole tile columns
             if hasattr(block.mlp, "fc1"):
                 block.mlp.fc1.weight[:32, :] = 0  # a whole output tile row: bias only
-    build = codesign.build(model)
+    build = codesign.build(model, arch={"weight_ports": weight_ports})
+    assert build.program.weight_ports == weight_ports
     linears = {layer.name: layer for layer in build.program.layers if layer.op == Op.LINEAR}
     assert linears["blocks.0.attn.qkv"].fields["blocks"] != NONE
     assert linears["blocks.0.attn.proj"].fields["blocks"] != NONE

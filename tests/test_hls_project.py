@@ -319,6 +319,27 @@ def test_vivado_block_design_for_every_board(tiny_build, board_name, tmp_path):
     assert manifest["timing_wns_ns"] == 0.042 and manifest["timing_met"] is True
 
 
+def test_weight_masters_get_their_own_ps_ports():
+    """gmem0 (program and weights), gmem1 (arena), then gmem2..4 on the next PS slave ports;
+    a board without enough ports refuses the ArchConfig before anything is built."""
+    zcu102 = hls_project.ps_settings(get_board("zcu102"), 128, weight_ports=4)
+    ports = {mem["kernel"]: mem["port"] for mem in zcu102["mem_ports"]}
+    assert ports == {
+        "m_axi_gmem0": "S_AXI_HP0_FPD", "m_axi_gmem1": "S_AXI_HP1_FPD",
+        "m_axi_gmem2": "S_AXI_HP2_FPD", "m_axi_gmem3": "S_AXI_HP3_FPD",
+        "m_axi_gmem4": "S_AXI_HPC0_FPD",
+    }  # fmt: skip
+    config = dict(zcu102["ps_config"])
+    assert config["PSU__USE__S_AXI_GP0"] == "1" and config["PSU__SAXIGP0__DATA_WIDTH"] == "128"
+    assert get_board("pynq-z2").weight_ports_max == 2
+    with pytest.raises(ValueError, match="5 AXI masters .*the board has 4"):
+        hls_project.ps_settings(get_board("pynq-z2"), 64, weight_ports=4)
+    import codesign
+
+    with pytest.raises(ValueError, match="pynq-z2 has 4 PS slave ports .* at most 2"):
+        codesign.build("m3vit-tiny", "pynq-z2", arch={"weight_ports": 4})
+
+
 @needs_tclsh
 def test_vivado_needs_the_exported_ip_and_honours_the_output_dir(tiny_build, tmp_path):
     root, stub_dir = tmp_path / "proj", tmp_path / "stub"

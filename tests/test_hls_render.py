@@ -89,6 +89,27 @@ def test_kernel_interface_matches_the_register_map(rendered):
     assert int(regmap["CODESIGN_REG_TASK"], 16) == 0x28
 
 
+def test_weight_masters_are_bundles_and_registers():
+    """weight_ports=4: weights1..3 are m_axi gmem2..4 with their own s_axilite registers
+    after task (Vitis's declaration order), as codesign.arch.register_map(4) says."""
+    from codesign.hls.render import render_sources
+
+    sources = render_sources(ArchConfig(weight_ports=4))
+    top = sources[KERNEL_SOURCE]
+    assert "ap_uint<32> task, const bus_t *weights1, const bus_t *weights2, " in top
+    pragmas = re.findall(r"#pragma HLS INTERFACE ([^\n]*)", top)
+    maxi = {re.search(r"port=(\w+)", p).group(1): p for p in pragmas if "m_axi" in p}
+    assert {name: re.search(r"bundle=(\w+)", p).group(1) for name, p in maxi.items()} == {
+        "program": "gmem0", "arena": "gmem1", "weights1": "gmem2", "weights2": "gmem3",
+        "weights3": "gmem4",
+    }  # fmt: skip
+    regs = register_map(4)
+    assert [regs.offset(f"weights{k}") for k in (1, 2, 3)] == [0x30, 0x3C, 0x48]
+    regmap = _defines(sources["src/codesign_regmap.h"])
+    assert int(regmap["CODESIGN_REG_WEIGHTS3"], 16) == 0x48
+    assert regs.offset("STATUS") == register_map().offset("STATUS")
+
+
 def test_program_layout_header_is_generated_from_program_py(rendered):
     defines = _defines(rendered["default"]["src/codesign_program.h"])
     for index, name in enumerate(HEADER_FIELDS):

@@ -63,13 +63,16 @@ def test_format_word_round_trip(fmt):
 
 @pytest.mark.parametrize("shape", [(5, 7), (32, 32), (33, 65), (1, 100)])
 @pytest.mark.parametrize("container", [1, 2, 4])
-def test_tile_packing_round_trip(tiny_build, shape, container):
+@pytest.mark.parametrize("ports", [1, 2, 4])
+def test_tile_packing_round_trip(tiny_build, shape, container, ports):
     rng = np.random.default_rng(0)
     bound = 2 ** (8 * container - 1)
     raw = rng.integers(-bound, bound, size=shape)
     program = Program.from_bytes(tiny_build.program_bytes)
-    packed = pack_tiles(raw, program.tile_in, program.tile_out, container, program.bus_bits // 8)
-    assert len(packed) % (program.bus_bits // 8) == 0
+    program.weight_ports = ports
+    bus_bytes = program.bus_bits // 8
+    packed = pack_tiles(raw, program.tile_in, program.tile_out, container, bus_bytes, ports)
+    assert len(packed) % (ports * bus_bytes) == 0
     program.data = packed
     program.layers = []
     back = unpack_tiles(program, program.data_offset, *shape, container)
@@ -81,6 +84,27 @@ def test_tile_order_is_output_tiles_outer():
     words = np.frombuffer(pack_tiles(raw, 2, 2, 4, 4), "<i4")
     # first tile: outputs 0-1, inputs 0-1; second: outputs 0-1, inputs 2-3
     np.testing.assert_array_equal(words[:8], [0, 1, 4, 5, 2, 3, 6, 7])
+
+
+@pytest.mark.parametrize("ports", [2, 4])
+def test_weights_are_striped_into_one_plane_per_master(ports):
+    """Plane p (the p-th 1/ports of the matrix) holds bus beat p of every weight beat, so
+    master p bursts through it and the masters' beats together are the tile order."""
+    raw = np.arange(8 * 8).reshape(8, 8)  # one 8x8 tile of int32: 256 bytes, 16 beats of 16
+    flat = np.frombuffer(pack_tiles(raw, 8, 8, 4, 16), "<i4").reshape(-1, 4)  # beats
+    striped = np.frombuffer(pack_tiles(raw, 8, 8, 4, 16, ports), "<i4").reshape(ports, -1, 4)
+    for plane in range(ports):
+        np.testing.assert_array_equal(striped[plane], flat[plane::ports])
+
+
+def test_weight_ports_is_in_the_header_and_checked(tiny_program):
+    from codesign.program import _H_WEIGHT_PORTS
+
+    program = Program.from_bytes(tiny_program)
+    assert program.weight_ports == 1
+    bad = _recrc(_corrupt(tiny_program, 4 * _H_WEIGHT_PORTS, (3).to_bytes(4, "little")))
+    with pytest.raises(ProgramError, match="weight_ports 3 is not one of"):
+        Program.from_bytes(bad)
 
 
 def _corrupt(blob: bytes, offset: int, value: bytes) -> bytes:
@@ -136,12 +160,13 @@ def test_load_missing_file(tmp_path):
         Program.load(tmp_path / "nope.bin")
 
 
-def test_block_sparse_layout_round_trip_and_index(tiny_program):
+@pytest.mark.parametrize("ports", [1, 2, 4])
+def test_block_sparse_layout_round_trip_and_index(tiny_program, ports):
     rng = np.random.default_rng(3)
     raw = rng.integers(-100, 100, size=(40, 70))
     raw[0:8, 8:16] = 0  # one whole tile (8x8) pruned
     raw[16:24, :] = 0  # a whole output tile row pruned
-    tiles, index = pack_block_sparse(raw, 8, 8, 2, 16)
+    tiles, index = pack_block_sparse(raw, 8, 8, 2, 16, ports)
     n_out, n_in = 5, 9
     row_ptr, cols = index[: n_out + 1], index[n_out + 1 :]
     assert row_ptr[-1] == len(cols) == n_out * n_in - 1 - n_in
@@ -150,6 +175,7 @@ def test_block_sparse_layout_round_trip_and_index(tiny_program):
     assert len(tiles) == len(cols) * 8 * 8 * 2
     program = Program.from_bytes(tiny_program)
     program.layers, program.tile_in, program.tile_out, program.bus_bits = [], 8, 8, 128
+    program.weight_ports = ports
     program.data = tiles + index.astype("<i4").tobytes()
     start = program.data_offset
     back = unpack_block_sparse(program, start, start + len(tiles), 40, 70, 2)

@@ -23,7 +23,9 @@ class Board:
     lut: int
     ff: int
     ddr_peak_gbps: float  # the PS DDR's peak bandwidth, GB/s (see ``ddr``)
-    pl_ports: tuple[str, ...]  # PS slave ports the kernel's AXI masters map to
+    # PS slave ports the kernel's AXI masters map to, in order: gmem0 (program and weights),
+    # gmem1 (arena), then gmem2... (the further weight masters, ArchConfig.weight_ports)
+    pl_ports: tuple[str, ...]
     pynq: bool = True
     ddr: str = ""  # the PS DDR: type, width, transfer rate
 
@@ -33,9 +35,22 @@ class Board:
         moves no more than this many bits per cycle into the DDR."""
         return 64 if self.family == "zynq" else 128
 
+    @property
+    def weight_ports_max(self) -> int:
+        """Most weight masters a design may have: the program master carries weights
+        too, the arena has its own port, each further weight master one more PS port
+        (and ArchConfig.weight_ports is 1, 2 or 4)."""
+        room = len(self.pl_ports) - 1
+        return max(ports for ports in (1, 2, 4) if ports <= room)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
+
+# gmem0 (program and weights), gmem1 (arena), then up to three more weight masters
+ZYNQUPLUS_PORTS = (
+    "S_AXI_HP0_FPD", "S_AXI_HP1_FPD", "S_AXI_HP2_FPD", "S_AXI_HP3_FPD", "S_AXI_HPC0_FPD",
+)  # fmt: skip
 
 BOARDS: dict[str, Board] = {
     board.name: board
@@ -53,7 +68,7 @@ BOARDS: dict[str, Board] = {
             ff=548160,
             ddr_peak_gbps=19.2,
             ddr="DDR4-2400, 64-bit",
-            pl_ports=("S_AXI_HP0_FPD", "S_AXI_HP1_FPD", "S_AXI_HP2_FPD", "S_AXI_HP3_FPD"),
+            pl_ports=ZYNQUPLUS_PORTS,
         ),
         Board(
             name="zcu104",
@@ -68,7 +83,7 @@ BOARDS: dict[str, Board] = {
             ff=460800,
             ddr_peak_gbps=19.2,
             ddr="DDR4-2400, 64-bit",
-            pl_ports=("S_AXI_HP0_FPD", "S_AXI_HP1_FPD", "S_AXI_HP2_FPD", "S_AXI_HP3_FPD"),
+            pl_ports=ZYNQUPLUS_PORTS,
         ),
         Board(
             name="kv260",
@@ -83,7 +98,7 @@ BOARDS: dict[str, Board] = {
             ff=234240,
             ddr_peak_gbps=19.2,
             ddr="DDR4-2400, 64-bit",
-            pl_ports=("S_AXI_HP0_FPD", "S_AXI_HP1_FPD", "S_AXI_HP2_FPD", "S_AXI_HP3_FPD"),
+            pl_ports=ZYNQUPLUS_PORTS,
         ),
         Board(
             name="ultra96v2",
@@ -98,7 +113,7 @@ BOARDS: dict[str, Board] = {
             ff=141120,
             ddr_peak_gbps=8.5,
             ddr="LPDDR4-2133, 32-bit",
-            pl_ports=("S_AXI_HP0_FPD", "S_AXI_HP1_FPD", "S_AXI_HP2_FPD", "S_AXI_HP3_FPD"),
+            pl_ports=ZYNQUPLUS_PORTS,
         ),
         Board(
             name="pynq-z2",

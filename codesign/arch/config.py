@@ -70,6 +70,8 @@ def parse_precision(spec: str | Precision | None) -> Precision:
     return Precision(int(match.group(1)), int(match.group(2)))
 
 
+WEIGHT_PORT_CHOICES = (1, 2, 4)  # AXI masters for weights (Board.weight_ports_max bounds it)
+
 # what the on-chip buffers and 16-bit descriptor fields can hold (inclusive); the table
 # fields are checked where the tables are built (numerics.tables)
 _FIELD_RANGES = (
@@ -114,6 +116,9 @@ class ArchConfig:
     # for multipliers, adders and the qkv buffer's rotators
     attn_lanes: int = 0
     bus_bits: int = 128  # AXI data width of the DDR masters
+    # AXI masters the weight tiles stream over (the program master and weight_ports - 1
+    # more, each on its own PS port): a weight beat is weight_ports x bus_bits wide
+    weight_ports: int = 1
     # lookup tables (see docs/numerics-tables.md)
     gelu_index_bits: int = 8
     gelu_range: float = 8.0
@@ -154,6 +159,12 @@ class ArchConfig:
             )
         if self.bus_bits not in (32, 64, 128, 256, 512):
             raise ValueError(f"ArchConfig.bus_bits={self.bus_bits} must be 32..512, a power of 2")
+        if self.weight_ports not in WEIGHT_PORT_CHOICES:
+            raise ValueError(
+                f"ArchConfig.weight_ports={self.weight_ports} must be one of "
+                f"{', '.join(map(str, WEIGHT_PORT_CHOICES))} (a weight beat is a power of two "
+                "bus beats)"
+            )
         for name, low, high in _FIELD_RANGES:
             value = getattr(self, name)
             if not low <= value <= high:
@@ -166,6 +177,11 @@ class ArchConfig:
     @property
     def bus_bytes(self) -> int:
         return self.bus_bits // 8
+
+    @property
+    def weight_beat_bytes(self) -> int:
+        """Bytes of weights one beat of all weight masters carries (tiles pad to this)."""
+        return self.weight_ports * self.bus_bytes
 
     @property
     def output_lanes(self) -> int:

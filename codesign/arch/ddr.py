@@ -24,7 +24,7 @@ class DdrModel:
     peak_gbps: float  # the PS DDR's peak: bus width x transfer rate
     clock_mhz: float  # the PL clock the masters run at
     port_bits: int = 128  # data width of each AXI master
-    ports: int = 2  # AXI masters moving data (program + arena)
+    ports: int = 2  # AXI masters moving data (program and weights, arena, more weights)
     efficiency: float = DEFAULT_EFFICIENCY  # sustained share of the peak
     latency_cycles: int = DEFAULT_LATENCY
 
@@ -75,6 +75,7 @@ def ddr_model(board, arch=None, *, efficiency: float | None = None,
         peak_gbps=board.ddr_peak_gbps,
         clock_mhz=board.clock_mhz,
         port_bits=arch.bus_bits if arch is not None else 128,
+        ports=1 + (arch.weight_ports if arch is not None else 1),
         efficiency=DEFAULT_EFFICIENCY if efficiency is None else float(efficiency),
         latency_cycles=DEFAULT_LATENCY if latency_cycles is None else int(latency_cycles),
     )

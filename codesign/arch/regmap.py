@@ -65,7 +65,19 @@ class RegisterMap:
         }
 
 
-def register_map() -> RegisterMap:
+def kernel_args(weight_ports: int = 1) -> tuple[tuple[str, int, str], ...]:
+    """KERNEL_ARGS, then one pointer per further weight master (``weights1`` ... for
+    m_axi gmem2 ...): the host sets each to the program's address."""
+    extra = tuple(
+        (f"weights{index}", 64, f"DDR address of program.bin for weight master gmem{index + 1}")
+        for index in range(1, weight_ports)
+    )
+    return KERNEL_ARGS + extra
+
+
+def register_map(weight_ports: int = 1) -> RegisterMap:
+    """The register map of a kernel with `weight_ports` weight masters
+    (ArchConfig.weight_ports)."""
     regs = [
         Register("CTRL", CTRL, 32, "bit0 ap_start, bit1 ap_done, bit2 ap_idle, bit3 ap_ready"),
         Register("GIE", GIE, 32, "global interrupt enable"),
@@ -73,7 +85,7 @@ def register_map() -> RegisterMap:
         Register("ISR", ISR, 32, "interrupt status (toggle on write)"),
     ]
     offset = 0x10
-    for name, bits, meaning in KERNEL_ARGS:
+    for name, bits, meaning in kernel_args(weight_ports):
         regs.append(Register(name, offset, bits, meaning))
         offset += 4 * (bits // 32) + 4  # data words then one reserved word
     from ..contract import STATUS_OFFSET

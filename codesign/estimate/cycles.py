@@ -28,6 +28,7 @@ fit are ``codesign.estimate.resources``, the report entry and plots
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -51,9 +52,47 @@ def beats(nbytes: int, bus_bytes: int) -> int:
     return -(-int(nbytes) // bus_bytes)
 
 
-def tile_load_beats(tile_in: int, tile_out: int, weight_bytes: int, bus_bytes: int) -> int:
-    """Beats to load one To x Ti weight tile (tiles are padded to whole beats)."""
-    return beats(tile_in * tile_out * weight_bytes, bus_bytes)
+def tile_load_beats(tile_in: int, tile_out: int, weight_bytes: int, bus_bytes: float) -> int:
+    """Cycles to load one To x Ti weight tile at `bus_bytes` per cycle: the bus width, or
+    with several weight masters what they sustain together (``WeightStream.rate``)."""
+    return math.ceil(tile_in * tile_out * weight_bytes / bus_bytes)
+
+
+@dataclass(frozen=True)
+class WeightStream:
+    """How weight tiles reach the UCU: `ports` masters of `bus_bytes` (a weight beat is one
+    beat of each), sharing a DDR that sustains `ddr_rate` bytes per cycle (None: no cap)
+    with the other masters."""
+
+    ports: int
+    bus_bytes: int
+    ddr_rate: float | None = None
+
+    @property
+    def rate(self) -> float:
+        """Bytes per cycle the tiles stream at: the masters' beats, at most the DDR's."""
+        rate = float(self.ports * self.bus_bytes)
+        return rate if self.ddr_rate is None else min(rate, self.ddr_rate)
+
+    def contention(self, write_beats: int, weight_beats: int, weight_bound: bool) -> int:
+        """Cycles a UCU job loses when several weight masters and the drain's writes ask
+        the DDR for more than it sustains (the RTL's DDR model serves the masters that
+        wait in turn, as the PS's DDR controller does): weight-bound, the writes take DDR
+        time from the tiles; write-bound, every burst of the masters slows the writes to
+        an equal share. One master (with the writes) stays within the DDR on every board."""
+        beats_per_cycle = (self.ddr_rate or 0.0) / self.bus_bytes
+        if self.ports == 1 or self.ddr_rate is None or self.ports + 1 <= beats_per_cycle:
+            return 0
+        if weight_bound:
+            return math.ceil(write_beats * self.bus_bytes / self.ddr_rate)
+        share = beats_per_cycle / (self.ports + 1)  # each waiting master's beats per cycle
+        return math.ceil(weight_beats / (self.ports * share) * (1 - share))
+
+
+def weight_stream(program, ddr_bytes_per_cycle: float | None = None) -> WeightStream:
+    """The weight stream of `program` (``Program.weight_ports`` masters of its bus) under
+    a DDR sustaining `ddr_bytes_per_cycle` (None: uncapped)."""
+    return WeightStream(program.weight_ports, program.bus_bits // 8, ddr_bytes_per_cycle)
 
 
 def ucu_cycles(rows: int, stored_tiles: int, out_tiles: int, load_beats: int,
@@ -73,21 +112,42 @@ def ucu_cycles(rows: int, stored_tiles: int, out_tiles: int, load_beats: int,
     return load_beats + max(macs, (out_tiles - 1) * drain) + drain + UCU_PIPELINE
 
 
-def linear_cycles(rows: int, in_dim: int, out_dim: int, tile_in: int, tile_out: int,
-                  weight_bytes: int, bus_bytes: int, stored_tiles: int | None = None,
-                  residual: bool = False) -> int:  # fmt: skip
-    """A LINEAR layer: input rows read once into the on-chip row buffer (exposed),
-    the UCU schedule, residual reads and output writes overlapped with the drain."""
+def _linear_schedule(rows: int, in_dim: int, out_dim: int, tile_in: int, tile_out: int,
+                     weight_bytes: int, bus_bytes: int, stored_tiles: int | None,
+                     stream: WeightStream | None) -> dict:  # fmt: skip
+    """What linear_cycles and linear_breakdown share: the tile load, the UCU schedule,
+    the drain's writes and the DDR contention between them."""
     out_tiles = -(-out_dim // tile_out)
     in_tiles = -(-in_dim // tile_in)
     stored = out_tiles * in_tiles if stored_tiles is None else stored_tiles
-    load = tile_load_beats(tile_in, tile_out, weight_bytes, bus_bytes)
-    x_beats = rows * beats(4 * in_dim, bus_bytes)
+    load = tile_load_beats(tile_in, tile_out, weight_bytes, stream.rate if stream else bus_bytes)
+    chunks = drain_chunks(tile_out, 8 * bus_bytes)
+    ucu = ucu_cycles(rows, stored, out_tiles, load, chunks)
     # every output row of a tile is To int32 words on the bus: with few input tiles the
     # writes (and residual reads, on the other port) outlast the MACs
-    writes = out_tiles * rows * beats(4 * tile_out, bus_bytes) + load + rows + UCU_PIPELINE
-    chunks = drain_chunks(tile_out, 8 * bus_bytes)
-    return x_beats + max(ucu_cycles(rows, stored, out_tiles, load, chunks), writes)
+    write_beats = out_tiles * rows * beats(4 * tile_out, bus_bytes)
+    writes = write_beats + load + rows + UCU_PIPELINE
+    contention = 0
+    if stream is not None and stored and (load > rows or writes > ucu):
+        tile_beats = beats(tile_in * tile_out * weight_bytes, bus_bytes)
+        contention = stream.contention(write_beats, stored * tile_beats, load > rows)
+    return {
+        "stored": stored, "out_tiles": out_tiles, "load": load, "chunks": chunks, "ucu": ucu,
+        "writes": writes, "x_beats": rows * beats(4 * in_dim, bus_bytes),
+        "contention": contention,
+    }  # fmt: skip
+
+
+def linear_cycles(rows: int, in_dim: int, out_dim: int, tile_in: int, tile_out: int,
+                  weight_bytes: int, bus_bytes: int, stored_tiles: int | None = None,
+                  residual: bool = False, stream: WeightStream | None = None) -> int:  # fmt: skip
+    """A LINEAR layer: input rows read once into the on-chip row buffer (exposed),
+    the UCU schedule, residual reads and output writes overlapped with the drain, and
+    what several weight masters and the writes lose to each other on the DDR."""
+    s = _linear_schedule(
+        rows, in_dim, out_dim, tile_in, tile_out, weight_bytes, bus_bytes, stored_tiles, stream
+    )
+    return s["x_beats"] + max(s["ucu"], s["writes"]) + s["contention"]
 
 
 def attention_chunks(head_dim: int, lanes: int) -> int:
@@ -141,10 +201,13 @@ def pool_cycles(rows: int, cols: int, bus_bytes: int) -> int:
 
 
 def gate_cycles(tokens: int, dim: int, experts: int, top_k: int, tile_in: int, tile_out: int,
-                weight_bytes: int, bus_bytes: int) -> int:  # fmt: skip
+                weight_bytes: int, bus_bytes: int,
+                stream: WeightStream | None = None) -> int:  # fmt: skip
     """Gate logits on the UCU, then per token a softmax over experts (one per cycle),
     top-k selection; the k queue appends overlap the next token's scan."""
-    logits = linear_cycles(tokens, dim, experts, tile_in, tile_out, weight_bytes, bus_bytes)
+    logits = linear_cycles(
+        tokens, dim, experts, tile_in, tile_out, weight_bytes, bus_bytes, stream=stream
+    )
     queue = queue_beats(experts, experts, tokens, bus_bytes)  # counts, ids, scores written
     return logits + tokens * max(experts, top_k) + queue + GATE_PIPELINE
 
@@ -155,7 +218,8 @@ def queue_beats(experts: int, rows: int, tokens: int, bus_bytes: int) -> int:
 
 
 def experts_cycles(counts: list[int], tokens: int, dim: int, hidden: int, tile_in: int,
-                   tile_out: int, weight_bytes: int, bus_bytes: int) -> int:  # fmt: skip
+                   tile_out: int, weight_bytes: int, bus_bytes: int,
+                   stream: WeightStream | None = None) -> int:  # fmt: skip
     """Only experts with tokens run; each loads its weights once and gathers its rows.
 
     The queue is read back first (counts, then ids and scores of the experts with tokens);
@@ -164,13 +228,15 @@ def experts_cycles(counts: list[int], tokens: int, dim: int, hidden: int, tile_i
     active = [count for count in counts if count]
     total = queue_beats(len(counts), len(active), tokens, bus_bytes)
     for count in active:
-        total += linear_cycles(count, dim, hidden, tile_in, tile_out, weight_bytes, bus_bytes)
+        total += linear_cycles(
+            count, dim, hidden, tile_in, tile_out, weight_bytes, bus_bytes, stream=stream
+        )
         total += count * beats(4 * hidden, bus_bytes) + EXPERT_HANDOFF
         total += ucu_cycles(
             count,
             -(-dim // tile_out) * -(-hidden // tile_in),
             -(-dim // tile_out),
-            tile_load_beats(tile_in, tile_out, weight_bytes, bus_bytes),
+            tile_load_beats(tile_in, tile_out, weight_bytes, stream.rate if stream else bus_bytes),
             drain_chunks(tile_out, 8 * bus_bytes),
         )
     return total + final_pass_cycles(tokens, dim, tile_out, bus_bytes) + ELEMENTWISE_PIPELINE
@@ -408,17 +474,16 @@ def ucu_breakdown(rows: int, stored_tiles: int, load: int, out_tiles: int = 1,
 
 
 def linear_breakdown(rows: int, in_dim: int, out_dim: int, tile_in: int, tile_out: int,
-                      weight_bytes: int, bus_bytes: int, stored_tiles: int | None = None
-                      ) -> dict:  # fmt: skip
-    """linear_cycles in parts: input rows read, the UCU, output writes it does not hide."""
-    out_tiles, in_tiles = -(-out_dim // tile_out), -(-in_dim // tile_in)
-    stored = out_tiles * in_tiles if stored_tiles is None else stored_tiles
-    load = tile_load_beats(tile_in, tile_out, weight_bytes, bus_bytes)
-    chunks = drain_chunks(tile_out, 8 * bus_bytes)
-    ucu = ucu_cycles(rows, stored, out_tiles, load, chunks)
-    writes = out_tiles * rows * beats(4 * tile_out, bus_bytes) + load + rows + UCU_PIPELINE
-    parts = ucu_breakdown(rows, stored, load, out_tiles, chunks)
-    parts["activations"] += rows * beats(4 * in_dim, bus_bytes) + max(0, writes - ucu)
+                      weight_bytes: int, bus_bytes: int, stored_tiles: int | None = None,
+                      stream: WeightStream | None = None) -> dict:  # fmt: skip
+    """linear_cycles in parts: input rows read, the UCU, output writes it does not hide,
+    DDR contention."""
+    s = _linear_schedule(
+        rows, in_dim, out_dim, tile_in, tile_out, weight_bytes, bus_bytes, stored_tiles, stream
+    )
+    parts = ucu_breakdown(rows, s["stored"], s["load"], s["out_tiles"], s["chunks"])
+    parts["activations"] += s["x_beats"] + max(0, s["writes"] - s["ucu"])
+    parts["ddr"] += s["contention"]
     return parts
 
 
@@ -431,16 +496,20 @@ def rows_breakdown(rows: int, lane_cycles: int, bus_beats: int, pipeline: int) -
     )
 
 
-def gate_breakdown(tokens, dim, experts, top_k, tile_in, tile_out, weight_bytes, bus_bytes):
+def gate_breakdown(tokens, dim, experts, top_k, tile_in, tile_out, weight_bytes, bus_bytes,
+                   stream=None):  # fmt: skip
     """gate_cycles in parts: the logits on the UCU, softmax/top-k, the queue writes."""
-    parts = linear_breakdown(tokens, dim, experts, tile_in, tile_out, weight_bytes, bus_bytes)
+    parts = linear_breakdown(
+        tokens, dim, experts, tile_in, tile_out, weight_bytes, bus_bytes, stream=stream
+    )
     parts["compute"] += tokens * max(experts, top_k)
     parts["activations"] += queue_beats(experts, experts, tokens, bus_bytes)
     parts["control"] += GATE_PIPELINE
     return parts
 
 
-def experts_breakdown(counts, tokens, dim, hidden, tile_in, tile_out, weight_bytes, bus_bytes):
+def experts_breakdown(counts, tokens, dim, hidden, tile_in, tile_out, weight_bytes, bus_bytes,
+                      stream=None):  # fmt: skip
     """experts_cycles in parts: queue reads, per active expert fc1, hidden traffic,
     handoff and fc2, then the residual pass."""
     active = [count for count in counts if count]
@@ -449,10 +518,12 @@ def experts_breakdown(counts, tokens, dim, hidden, tile_in, tile_out, weight_byt
         + final_pass_cycles(tokens, dim, tile_out, bus_bytes),
         control=ELEMENTWISE_PIPELINE + EXPERT_HANDOFF * len(active),
     )
-    load = tile_load_beats(tile_in, tile_out, weight_bytes, bus_bytes)
+    load = tile_load_beats(tile_in, tile_out, weight_bytes, stream.rate if stream else bus_bytes)
     fc2_tiles = -(-dim // tile_out) * -(-hidden // tile_in)
     for count in active:
-        fc1 = linear_breakdown(count, dim, hidden, tile_in, tile_out, weight_bytes, bus_bytes)
+        fc1 = linear_breakdown(
+            count, dim, hidden, tile_in, tile_out, weight_bytes, bus_bytes, stream=stream
+        )
         add_parts(parts, fc1)
         parts["activations"] += count * beats(4 * hidden, bus_bytes)
         chunks = drain_chunks(tile_out, 8 * bus_bytes)
@@ -461,10 +532,12 @@ def experts_breakdown(counts, tokens, dim, hidden, tile_in, tile_out, weight_byt
 
 
 def _layer_estimate(program, layer, bus: int, counts: list[int] | None,
-                    dense: bool = False) -> dict:  # fmt: skip
+                    dense: bool = False, stream: WeightStream | None = None) -> dict:  # fmt: skip
     """Compute cycles (the per-op formulas) and their breakdown, useful MACs and DDR
-    bytes of one layer; ``dense``: a block-sparse LINEAR as if every tile were stored."""
-    model = dict(spec(layer.op).estimate(program, layer, bus, counts, dense))
+    bytes of one layer; ``dense``: a block-sparse LINEAR as if every tile were stored;
+    ``stream``: how the weight tiles arrive (``weight_stream``)."""
+    stream = weight_stream(program) if stream is None else stream
+    model = dict(spec(layer.op).estimate(program, layer, bus, counts, dense, stream))
     cycles, breakdown, parts = model.pop("cycles"), model.pop("breakdown"), model.pop("parts")
     return {
         "compute_cycles": int(cycles),
@@ -480,7 +553,7 @@ def _layer_estimate(program, layer, bus: int, counts: list[int] | None,
 def _check_arch(program, arch) -> None:
     mismatch = [
         f"{name} (program {getattr(program, name)}, ArchConfig {getattr(arch, name)})"
-        for name in ("tile_in", "tile_out", "bus_bits")
+        for name in ("tile_in", "tile_out", "bus_bits", "weight_ports")
         if getattr(program, name) != getattr(arch, name)
     ]
     if program.attn_lanes != arch.header_attn_lanes:
@@ -586,6 +659,7 @@ def estimate_cycles(
     bus = program.bus_bits // 8
     clock_hz = board.clock_mhz * 1e6
     ddr_bytes_per_cycle = ddr.bytes_per_cycle
+    stream = weight_stream(program, ddr_bytes_per_cycle)
     descriptor = beats(DESCRIPTOR_BYTES, bus) + LAYER_DISPATCH
     start = startup_cycles(program, ddr_latency, arch)
     layers, sources = [], set()
@@ -598,7 +672,7 @@ def estimate_cycles(
             sources.add(source)
         entry = {"name": layer.name, "op": layer.op.name, "task": layer.task, "runs": runs}
         if runs:
-            detail = _layer_estimate(program, layer, bus, counts)
+            detail = _layer_estimate(program, layer, bus, counts, stream=stream)
             waits = exposed_latency(layer, ddr_latency, counts)
             cycles, transfer, breakdown = _layer_cycles(
                 detail, ddr_bytes_per_cycle, descriptor, waits, layer.name
@@ -615,7 +689,7 @@ def estimate_cycles(
                 breakdown=breakdown,
             )
             if detail.get("block_sparse"):  # what the layer would cost unpruned
-                dense = _layer_estimate(program, layer, bus, counts, dense=True)
+                dense = _layer_estimate(program, layer, bus, counts, dense=True, stream=stream)
                 entry["cycles_dense"] = _layer_cycles(
                     dense, ddr_bytes_per_cycle, descriptor, waits, layer.name
                 )[0]

@@ -98,15 +98,19 @@ def _zynq_port(port: str) -> tuple[str, str, str]:
     return f"PCW_USE_S_AXI_HP{index}", f"PCW_S_AXI_HP{index}_DATA_WIDTH", f"S_AXI_HP{index}_ACLK"
 
 
-def ps_settings(board: Board, bus_bits: int) -> dict:
+def ps_settings(board: Board, bus_bits: int, weight_ports: int = 1) -> dict:
     """The PS cell of the block design for the board's family: IP, preset rule, CONFIG
-    properties, and the pins the kernel connects to (gmem0 and gmem1 each get one of the
-    board's PS slave ports, in ``board.pl_ports`` order)."""
-    if len(board.pl_ports) < 2:
-        raise ValueError(f"{board.name}: needs two PS slave ports for gmem0 and gmem1")
+    properties, and the pins the kernel connects to (gmem0, gmem1 and the further weight
+    masters gmem2... each get one of the board's PS slave ports, in ``board.pl_ports``
+    order)."""
+    kernel_masters = [f"m_axi_gmem{index}" for index in range(1 + weight_ports)]
+    if len(board.pl_ports) < len(kernel_masters):
+        raise ValueError(
+            f"{board.name}: {len(kernel_masters)} AXI masters ({weight_ports} weight ports) "
+            f"need as many PS slave ports; the board has {len(board.pl_ports)}"
+        )
     clock = f"{board.clock_mhz:g}"
     width = str(min(bus_bits, HP_MAX_BITS[board.family]))
-    kernel_masters = ("m_axi_gmem0", "m_axi_gmem1")
     mem_ports = []
     if board.family == "zynquplus":
         config = [
@@ -194,7 +198,7 @@ def project_params(
             )
     model = model_name or program.model
     program_bytes = program.to_bytes()
-    ps = ps_settings(board, arch.bus_bits)
+    ps = ps_settings(board, arch.bus_bits, arch.weight_ports)
     output_name = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{model}-{board.name}")
     return {
         "codesign_version": __version__,

@@ -92,6 +92,11 @@ def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def weight_port_names(ports: int) -> list[str]:
+    """The kernel arguments weights stream over: `program` (gmem0), weights1... (gmem2...)."""
+    return ["program"] + [f"weights{index}" for index in range(1, ports)]
+
+
 def kernel_params(
     arch: ArchConfig,
     *,
@@ -117,6 +122,14 @@ def kernel_params(
         "bus_bytes": bus_bytes,
         "words_per_beat": bus_bytes // 4,
         "halves_per_beat": bus_bytes // 2,
+        "weight_ports": arch.weight_ports,
+        "weight_beat_bytes": arch.weight_beat_bytes,
+        # the weight masters' pointers: gmem0's `program`, then weights1... (gmem2...)
+        "weight_port_names": weight_port_names(arch.weight_ports),
+        "wport_params": "".join(
+            f", const bus_t *{name}" for name in weight_port_names(arch.weight_ports)[1:]
+        ),
+        "wport_args": "".join(f", {name}" for name in weight_port_names(arch.weight_ports)[1:]),
         "max_tokens": arch.max_tokens,
         "max_dim": arch.max_dim,
         "max_hidden": arch.max_hidden,
@@ -151,7 +164,7 @@ def kernel_params(
     params.update(_format_params())
     params["status_offset"] = STATUS_OFFSET
     params["status_header_bit"] = STATUS_HEADER_BIT
-    regmap = register_map()
+    regmap = register_map(arch.weight_ports)
     params["regmap"] = regmap
     params["ctrl_bits"] = [
         ("ap_start", AP_START),
@@ -318,7 +331,7 @@ def render_project(
     check_program_fits(program, arch, **limits)
     root = Path(out_dir)
     files = dict(render_sources(arch, board, **limits))
-    files["regmap.json"] = json.dumps(register_map().to_dict(), indent=1) + "\n"
+    files["regmap.json"] = json.dumps(register_map(arch.weight_ports).to_dict(), indent=1) + "\n"
     from .project import project_files
 
     files.update(project_files(program, arch, board, model_name, bitstream_dir=bitstream_dir))

@@ -73,6 +73,7 @@ HEADER_WORD_INDEX = {
     "tile_in": (13, False),
     "tile_out": (14, False),
     "n_tasks": (16, True),
+    "weight_ports": (103, False),  # codesign.program._H_WEIGHT_PORTS
 }
 _H_TABLES = 62
 for _index, _table in enumerate(TABLE_NAMES):
@@ -124,6 +125,11 @@ def header_rules(magic: tuple[int, int], version: int, header_bytes: int, layer_
         ),
         Rule("BUS", H("bus_bits").eq(P("bus_bits")), why="bus width"),
         Rule("TILE", H("tile_in").eq(P("tile_in")) & H("tile_out").eq(P("tile_out")), why="tile"),
+        Rule(
+            "BUS",
+            H("weight_ports").eq(P("weight_ports")),
+            why="weight masters (each weight matrix is striped over them)",
+        ),
         Rule(
             "TASKS",
             (H("n_tasks") >= 1) & (H("n_tasks") <= P("max_tasks")) & (H("task") < H("n_tasks")),
@@ -233,6 +239,8 @@ def kernel_check_params(
             "tile_out",
             "bus_bytes",
             "bus_bits",
+            "weight_ports",
+            "weight_beat_bytes",
         )
     }
     tables = _table_words(arch)

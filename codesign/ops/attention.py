@@ -78,7 +78,8 @@ def golden(ex, layer, task: int) -> np.ndarray | None:
     return out
 
 
-def estimate(program, layer, bus: int, counts: list[int] | None, dense: bool) -> dict:
+def estimate(program, layer, bus: int, counts: list[int] | None, dense: bool,
+             stream) -> dict:  # fmt: skip
     """ATTENTION's schedule in cycles, DDR bytes and MACs (``OpSpec.estimate``)."""
     from ..estimate.cycles import (
         ATTENTION_PIPELINE,

@@ -39,10 +39,12 @@ class OpSpec:
     # the bit-exact semantics: golden(executor, layer, task) -> the output it wrote (or
     # None), with the executor's arena, weights, tables and requantiser (codesign.golden)
     golden: Callable | None = None
-    # the cycle model: estimate(program, layer, bus_bytes, expert_counts, dense) -> dict
-    # (``layer_model``; ``dense``: a block-sparse layer as if every tile were stored, for
-    # codesign.estimate), and the DDR round trips a layer leaves exposed (measured on the
-    # RTL top as the slope of its cycles over DDR latency: docs/rtl-top.md)
+    # the cycle model: estimate(program, layer, bus_bytes, expert_counts, dense,
+    # stream) -> dict (``layer_model``; ``dense``: a block-sparse layer as if every tile
+    # were stored, for codesign.estimate; ``stream``: how the weight tiles arrive,
+    # ``codesign.estimate.cycles.WeightStream``), and the DDR round trips
+    # a layer leaves exposed (measured on the RTL top as the slope of its cycles over DDR
+    # latency: docs/rtl-top.md)
     estimate: Callable | None = None
     round_trips: float = 3.0
     round_trips_per_expert: float = 0.0  # MOE_EXPERTS: more per expert with tokens
@@ -242,7 +244,7 @@ def layer_model(cycles, breakdown, parts, *, macs=0, weight_bytes=0, act_bytes=0
 
 def tiled_bytes(out_dim: Expr, in_dim: Expr, container: Expr) -> Expr:
     """Bytes of one dense weight matrix in the UCU's tile order (codesign.program)."""
-    tile = round_up(P("tile_in") * P("tile_out") * container, P("bus_bytes"))
+    tile = round_up(P("tile_in") * P("tile_out") * container, P("weight_beat_bytes"))
     return ceil_div(out_dim, P("tile_out")) * ceil_div(in_dim, P("tile_in")) * tile
 
 

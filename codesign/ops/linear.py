@@ -30,7 +30,7 @@ from .expr import F, P, Rule, ceil_div, frac, one_of, round_up
 
 DENSE = F("blocks").eq(NONE)
 SPARSE = F("blocks").ne(NONE)
-TILE_BYTES = round_up(P("tile_in") * P("tile_out") * F("w_bytes"), P("bus_bytes"))
+TILE_BYTES = round_up(P("tile_in") * P("tile_out") * F("w_bytes"), P("weight_beat_bytes"))
 OUT_TILES = ceil_div(F("out_dim"), P("tile_out"))
 
 
@@ -67,7 +67,8 @@ def golden(ex, layer, task: int) -> np.ndarray | None:
     return y
 
 
-def estimate(program, layer, bus: int, counts: list[int] | None, dense: bool) -> dict:
+def estimate(program, layer, bus: int, counts: list[int] | None, dense: bool,
+             stream) -> dict:  # fmt: skip
     """LINEAR's schedule in cycles, DDR bytes and MACs (``OpSpec.estimate``)."""
     from ..estimate.cycles import (
         beats,
@@ -84,14 +85,17 @@ def estimate(program, layer, bus: int, counts: list[int] | None, dense: bool) ->
     out_tiles, in_tiles = -(-out_dim // to), -(-in_dim // ti)
     sparse = f["blocks"] != NONE and not dense
     stored = block_count(program, layer) if sparse else out_tiles * in_tiles
+    wbus = program.weight_beat_bytes  # tiles pad to a weight beat
     cycles = linear_cycles(
-        rows, in_dim, out_dim, ti, to, f["w_bytes"], bus, stored, f["post"] == Post.ADD
+        rows, in_dim, out_dim, ti, to, f["w_bytes"], bus, stored, f["post"] == Post.ADD, stream
     )
-    breakdown = linear_breakdown(rows, in_dim, out_dim, ti, to, f["w_bytes"], bus, stored)
+    breakdown = linear_breakdown(
+        rows, in_dim, out_dim, ti, to, f["w_bytes"], bus, stored, stream=stream
+    )
     macs = rows * in_dim * out_dim * stored // (out_tiles * in_tiles)
-    load = tile_load_beats(ti, to, f["w_bytes"], bus)
+    load = tile_load_beats(ti, to, f["w_bytes"], stream.rate)
     parts = ucu_parts([(rows, stored)], load, rows * beats(4 * in_dim, bus))
-    weight_bytes = stored * padded(ti * to * f["w_bytes"], bus)
+    weight_bytes = stored * padded(ti * to * f["w_bytes"], wbus)
     if sparse:
         weight_bytes += 4 * (out_tiles + 1 + stored)
     weight_bytes += 4 * out_dim if f["bias"] != NONE else 0

@@ -84,7 +84,8 @@ def golden(ex, layer, task: int) -> np.ndarray | None:
     return out
 
 
-def estimate(program, layer, bus: int, counts: list[int] | None, dense: bool) -> dict:
+def estimate(program, layer, bus: int, counts: list[int] | None, dense: bool,
+             stream) -> dict:  # fmt: skip
     """MOE_EXPERTS's schedule in cycles, DDR bytes and MACs (``OpSpec.estimate``)."""
     from ..estimate.cycles import (
         beats,
@@ -98,17 +99,18 @@ def estimate(program, layer, bus: int, counts: list[int] | None, dense: bool) ->
     f, ti, to = layer.fields, program.tile_in, program.tile_out
     tokens, dim, hidden = f["tokens"], f["dim"], f["hidden"]
     assert counts is not None
-    cycles = experts_cycles(counts, tokens, dim, hidden, ti, to, f["w_bytes"], bus)
-    breakdown = experts_breakdown(counts, tokens, dim, hidden, ti, to, f["w_bytes"], bus)
+    wbus = program.weight_beat_bytes  # tiles pad to a weight beat
+    cycles = experts_cycles(counts, tokens, dim, hidden, ti, to, f["w_bytes"], bus, stream)
+    breakdown = experts_breakdown(counts, tokens, dim, hidden, ti, to, f["w_bytes"], bus, stream)
     routed = sum(counts)
     active = sum(1 for c in counts if c)
     macs = 2 * routed * dim * hidden
-    load = tile_load_beats(ti, to, f["w_bytes"], bus)
+    load = tile_load_beats(ti, to, f["w_bytes"], stream.rate)
     per_matrix = -(-hidden // to) * -(-dim // ti)
     parts = ucu_parts(
         [(c, 2 * per_matrix) for c in counts if c], load, routed * beats(4 * dim, bus)
     )
-    tile_bytes = padded(ti * to * f["w_bytes"], bus)
+    tile_bytes = padded(ti * to * f["w_bytes"], wbus)
     per_expert = 2 * (-(-hidden // to) * -(-dim // ti)) * tile_bytes + 4 * (hidden + dim)
     weight_bytes = active * per_expert
     act_bytes = routed * f["src_stride"] + 4 * len(counts) + 8 * routed

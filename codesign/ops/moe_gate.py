@@ -76,7 +76,8 @@ def golden(ex, layer, task: int) -> np.ndarray | None:
     return None
 
 
-def estimate(program, layer, bus: int, counts: list[int] | None, dense: bool) -> dict:
+def estimate(program, layer, bus: int, counts: list[int] | None, dense: bool,
+             stream) -> dict:  # fmt: skip
     """MOE_GATE's schedule in cycles, DDR bytes and MACs (``OpSpec.estimate``)."""
     from ..estimate.cycles import (
         beats,
@@ -89,14 +90,15 @@ def estimate(program, layer, bus: int, counts: list[int] | None, dense: bool) ->
 
     f, ti, to = layer.fields, program.tile_in, program.tile_out
     tokens, dim, experts, top_k = f["tokens"], f["dim"], f["experts"], f["top_k"]
-    cycles = gate_cycles(tokens, dim, experts, top_k, ti, to, f["w_bytes"], bus)
-    breakdown = gate_breakdown(tokens, dim, experts, top_k, ti, to, f["w_bytes"], bus)
+    wbus = program.weight_beat_bytes  # tiles pad to a weight beat
+    cycles = gate_cycles(tokens, dim, experts, top_k, ti, to, f["w_bytes"], bus, stream)
+    breakdown = gate_breakdown(tokens, dim, experts, top_k, ti, to, f["w_bytes"], bus, stream)
     macs = tokens * dim * experts
     tiles = -(-experts // to) * -(-dim // ti)
-    load = tile_load_beats(ti, to, f["w_bytes"], bus)
+    load = tile_load_beats(ti, to, f["w_bytes"], stream.rate)
     parts = ucu_parts([(tokens, tiles)], load, tokens * beats(4 * dim, bus))
     parts["compute"] += tokens * max(experts, top_k)
-    weight_bytes = tiles * padded(ti * to * f["w_bytes"], bus)
+    weight_bytes = tiles * padded(ti * to * f["w_bytes"], wbus)
     act_bytes = tokens * f["src_stride"] + 4 * experts + 8 * tokens * top_k
     return layer_model(
         cycles, breakdown, parts, macs=macs, weight_bytes=weight_bytes, act_bytes=act_bytes

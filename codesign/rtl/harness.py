@@ -666,7 +666,7 @@ class RtlAccelerator:
         self.harness = RtlHarness(build)
         self.harness.reset()
         self.harness.set_ddr(self.ddr_latency, self.ddr_bytes_per_cycle)
-        self.regmap = register_map()
+        self.regmap = register_map(arch.weight_ports)
         self._loaded: bytes | None = None  # digest of the Program now in DDR
 
     def close(self) -> None:
@@ -745,6 +745,8 @@ class RtlAccelerator:
 
             raise HarnessError(f"the RTL is not idle before ap_start: {describe_ctrl(ctrl)}")
         self.write_arg("program", program_address)
+        for index in range(1, self.arch.weight_ports):  # each reads its plane of program.bin
+            self.write_arg(f"weights{index}", program_address)
         self.write_arg("arena", arena_address)
         self.write_arg("task", task)
         stale = self.harness.axil_read(ISR)

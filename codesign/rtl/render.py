@@ -26,6 +26,7 @@ from pathlib import Path
 import jinja2
 
 from ..arch.config import MAC_PACK_BITS, ArchConfig, Precision, output_lanes, parse_precision
+from ..arch.regmap import register_map
 from ..contract import BIAS_SHIFT_BITS, CHECK_ERRORS, DEBUG_REGISTERS
 from ..hls.render import kernel_params
 from ..numerics.tables import Table, build_tables
@@ -165,7 +166,10 @@ def rtl_params(arch: ArchConfig, precision: Precision | str | None = None) -> di
     max_in = max(arch.max_in_dim, arch.max_hidden, arch.max_dim)
     max_out = max(3 * arch.max_dim, arch.max_hidden, arch.max_in_dim, arch.max_dim)
     tile_bits = arch.tile_in * arch.tile_out * w_container
-    load_beats = -(-tile_bits // arch.bus_bits)
+    # a weight beat: one bus beat of every weight master (ArchConfig.weight_ports)
+    w_bus_bits = arch.weight_ports * arch.bus_bits
+    load_beats = -(-tile_bits // w_bus_bits)
+    regmap = register_map(arch.weight_ports)
     return {
         "ti": arch.tile_in,
         "to": arch.tile_out,
@@ -186,7 +190,14 @@ def rtl_params(arch: ArchConfig, precision: Precision | str | None = None) -> di
         "in_tile_bits": _clog2(-(-max_in // arch.tile_in) + 1),
         "max_out_tiles": -(-max_out // arch.tile_out),
         "out_tile_bits": _clog2(-(-max_out // arch.tile_out) + 1),
-        "load_beats": load_beats,
+        "load_beats": load_beats,  # weight beats per stored tile
+        "weight_ports": arch.weight_ports,
+        "w_bus_bits": w_bus_bits,
+        "ddr_ports": 1 + arch.weight_ports,  # the simulation DDR's slaves: one per master
+        # the further weight masters' address registers: (index, offset of the low word)
+        "weight_regs": [
+            (index, regmap.offset(f"weights{index}")) for index in range(1, arch.weight_ports)
+        ],
         # MACs per multiplier of the UCU array: two adjacent output columns share their
         # input in one multiply when both operands have at most MAC_PACK_BITS bits
         "mac_pack": 2 if max(x_bits, w_bits) <= MAC_PACK_BITS and arch.tile_out % 2 == 0 else 1,

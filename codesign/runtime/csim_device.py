@@ -76,8 +76,12 @@ def render_wrapper(arch: ArchConfig) -> str:
     env = environment("runtime")
     from ..contract import STATUS_HEADER_BIT
 
+    from ..hls.render import weight_port_names
+
     return env.get_template(WRAPPER_TEMPLATE).render(
-        bus_bits=arch.bus_bits, status_header_bit=STATUS_HEADER_BIT
+        bus_bits=arch.bus_bits,
+        status_header_bit=STATUS_HEADER_BIT,
+        weight_port_names=weight_port_names(arch.weight_ports),
     )
 
 

@@ -143,7 +143,7 @@ class Accelerator:
         self._last_run = getattr(device, "last_run", None)
         self.timeout = float(timeout)
         self.description = description
-        self.regmap = register_map()
+        self.regmap = register_map(self.layout.program.weight_ports)
         self._offsets = {reg.name: reg.offset for reg in self.regmap.registers}
         self.timings: list[RunTiming] = []
         # every check before the first write
@@ -231,9 +231,12 @@ class Accelerator:
             raise KernelBusyError(f"kernel is not idle: {describe_ctrl(ctrl)}")
 
     def _write_args(self, arena, task: int) -> None:
+        program = self.program_buffer.device_address
+        weight_masters = [f"weights{index}" for index in range(1, self.layout.program.weight_ports)]
         for name, address in (
-            ("program", self.program_buffer.device_address),
+            ("program", program),
             ("arena", arena.device_address),
+            *((name, program) for name in weight_masters),  # each reads its plane of program.bin
         ):
             offset = self._offsets[name]
             self.control.write(offset, int(address) & 0xFFFFFFFF)
