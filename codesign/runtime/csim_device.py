@@ -75,7 +75,6 @@ def _arch(arch, program=None) -> ArchConfig:
 def render_wrapper(arch: ArchConfig) -> str:
     env = environment("runtime")
     from ..contract import STATUS_HEADER_BIT
-
     from ..hls.render import weight_port_names
 
     return env.get_template(WRAPPER_TEMPLATE).render(
