@@ -285,7 +285,8 @@ def inventory(arch, precision=None) -> list[Memory]:
         _rom("cds_eng_moe", "reciprocal table", tables["recip"], 1),
         Memory("cds_controller", "rule engine", engine_bits, engine_words, rom=True),
         Memory("cds_controller", "layer cycles", 32, 1024),
-        Memory("cds_axi_rd", "read FIFO", arch.bus_bits, 256, count=2),
+        # rd0 (program and weight plane 0), rd1 (arena), a reader per further weight master
+        Memory("cds_axi_rd", "read FIFO", arch.bus_bits, 256, count=1 + arch.weight_ports),
     ]
 
 

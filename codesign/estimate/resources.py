@@ -236,10 +236,10 @@ def _buffers(program, arch, widths: dict) -> list[Buffer]:
     buffers.append(
         Buffer(
             "axi_fifos",
-            3,
+            2 + arch.weight_ports,
             AXI_FIFO_DEPTH,
             arch.bus_bits + 8,  # data plus last/strobe sideband
-            "m_axi burst FIFOs: gmem0 read, gmem1 read and write",
+            "m_axi burst FIFOs: gmem0 read, gmem1 read and write, gmem2... read",
         )
     )
     return buffers

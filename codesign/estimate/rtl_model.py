@@ -108,7 +108,8 @@ def features(arch, precision=None, family: str = "xcup", uram: bool = False
             "beat_dsps": dsps(token_bits, tile_bits) if token_bits + tile_bits >= 9 else 0,
         },
         "cds_controller": {"one": 1, "bus": bus},
-        "cds_axi_rd": {"one": 2, "bus": 2 * bus},
+        # rd0 (program, weight plane 0), rd1 (arena), one per further weight master
+        "cds_axi_rd": {"one": 1 + arch.weight_ports, "bus": (1 + arch.weight_ports) * bus},
         "cds_axi_wr": {"one": 1, "bus": bus},
         "cds_axil_ctrl": {"one": 1},
         GLUE: {"one": 1, "bus": bus},

@@ -53,6 +53,7 @@ def render() -> str:
     return env.get_template("interface.md.j2").render(
         regmap_size=f"0x{regmap.size:X}",
         registers=regmap.registers,
+        weight_registers=[r for r in register_map(4).registers if r.name.startswith("weights")],
         ctrl_bits=CTRL_ACCESS,
         bus_bits=arch.bus_bits,
         bus_bytes=arch.bus_bytes,
