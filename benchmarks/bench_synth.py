@@ -6,6 +6,7 @@ margins, the calibrated estimate beside them, logic depth, and the synthesis wal
     python benchmarks/bench_synth.py --boards ultra96v2 --json out.json
     python benchmarks/bench_synth.py --write-docs           # the table in docs/rtl-top.md
     python benchmarks/bench_synth.py --stage ffs            # DSP and block RAM only (minutes)
+    python benchmarks/bench_synth.py --boards zcu102 --arch weight_ports=4   # a variant
 
 The ArchConfig is the one ``codesign build --model M --board B`` chooses (the board's
 default, shrunk until the calibrated estimate fits). Counts are Yosys's
@@ -26,6 +27,7 @@ from rich.table import Table
 from codesign import flow
 from codesign.arch import get_board
 from codesign.arch.config import default_arch
+from codesign.cli import parse_arch
 from codesign.compiler import compile_graph
 from codesign.dse import choose_arch
 from codesign.estimate import rtl_model
@@ -36,8 +38,9 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "rtl-top.md"
 MARK = "<!-- bench_synth -->"
 
 
-def chosen_arch(model: str, board_name: str, precision: str | None):
-    """The ArchConfig a build of `model` on `board_name` picks, and the precision."""
+def chosen_arch(model: str, board_name: str, precision: str | None, changes: dict | None = None):
+    """The ArchConfig a build of `model` on `board_name` picks (with `changes`, fields of
+    ``--arch``, on top), and the precision."""
     state = flow.BuildState(flow.make_options(model, board_name, None, precision, None, None,
                                               calib=1))  # fmt: skip
     for step in (flow.step_load, flow.step_convert, flow.step_transform, flow.step_quantize):
@@ -45,14 +48,14 @@ def chosen_arch(model: str, board_name: str, precision: str | None):
     board = get_board(board_name)
     program = compile_graph(state.graph_quant, default_arch(board_name))
     arch, _ = choose_arch(program, state.graph_quant, board, default_arch(board_name))
-    return arch, str(state.options.precision)
+    return arch.with_(**(changes or {})), str(state.options.precision)
 
 
 def run_board(model: str, board_name: str, precision: str | None, timeout: float | None,
-              stage: str = "full") -> dict:  # fmt: skip
+              stage: str = "full", changes: dict | None = None) -> dict:  # fmt: skip
     board = get_board(board_name)
     family, uram = rtl_model.family_of(board), rtl_model.has_uram(board)
-    arch, prec = chosen_arch(model, board_name, precision)
+    arch, prec = chosen_arch(model, board_name, precision, changes)
     result = synth_top(arch, prec, family, timeout=timeout, stage=stage, uram=uram)
     counts = {k: getattr(result, k) for k in ("dsp", "bram36", "uram", "lut", "ff")}
     return {
@@ -107,17 +110,21 @@ def main(argv=None) -> int:
     parser.add_argument("--stage", choices=("full", "ffs"), default="full",
                         help="ffs: stop before LUT mapping (DSP and block RAM final)")  # fmt: skip
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--arch", help="fields on top of each board's ArchConfig: weight_ports=4")
     parser.add_argument("--write-docs", action="store_true")
     args = parser.parse_args(argv)
     if args.write_docs and args.stage != "full":
         parser.error("--write-docs records whole runs only (--stage full)")
+    if args.write_docs and args.arch:
+        parser.error("--write-docs records the boards' own designs (no --arch)")
     console = Console()
     rows = []
     for board in args.boards:
         with console.status(f"synthesising {args.model} on {board}"):
             try:
+                changes = parse_arch(args.arch, board) if args.arch else None
                 rows.append(run_board(args.model, board, args.precision, args.timeout,
-                                      args.stage))  # fmt: skip
+                                      args.stage, changes))  # fmt: skip
             except (synth.SynthError, ValueError) as error:
                 console.print(f"[red]{board}: {str(error)[:400]}[/red]")
     table = Table("board", "LUT", "FF", "DSP", "BRAM36", "fits", "seconds")
