@@ -449,11 +449,16 @@ def _print_csim(csim: dict) -> bool:
     help="the DDR model's sustained share of the board's peak bandwidth",
 )
 @click.option(
+    "--weight-ports",
+    default=None,
+    help="weight masters to search, e.g. 1,4 [1, 2 and 4 as far as the board has PS ports]",
+)
+@click.option(
     "--out", type=click.Path(file_okay=False), help="output dir [explore/<model>-<board>]"
 )
 def explore_cmd(
     model, board, precisions, objective, constraints, verify, verify_kinds, scheduler,
-    workers, ddr_efficiency, out,
+    workers, ddr_efficiency, weight_ports, out,
 ) -> None:  # fmt: skip
     """Search the ArchConfig space: Pareto front of latency vs resources, and a pick."""
     from pathlib import Path
@@ -475,7 +480,7 @@ def explore_cmd(
                 model, board, precisions, objective, constraints, verify=verify,
                 verify_kinds=tuple(k for k in verify_kinds.split(",") if k),
                 scheduler=scheduler, workers=workers, out=out_dir,
-                ddr_efficiency=ddr_efficiency, progress=bar,
+                ddr_efficiency=ddr_efficiency, progress=bar, weight_ports=weight_ports,
             )  # fmt: skip
     except (ExploreError, ValueError) as error:
         err_console.print(f"[red]error:[/red] {error}")
@@ -523,6 +528,7 @@ def _point_text(point: dict) -> str:
     return (
         f"{point['precision']} {k['tile_in']}x{k['tile_out']} P{k['attn_parallel']}"
         f"x{k['attn_lanes']} bus{k['bus_bits']}"
+        + (f" w{k['weight_ports']}" if k.get("weight_ports", 1) > 1 else "")
     )
 
 

@@ -3,11 +3,13 @@ board, a pick under the user's constraints, and the front's top points checked b
 synthesis and RTL simulation.
 
 The search costs every ArchConfig knob that changes the hardware (UCU tiles, attention
-query slots and lanes, bus width; precisions when several are given) with the estimator
+query slots and lanes, bus width, weight masters; precisions when several are given) with
+the estimator
 (``codesign.estimate``: the cycle model at the board's DDR model, the resource model the
 build's fit check uses). It is exhaustive over those knobs but prunes by monotonicity:
 resources only grow with attention slots and lanes, so within one UCU tile and bus the
-first point that does not fit ends its row. One job per (precision, bus, tiles) block.
+first point that does not fit ends its row. One job per (precision, bus, tiles, weight
+masters) block.
 
 Jobs (the search blocks, then the verifications: whole-top Yosys synthesis and an RTL
 run of the model, or of ``m3vit-tiny`` at the same ArchConfig when the model is too long
@@ -24,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import itertools
 import json
 import os
 import time
@@ -34,7 +37,7 @@ from pathlib import Path
 
 from . import __version__
 from .arch import ArchConfig, ddr_model, get_board, parse_precision
-from .arch.config import default_precision
+from .arch.config import WEIGHT_PORT_CHOICES, default_precision
 from .util import atomic_output_dir, cache_dir
 
 OBJECTIVES = ("latency", "throughput", "dsp", "lut")
@@ -111,9 +114,11 @@ def parse_constraints(spec: str | None) -> list[Constraint]:
 
 def _knob_text(point: dict) -> str:
     k = point["knobs"]
+    masters = k.get("weight_ports", 1)
     return (
         f"{point['precision']} {k['tile_in']}x{k['tile_out']} UCU, P{k['attn_parallel']} x "
         f"{k['attn_lanes']} lanes, {k['bus_bits']}-bit bus"
+        + (f", {masters} weight masters" if masters > 1 else "")
     )
 
 
@@ -125,6 +130,7 @@ def _knobs(arch: ArchConfig) -> dict:
         "attn_parallel": arch.attn_parallel,
         "attn_lanes": arch.attention_lanes,
         "bus_bits": arch.bus_bits,
+        "weight_ports": arch.weight_ports,
     }
 
 
@@ -202,15 +208,17 @@ def _rtl_model(model: dict | None, board) -> dict | None:
 
 def search_block(model: str, seed: int, board_name: str, base: dict, precision: str,
                  bus_bits: int, tile_in: int, tile_out: int, lanes: tuple[int, ...],
-                 ddr_efficiency: float) -> list[dict]:  # fmt: skip
-    """Every (slots, lanes) point of one UCU tile and bus, pruned where it stops fitting.
+                 ddr_efficiency: float, weight_ports: int = 1) -> list[dict]:  # fmt: skip
+    """Every (slots, lanes) point of one UCU tile, bus and number of weight masters, pruned
+    where it stops fitting.
     A pure function of its arguments (a Dask job): each process quantises the model once
     (``_graph_for`` is cached), which is faster than shipping the quantised graph to the
     workers, whose unpickled weight arrays made every compile ~2x slower."""
     graph, _base = _graph_for(model, board_name, precision, seed)
     block = ArchConfig.from_dict(
-        {**base, "tile_in": tile_in, "tile_out": tile_out, "bus_bits": bus_bits}
-    )
+        {**base, "tile_in": tile_in, "tile_out": tile_out, "bus_bits": bus_bits,
+         "weight_ports": weight_ports}
+    )  # fmt: skip
     from .compiler import compile_graph
 
     packed = compile_graph(graph, block)  # the weights, packed for these tiles and bus
@@ -554,9 +562,12 @@ def explore(
     seed: int = 0,
     cache: str | Path | None = None,
     progress: Callable | None = None,
+    weight_ports=None,
 ) -> Exploration:
     """Search, pick, optionally verify the first ``verify`` points of the front (ordered by
-    the objective), and with ``out`` write pareto.json, pareto.png and report.md."""
+    the objective), and with ``out`` write pareto.json, pareto.png and report.md.
+    ``weight_ports``: the numbers of weight masters searched (default: 1, 2 and 4 as far
+    as the board has PS ports for them)."""
     from .names import board_name, model_name
 
     model, board = model_name(model), board_name(board)
@@ -573,6 +584,16 @@ def explore(
     if unknown:
         raise ExploreError(f"verification kinds {sorted(unknown)}: use synth and/or sim")
     board_spec = get_board(board)
+    if weight_ports is None:
+        weight_ports = [p for p in WEIGHT_PORT_CHOICES if p <= board_spec.weight_ports_max]
+    if isinstance(weight_ports, str):
+        weight_ports = [int(p) for p in weight_ports.split(",")]
+    for ports in weight_ports:
+        if ports not in WEIGHT_PORT_CHOICES or ports > board_spec.weight_ports_max:
+            raise ExploreError(
+                f"weight_ports {ports}: {board} takes one of "
+                f"{[p for p in WEIGHT_PORT_CHOICES if p <= board_spec.weight_ports_max]}"
+            )
     started = time.perf_counter()
     executor = Executor(scheduler, workers)
     try:
@@ -583,23 +604,13 @@ def explore(
             head_dim = base.max_dim // base.max_heads
             lanes = tuple(n for n in (8, 16, 32, 64, 128, 256) if n <= head_dim) or (head_dim,)
             hp_bits = board_spec.hp_port_bits  # no wider: the PS port would not carry it
-            for bus in (hp_bits // 2, hp_bits):
-                for tile_in in TILES:
-                    for tile_out in TILES:
-                        calls.append(
-                            (
-                                model,
-                                seed,
-                                board,
-                                base.to_dict(),
-                                precision,
-                                bus,
-                                tile_in,
-                                tile_out,
-                                lanes,
-                                ddr_efficiency,
-                            )
-                        )
+            for bus, tile_in, tile_out, ports in itertools.product(
+                (hp_bits // 2, hp_bits), TILES, TILES, weight_ports
+            ):
+                calls.append(
+                    (model, seed, board, base.to_dict(), precision, bus, tile_in, tile_out,
+                     lanes, ddr_efficiency, ports)
+                )  # fmt: skip
         blocks = executor.map(search_block, calls, _stage(progress, "search"))
         points = [point for block in blocks for point in block]
         search_s = time.perf_counter() - started

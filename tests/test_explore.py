@@ -44,6 +44,25 @@ def test_front_is_the_non_dominated_fitting_points(serial):
                              for p in off_front)  # fmt: skip
 
 
+def test_weight_masters_are_searched_and_bounded_by_the_board(serial):
+    """1, 2 and 4 weight masters on the KV260 (five PS ports); more masters cost LUTs, so
+    the front keeps the fast ones only where they pay."""
+    result, _ = serial
+    assert {p["knobs"]["weight_ports"] for p in result.points} == {1, 2, 4}
+    by_knobs = {}
+    for point in result.points:
+        key = tuple(sorted((k, v) for k, v in point["knobs"].items() if k != "weight_ports"))
+        by_knobs.setdefault(key, {})[point["knobs"]["weight_ports"]] = point
+    pairs = [ports for ports in by_knobs.values() if {1, 4} <= set(ports)]
+    assert pairs and all(
+        p[4]["resources"]["lut"] > p[1]["resources"]["lut"]
+        and p[4]["latency_ms"] <= p[1]["latency_ms"]
+        for p in pairs
+    )
+    with pytest.raises(ExploreError, match="weight_ports 4: pynq-z2 takes one of"):
+        explore(MODEL, "pynq-z2", weight_ports="4", scheduler="serial")
+
+
 def _same(a: dict, b: dict) -> bool:
     return a["latency_ms"] == b["latency_ms"] and a["resources"] == b["resources"]
 
