@@ -234,3 +234,16 @@ def test_eight_bit_weights_are_stored_one_byte_each():
     assert weight_bytes["w8a16"] < 0.56 * weight_bytes["w16a16"]
     cycles = {prec: build.report["estimate"]["cycles"] for prec, build in builds.items()}
     assert cycles["w8a16"] < cycles["w16a16"]
+
+
+def test_a_loaded_program_says_its_weight_masters_to_every_consumer():
+    """The runtime boards and C-sim rebuild the ArchConfig from program.bin alone: the
+    weight masters must come back with it (a board costing a 4-master Program as 1-master
+    would refuse it)."""
+    import codesign
+    from codesign.hls.csim import arch_from_program
+
+    build = codesign.build("m3vit-tiny", arch={"weight_ports": 2}, eval_images=1)
+    loaded = Program.from_bytes(build.program_bytes)
+    assert loaded.weight_ports == 2 and "arch" not in loaded.meta
+    assert arch_from_program(loaded).weight_ports == 2

@@ -495,7 +495,7 @@ def run_csim(
 
 def arch_from_program(program: Program, base: ArchConfig | None = None) -> ArchConfig:
     """The ArchConfig a Program was compiled for, as far as program.bin records it: tile,
-    bus, attention slots and lanes from the header, table parameters from the table headers;
+    bus, weight masters, attention slots and lanes from the header, table parameters from the table headers;
     the on-chip maxima from `base` (default ArchConfig) or the Program's meta."""
     if "arch" in program.meta:
         return ArchConfig.from_dict(program.meta["arch"])
@@ -507,6 +507,7 @@ def arch_from_program(program: Program, base: ArchConfig | None = None) -> ArchC
         attn_parallel=program.attn_parallel,
         attn_lanes=program.attn_lanes,
         bus_bits=program.bus_bits,
+        weight_ports=program.weight_ports,
         gelu_index_bits=tables["gelu_delta"].index_bits,
         gelu_range=float(2 ** tables["gelu_delta"].domain_log2),
         exp_index_bits=tables["exp"].index_bits,
