@@ -495,8 +495,9 @@ def run_csim(
 
 def arch_from_program(program: Program, base: ArchConfig | None = None) -> ArchConfig:
     """The ArchConfig a Program was compiled for, as far as program.bin records it: tile,
-    bus, weight masters, attention slots and lanes from the header, table parameters from the table headers;
-    the on-chip maxima from `base` (default ArchConfig) or the Program's meta."""
+    bus, weight masters, attention slots and lanes from the header, table parameters from
+    the table headers; the on-chip maxima from `base` (default ArchConfig) or the Program's
+    meta."""
     if "arch" in program.meta:
         return ArchConfig.from_dict(program.meta["arch"])
     tables = program.tables
