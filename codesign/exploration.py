@@ -37,7 +37,7 @@ from pathlib import Path
 
 from . import __version__
 from .arch import ArchConfig, ddr_model, get_board, parse_precision
-from .arch.config import WEIGHT_PORT_CHOICES, default_precision
+from .arch.config import default_precision
 from .util import atomic_output_dir, cache_dir
 
 OBJECTIVES = ("latency", "throughput", "dsp", "lut")
@@ -584,16 +584,14 @@ def explore(
     if unknown:
         raise ExploreError(f"verification kinds {sorted(unknown)}: use synth and/or sim")
     board_spec = get_board(board)
+    choices = board_spec.weight_port_choices
     if weight_ports is None:
-        weight_ports = [p for p in WEIGHT_PORT_CHOICES if p <= board_spec.weight_ports_max]
+        weight_ports = choices
     if isinstance(weight_ports, str):
         weight_ports = [int(p) for p in weight_ports.split(",")]
     for ports in weight_ports:
-        if ports not in WEIGHT_PORT_CHOICES or ports > board_spec.weight_ports_max:
-            raise ExploreError(
-                f"weight_ports {ports}: {board} takes one of "
-                f"{[p for p in WEIGHT_PORT_CHOICES if p <= board_spec.weight_ports_max]}"
-            )
+        if ports not in choices:
+            raise ExploreError(f"weight_ports {ports}: {board} takes one of {choices}")
     started = time.perf_counter()
     executor = Executor(scheduler, workers)
     try:

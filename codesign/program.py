@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .arch.config import WEIGHT_PORT_CHOICES
 from .contract import NONE, Post, ProgramError, ProgramRefused, describe_layer
 from .numerics.fixed import OVERFLOW, OVERFLOW_CODE, ROUNDING, ROUNDING_CODE, Fixed
 from .ops import LAYER_FIELDS, TABLE_NAMES, TABLE_WORDS, Op
@@ -416,7 +417,6 @@ class Program:
 # ---------------------------------------------------------------- loader checks
 
 BUS_WIDTHS = (32, 64, 128, 256, 512, 1024)
-WEIGHT_PORT_CHOICES = (1, 2, 4)  # ArchConfig.weight_ports
 MAX_TILE = 256
 # the golden executor holds the arena as int64: bound what a file may ask for
 LOADER_ARENA_MAX_BYTES = 1 << 28

@@ -22,7 +22,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles
 from common import CLOCK_NS, load_inputs, save_outputs
 
-from codesign.arch.regmap import AP_DONE, AP_START, CTRL, register_map
+from codesign.arch.regmap import AP_DONE, AP_START, CTRL, register_map, weight_registers
 
 # RTL-only debug registers (docs/rtl-top.md)
 STATUS, CYCLES_LO, CYCLES_HI, PERF_SEL, PERF_CYCLES, LAYERS_RUN = (
@@ -191,8 +191,8 @@ async def run_program(dut):
     weight_ports = Program.from_bytes(program).weight_ports
     regs = register_map(weight_ports)
     await axil.write(regs.offset("program"), program_addr.to_bytes(8, "little"))
-    for index in range(1, weight_ports):  # each further weight master reads program.bin
-        await axil.write(regs.offset(f"weights{index}"), program_addr.to_bytes(8, "little"))
+    for name in weight_registers(weight_ports):  # each further weight master reads program.bin
+        await axil.write(regs.offset(name), program_addr.to_bytes(8, "little"))
     await axil.write(regs.offset("arena"), arena_addr.to_bytes(8, "little"))
     results: dict[str, np.ndarray] = {}
     for index, task in enumerate(tasks):

@@ -3,7 +3,7 @@
 from .boards import BOARDS, Board, get_board, list_boards
 from .config import ArchConfig, Precision, parse_precision
 from .ddr import DdrModel, ddr_model
-from .regmap import RegisterMap, register_map
+from .regmap import RegisterMap, register_map, weight_registers
 
 __all__ = [
     "BOARDS",
@@ -17,4 +17,5 @@ __all__ = [
     "list_boards",
     "parse_precision",
     "register_map",
+    "weight_registers",
 ]

@@ -39,9 +39,15 @@ class Board:
     def weight_ports_max(self) -> int:
         """Most weight masters a design may have: the program master carries weights
         too, the arena has its own port, each further weight master one more PS port
-        (and ArchConfig.weight_ports is 1, 2 or 4)."""
-        room = len(self.pl_ports) - 1
-        return max(ports for ports in (1, 2, 4) if ports <= room)
+        (and ArchConfig.weight_ports is one of WEIGHT_PORT_CHOICES)."""
+        return max(self.weight_port_choices)
+
+    @property
+    def weight_port_choices(self) -> list[int]:
+        """The ArchConfig.weight_ports this board has PS ports for."""
+        from .config import WEIGHT_PORT_CHOICES
+
+        return [ports for ports in WEIGHT_PORT_CHOICES if ports <= len(self.pl_ports) - 1]
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -65,12 +65,17 @@ class RegisterMap:
         }
 
 
+def weight_registers(weight_ports: int) -> list[str]:
+    """The pointer arguments of the further weight masters (``weights1`` ... for m_axi
+    gmem2 ...): the host sets each to the program's address."""
+    return [f"weights{index}" for index in range(1, weight_ports)]
+
+
 def kernel_args(weight_ports: int = 1) -> tuple[tuple[str, int, str], ...]:
-    """KERNEL_ARGS, then one pointer per further weight master (``weights1`` ... for
-    m_axi gmem2 ...): the host sets each to the program's address."""
+    """KERNEL_ARGS, then one pointer per further weight master (``weight_registers``)."""
     extra = tuple(
-        (f"weights{index}", 64, f"DDR address of program.bin for weight master gmem{index + 1}")
-        for index in range(1, weight_ports)
+        (name, 64, f"DDR address of program.bin for weight master gmem{index + 2}")
+        for index, name in enumerate(weight_registers(weight_ports))
     )
     return KERNEL_ARGS + extra
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from jinja2 import Environment
 
 from .. import program as program_format
-from ..arch import ArchConfig, Board, get_board, register_map
+from ..arch import ArchConfig, Board, get_board, register_map, weight_registers
 from ..arch.regmap import AP_DONE, AP_IDLE, AP_READY, AP_START, AUTO_RESTART
 from ..contract import (
     BIAS_SHIFT_BITS,
@@ -94,7 +94,7 @@ def _ceil_div(a: int, b: int) -> int:
 
 def weight_port_names(ports: int) -> list[str]:
     """The kernel arguments weights stream over: `program` (gmem0), weights1... (gmem2...)."""
-    return ["program"] + [f"weights{index}" for index in range(1, ports)]
+    return ["program", *weight_registers(ports)]
 
 
 def kernel_params(

@@ -42,7 +42,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ..arch.regmap import AP_DONE, AP_IDLE, AP_START, CTRL, GIE, IER, ISR, register_map
+from ..arch.regmap import (
+    AP_DONE,
+    AP_IDLE,
+    AP_START,
+    CTRL,
+    GIE,
+    IER,
+    ISR,
+    register_map,
+    weight_registers,
+)
 from ..util import cache_dir, cached_build
 from .sim import ToolMissing, ensure_verilator, waves_enabled
 
@@ -745,8 +755,8 @@ class RtlAccelerator:
 
             raise HarnessError(f"the RTL is not idle before ap_start: {describe_ctrl(ctrl)}")
         self.write_arg("program", program_address)
-        for index in range(1, self.arch.weight_ports):  # each reads its plane of program.bin
-            self.write_arg(f"weights{index}", program_address)
+        for name in weight_registers(self.arch.weight_ports):  # each reads its plane
+            self.write_arg(name, program_address)
         self.write_arg("arena", arena_address)
         self.write_arg("task", task)
         stale = self.harness.axil_read(ISR)

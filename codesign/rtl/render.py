@@ -26,7 +26,7 @@ from pathlib import Path
 import jinja2
 
 from ..arch.config import MAC_PACK_BITS, ArchConfig, Precision, output_lanes, parse_precision
-from ..arch.regmap import register_map
+from ..arch.regmap import register_map, weight_registers
 from ..contract import BIAS_SHIFT_BITS, CHECK_ERRORS, DEBUG_REGISTERS
 from ..hls.render import kernel_params
 from ..numerics.tables import Table, build_tables
@@ -196,7 +196,8 @@ def rtl_params(arch: ArchConfig, precision: Precision | str | None = None) -> di
         "ddr_ports": 1 + arch.weight_ports,  # the simulation DDR's slaves: one per master
         # the further weight masters' address registers: (index, offset of the low word)
         "weight_regs": [
-            (index, regmap.offset(f"weights{index}")) for index in range(1, arch.weight_ports)
+            (index + 1, regmap.offset(name))
+            for index, name in enumerate(weight_registers(arch.weight_ports))
         ],
         # MACs per multiplier of the UCU array: two adjacent output columns share their
         # input in one multiply when both operands have at most MAC_PACK_BITS bits

@@ -22,7 +22,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ..arch.regmap import AP_DONE, AP_IDLE, AP_READY, AP_START, AUTO_RESTART, CTRL, register_map
+from ..arch.regmap import (
+    AP_DONE,
+    AP_IDLE,
+    AP_READY,
+    AP_START,
+    AUTO_RESTART,
+    CTRL,
+    register_map,
+    weight_registers,
+)
 from ..contract import STATUS_OFFSET, ProgramRefused
 from .layout import BufferMismatchError, ModelCard, ProgramLayout
 
@@ -232,7 +241,7 @@ class Accelerator:
 
     def _write_args(self, arena, task: int) -> None:
         program = self.program_buffer.device_address
-        weight_masters = [f"weights{index}" for index in range(1, self.layout.program.weight_ports)]
+        weight_masters = weight_registers(self.layout.program.weight_ports)
         for name, address in (
             ("program", program),
             ("arena", arena.device_address),
