@@ -57,7 +57,7 @@ def main() -> None:
     args = parser.parse_args()
 
     started = time.perf_counter()
-    arch = parse_arch(args.arch, args.board) if args.arch else None
+    arch = parse_arch(args.arch, args.board, args.model) if args.arch else None
     build = codesign.build(args.model, args.board, precision=args.precision, arch=arch)
     arch = build.state.arch
     print(

@@ -46,8 +46,9 @@ def chosen_arch(model: str, board_name: str, precision: str | None, changes: dic
     for step in (flow.step_load, flow.step_convert, flow.step_transform, flow.step_quantize):
         step(state)
     board = get_board(board_name)
-    program = compile_graph(state.graph_quant, default_arch(board_name))
-    arch, _ = choose_arch(program, state.graph_quant, board, default_arch(board_name))
+    base = default_arch(board_name, model)
+    program = compile_graph(state.graph_quant, base)
+    arch, _ = choose_arch(program, state.graph_quant, board, base)
     return arch.with_(**(changes or {})), str(state.options.precision)
 
 
@@ -101,6 +102,31 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def unit_markdown(row: dict) -> str:
+    """One design's units: Yosys against the calibrated model, LUT levels."""
+    arch, est = row["arch"], (row["estimate"] or {}).get("units", {})
+    lines = [
+        f"Per unit, {row['board']} ({arch['tile_in']}×{arch['tile_out']} UCU, "
+        f"P{arch['attn_parallel']} × {arch['attn_lanes'] or 'whole-row'} lanes, "
+        f"{arch['bus_bits']}-bit bus, {arch['weight_ports']} weight master(s), "
+        f"{row['precision']}; {row['seconds']:.0f} s of unit runs):",
+        "",
+        "| unit | instances | LUT | estimate | FF | DSP | BRAM36 | LUT levels |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for unit, got in row["units"].items():
+        model = est.get(unit, {}).get("lut")
+        if unit == "codesign_top (glue)":
+            model = (row["estimate"] or {}).get("lut", 0) - sum(e["lut"] for e in est.values())
+        vs = f"{model:,} ({100 * (model / got['lut'] - 1):+.1f} %)" if model and got["lut"] else "-"
+        uram = f" + {got['uram']} URAM" if got.get("uram") else ""
+        lines.append(
+            f"| {unit} | {got.get('instances', 1)} | {got['lut']:,} | {vs} | {got['ff']:,} | "
+            f"{got['dsp']} | {got['bram36']:g}{uram} | {row['depth'].get(unit, '-')} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="m3vit")
@@ -122,7 +148,7 @@ def main(argv=None) -> int:
     for board in args.boards:
         with console.status(f"synthesising {args.model} on {board}"):
             try:
-                changes = parse_arch(args.arch, board) if args.arch else None
+                changes = parse_arch(args.arch, board, args.model) if args.arch else None
                 rows.append(run_board(args.model, board, args.precision, args.timeout,
                                       args.stage, changes))  # fmt: skip
             except (synth.SynthError, ValueError) as error:
@@ -138,7 +164,8 @@ def main(argv=None) -> int:
         args.json.write_text(json.dumps(rows, indent=1))
     if args.write_docs and rows:
         text = DOC.read_text()
-        block = f"{MARK}\n{markdown(rows)}\n{MARK}"
+        units = "\n\n".join(unit_markdown(row) for row in rows)
+        block = f"{MARK}\n{markdown(rows)}\n\n{units}\n{MARK}"
         if MARK in text:
             text = re.sub(f"{MARK}.*?{MARK}", lambda _: block, text, flags=re.S)
         else:

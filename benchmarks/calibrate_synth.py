@@ -163,6 +163,19 @@ CONFIGS = {
         **M3VIT,
     ),
 }
+# the boards' defaults with four weight masters (bench_synth.py synthesises the same designs)
+CONFIGS["zcu102-w4"] = _config(
+    "w16a24", "xcup", tile_in=32, tile_out=32, attn_parallel=2, attn_lanes=64, weight_ports=4,
+    **M3VIT,
+)  # fmt: skip
+CONFIGS["zcu104-w4"] = _config(
+    "w16a24", "xcup", True, tile_in=32, tile_out=16, attn_parallel=2, attn_lanes=64,
+    weight_ports=4, **M3VIT,
+)  # fmt: skip
+CONFIGS["kv260-w4"] = _config(
+    "w16a24", "xcup", True, tile_in=16, tile_out=16, attn_parallel=4, attn_lanes=8, bus_bits=64,
+    weight_ports=4, **M3VIT,
+)  # fmt: skip
 # the ZCU104's and KV260's parts have UltraRAM: their designs again with synth_xilinx -uram,
 # which may map the largest memories to it
 for _name in ("kv260-m3vit", "zcu104-m3vit"):

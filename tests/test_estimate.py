@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from codesign import estimate as est
-from codesign.arch import ArchConfig, get_board
+from codesign.arch import ArchConfig, ddr_model, get_board
 from codesign.program import NONE, Op
 
 # ---------------------------------------------------------------- per-op formulas by hand
@@ -71,6 +71,8 @@ def test_every_layer_costed_with_its_formula(tiny_build):
     board = get_board("zcu102")
     result = est.estimate_program(program, arch, board, task=0)
     bus = arch.bus_bytes
+    # the default's weight masters on the board's DDR model (80 % of its peak)
+    stream = est.weight_stream(program, ddr_model(board, arch).bytes_per_cycle)
     descriptor = 256 // bus + est.AXI_LATENCY + est.LAYER_DISPATCH
     assert len(result["layers"]) == len(program.layers)
     for layer, entry in zip(program.layers, result["layers"], strict=True):
@@ -81,7 +83,7 @@ def test_every_layer_costed_with_its_formula(tiny_build):
             continue
         if layer.op == Op.LINEAR:
             expected = est.linear_cycles(
-                f["rows"], f["in_dim"], f["out_dim"], 32, 32, f["w_bytes"], bus
+                f["rows"], f["in_dim"], f["out_dim"], 32, 32, f["w_bytes"], bus, stream=stream
             )
         elif layer.op == Op.LAYERNORM:
             expected = est.layernorm_cycles(f["rows"], f["dim"], 32, bus)
@@ -201,11 +203,20 @@ def test_block_sparse_layer_costs_only_its_stored_tiles(pruned_pair):
     dense_entry = _entry(est.estimate_program(dense, arch, "zcu102"), name)
     assert sparse_entry["block_sparse"] and not dense_entry["block_sparse"]
     assert sparse_entry["stored_tiles"] == 8 and dense_entry["stored_tiles"] == 16
-    rows = next(layer.fields["rows"] for layer in build.program.layers if layer.name == name)
-    load = est.tile_load_beats(32, 32, 2, arch.bus_bytes)
-    # every pruned tile saves exactly its slot in the stream, nothing else changes
+    f = next(layer.fields for layer in build.program.layers if layer.name == name)
+    stream = est.weight_stream(build.program, ddr_model("zcu102", arch).bytes_per_cycle)
+    shape = (f["rows"], f["in_dim"], f["out_dim"], 32, 32, 2, arch.bus_bytes)
     saved = dense_entry["compute_cycles"] - sparse_entry["compute_cycles"]
-    assert saved == 8 * max(rows, load)
+    assert saved == est.linear_cycles(*shape, stream=stream) - est.linear_cycles(
+        *shape, stored_tiles=8, stream=stream
+    )
+    # over one master (MAC-bound here), every pruned tile saves exactly its slot in the
+    # stream; over four the int32 writes bound this layer and pruning saves less
+    one = est.WeightStream(1, arch.bus_bytes)
+    load = est.tile_load_beats(32, 32, 2, one.rate)
+    assert est.linear_cycles(*shape, stream=one) - est.linear_cycles(
+        *shape, stored_tiles=8, stream=one
+    ) == 8 * max(f["rows"], load)
     assert sparse_entry["macs"] * 2 == dense_entry["macs"]
     index_bytes = 4 * (8 + 1 + 8)  # row_ptr[out_tiles + 1] + col[nnz]
     assert dense_entry["weight_bytes"] - sparse_entry["weight_bytes"] == 8 * 2048 - index_bytes
@@ -266,7 +277,15 @@ def test_expert_counts_from_a_golden_run(tiny_build):
         assert entry["counts_source"] == "measured"
         assert entry["expert_counts"] == counts[layer.name]
         assert entry["compute_cycles"] == est.experts_cycles(
-            counts[layer.name], f["tokens"], f["dim"], f["hidden"], 32, 32, f["w_bytes"], 16
+            counts[layer.name],
+            f["tokens"],
+            f["dim"],
+            f["hidden"],
+            32,
+            32,
+            f["w_bytes"],
+            16,
+            stream=est.weight_stream(program, ddr_model("zcu102", arch).bytes_per_cycle),
         )
         assert _entry(balanced, layer.name)["expert_counts"] == est.balanced_counts(
             f["tokens"], f["experts"], 2

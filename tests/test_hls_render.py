@@ -203,7 +203,10 @@ def test_render_project_writes_sources_regmap_and_checks_the_program(tiny_build,
     for relative in (KERNEL_SOURCE, TESTBENCH_SOURCE, "src/codesign_regmap.h", "regmap.json"):
         assert (tmp_path / "hls" / relative).is_file(), relative
     assert project.kernel.read_text() == render_sources(arch)[KERNEL_SOURCE]
-    assert json.loads((tmp_path / "hls" / "regmap.json").read_text()) == register_map().to_dict()
+    assert (
+        json.loads((tmp_path / "hls" / "regmap.json").read_text())
+        == register_map(arch.weight_ports).to_dict()
+    )
     other = arch.with_(tile_in=16)
     with pytest.raises(RenderError, match="tile_in"):
         check_program_fits(program, other)

@@ -98,10 +98,11 @@ def test_weights_are_striped_into_one_plane_per_master(ports):
 
 
 def test_weight_ports_is_in_the_header_and_checked(tiny_program):
+    from codesign.arch.config import default_arch
     from codesign.program import _H_WEIGHT_PORTS
 
-    program = Program.from_bytes(tiny_program)
-    assert program.weight_ports == 1
+    program = Program.from_bytes(tiny_program)  # built for the ZCU102's default
+    assert program.weight_ports == default_arch("zcu102").weight_ports == 4
     bad = _recrc(_corrupt(tiny_program, 4 * _H_WEIGHT_PORTS, (3).to_bytes(4, "little")))
     with pytest.raises(ProgramError, match="weight_ports 3 is not one of"):
         Program.from_bytes(bad)

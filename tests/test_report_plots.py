@@ -68,8 +68,10 @@ def test_breakdown_follows_the_ucu_schedule_of_a_linear_layer(dense):
     program, section = dense.program, dense.report["estimate"]
     layer = next(layer for layer in program.layers if layer.name == "blocks.0.mlp.fc1")
     entry = next(entry for entry in section["layers"] if entry["name"] == layer.name)
-    f, bus = layer.fields, program.bus_bits // 8
-    load = est.tile_load_beats(program.tile_in, program.tile_out, f["w_bytes"], bus)
+    f = layer.fields
+    # the tiles stream at what the weight masters sustain on the board's DDR model
+    rate = est.weight_stream(program, section["assumptions"]["ddr"]["bytes_per_cycle"]).rate
+    load = est.tile_load_beats(program.tile_in, program.tile_out, f["w_bytes"], rate)
     assert entry["breakdown"]["compute"] == entry["stored_tiles"] * f["rows"]
     assert entry["breakdown"]["weights"] == load + entry["stored_tiles"] * max(0, load - f["rows"])
 

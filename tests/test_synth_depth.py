@@ -3,7 +3,7 @@ the marked sections benchmarks write their measured tables into."""
 
 from __future__ import annotations
 
-from codesign.rtl.synth import logic_depth
+from codesign.rtl.synth import critical_paths, logic_depth
 
 
 def _cell(kind: str, inputs: dict, outputs: dict) -> dict:
@@ -11,8 +11,8 @@ def _cell(kind: str, inputs: dict, outputs: dict) -> dict:
     return {"type": kind, "port_directions": directions, "connections": {**inputs, **outputs}}
 
 
-def _netlist(cells: dict) -> dict:
-    return {"modules": {"top": {"cells": cells}}}
+def _netlist(cells: dict, netnames: dict | None = None) -> dict:
+    return {"modules": {"top": {"cells": cells, "netnames": netnames or {}}}}
 
 
 def test_a_chain_of_luts_counts_its_levels_and_registers_cut_it():
@@ -26,6 +26,34 @@ def test_a_chain_of_luts_counts_its_levels_and_registers_cut_it():
         "l4": _cell("LUT6", {"I0": [6]}, {"O": [9]}),
     }
     assert logic_depth(_netlist(cells), "top")["top"] == 3.5
+
+
+def test_the_critical_path_names_where_it_starts_and_ends():
+    """critical_paths walks the deepest path back to the register it starts at, naming
+    each net (a source name over a made-up one) and the register it ends in."""
+    cells = {
+        "count_ff": _cell("FDRE", {"D": [9]}, {"Q": [1, 2]}),
+        "short": _cell("LUT2", {"I0": [2]}, {"O": [7]}),
+        "l1": _cell("LUT6", {"I0": [1]}, {"O": [3]}),
+        "c": _cell("CARRY8", {"S": [3]}, {"O": [4]}),
+        "l2": _cell("LUT6", {"I0": [4], "I1": [7]}, {"O": [5]}),
+        "next_ff": _cell("FDRE", {"D": [5]}, {"Q": [6]}),
+    }
+    netnames = {
+        "count": {"bits": [1, 2], "hide_name": 0},
+        "$abc$1": {"bits": [3], "hide_name": 1},
+        "sum": {"bits": [4], "hide_name": 0},
+        "$abc$2": {"bits": [4], "hide_name": 1},
+        "total": {"bits": [5], "hide_name": 0},
+        "next_q": {"bits": [6], "hide_name": 0},
+    }
+    netlist = _netlist(cells, netnames)
+    path = critical_paths(netlist, "top")["top"]
+    assert [(step["cell"], step["net"]) for step in path] == [
+        ("start", "count[0]"), ("LUT6", "$abc$1"), ("CARRY8", "sum"), ("LUT6", "total"),
+        ("end", "FDRE next_q"),
+    ]  # fmt: skip
+    assert path[-1]["levels"] == logic_depth(netlist, "top")["top"] == 2.5
 
 
 def test_a_lutram_write_is_not_a_combinational_input():

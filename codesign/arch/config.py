@@ -253,10 +253,12 @@ class ArchConfig:
 # The PYNQ-Z2's is the HLS model's (the xc7 calibration is not trusted yet). The build
 # sizes the buffers to its model.
 BOARD_DEFAULTS = {
-    "zcu102": {"tile_in": 32, "tile_out": 32, "attn_parallel": 2, "attn_lanes": 64},
-    "zcu104": {"tile_in": 32, "tile_out": 16, "attn_parallel": 2, "attn_lanes": 64},
+    "zcu102": {"tile_in": 32, "tile_out": 32, "attn_parallel": 2, "attn_lanes": 64,
+               "weight_ports": 4},
+    "zcu104": {"tile_in": 32, "tile_out": 16, "attn_parallel": 2, "attn_lanes": 64,
+               "weight_ports": 4},
     "kv260": {"tile_in": 16, "tile_out": 16, "attn_parallel": 4, "attn_lanes": 8,
-              "bus_bits": 64},
+              "bus_bits": 64, "weight_ports": 4},
     "ultra96v2": {"tile_in": 8, "tile_out": 8, "attn_parallel": 1, "attn_lanes": 8,
                   "bus_bits": 64},
     # Zynq-7000: 64-bit HP ports (Board.hp_port_bits)
@@ -268,12 +270,24 @@ BOARD_DEFAULTS = {
 # it only with 8-bit weights (m3vit at w8a16: cosine 0.9999 vs torch, docs/quantization.md)
 BOARD_PRECISION = {"ultra96v2": "w8a16"}
 
+# Models with defaults of their own, from the same search for that model (`codesign explore
+# --model M --board B --verify 0`, docs/explore.md): model -> board -> fields (and
+# precision). Any other model, and a board missing here, gets m3vit's (BOARD_DEFAULTS).
+MODEL_DEFAULTS: dict[str, dict[str, dict]] = {}
+MODEL_PRECISION: dict[str, dict[str, str]] = {}
 
-def default_precision(board_name: str) -> Precision:
-    """The precision a build on this board gets unless the user chooses one."""
-    return parse_precision(BOARD_PRECISION.get(board_name, str(Precision())))
+
+def default_precision(board_name: str, model: str | None = None) -> Precision:
+    """The precision a build of `model` (a registered name) on this board gets unless the
+    user chooses one."""
+    own = MODEL_PRECISION.get(model or "", {})
+    spec = own.get(board_name, BOARD_PRECISION.get(board_name, str(Precision())))
+    return parse_precision(spec)
 
 
-def default_arch(board_name: str) -> ArchConfig:
-    """The ArchConfig a board gets unless the user chooses one (``BOARD_DEFAULTS``)."""
-    return ArchConfig(**BOARD_DEFAULTS.get(board_name, {}))
+def default_arch(board_name: str, model: str | None = None) -> ArchConfig:
+    """The ArchConfig a build of `model` (a registered name; None or any other: m3vit's)
+    on this board gets unless the user chooses one (``MODEL_DEFAULTS``, else
+    ``BOARD_DEFAULTS``)."""
+    own = MODEL_DEFAULTS.get(model or "", {})
+    return ArchConfig(**own.get(board_name, BOARD_DEFAULTS.get(board_name, {})))

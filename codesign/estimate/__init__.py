@@ -21,6 +21,7 @@ from .cycles import (  # noqa: F401
     LAYER_ROUND_TRIPS,
     LAYERNORM_PIPELINE,
     UCU_PIPELINE,
+    WeightStream,
     _board,
     _check_arch,
     _checked,
@@ -62,6 +63,7 @@ from .cycles import (  # noqa: F401
     ucu_cycles,
     ucu_parts,
     utilisation,
+    weight_stream,
 )
 from .report import (  # noqa: F401
     BREAKDOWN_COLOURS,
@@ -103,6 +105,7 @@ from .resources import (  # noqa: F401
 
 __all__ = [
     "DesignDoesNotFit",
+    "WeightStream",
     "attention_chunks",
     "attention_cycles",
     "balanced_counts",
@@ -135,4 +138,5 @@ __all__ = [
     "tile_load_beats",
     "ucu_cycles",
     "utilisation",
+    "weight_stream",
 ]

@@ -111,7 +111,8 @@ def features(arch, precision=None, family: str = "xcup", uram: bool = False
         # rd0 (program, weight plane 0), rd1 (arena), one per further weight master
         "cds_axi_rd": {"one": 1 + arch.weight_ports, "bus": (1 + arch.weight_ports) * bus},
         "cds_axi_wr": {"one": 1, "bus": bus},
-        "cds_axil_ctrl": {"one": 1},
+        # a 64-bit address register (and its read mux) per further weight master
+        "cds_axil_ctrl": {"one": 1, "weight_regs": arch.weight_ports - 1},
         GLUE: {"one": 1, "bus": bus},
     }
     # block RAM and UltraRAM are counted, not fitted: each memory in whole primitives
@@ -152,7 +153,7 @@ FEATURE_SETS = {
         "ff": ("one", "lanes"),
     },
 }
-DEFAULT_FEATURES = ("one", "bus", "lanes")
+DEFAULT_FEATURES = ("one", "bus", "lanes", "weight_regs")
 # coefficients known by construction rather than fitted: a multiply that only m3vit-sized
 # tops have is one DSP
 FIXED = {("dsp", "row_words_dsps"): 1.0}

@@ -34,14 +34,16 @@ FIT_LIMITS = {"lut": 0.85, "ff": 0.85, "dsp": 0.90, "bram36": 0.90, "uram": 0.90
 
 
 def synth_top(arch, precision=None, family: str = "xcup", *, stage: str = "full",
-              timeout: float | None = None, on_unit=None, uram: bool = False):  # fmt: skip
+              timeout: float | None = None, on_unit=None, uram: bool = False,
+              paths: bool = False):  # fmt: skip
     """Yosys counts of the whole accelerator for `arch`: each unit in its own run, then the
-    top's glue (``codesign.rtl.synth.synth_by_unit``); `uram`: on a part with UltraRAM."""
+    top's glue (``codesign.rtl.synth.synth_by_unit``); `uram`: on a part with UltraRAM;
+    `paths`: with each unit's deepest path (a cached result without one runs again)."""
     from . import synth as synth_mod
 
     return synth_mod.synth_by_unit(
         TOP, lambda module: unit_sources(module, arch, precision), family, stage=stage,
-        timeout=timeout, on_unit=on_unit, uram=uram,
+        timeout=timeout, on_unit=on_unit, uram=uram, paths=paths,
     )  # fmt: skip
 
 

@@ -117,9 +117,15 @@ def lint_cmd(board, tile_in, tile_out, precision) -> None:
     is_flag=True,
     help="map module by module (big tiles: WebAssembly Yosys has 4 GiB of memory)",
 )
+@click.option(
+    "--path",
+    "show_paths",
+    is_flag=True,
+    help="print each unit's deepest combinational path, net by net (what to pipeline)",
+)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write results")
 def synth_cmd(
-    board, tile_in, tile_out, precision, units, stage, model, hierarchical, json_path
+    board, tile_in, tile_out, precision, units, stage, model, hierarchical, show_paths, json_path
 ) -> None:
     """Yosys synth_xilinx -family xcup: DSP / BRAM36 / LUT / FF per unit, next to the
     estimator's numbers and the board's capacity."""
@@ -148,7 +154,9 @@ def synth_cmd(
         with err_console.status(label):
             try:
                 if unit == TOP:
-                    result = synth_top(arch, precision, family, stage=stage, uram=uram)
+                    result = synth_top(
+                        arch, precision, family, stage=stage, uram=uram, paths=show_paths
+                    )
                 else:
                     result = synth.synth(
                         unit_sources(unit, arch, precision),
@@ -157,6 +165,7 @@ def synth_cmd(
                         stage=stage,
                         hierarchical=hierarchical,
                         uram=uram,
+                        paths=show_paths,
                     )
             except (synth.SynthError, ValueError) as error:
                 err_console.print(f"[red]error:[/red] {error}")
@@ -206,6 +215,10 @@ def synth_cmd(
     for unit, r in results.items():
         if r.units:
             console.print(_units_table(unit, r, board_obj, utilisation(r.to_dict(), board_obj)))
+    if show_paths:
+        for r in results.values():
+            for name, steps in r.paths.items():
+                console.print(_path_table(name, steps))
     macs = arch.tile_in * arch.tile_out
     if "cds_ucu" in results:
         dsp = results["cds_ucu"].dsp
@@ -220,6 +233,15 @@ def synth_cmd(
             "estimate": estimate,
         }
         Path(json_path).write_text(json.dumps(data, indent=1))
+
+
+def _path_table(unit: str, steps: list[dict]) -> Table:
+    """A deepest path, from the register it starts at: cell, the net it drives, levels."""
+    levels = steps[-1]["levels"] if steps else 0
+    table = Table("levels", "cell", "net", title=f"{unit}: deepest path, {levels:g} LUT levels")
+    for step in steps:
+        table.add_row(f"{step['levels']:g}", step["cell"], step["net"])
+    return table
 
 
 def _units_table(top: str, result, board, fit: dict) -> Table:

@@ -95,6 +95,9 @@ class SynthResult:
     depth: dict[str, float] = field(default_factory=dict)  # LUT levels (logic_depth)
     # FFs next to DSPs that Vivado would pack into them (dsp_packable_ffs), per unit
     dsp_ffs: dict[str, int] = field(default_factory=dict)
+    # each unit's deepest combinational path, by net name (critical_paths); results
+    # cached before it was recorded have none
+    paths: dict[str, list[dict]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -256,21 +259,20 @@ def _unit_of(cell_name: str, top: str, instances: Mapping[str, str] | None) -> s
     return (instances or {}).get(instance, top)
 
 
-def logic_depth(netlist: dict, top: str, instances: Mapping[str, str] | None = None) -> dict:
-    """The deepest combinational path in LUT levels (see ``_LEVEL``) of the flattened,
-    mapped ``write_json`` netlist of `top`, cut at registers, memories, DSPs and I/O:
-    ``{top: levels, unit: levels, ...}``, a path counted for the unit (top-level
-    instance, named by `instances`: instance -> module) whose cell ends it. A proxy for
-    timing: no placement, no routing, no vendor delays."""
+def _combinational(netlist: dict, top: str, instances: Mapping[str, str] | None):
+    """The mapped netlist of `top` as a graph: bit -> (levels its driver adds, the driver's
+    input bits), bit -> unit of its driver, bit -> driver cell (type, name)."""
     module = next(m for name, m in netlist.get("modules", {}).items() if _plain(name) == top)
     drivers: dict[int, tuple[float, list[int]]] = {}
     owner: dict[int, str] = {}
+    cell_of: dict[int, tuple[str, str]] = {}
     for cell_name, cell in module.get("cells", {}).items():
-        level = _cell_level(cell["type"].lstrip("\\"))
+        kind = cell["type"].lstrip("\\")
+        level = _cell_level(kind)
         if level is None:
             continue
         directions = cell.get("port_directions", {})
-        lutram = cell["type"].lstrip("\\").startswith("RAM")
+        lutram = kind.startswith("RAM")
         inputs = []
         for port, bits in cell["connections"].items():
             if directions.get(port) != "input":
@@ -285,12 +287,88 @@ def logic_depth(netlist: dict, top: str, instances: Mapping[str, str] | None = N
                     if isinstance(bit, int):
                         drivers[bit] = (level, inputs)
                         owner[bit] = unit
+                        cell_of[bit] = (kind, cell_name)
+    return module, drivers, owner, cell_of
+
+
+def logic_depth(netlist: dict, top: str, instances: Mapping[str, str] | None = None) -> dict:
+    """The deepest combinational path in LUT levels (see ``_LEVEL``) of the flattened,
+    mapped ``write_json`` netlist of `top`, cut at registers, memories, DSPs and I/O:
+    ``{top: levels, unit: levels, ...}``, a path counted for the unit (top-level
+    instance, named by `instances`: instance -> module) whose cell ends it. A proxy for
+    timing: no placement, no routing, no vendor delays."""
+    _, drivers, owner, _ = _combinational(netlist, top, instances)
     depth_of = _depths(drivers)
     result = {top: round(max(depth_of.values(), default=0.0), 2)}
     for bit, levels in depth_of.items():
         unit = owner[bit]
         result[unit] = round(max(result.get(unit, 0.0), levels), 2)
     return result
+
+
+def _net_names(module: dict) -> dict[int, str]:
+    """bit -> the most readable net name carrying it (a name from the source over one
+    Yosys made up), with the bit index when the net is a vector."""
+    names: dict[int, tuple[int, str]] = {}
+    for name, net in module.get("netnames", {}).items():
+        rank = 1 if net.get("hide_name") else 0
+        bits = net.get("bits", [])
+        for index, bit in enumerate(bits):
+            if isinstance(bit, int) and (bit not in names or rank < names[bit][0]):
+                names[bit] = (rank, f"{name}[{index}]" if len(bits) > 1 else name)
+    return {bit: name for bit, (_, name) in names.items()}
+
+
+def critical_paths(netlist: dict, top: str, instances: Mapping[str, str] | None = None
+                   ) -> dict[str, list[dict]]:  # fmt: skip
+    """Each unit's deepest combinational path (the one ``logic_depth`` counts), from the
+    register or memory output it starts at to the bit it ends at: a list of steps
+    ``{"cell", "net", "levels"}`` (the driving cell's type, the net it drives, the levels
+    so far); under `top`, the whole netlist's deepest. What to pipeline, by name."""
+    module, drivers, owner, cell_of = _combinational(netlist, top, instances)
+    depth_of = _depths(drivers)
+    ends: dict[str, int] = {}
+    for bit, levels in depth_of.items():
+        for unit in {owner[bit], top}:  # the unit's own deepest, and the whole run's
+            if unit not in ends or levels > depth_of[ends[unit]]:
+                ends[unit] = bit
+    names = _net_names(module)
+    readers: dict[int, list[str]] = {}  # bit -> the registers / memories it feeds
+    for cell in module.get("cells", {}).values():
+        if _cell_level(cell["type"].lstrip("\\")) is not None:
+            continue
+        directions = cell.get("port_directions", {})
+        outputs = [
+            b
+            for port, bits in cell["connections"].items()
+            if directions.get(port) == "output"
+            for b in bits
+            if isinstance(b, int)
+        ]
+        label = f"{cell['type'].lstrip(chr(92))} {names.get(outputs[0], '') if outputs else ''}"
+        for port, bits in cell["connections"].items():
+            if directions.get(port) == "input":
+                for b in bits:
+                    if isinstance(b, int):
+                        readers.setdefault(b, []).append(label.strip())
+    paths = {}
+    for unit, bit in ends.items():
+        steps = []
+        ends_at = readers.get(bit, [])
+        if ends_at:
+            steps.append({"cell": "end", "net": ends_at[0], "levels": round(depth_of[bit], 2)})
+        while bit is not None:
+            steps.append({"cell": cell_of[bit][0], "net": names.get(bit, cell_of[bit][1]),
+                          "levels": round(depth_of[bit], 2)})  # fmt: skip
+            inputs = [b for b in drivers[bit][1] if b in depth_of]
+            if not inputs:  # the first cell: what starts the path (a register, memory, port)
+                sources = [names[b] for b in drivers[bit][1] if b in names]
+                named = [n for n in sources if not n.startswith("$")] or sources
+                if named:
+                    steps.append({"cell": "start", "net": named[0], "levels": 0.0})
+            bit = max(inputs, key=depth_of.get) if inputs else None
+        paths[unit] = steps[::-1]
+    return paths
 
 
 def dsp_packable_ffs(netlist: dict, top: str, instances: Mapping[str, str] | None = None) -> dict:
@@ -384,6 +462,7 @@ def synth(
     hierarchical: bool = False,
     libs: frozenset[str] = frozenset(),
     uram: bool = False,
+    paths: bool = False,
 ) -> SynthResult:
     """Synthesise `top` from {filename: text} sources; returns its resource counts.
 
@@ -391,7 +470,8 @@ def synth(
     has not mapped yet are reported as -1. ``hierarchical`` keeps the module hierarchy
     (each module is mapped on its own, totals multiply out instance counts): less
     optimisation across boundaries, but a much smaller peak memory for big units, which
-    matters because WebAssembly Yosys cannot address more than 4 GiB.
+    matters because WebAssembly Yosys cannot address more than 4 GiB. ``paths``: a cached
+    result without the critical paths (recorded since) is synthesised again.
     """
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {', '.join(STAGES)}, got {stage!r}")
@@ -408,7 +488,9 @@ def synth(
     digest.update(f"analysis {ANALYSIS_VERSION}".encode())
     key = digest.hexdigest()[:20]
     cached = cache_dir() / "synth" / f"{top}-{family}-{key}.json"
-    if use_cache and cached.exists():
+    stale = paths and stage == "full" and cached.exists()
+    stale = stale and not json.loads(cached.read_text()).get("paths")
+    if use_cache and cached.exists() and not stale:
         data = json.loads(cached.read_text())
         data["cached"] = True
         if stage == "ffs":  # results cached before flip-flops were known not to be final
@@ -434,12 +516,13 @@ def synth(
             )
         stat = json.loads(stat_path.read_text())
         netlist_path = work / "netlist.json"
-        depth, dsp_ffs = {}, {}
+        depth, dsp_ffs, paths = {}, {}, {}
         if netlist_path.exists():
             instances = top_instances(sources.get(f"{top}.sv", ""))
             netlist = json.loads(netlist_path.read_text())
             depth = logic_depth(netlist, top, instances)
             dsp_ffs = dsp_packable_ffs(netlist, top, instances)
+            paths = critical_paths(netlist, top, instances)
     design = stat.get("design") or next(iter(stat["modules"].values()))
     cells = {k: int(v) for k, v in design.get("num_cells_by_type", {}).items()}
     counts = resources(cells)
@@ -459,6 +542,7 @@ def synth(
         units=units,
         depth=depth,
         dsp_ffs=dsp_ffs,
+        paths=paths,
         seconds=round(time.perf_counter() - started, 2),
         **counts,
     )
@@ -513,13 +597,14 @@ def synth_by_unit(
     timeout: float | None = None,
     on_unit=None,
     uram: bool = False,
+    paths: bool = False,
 ) -> SynthResult:
     """Synthesise `top` one unit at a time: each module `top` instantiates in a Yosys run
     of its own (hierarchical; cached per unit), then `top` itself with those modules as
     blackboxes (its glue), summed by instance count. Big tops need this: one WebAssembly
     Yosys process holding a 32x32 accelerator runs out of its 4 GiB. `sources_of(module)`
     gives {filename: text} of a module and what it instantiates; `on_unit(name, result)`
-    is told as each run finishes (progress)."""
+    is told as each run finishes (progress); ``paths``: see :func:`synth`."""
     top_sources = sources_of(top)
     instances = top_instances(top_sources[f"{top}.sv"])
     counts: dict[str, int] = {}
@@ -528,13 +613,15 @@ def synth_by_unit(
     parts: dict[str, SynthResult] = {}
     for module in counts:
         parts[module] = synth(sources_of(module), module, family, stage=stage,
-                              timeout=timeout, hierarchical=True, uram=uram)  # fmt: skip
+                              timeout=timeout, hierarchical=True, uram=uram,
+                              paths=paths)  # fmt: skip
         if on_unit:
             on_unit(module, parts[module])
     glue_files = {name: text for name, text in top_sources.items()
                   if name == f"{top}.sv" or name[:-3] in counts}  # fmt: skip
     glue = synth(glue_files, top, family, stage=stage, timeout=timeout, hierarchical=True,
-                 libs=frozenset(f"{module}.sv" for module in counts), uram=uram)  # fmt: skip
+                 libs=frozenset(f"{module}.sv" for module in counts), uram=uram,
+                 paths=paths)  # fmt: skip
     if on_unit:
         on_unit(f"{top} (glue)", glue)
     keys = ("dsp", "bram36", "uram", "lut", "ff", "carry8")
@@ -556,6 +643,8 @@ def synth_by_unit(
     dsp_ffs = {module: result.dsp_ffs.get(module, 0) * counts[module]
                for module, result in parts.items()}  # fmt: skip
     dsp_ffs[top] = sum(dsp_ffs.values())
+    unit_paths = {module: result.paths.get(module, []) for module, result in parts.items()}
+    unit_paths[f"{top} (glue)"] = glue.paths.get(top, [])
     return SynthResult(
         top=top,
         family=family,
@@ -567,5 +656,6 @@ def synth_by_unit(
         units=units,
         depth=depth,
         dsp_ffs=dsp_ffs,
+        paths=unit_paths,
         **totals,
     )
