@@ -95,11 +95,27 @@ def markdown(rows: list[dict]) -> str:
         uram = f" + {used} URAM ({fit['uram']['percent']:g} %)" if used else ""
         lines.append(
             f"| {row['board']} | {arch['tile_in']}x{arch['tile_out']}, P={arch['attn_parallel']}, "
-            f"{arch['bus_bits']}-bit | {cell('lut')} | {cell('ff')} | {cell('dsp')} | "
+            f"{arch['bus_bits']}-bit, {arch.get('weight_ports', 1)} weight master(s) | "
+            f"{cell('lut')} | {cell('ff')} | {cell('dsp')} | "
             f"{cell('bram36')}{uram} | {est.get('lut', '-')} / {est.get('dsp', '-')} / "
             f"{est.get('bram36', '-')} | {row['depth'].get(TOP, '-')} | {row['seconds']:.0f} s |"
         )
     return "\n".join(lines)
+
+
+def fit_summary(rows: list[dict]) -> str:
+    """Whether each design is within the margins, and its binding resource."""
+    parts = []
+    for row in rows:
+        fit = row["utilisation"]
+        key = max(("lut", "dsp", "bram36"),
+                  key=lambda k, fit=fit: fit[k]["percent"] / fit[k]["limit_percent"])  # fmt: skip
+        verdict = "" if all(e["ok"] for e in fit.values()) else " (over the margin)"
+        parts.append(f"{row['board']} {key.upper()} {fit[key]['percent']:g} %{verdict}")
+    return (
+        "Against the fit margins (85 % of the LUTs, 90 % of the DSPs and block RAM), each "
+        "design's closest resource: " + ", ".join(parts) + "."
+    )
 
 
 def unit_markdown(row: dict) -> str:
@@ -165,7 +181,7 @@ def main(argv=None) -> int:
     if args.write_docs and rows:
         text = DOC.read_text()
         units = "\n\n".join(unit_markdown(row) for row in rows)
-        block = f"{MARK}\n{markdown(rows)}\n\n{units}\n{MARK}"
+        block = f"{MARK}\n{markdown(rows)}\n\n{fit_summary(rows)}\n\n{units}\n{MARK}"
         if MARK in text:
             text = re.sub(f"{MARK}.*?{MARK}", lambda _: block, text, flags=re.S)
         else:

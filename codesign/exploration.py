@@ -184,6 +184,7 @@ def evaluate(graph, board_name: str, arch: ArchConfig, precision: str,
         "latency_ms": result["latency_ms"],
         "cycles": result["cycles"],
         "resources": {key: resources[key] for key in RESOURCES},
+        "resource_source": resources.get("source", ""),  # which resource model counted them
         "utilisation": share,
         # the Yosys-calibrated open-RTL model (not trusted yet, so not the fit): the same
         # design as the RTL would build it, for comparison
@@ -509,6 +510,13 @@ class Exploration:
     timing: dict = field(default_factory=dict)
     ddr: dict = field(default_factory=dict)
 
+    @property
+    def resource_source(self) -> str:
+        """Which resource model counted the points (the board's family decides: the
+        Yosys-calibrated one where it is trusted, else the HLS estimator's constants)."""
+        return next((p["resource_source"] for p in self.points if p.get("resource_source")),
+                    "the estimator")  # fmt: skip
+
     def to_dict(self) -> dict:
         index = {id(p): i for i, p in enumerate(self.points)}
         return {
@@ -517,7 +525,7 @@ class Exploration:
             "objective": self.objective,
             "constraints": [c.text() for c in self.constraints],
             "estimator": "codesign.estimate: cycles at the DDR model below; resources from "
-            "the HLS resource model the build's fit check uses (not a synthesis)",
+            f"the model the build's fit check uses, {self.resource_source} (not a synthesis)",
             "ddr": self.ddr,
             "points": self.points,
             "front": [index[id(p)] for p in self.front],
@@ -824,9 +832,10 @@ def markdown(result: Exploration) -> str:
         f"{result.timing['search_s']} s, total {result.timing['total_s']} s "
         f"({result.timing['scheduler']})",
         f"- DDR model: {result.ddr['description']}",
-        "- every latency and resource figure is the estimator's (the HLS resource model the "
-        "build's fit check uses) unless a verification column says otherwise; 'RTL model' "
-        "is the Yosys-calibrated model of the open RTL, not trusted yet (docs/rtl-top.md)",
+        "- every latency and resource figure is the estimator's (resources: the model the "
+        f"build's fit check uses, {result.resource_source}) unless a verification column "
+        "says otherwise; 'RTL model', where filled, is the Yosys-calibrated model of the "
+        "open RTL for a device family whose calibration is not trusted yet (docs/rtl-top.md)",
         f"- **pick**: {_knob_text(pick)}: {pick['latency_ms']:.3f} ms",
     ]
     if default is not None:

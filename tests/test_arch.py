@@ -104,3 +104,37 @@ def test_default_masters_are_no_wider_than_the_boards_ps_ports():
     assert default_arch("pynq-z2").bus_bits == 64
     for board in ("zcu102", "zcu104", "kv260", "ultra96v2", "pynq-z2"):
         assert default_arch(board).bus_bits <= get_board(board).hp_port_bits
+
+
+def test_a_model_with_defaults_of_its_own_gets_them_and_others_get_m3vits():
+    """MODEL_DEFAULTS (explore's picks for that model, synthesised): the build, --arch
+    and the precision follow the model; a model without a row gets m3vit's."""
+    from codesign.arch import get_board
+    from codesign.arch.config import (
+        BOARD_DEFAULTS,
+        BOARD_PRECISION,
+        MODEL_DEFAULTS,
+        MODEL_PRECISION,
+        ArchConfig,
+        default_arch,
+        default_precision,
+    )
+    from codesign.flow import make_options
+
+    assert "vit-tiny" in MODEL_DEFAULTS
+    for model, boards in MODEL_DEFAULTS.items():
+        for board, fields in boards.items():
+            arch = default_arch(board, model)
+            assert arch == ArchConfig(**fields) != default_arch(board)
+            assert arch.bus_bits <= get_board(board).hp_port_bits
+            assert arch.weight_ports <= get_board(board).weight_ports_max
+            expected = MODEL_PRECISION.get(model, {}).get(
+                board, BOARD_PRECISION.get(board, "w16a24")
+            )
+            assert str(default_precision(board, model)) == expected
+            options = make_options(model, board, arch={"max_tokens": 256})
+            assert options.arch == arch.with_(max_tokens=256)
+            assert options.precision == default_precision(board, model)
+    for board, fields in BOARD_DEFAULTS.items():
+        assert default_arch(board, "deit-small") == default_arch(board) == ArchConfig(**fields)
+        assert default_precision(board, "deit-small") == default_precision(board)
