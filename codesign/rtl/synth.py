@@ -335,7 +335,8 @@ def critical_paths(netlist: dict, top: str, instances: Mapping[str, str] | None 
     names = _net_names(module)
     readers: dict[int, list[str]] = {}  # bit -> the registers / memories it feeds
     for cell in module.get("cells", {}).values():
-        if _cell_level(cell["type"].lstrip("\\")) is not None:
+        kind = cell["type"].lstrip("\\")
+        if _cell_level(kind) is not None:
             continue
         directions = cell.get("port_directions", {})
         outputs = [
@@ -345,7 +346,7 @@ def critical_paths(netlist: dict, top: str, instances: Mapping[str, str] | None 
             for b in bits
             if isinstance(b, int)
         ]
-        label = f"{cell['type'].lstrip(chr(92))} {names.get(outputs[0], '') if outputs else ''}"
+        label = f"{kind} {names.get(outputs[0], '') if outputs else ''}"
         for port, bits in cell["connections"].items():
             if directions.get(port) == "input":
                 for b in bits:
@@ -516,13 +517,13 @@ def synth(
             )
         stat = json.loads(stat_path.read_text())
         netlist_path = work / "netlist.json"
-        depth, dsp_ffs, paths = {}, {}, {}
+        depth, dsp_ffs, deepest = {}, {}, {}
         if netlist_path.exists():
             instances = top_instances(sources.get(f"{top}.sv", ""))
             netlist = json.loads(netlist_path.read_text())
             depth = logic_depth(netlist, top, instances)
             dsp_ffs = dsp_packable_ffs(netlist, top, instances)
-            paths = critical_paths(netlist, top, instances)
+            deepest = critical_paths(netlist, top, instances)
     design = stat.get("design") or next(iter(stat["modules"].values()))
     cells = {k: int(v) for k, v in design.get("num_cells_by_type", {}).items()}
     counts = resources(cells)
@@ -542,7 +543,7 @@ def synth(
         units=units,
         depth=depth,
         dsp_ffs=dsp_ffs,
-        paths=paths,
+        paths=deepest,
         seconds=round(time.perf_counter() - started, 2),
         **counts,
     )
