@@ -3,7 +3,7 @@ the marked sections benchmarks write their measured tables into."""
 
 from __future__ import annotations
 
-from codesign.rtl.synth import critical_paths, logic_depth
+from codesign.rtl.synth import critical_paths, depth_and_paths, logic_depth
 
 
 def _cell(kind: str, inputs: dict, outputs: dict) -> dict:
@@ -54,6 +54,8 @@ def test_the_critical_path_names_where_it_starts_and_ends():
         ("end", "FDRE next_q"),
     ]  # fmt: skip
     assert path[-1]["levels"] == logic_depth(netlist, "top")["top"] == 2.5
+    # synth walks the graph once for both
+    assert depth_and_paths(netlist, "top") == (logic_depth(netlist, "top"), {"top": path})
 
 
 def test_a_lutram_write_is_not_a_combinational_input():

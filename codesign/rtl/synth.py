@@ -298,7 +298,19 @@ def logic_depth(netlist: dict, top: str, instances: Mapping[str, str] | None = N
     instance, named by `instances`: instance -> module) whose cell ends it. A proxy for
     timing: no placement, no routing, no vendor delays."""
     _, drivers, owner, _ = _combinational(netlist, top, instances)
+    return _unit_depths(_depths(drivers), owner, top)
+
+
+def depth_and_paths(netlist: dict, top: str, instances: Mapping[str, str] | None = None
+                    ) -> tuple[dict, dict[str, list[dict]]]:  # fmt: skip
+    """``logic_depth`` and ``critical_paths`` of one netlist, its graph walked once."""
+    module, drivers, owner, cell_of = _combinational(netlist, top, instances)
     depth_of = _depths(drivers)
+    return (_unit_depths(depth_of, owner, top),
+            _paths(module, drivers, owner, cell_of, depth_of, top))  # fmt: skip
+
+
+def _unit_depths(depth_of: dict[int, float], owner: dict[int, str], top: str) -> dict:
     result = {top: round(max(depth_of.values(), default=0.0), 2)}
     for bit, levels in depth_of.items():
         unit = owner[bit]
@@ -326,7 +338,10 @@ def critical_paths(netlist: dict, top: str, instances: Mapping[str, str] | None 
     ``{"cell", "net", "levels"}`` (the driving cell's type, the net it drives, the levels
     so far); under `top`, the whole netlist's deepest. What to pipeline, by name."""
     module, drivers, owner, cell_of = _combinational(netlist, top, instances)
-    depth_of = _depths(drivers)
+    return _paths(module, drivers, owner, cell_of, _depths(drivers), top)
+
+
+def _paths(module, drivers, owner, cell_of, depth_of, top) -> dict[str, list[dict]]:
     ends: dict[str, int] = {}
     for bit, levels in depth_of.items():
         for unit in {owner[bit], top}:  # the unit's own deepest, and the whole run's
@@ -489,10 +504,8 @@ def synth(
     digest.update(f"analysis {ANALYSIS_VERSION}".encode())
     key = digest.hexdigest()[:20]
     cached = cache_dir() / "synth" / f"{top}-{family}-{key}.json"
-    stale = paths and stage == "full" and cached.exists()
-    stale = stale and not json.loads(cached.read_text()).get("paths")
-    if use_cache and cached.exists() and not stale:
-        data = json.loads(cached.read_text())
+    data = json.loads(cached.read_text()) if use_cache and cached.exists() else None
+    if data is not None and not (paths and stage == "full" and not data.get("paths")):
         data["cached"] = True
         if stage == "ffs":  # results cached before flip-flops were known not to be final
             for entry in (data, *data.get("units", {}).values()):
@@ -521,9 +534,8 @@ def synth(
         if netlist_path.exists():
             instances = top_instances(sources.get(f"{top}.sv", ""))
             netlist = json.loads(netlist_path.read_text())
-            depth = logic_depth(netlist, top, instances)
+            depth, deepest = depth_and_paths(netlist, top, instances)
             dsp_ffs = dsp_packable_ffs(netlist, top, instances)
-            deepest = critical_paths(netlist, top, instances)
     design = stat.get("design") or next(iter(stat["modules"].values()))
     cells = {k: int(v) for k, v in design.get("num_cells_by_type", {}).items()}
     counts = resources(cells)
