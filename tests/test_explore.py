@@ -216,3 +216,26 @@ def test_a_synthesis_beyond_the_margins_is_flagged_though_within_the_bands():
     assert flag.startswith("synthesis beyond the fit margin: LUT: design needs 62,036 (88 %)")
     within = exploration._judge("synth", point, {"measured": point["resources"]}, "ultra96v2")
     assert within["flagged"] == []
+
+
+def test_a_verification_is_keyed_by_the_sources_it_ran(tmp_path):
+    """A cached verification from an edited tree is not reused: the key holds a digest of
+    codesign's sources and templates, which any edit of one of them changes."""
+    from codesign import exploration
+    from codesign.util import source_digest, tree_digest
+
+    package, templates = tmp_path / "codesign", tmp_path / "hls_templates" / "rtl"
+    package.mkdir()
+    templates.mkdir(parents=True)
+    (package / "ops.py").write_text("X = 1\n")
+    (templates / "cds_ucu.sv.j2").write_text("module cds_ucu; endmodule\n")
+    before = tree_digest(package, templates.parent)
+    (templates / "cds_ucu.sv.j2").write_text("module cds_ucu; wire w; endmodule\n")
+    assert tree_digest(package, templates.parent) != before
+    assert exploration._versions()["sources"] == source_digest()
+    point = {"arch": {"tile_in": 8}, "precision": "w16a24"}
+    keys = {
+        exploration.job_key("sim", point, {**exploration._versions(), "sources": digest})
+        for digest in (before, tree_digest(package, templates.parent))
+    }
+    assert len(keys) == 2
