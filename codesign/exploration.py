@@ -17,8 +17,8 @@ to simulate, whose cycles against the estimate vouch for the estimator's figure 
 model) run on Dask distributed: a ``LocalCluster`` by default, a user's scheduler
 with ``scheduler="tcp://host:port"``, or in this process with ``scheduler="serial"``.
 Verification results are cached on disk by (job, ArchConfig, model, precision, tool
-versions and a digest of codesign's sources), so an interrupted run resumes; a job whose worker dies is retried and the
-retry is reported.
+versions and a digest of codesign's sources), so an interrupted run resumes; a job whose
+worker dies is retried and the retry is reported.
 """
 
 from __future__ import annotations
