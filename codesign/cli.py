@@ -502,6 +502,10 @@ def explore_cmd(
         f"{result.ddr['description']}"
     )
     console.print(f"pick: {_point_text(pick)}, {pick['latency_ms']:.3f} ms")
+    if result.verified:
+        from .exploration import _verified_pick_text
+
+        console.print(f"verified pick: {_verified_pick_text(result)}")
     if default is not None:
         ratio = pick["latency_ms"] / default["latency_ms"]
         console.print(

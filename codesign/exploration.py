@@ -507,6 +507,7 @@ class Exploration:
     pick: dict
     default: dict | None
     verified: list[dict] = field(default_factory=list)
+    verified_pick: dict | None = None  # the best verified point its checks left standing
     timing: dict = field(default_factory=dict)
     ddr: dict = field(default_factory=dict)
 
@@ -530,6 +531,9 @@ class Exploration:
             "points": self.points,
             "front": [index[id(p)] for p in self.front],
             "pick": index[id(self.pick)],
+            "verified_pick": (
+                index[id(self.verified_pick)] if self.verified_pick is not None else None
+            ),
             "default": self.default,
             "timing": self.timing,
         }
@@ -652,6 +656,7 @@ def explore(
         pick,
         default,
         verified,
+        verified_pick(verified, objective, constraints, board) if verified else None,
         timing={
             "search_s": round(search_s, 1),
             "total_s": round(time.perf_counter() - started, 1),
@@ -714,6 +719,30 @@ def _verify(executor, ranked, model, board, kinds, ddr_efficiency, seed, folder,
     for (point, kind, _args), result in zip(calls, results, strict=True):
         point["verified"][kind] = _judge(kind, point, result, board)
     return ranked
+
+
+def verified_pick(verified: list[dict], objective: str, constraints: list[Constraint],
+                  board: str) -> dict | None:  # fmt: skip
+    """The best verified point its checks leave standing: its synthesis (when run) within
+    the fit margins and the resource constraints by Yosys's own counts, its RTL run (when
+    run) bit-exact. The design to build when the estimator's pick failed its check; None
+    when no verified point passed."""
+    capacity = get_board(board)
+
+    def standing(point: dict) -> bool:
+        checks = point["verified"]
+        synth, sim = checks.get("synth"), checks.get("sim")
+        if synth is not None:
+            if any(flag.startswith("synthesis beyond") for flag in synth["flagged"]):
+                return False
+            measured = synth["measured"]
+            for c in constraints:
+                if c.key != "latency_ms" and measured[c.key] / getattr(capacity, c.key) > c.limit:
+                    return False
+        return bool(checks) and (sim is None or sim["bit_exact"])
+
+    standing_points = [point for point in verified if standing(point)]
+    return min(standing_points, key=_objective_key(objective)) if standing_points else None
 
 
 def _judge(kind: str, point: dict, result: dict, board: str) -> dict:
@@ -821,6 +850,23 @@ def _rtl_lut(point: dict) -> str:
     return f"{100 * model['utilisation']['lut']:.0f}"
 
 
+def _verified_pick_text(result: Exploration) -> str:
+    """What the checks of the verified points say about the pick."""
+    best = result.verified_pick
+    if best is None:
+        return (
+            f"none of the {len(result.verified)} verified points passed its checks "
+            "(synthesis within the fit margins and the constraints, a bit-exact RTL run)"
+        )
+    if best is result.pick:
+        return "the pick passed its checks"
+    return (
+        f"{_knob_text(best)}: {best['latency_ms']:.3f} ms (the pick did not pass its checks: "
+        + "; ".join(flag for entry in result.pick["verified"].values() for flag in entry["flagged"])
+        + ")"
+    )
+
+
 def markdown(result: Exploration) -> str:
     pick, default = result.pick, result.default
     lines = [
@@ -838,6 +884,8 @@ def markdown(result: Exploration) -> str:
         "open RTL for a device family whose calibration is not trusted yet (docs/rtl-top.md)",
         f"- **pick**: {_knob_text(pick)}: {pick['latency_ms']:.3f} ms",
     ]
+    if result.verified:
+        lines.append(f"- **verified pick**: {_verified_pick_text(result)}")
     if default is not None:
         lines.append(
             "- what a build picks today (the board default, sized and shrunk to fit): "
@@ -871,6 +919,7 @@ def markdown(result: Exploration) -> str:
                     f"{'bit-exact' if entry['bit_exact'] else 'NOT bit-exact'} ({flag})"
                 )
         star = " (pick)" if point is pick else ""
+        star += " (verified pick)" if point is result.verified_pick else ""
         lines.append(
             f"| {_knob_text(point)}{star} | {point['latency_ms']:.3f} | {100 * u['lut']:.1f} | "
             f"{100 * u['dsp']:.1f} | {100 * u['bram36']:.1f} | {100 * u['ff']:.1f} | "

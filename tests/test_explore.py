@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -239,3 +240,38 @@ def test_a_verification_is_keyed_by_the_sources_it_ran(tmp_path):
         for digest in (before, tree_digest(package, templates.parent))
     }
     assert len(keys) == 2
+
+
+def test_the_verified_pick_is_the_best_point_its_checks_left_standing(serial):
+    """When the estimator's pick fails its synthesis (beyond the fit margin), the verified
+    pick is the next best point whose synthesis fits and whose RTL run is bit-exact; a
+    resource constraint is judged on Yosys's counts; a point that is not bit-exact never
+    stands; no standing point gives None, and the report says so."""
+    from codesign import exploration
+    from codesign.arch import get_board
+
+    result, _ = serial
+    ranked = sorted(result.front, key=exploration._objective_key("latency"))[:3]
+    fast, middle, slow = (json.loads(json.dumps(p)) for p in ranked)
+    board = get_board(BOARD)
+
+    def check(point, lut_share, exact=True):
+        measured = {**point["resources"], "lut": round(lut_share * board.lut)}
+        point["verified"] = {
+            "synth": exploration._judge("synth", point, {"measured": measured}, BOARD),
+            "sim": exploration._judge(
+                "sim", point, {"model": MODEL, "ratio": 1.0, "bit_exact": exact}, BOARD
+            ),
+        }
+
+    check(fast, 0.95)  # beyond the 85 % margin
+    check(middle, 0.70, exact=False)
+    check(slow, 0.60)
+    points = [fast, middle, slow]
+    assert exploration.verified_pick(points, "latency", [], BOARD) is slow
+    lut_cap = exploration.parse_constraints("lut<=0.5")
+    assert exploration.verified_pick(points, "latency", lut_cap, BOARD) is None
+    check(fast, 0.80)
+    assert exploration.verified_pick(points, "latency", [], BOARD) is fast
+    outcome = dataclasses.replace(result, verified=points, verified_pick=None, pick=fast)
+    assert "none of the 3 verified points passed" in exploration.markdown(outcome)
