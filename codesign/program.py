@@ -567,8 +567,9 @@ def loader_params(header) -> dict:
     """The check parameters of the format itself: geometry and tables as the header says,
     sizes at the format's limits (a kernel's are ArchConfig-bound: kernel_check_params)."""
     from .ops import FORMAT_LIMITS, HEADER_WORD_INDEX
+    from .ops.base import DATAPATH_BITS
 
-    params = dict(FORMAT_LIMITS)
+    params = {**FORMAT_LIMITS, **DATAPATH_BITS}
     words = {name: int(header[index]) for name, (index, _) in HEADER_WORD_INDEX.items()}
     for name in HEADER_WORD_INDEX:
         if name.split("_")[0] in ("gelu", "exp", "recip", "rsqrt"):

@@ -197,3 +197,36 @@ def test_rule_engine_refuses_an_unknown_op_wherever_it_is(tiny_build):
         answer = microcode.verdict(recrc(bytes(blob)), params)
         assert (answer.code, answer.layer) == (ERROR_CODES["OP"], late)
     assert microcode.verdict(tiny_build.program_bytes, params).code == 0
+
+
+def test_a_program_for_a_wider_precision_is_refused_by_a_narrower_rtl_build(tiny_build):
+    """The w16a24 Program against the checks of RTL builds: one for w16a16 refuses it with
+    ERR_FORMAT at the first layer whose activations it cannot carry (the rule engine's
+    model agrees, layer and all); builds for w16a24 and w16a27 run it; the HLS kernel's
+    parameters take any format. ``bits`` counts an unsigned format's extra sign bit."""
+    from codesign.numerics.fixed import Fixed
+    from codesign.ops.expr import Env, bits, evaluate
+    from codesign.program import pack_fmt
+    from codesign.rtl.render import rtl_check_params
+
+    arch = tiny_build.state.arch
+    blob = tiny_build.program_bytes
+    narrow = rtl_check_params(arch, "w16a16")
+    refusal = ops.check_blob(blob, narrow, 0)
+    assert refusal.name == "FORMAT" and "act_bits" in refusal.detail, refusal
+    first = next(i for i, layer in enumerate(tiny_build.program.layers) if "x_fmt" in layer.fields)
+    assert refusal.layer == first
+    answer = microcode.verdict(blob, narrow)
+    assert (answer.code, answer.layer) == (refusal.code, refusal.layer)
+    for precision in ("w16a24", "w16a27"):
+        params = rtl_check_params(arch, precision)
+        assert ops.check_blob(blob, params, 0) is None, precision
+        assert microcode.verdict(blob, params).code == 0, precision
+    assert ops.check_blob(blob, kernel_check_params(arch), 0) is None
+
+    def needed(word: int) -> int:
+        env = Env(field=lambda name: word, kind=lambda name: "f", header=None, param=None)
+        return evaluate(bits(F("f")), env)
+
+    assert needed(pack_fmt(Fixed(17, 1, signed=False))) == 18
+    assert needed(pack_fmt(Fixed(24, 8, signed=True))) == 24

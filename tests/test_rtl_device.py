@@ -155,13 +155,14 @@ def _with_layer_fields(program_bytes: bytes, op, **changes) -> tuple[bytes, int]
 
 
 def _frac_above(key: str, *keys: str):
-    """A format word like fields[key] whose fraction bits exceed the sum of `keys`'."""
+    """A format word like fields[key] whose fraction bits exceed the sum of `keys`', at its
+    own width (a wider one would overflow an RTL datapath first: another refusal)."""
     from codesign.program import pack_fmt, unpack_fmt
 
     def change(fields):
         fmt = unpack_fmt(fields[key])
         frac = sum(unpack_fmt(fields[k]).frac_bits for k in keys) + 1
-        return pack_fmt(fmt.with_(width=frac + fmt.int_bits, int_bits=fmt.int_bits))
+        return pack_fmt(fmt.with_(int_bits=fmt.width - frac))
 
     return change
 
@@ -254,6 +255,53 @@ def test_rtl_and_csim_refuse_the_same_bad_programs(tiny_build, rtl_kernel):
     np.testing.assert_array_equal(run.output, golden_raw(tiny_build, raw[None], 0)[0])
 
 
+def _wider(key: str, by: int = 1):
+    """A format word like fields[key], ``by`` bits wider at the same fraction bits."""
+    from codesign.program import pack_fmt, unpack_fmt
+
+    def change(fields):
+        fmt = unpack_fmt(fields[key])
+        return pack_fmt(fmt.with_(width=fmt.width + by, int_bits=fmt.int_bits + by))
+
+    return change
+
+
+def test_rtl_refuses_formats_wider_than_its_datapaths(tiny_build, rtl_kernel):
+    """The RTL is built for one precision: a Program whose activations, weights or
+    LayerNorm parameters are wider than its datapaths (one quantised for another
+    precision) is refused with ERR_FORMAT at that layer, as the Python check with the RTL
+    build's parameters says, where it used to run on truncated words; the HLS kernel's
+    parameters (32/64-bit words) accept it. Nothing runs, and the good Program runs next."""
+    from codesign.contract import ERROR_NAMES, ProgramRefused
+    from codesign.ops import check_blob, kernel_check_params
+    from codesign.program import Op
+    from codesign.rtl.render import rtl_check_params
+
+    arch = tiny_build.state.arch
+    rtl, hls = rtl_check_params(arch, None), kernel_check_params(arch)
+    accel = rtl_kernel.accelerator
+    cases = [
+        (Op.LINEAR, "x_fmt"),
+        (Op.LINEAR, "w_fmt"),
+        (Op.LAYERNORM, "g_fmt"),
+        (Op.ATTENTION, "qkv_fmt"),
+        (Op.MOE_EXPERTS, "hidden_fmt"),
+        (Op.MOE_GATE, "score_fmt"),
+    ]
+    for op, key in cases:
+        program, index = _with_layer_fields(tiny_build.program_bytes, op, **{key: _wider(key)})
+        assert check_blob(program, hls, 0) is None, f"{op.name}.{key}: the HLS kernel runs it"
+        refusal = check_blob(program, rtl, 0)
+        assert (ERROR_NAMES[refusal.code], refusal.layer) == ("FORMAT", index), key
+        assert key in refusal.detail, refusal.detail
+        with pytest.raises(ProgramRefused, match=rf"ERR_FORMAT at layer {index} \({op.name} "):
+            _execute_raw(accel, program)
+        assert accel.register_state()["LAYERS_RUN"] == 0, f"{op.name}.{key}: the RTL ran layers"
+    raw = tiny_build.quantize_input(random_images(tiny_build, 1))[0]
+    run = accel.run_program(tiny_build.program_bytes, raw, 0)
+    np.testing.assert_array_equal(run.output, golden_raw(tiny_build, raw[None], 0)[0])
+
+
 def test_rtl_board_raises_program_refused(tiny_build, rtl_kernel):
     """On the RTL board, as on the others: STATUS set, ProgramRefused from the driver."""
     from codesign.contract import ProgramRefused
@@ -275,12 +323,11 @@ def test_rtl_agrees_with_the_python_check_on_a_fuzz_sample(tiny_build, rtl_kerne
     nothing when it refuses, and a few accepted mutants run to the golden executor's bits."""
     from codesign import fuzz
     from codesign.contract import ProgramRefused
-    from codesign.ops import check_blob, kernel_check_params
-    from codesign.rtl.render import rtl_params
+    from codesign.ops import check_blob
+    from codesign.rtl.render import rtl_check_params
 
     arch = tiny_build.state.arch
-    w_bytes = rtl_params(arch, None)["w_container"] // 8
-    params = kernel_check_params(arch, w_bytes=(w_bytes,))
+    params = rtl_check_params(arch, None)
     accel = rtl_kernel.accelerator
     raw = tiny_build.quantize_input(random_images(tiny_build, 1))[0]
     kinds = {"header-word", "descriptor-field", "bit-flip", "data-word", "task"}

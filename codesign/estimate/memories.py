@@ -196,8 +196,7 @@ def attention_banks(lanes: int, words_per_beat: int) -> int:
 
 def inventory(arch, precision=None) -> list[Memory]:
     """The memories of ``codesign_top`` rendered for `arch` that may map to block RAM."""
-    from ..ops import kernel_check_params
-    from ..rtl.render import build_tables, rom_info, rtl_params
+    from ..rtl.render import build_tables, rom_info, rtl_check_params, rtl_params
 
     p = rtl_params(arch, precision)
     tables = {name: rom_info(t) for name, t in build_tables(**arch.table_params()).items()}
@@ -213,11 +212,11 @@ def inventory(arch, precision=None) -> list[Memory]:
     expert_bits = max(1, (arch.max_experts - 1).bit_length())
     queue_depth = 1 << (expert_bits + max(1, (-(-tokens // wpb) - 1).bit_length()))
     engine_words, engine_bits = _engine_rom(
-        tuple(sorted(kernel_check_params(arch, w_bytes=(p["w_container"] // 8,)).items()))
+        tuple(sorted(rtl_check_params(arch, precision).items()))
     )
     col_depth = -(-(p["max_out_tiles"] * p["max_in_tiles"]) // wpb)
     norm_beats = -(-arch.max_dim // arch.tile_in)
-    param_bits = max(p["w_bits"], 18)
+    param_bits = p["norm_param_bits"]
     row_fifo = max(4, 2 ** (norm_beats + 1).bit_length())
     return [
         Memory("cds_ucu_job", "row buffer", arch.tile_in * x, tokens * p["max_in_tiles"]),

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..contract import ERROR_CODES, NONE, Refusal
 from . import add, attention, embed, layernorm, linear, moe_experts, moe_gate, pool
-from .base import UNSIGNED, OpSpec, aligned, interpolation_limits
+from .base import DATAPATH_BITS, UNSIGNED, OpSpec, aligned, interpolation_limits
 from .expr import Env, F, H, P, Rule, Target, emit, evaluate, round_up, text
 
 SPECS: tuple[OpSpec, ...] = (
@@ -211,12 +211,14 @@ def kernel_check_params(
     w_bytes: tuple[int, ...] = (1, 2, 4),
     program_max_bytes: int | None = None,
     arena_max_bytes: int | None = None,
+    datapath_bits: dict | None = None,
 ) -> dict:
     """The constants the checks compare against, for the kernel built for ``arch``.
 
     ``w_bytes``: the weight containers the kernel reads (the HLS kernel all three; an RTL
-    build the one of its precision). The buffer maxima default to the kernel's m_axi
-    depths (``codesign.hls.render``).
+    build the one of its precision). ``datapath_bits``: the widths its datapaths carry
+    (``base.DATAPATH_BITS``: any format for the HLS kernel; an RTL build its precision's).
+    The buffer maxima default to the kernel's m_axi depths (``codesign.hls.render``).
     """
     from ..hls.render import ARENA_MAX_BYTES, PROGRAM_MAX_BYTES, kernel_params
     from ..program import MAX_TASKS
@@ -248,6 +250,7 @@ def kernel_check_params(
     params.update(interpolation_limits(tables))
     params["exp_frac"] = _frac_of(tables["exp_fmt"])
     params["w_bytes"] = tuple(w_bytes)
+    params.update(DATAPATH_BITS if datapath_bits is None else datapath_bits)
     params["max_tasks"] = MAX_TASKS
     params["program_max_bytes"] = program_max_bytes or PROGRAM_MAX_BYTES
     params["arena_max_bytes"] = arena_max_bytes or ARENA_MAX_BYTES

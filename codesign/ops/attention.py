@@ -11,6 +11,7 @@ from ..numerics.tables import exp_neg, recip
 from .base import (
     OpSpec,
     arena_rows,
+    datapath,
     disjoint,
     fields,
     formats,
@@ -129,6 +130,9 @@ SPEC = OpSpec(
         ),
         *formats("qkv_fmt", "score_fmt", "sum_fmt", "prob_fmt", "out_fmt"),
         narrow("score_fmt", 32),
+        *datapath("act_bits", "qkv_fmt", "score_fmt", "out_fmt"),
+        *datapath("prob_bits", "prob_fmt"),
+        *datapath("sum_bits", "sum_fmt"),
         table_input("softmax input score_fmt", frac(F("score_fmt")), "exp"),
         Rule(
             "SOFTMAX", frac(F("sum_fmt")).eq(P("exp_frac")), why="sum_fmt has the exp table's frac"

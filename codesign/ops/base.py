@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..contract import NONE
-from .expr import C, Expr, F, H, P, Rule, ceil_div, fmt_ok, frac, lift, round_up, text
+from .expr import C, Expr, F, H, P, Rule, bits, ceil_div, fmt_ok, frac, lift, round_up, text
 
 # Field kinds: "u" unsigned word (an arena address, a stride, a byte count), "p" a
 # program address (unsigned; relocated with the data section), "c" a count (signed;
@@ -109,6 +109,28 @@ def narrow(name: str, bits: int, when: Expr | None = None) -> Rule:
     from .expr import width
 
     return Rule("FORMAT", width(F(name)) <= bits, when, f"{name} at most {bits} bits wide")
+
+
+#: what a build's datapaths carry, as the signed bits of a value (``expr.bits``). The
+#: HLS kernel and the golden executor compute in 32/64-bit words: any well-formed format.
+#: An RTL build is specialised to its precision (``codesign.rtl.render.rtl_check_params``).
+DATAPATH_BITS = {
+    "act_bits": 64,  # activations: the arena words engines read and write
+    "weight_bits": 64,  # weights: the UCU's multiplier operand
+    "prob_bits": 64,  # softmax probabilities and MoE gate scores
+    "sum_bits": 64,  # attention's running softmax sums
+    "norm_param_bits": 64,  # LayerNorm's gamma and beta
+}
+
+
+def datapath(param: str, *names: str, when: Expr | None = None) -> list[Rule]:
+    """Formats a build's datapath of ``P(param)`` signed bits must carry: a wider one
+    (a Program quantised for another precision) is refused, never run on truncated
+    values."""
+    return [
+        Rule("FORMAT", bits(F(name)) <= P(param), when, f"{name} fits the {param} datapath")
+        for name in names
+    ]
 
 
 def frac_le(name: str, *sum_of: str, when: Expr | None = None, error: str = "ALIGN") -> Rule:

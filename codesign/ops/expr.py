@@ -111,7 +111,7 @@ class P(Expr):
 
 @dataclass(frozen=True, eq=False)
 class FmtPart(Expr):
-    part: str  # "frac", "width" or "ok"
+    part: str  # "frac", "width", "bits" (signed bits a value needs) or "ok"
     field: Expr  # an F or an H holding a format word
 
     def fields(self) -> set[str]:
@@ -124,6 +124,12 @@ def frac(field: Expr) -> Expr:
 
 def width(field: Expr) -> Expr:
     return FmtPart("width", field)
+
+
+def bits(field: Expr) -> Expr:
+    """The two's-complement bits a value of the format needs: its width, one more when
+    unsigned. What a signed datapath of that many bits carries."""
+    return FmtPart("bits", field)
 
 
 def fmt_ok(field: Expr) -> Expr:
@@ -273,6 +279,8 @@ def evaluate(node: Expr, env: Env):
         word = _raw_word(node.field, env)
         if node.part == "width":
             return word & 0xFF
+        if node.part == "bits":
+            return (word & 0xFF) + 1 - ((word >> 16) & 1)
         if node.part == "frac":
             value = (word >> 8) & 0xFF
             return value - 256 if value >= 128 else value
@@ -368,11 +376,15 @@ def emit(node: Expr, t: Target) -> str:
         if t.sv:
             if node.part == "width":
                 return f"longint'({{56'd0, {word}[7:0]}})"
+            if node.part == "bits":
+                return f"(longint'({{56'd0, {word}[7:0]}}) + longint'({{63'd0, !{word}[16]}}))"
             if node.part == "frac":
                 return f"longint'($signed({word}[15:8]))"
             return f"fmt_ok({word})"
         if node.part == "width":
             return f"(i64)((u32){word} & 0xFFu)"
+        if node.part == "bits":
+            return f"(i64)(((u32){word} & 0xFFu) + 1u - (((u32){word} >> 16) & 1u))"
         if node.part == "frac":
             return f"(i64)(signed char)(((u32){word} >> 8) & 0xFFu)"
         return f"fmt_valid((u32){word})"

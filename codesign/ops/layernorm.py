@@ -13,6 +13,7 @@ from ..numerics.tables import rsqrt
 from .base import (
     OpSpec,
     arena_rows,
+    datapath,
     disjoint,
     fields,
     formats,
@@ -95,6 +96,8 @@ SPEC = OpSpec(
         in_range("rows", 1, P("max_tokens")),
         in_range("dim", 1, P("max_dim")),
         *formats("x_fmt", "g_fmt", "b_fmt", "norm_fmt", "out_fmt"),
+        *datapath("act_bits", "x_fmt", "norm_fmt", "out_fmt"),
+        *datapath("norm_param_bits", "g_fmt", "b_fmt"),
         Rule(
             "FORMAT", (F("stat_shift") >= 0) & (F("stat_shift") <= 31), why="stat_shift in [0, 31]"
         ),

@@ -13,6 +13,7 @@ from ..numerics.tables import gelu
 from .base import (
     OpSpec,
     arena_rows,
+    datapath,
     disjoint,
     fields,
     formats,
@@ -131,6 +132,9 @@ SPEC = OpSpec(
         frac_le("b_fmt", "x_fmt", "w_fmt", when=present("bias")),
         *formats("pre_fmt", when=F("post").eq(int(Post.GELU))),
         *formats("res_fmt", when=F("post").eq(int(Post.ADD))),
+        *datapath("act_bits", "x_fmt", "out_fmt"),
+        *datapath("act_bits", "pre_fmt", when=F("post").eq(int(Post.GELU))),
+        *datapath("weight_bits", "w_fmt"),
         frac_le("res_fmt", "x_fmt", "w_fmt", when=F("post").eq(int(Post.ADD))),
         table_input(
             "GELU input pre_fmt", frac(F("pre_fmt")), "gelu_delta", F("post").eq(int(Post.GELU))

@@ -61,6 +61,7 @@ OPCODES = (
     "FMTW",  # width field of a format word: a[7:0]
     "FMTF",  # fraction field: signed a[15:8]
     "FMTOK",  # a well-formed format word
+    "FMTB",  # signed bits a value of the format needs: a[7:0] + !a[16]
     "DIVIDES",  # b != 0 and a % b == 0, 64 extra cycles
 )
 OP = {name: code for code, name in enumerate(OPCODES)}
@@ -208,7 +209,7 @@ class _Compiler:
             index, signed = self.header[node.name]
             return ("src", sel(SRC_HDR_S if signed else SRC_HDR_U, index))
         if isinstance(node, FmtPart):
-            op = {"width": "FMTW", "frac": "FMTF", "ok": "FMTOK"}[node.part]
+            op = {"width": "FMTW", "frac": "FMTF", "ok": "FMTOK", "bits": "FMTB"}[node.part]
             return self.unary(op, self.word_source(node.field))
         if isinstance(node, Bin):
             op = {"+": "ADD", "-": "SUB", "*": "MUL"}[node.op]
@@ -399,6 +400,8 @@ def run(program, read, regs: list[int] | None = None) -> tuple[int, int]:
             result = a & 0xFF
         elif op == "FMTF":
             result = ((a >> 8) & 0xFF) - (256 if (a >> 15) & 1 else 0)
+        elif op == "FMTB":
+            result = (a & 0xFF) + 1 - ((a >> 16) & 1)
         elif op == "FMTOK":
             result = 1 <= (a & 0xFF) <= 63 and (a >> 17) & 7 <= 6 and (a >> 20) & 7 <= 3
         elif op == "DIVIDES":

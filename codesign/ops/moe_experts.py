@@ -12,6 +12,7 @@ from ..numerics.tables import gelu
 from .base import (
     OpSpec,
     arena_rows,
+    datapath,
     disjoint,
     fields,
     formats,
@@ -152,6 +153,9 @@ SPEC = OpSpec(
             "score_fmt",
         ),
         narrow("hidden_fmt", 32),  # fc1's output goes through the 32-bit scratch rows
+        *datapath("act_bits", "x_fmt", "pre_fmt", "hidden_fmt", "y_fmt", "out_fmt"),
+        *datapath("weight_bits", "fc1_fmt", "fc2_fmt"),
+        *datapath("prob_bits", "score_fmt"),
         frac_le("fc1_bias_fmt", "x_fmt", "fc1_fmt"),
         frac_le("fc2_bias_fmt", "hidden_fmt", "fc2_fmt"),
         table_input("GELU input pre_fmt", frac(F("pre_fmt")), "gelu_delta"),

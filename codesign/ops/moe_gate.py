@@ -12,6 +12,7 @@ from .base import (
     OpSpec,
     aligned,
     arena_rows,
+    datapath,
     disjoint,
     fields,
     formats,
@@ -123,6 +124,9 @@ SPEC = OpSpec(
         *formats("w_fmt", "x_fmt", "logit_fmt", "score_fmt"),
         narrow("logit_fmt", 32),
         narrow("score_fmt", 32),
+        *datapath("act_bits", "x_fmt", "logit_fmt"),
+        *datapath("weight_bits", "w_fmt"),
+        *datapath("prob_bits", "score_fmt"),
         table_input("gate softmax input logit_fmt", frac(F("logit_fmt")), "exp"),
         *arena_rows("source", "src", "src_stride", F("tokens"), F("dim")),
         disjoint(

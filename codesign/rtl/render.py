@@ -181,6 +181,8 @@ def rtl_params(arch: ArchConfig, precision: Precision | str | None = None) -> di
         "sum_bits": 64,
         "y_bits": x_bits,
         "score_bits": 18,
+        "prob_bits": 18,  # an attention probability, signed container (unsigned formats <= 17)
+        "norm_param_bits": max(w_bits, 18),  # LayerNorm's gamma and beta
         "macc_bits": 48,
         "side_bits": 48,
         "max_rows": arch.max_tokens,
@@ -294,12 +296,36 @@ def header_context(tables: dict[str, Table]) -> dict:
     }
 
 
+def softmax_sum_bits(arch: ArchConfig, exp_frac: int) -> int:
+    """The attention core's running-sum container (signed): the exp table's fraction
+    bits, the integer bits of max_tokens ones, a sign and a guard bit."""
+    return exp_frac + arch.max_tokens.bit_length() + 2
+
+
+def rtl_check_params(arch: ArchConfig, precision) -> dict:
+    """``ops.kernel_check_params`` for an RTL build: its precision's weight container and
+    the widths its datapaths carry (``ops.base.DATAPATH_BITS``), so the controller refuses
+    a Program quantised for a wider precision instead of running it on truncated words."""
+    from ..ops import kernel_check_params
+
+    p = rtl_params(arch, precision)
+    params = kernel_check_params(arch, w_bytes=(p["w_container"] // 8,))
+    datapath = {
+        "act_bits": p["x_bits"],
+        "weight_bits": p["w_bits"],
+        "prob_bits": min(p["prob_bits"], p["score_bits"]),
+        "sum_bits": softmax_sum_bits(arch, params["exp_frac"]),
+        "norm_param_bits": p["norm_param_bits"],
+    }
+    return {**params, **datapath}
+
+
 def check_context(arch: ArchConfig, precision) -> dict:
     """The controller's header and layer checks, generated from the op registry's rules
     with this build's constants (its weight container: one precision per RTL build)."""
-    from ..ops import OP_CODE_BITS, kernel_check_params, microcode, sv_header_words
+    from ..ops import OP_CODE_BITS, microcode, sv_header_words
 
-    params = kernel_check_params(arch, w_bytes=(rtl_params(arch, precision)["w_container"] // 8,))
+    params = rtl_check_params(arch, precision)
     sources = ("REG", "IMM", "FIELD_U", "FIELD_S", "HDR_U", "HDR_S", "TASK", "RUN_TASK")
     return {
         "engine": microcode.image(params),
@@ -328,6 +354,7 @@ def _context(arch: ArchConfig, precision) -> dict:
         "fields": DESCRIPTOR_FIELDS,
         "field_words": FIELD_WORDS,
         "header": header_context(tables),
+        "softmax_sum_bits": softmax_sum_bits(arch, tables["exp"].fmt.frac_bits),
         "limits": _kernel_limits(arch),
     }
 
