@@ -66,7 +66,7 @@ CHECK_ERRORS = (
     (7, "TASKS", "task count outside 1..8, the task argument or a layer's task out of range"),
     (8, "OP", "unknown op code"),
     (9, "SIZE", "layer exceeds the kernel's maximum sizes (ArchConfig.max_*)"),
-    (10, "FORMAT", "invalid or too wide format word"),
+    (10, "FORMAT", "invalid or too wide format word, or wider than the build's datapaths"),
     (11, "ALIGN", "a bias or residual has more fraction bits than its accumulator"),
     (12, "PARALLEL", "attention parallel outside 1..P (or > tokens), or heads do not divide dim"),
     (13, "SOFTMAX", "softmax sum format must have the exp table's fraction bits"),
