@@ -535,8 +535,13 @@ class Exploration:
             "points": self.points,
             "front": [index[id(p)] for p in self.front],
             "pick": index[id(self.pick)],
+            # an index into points; "default" for today's default outside the searched space
             "verified_pick": (
-                index[id(self.verified_pick)] if self.verified_pick is not None else None
+                None
+                if self.verified_pick is None
+                else "default"
+                if self.verified_pick is self.default and id(self.default) not in index
+                else index[id(self.verified_pick)]
             ),
             "default": self.default,
             "timing": self.timing,
@@ -637,6 +642,9 @@ def explore(
             ranked = sorted(front, key=_objective_key(objective))[:verify]
             if pick not in ranked:
                 ranked = [pick, *ranked[: verify - 1]]
+            # today's default too, so the pick is compared with it as measured
+            if default is not None and all(point is not default for point in ranked):
+                ranked.append(default)
             verified = _verify(
                 executor,
                 ranked,
@@ -660,7 +668,7 @@ def explore(
         pick,
         default,
         verified,
-        verified_pick(verified, objective, constraints, board) if verified else None,
+        verified_pick(verified, objective, constraints, board, model) if verified else None,
         timing={
             "search_s": round(search_s, 1),
             "total_s": round(time.perf_counter() - started, 1),
@@ -725,12 +733,22 @@ def _verify(executor, ranked, model, board, kinds, ddr_efficiency, seed, folder,
     return ranked
 
 
+def measured_latency_ms(point: dict, model: str) -> float | None:
+    """The latency the RTL measured for `model` at this point (its cycles at the board's
+    clock), or None when it was not simulated on that model."""
+    sim = point["verified"].get("sim")
+    if sim is None or sim.get("model") != model or "latency_ms" not in sim:
+        return None
+    return sim["latency_ms"]
+
+
 def verified_pick(verified: list[dict], objective: str, constraints: list[Constraint],
-                  board: str) -> dict | None:  # fmt: skip
+                  board: str, model: str | None = None) -> dict | None:  # fmt: skip
     """The best verified point its checks leave standing: its synthesis (when run) within
     the fit margins and the resource constraints by Yosys's own counts, its RTL run (when
-    run) bit-exact. The design to build when the estimator's pick failed its check; None
-    when no verified point passed."""
+    run) bit-exact. Ranked by what was measured where it was (the RTL's latency on
+    `model`, Yosys's resources), else by the estimate. The design to build; None when no
+    verified point passed."""
     capacity = get_board(board)
 
     def standing(point: dict) -> bool:
@@ -745,8 +763,17 @@ def verified_pick(verified: list[dict], objective: str, constraints: list[Constr
                     return False
         return bool(checks) and (sim is None or sim["bit_exact"])
 
+    def measured(point: dict) -> dict:
+        latency = measured_latency_ms(point, model) if model else None
+        synth = point["verified"].get("synth")
+        resources = synth["measured"] if synth is not None else point["resources"]
+        return {"latency_ms": latency or point["latency_ms"], "resources": resources}
+
     standing_points = [point for point in verified if standing(point)]
-    return min(standing_points, key=_objective_key(objective)) if standing_points else None
+    if not standing_points:
+        return None
+    key = _objective_key(objective)
+    return min(standing_points, key=lambda point: key(measured(point)))
 
 
 def _judge(kind: str, point: dict, result: dict, board: str) -> dict:
@@ -769,6 +796,7 @@ def _judge(kind: str, point: dict, result: dict, board: str) -> dict:
         beyond = margin_problems(fit_table(measured, get_board(board)), board)
         flagged += [f"synthesis beyond the fit margin: {problem}" for problem in beyond]
         return {**result, "deltas": deltas, "flagged": flagged}
+    result = {**result, "latency_ms": result["cycles"] / (get_board(board).clock_mhz * 1e3)}
     flagged = (
         [] if abs(result["ratio"] - 1) <= BANDS["cycles"] else [f"cycles x{result['ratio']:.3f}"]
     )
@@ -854,20 +882,28 @@ def _rtl_lut(point: dict) -> str:
     return f"{100 * model['utilisation']['lut']:.0f}"
 
 
+def _latency_text(point: dict, model: str) -> str:
+    measured = measured_latency_ms(point, model)
+    text = f"{point['latency_ms']:.3f} ms estimated"
+    return text + (f", {measured:.3f} ms measured (RTL)" if measured is not None else "")
+
+
 def _verified_pick_text(result: Exploration) -> str:
     """What the checks of the verified points say about the pick."""
-    best = result.verified_pick
+    best, pick = result.verified_pick, result.pick
     if best is None:
         return (
             f"none of the {len(result.verified)} verified points passed its checks "
             "(synthesis within the fit margins and the constraints, a bit-exact RTL run)"
         )
-    if best is result.pick:
-        return "the pick passed its checks"
-    return (
-        f"{_knob_text(best)}: {best['latency_ms']:.3f} ms (the pick did not pass its checks: "
-        + "; ".join(flag for entry in result.pick["verified"].values() for flag in entry["flagged"])
-        + ")"
+    text = f"{_knob_text(best)}: {_latency_text(best, result.model)}"
+    if best is result.default:
+        text += " (today's default)"
+    if best is pick:
+        return f"the pick, {text}"
+    flags = [flag for entry in pick["verified"].values() for flag in entry["flagged"]]
+    return f"{text}; the pick: {_latency_text(pick, result.model)}" + (
+        f" ({'; '.join(flags)})" if flags else ""
     )
 
 
@@ -907,7 +943,10 @@ def markdown(result: Exploration) -> str:
         "| point | latency ms | LUT % | DSP % | BRAM36 % | FF % | RTL model LUT % | verified |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for point in sorted(result.front, key=_objective_key(result.objective)):
+    # the front, then any verified point off it (today's default may be)
+    rows = sorted(result.front, key=_objective_key(result.objective))
+    rows += [p for p in result.verified if all(p is not row for row in rows)]
+    for point in rows:
         u = point["utilisation"]
         checks = []
         for kind, entry in point["verified"].items():
@@ -918,12 +957,18 @@ def markdown(result: Exploration) -> str:
                     f"{entry['measured']['dsp']} ({flag})"
                 )
             else:
+                measured = (
+                    f" = {entry['latency_ms']:.3f} ms"
+                    if entry["model"] == result.model and "latency_ms" in entry
+                    else ""
+                )
                 checks.append(
-                    f"RTL {entry['model']} x{entry['ratio']:.3f} of estimate, "
+                    f"RTL {entry['model']} x{entry['ratio']:.3f} of estimate{measured}, "
                     f"{'bit-exact' if entry['bit_exact'] else 'NOT bit-exact'} ({flag})"
                 )
         star = " (pick)" if point is pick else ""
         star += " (verified pick)" if point is result.verified_pick else ""
+        star += " (default)" if point is default else ""
         lines.append(
             f"| {_knob_text(point)}{star} | {point['latency_ms']:.3f} | {100 * u['lut']:.1f} | "
             f"{100 * u['dsp']:.1f} | {100 * u['bram36']:.1f} | {100 * u['ff']:.1f} | "

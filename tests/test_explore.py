@@ -255,13 +255,13 @@ def test_the_verified_pick_is_the_best_point_its_checks_left_standing(serial):
     fast, middle, slow = (json.loads(json.dumps(p)) for p in ranked)
     board = get_board(BOARD)
 
-    def check(point, lut_share, exact=True):
+    def check(point, lut_share, exact=True, ratio=1.0):
         measured = {**point["resources"], "lut": round(lut_share * board.lut)}
+        cycles = round(ratio * point["cycles"])
+        sim = {"model": MODEL, "cycles": cycles, "ratio": ratio, "bit_exact": exact}
         point["verified"] = {
             "synth": exploration._judge("synth", point, {"measured": measured}, BOARD),
-            "sim": exploration._judge(
-                "sim", point, {"model": MODEL, "ratio": 1.0, "bit_exact": exact}, BOARD
-            ),
+            "sim": exploration._judge("sim", point, sim, BOARD),
         }
 
     check(fast, 0.95)  # beyond the 85 % margin
@@ -273,5 +273,54 @@ def test_the_verified_pick_is_the_best_point_its_checks_left_standing(serial):
     assert exploration.verified_pick(points, "latency", lut_cap, BOARD) is None
     check(fast, 0.80)
     assert exploration.verified_pick(points, "latency", [], BOARD) is fast
+    # measured, the estimator's fastest is the slowest: the RTL's latency ranks them
+    check(fast, 0.80, ratio=slow["latency_ms"] / fast["latency_ms"] * 1.1)
+    assert exploration.verified_pick(points, "latency", [], BOARD, MODEL) is slow
+    assert exploration.verified_pick(points, "latency", [], BOARD) is fast  # by the estimate
+    measured = exploration.measured_latency_ms(fast, MODEL)
+    assert measured == pytest.approx(1.1 * slow["latency_ms"], rel=1e-3)
+    assert exploration.measured_latency_ms(fast, "m3vit") is None  # another model's run
     outcome = dataclasses.replace(result, verified=points, verified_pick=None, pick=fast)
     assert "none of the 3 verified points passed" in exploration.markdown(outcome)
+
+
+def test_todays_default_is_verified_beside_the_front(tmp_path, monkeypatch):
+    """With verification on, the board's default joins the verified points (so the pick
+    is compared with it as measured), the report lists it even off the front, and the
+    verified pick is ranked by the RTL's latency (a stand-in simulation finds every point
+    but the default 20 % slower than estimated) among the points within the constraint."""
+    from codesign import exploration
+
+    def fake_synth(point, board):
+        return {"tool": "stand-in", "measured": dict(point["resources"])}
+
+    def fake_sim(point, model, board, efficiency, seed):
+        slow = 1.0 if point.get("is_default") else 1.2
+        cycles = round(slow * point["cycles"])
+        return {"model": model, "cycles": cycles, "estimate_cycles": point["cycles"],
+                "ratio": cycles / point["cycles"], "bit_exact": True}  # fmt: skip
+
+    real_default = exploration._default_point
+
+    def marked_default(*args):
+        point = real_default(*args)
+        if point is not None:
+            point["is_default"] = True
+        return point
+
+    monkeypatch.setitem(exploration.VERIFY_JOBS, "synth", fake_synth)
+    monkeypatch.setitem(exploration.VERIFY_JOBS, "sim", fake_sim)
+    monkeypatch.setattr(exploration, "_default_point", marked_default)
+    result = explore(MODEL, BOARD, constraints="lut<=0.85", scheduler="serial", verify=1,
+                     weight_ports="1", cache=tmp_path / "cache", out=tmp_path / "out")  # fmt: skip
+    default = result.default
+    assert default is not None and any(point is default for point in result.verified)
+    assert len(result.verified) == (1 if result.pick is default else 2)
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "(default)" in report and "ms measured (RTL)" in report
+    # the best by measured latency among those within the constraint (Yosys's counts)
+    allowed = [p for p in result.verified if p["utilisation"]["lut"] <= 0.85]
+    best = min(allowed, key=lambda p: exploration.measured_latency_ms(p, MODEL))
+    assert result.verified_pick is best
+    assert best is default and best is not result.pick  # the case this test is for
+    assert "(today's default)" in report
