@@ -309,15 +309,15 @@ def rtl_check_params(arch: ArchConfig, precision) -> dict:
     from ..ops import kernel_check_params
 
     p = rtl_params(arch, precision)
-    params = kernel_check_params(arch, w_bytes=(p["w_container"] // 8,))
+    exp_frac = build_tables(**arch.table_params())["exp"].fmt.frac_bits
     datapath = {
         "act_bits": p["x_bits"],
         "weight_bits": p["w_bits"],
         "prob_bits": min(p["prob_bits"], p["score_bits"]),
-        "sum_bits": softmax_sum_bits(arch, params["exp_frac"]),
+        "sum_bits": softmax_sum_bits(arch, exp_frac),
         "norm_param_bits": p["norm_param_bits"],
     }
-    return {**params, **datapath}
+    return kernel_check_params(arch, w_bytes=(p["w_container"] // 8,), datapath_bits=datapath)
 
 
 def check_context(arch: ArchConfig, precision) -> dict:
