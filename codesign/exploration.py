@@ -816,15 +816,29 @@ def write_outputs(result: Exploration, out: Path) -> None:
         (tmp / "report.md").write_text(markdown(result))
 
 
+def measured_point(point: dict, key: str, board: str, model: str) -> tuple[float, float]:
+    """Where a verified point sits as measured: its share of the board's `key` by Yosys
+    (in %) and the RTL's latency on `model`; the estimate for what was not measured."""
+    synth = point["verified"].get("synth")
+    capacity = getattr(get_board(board), key)
+    share = (
+        100 * synth["measured"][key] / capacity
+        if synth is not None and capacity
+        else 100 * point["utilisation"][key]
+    )
+    return share, measured_latency_ms(point, model) or point["latency_ms"]
+
+
 def _plot(result: Exploration, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    panels = 4 if result.verified else 3
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4.5))
     for ax, key, label in zip(
-        axes, ("lut", "dsp", "bram36"), ("LUT", "DSP", "BRAM36"), strict=True
+        axes[:3], ("lut", "dsp", "bram36"), ("LUT", "DSP", "BRAM36"), strict=True
     ):
         fits = [p for p in result.points if p["fits"]]
         ax.scatter(
@@ -861,11 +875,29 @@ def _plot(result: Exploration, path: Path) -> None:
                 ms=9,
                 label="a build's pick today",
             )
-        ax.set_xlabel(f"{label} (% of {result.board}, estimate)")
-        ax.set_ylabel("latency (ms, estimate)")
+        # each verified point where it was measured (Yosys's share, the RTL's latency),
+        # joined to its estimate; the verified pick ringed
+        for index, point in enumerate(result.verified):
+            share, latency = measured_point(point, key, result.board, result.model)
+            ax.plot(
+                [100 * point["utilisation"][key], share],
+                [point["latency_ms"], latency],
+                "-",
+                c="tab:green",
+                lw=0.8,
+            )
+            ax.plot(share, latency, "D", mfc="none", c="tab:green", ms=6,
+                    label="measured (Yosys, RTL)" if index == 0 else None)  # fmt: skip
+            if point is result.verified_pick:
+                ax.plot(share, latency, "o", mfc="none", c="tab:green", ms=15, mew=2,
+                        label="verified pick")  # fmt: skip
+        ax.set_xlabel(f"{label} (% of {result.board}, estimate; measured where verified)")
+        ax.set_ylabel("latency (ms, estimate; measured where verified)")
         ax.set_yscale("log")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
+    if result.verified:
+        _plot_verified(result, axes[3])
     fig.suptitle(
         f"{result.model} on {result.board}: {len(result.points)} points, "
         f"{len(result.front)} on the front"
@@ -873,6 +905,29 @@ def _plot(result: Exploration, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _plot_verified(result: Exploration, ax) -> None:
+    """The verified points up close: each estimate (grey) joined to where Yosys and the
+    RTL put it (green), the verified pick ringed, on linear axes (the differences are a
+    few per cent, invisible on the front's log scale)."""
+    for point in result.verified:
+        share, latency = measured_point(point, "lut", result.board, result.model)
+        estimate = (100 * point["utilisation"]["lut"], point["latency_ms"])
+        ax.annotate("", xy=(share, latency), xytext=estimate,
+                    arrowprops={"arrowstyle": "->", "color": "tab:green", "lw": 0.8})  # fmt: skip
+        ax.plot(*estimate, "o", c="0.6", ms=6)
+        ax.plot(share, latency, "D", mfc="none", c="tab:green", ms=7)
+        name = "pick" if point is result.pick else "default" if point is result.default else ""
+        text = f"{point['knobs']['tile_in']}x{point['knobs']['tile_out']}"
+        ax.annotate(f"{text} {name}".strip(), (share, latency), fontsize=7,
+                    xytext=(4, 4), textcoords="offset points")  # fmt: skip
+        if point is result.verified_pick:
+            ax.plot(share, latency, "o", mfc="none", c="tab:green", ms=15, mew=2)
+    ax.set_xlabel(f"LUT (% of {result.board}): estimate (grey) -> Yosys (green)")
+    ax.set_ylabel("latency (ms): estimate -> RTL")
+    ax.set_title("verified points (ringed: verified pick)", fontsize=9)
+    ax.grid(alpha=0.3)
 
 
 def _rtl_lut(point: dict) -> str:

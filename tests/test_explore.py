@@ -318,6 +318,14 @@ def test_todays_default_is_verified_beside_the_front(tmp_path, monkeypatch):
     assert len(result.verified) == (1 if result.pick is default else 2)
     report = (tmp_path / "out" / "report.md").read_text()
     assert "(default)" in report and "ms measured (RTL)" in report
+    # the plot puts each verified point where it was measured: the stand-in synthesis
+    # reports the estimate's resources, the stand-in RTL 1.2x the estimate off the default
+    for point in result.verified:
+        share, latency = exploration.measured_point(point, "lut", BOARD, MODEL)
+        assert share == pytest.approx(100 * point["utilisation"]["lut"], rel=1e-3)
+        slow = 1.0 if point is default else 1.2
+        assert latency == pytest.approx(slow * point["latency_ms"], rel=1e-3)
+    assert (tmp_path / "out" / "pareto.png").stat().st_size > 10_000
     # the best by measured latency among those within the constraint (Yosys's counts)
     allowed = [p for p in result.verified if p["utilisation"]["lut"] <= 0.85]
     best = min(allowed, key=lambda p: exploration.measured_latency_ms(p, MODEL))
