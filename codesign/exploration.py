@@ -749,7 +749,6 @@ def verified_pick(verified: list[dict], objective: str, constraints: list[Constr
     run) bit-exact. Ranked by what was measured where it was (the RTL's latency on
     `model`, Yosys's resources), else by the estimate. The design to build; None when no
     verified point passed."""
-    capacity = get_board(board)
 
     def standing(point: dict) -> bool:
         checks = point["verified"]
@@ -757,17 +756,17 @@ def verified_pick(verified: list[dict], objective: str, constraints: list[Constr
         if synth is not None:
             if any(flag.startswith("synthesis beyond") for flag in synth["flagged"]):
                 return False
-            measured = synth["measured"]
-            for c in constraints:
-                if c.key != "latency_ms" and measured[c.key] / getattr(capacity, c.key) > c.limit:
-                    return False
+            resource_limits = [c for c in constraints if c.key != "latency_ms"]
+            if any(measured_point(point, c.key, board, model)[0] / 100 > c.limit
+                   for c in resource_limits):  # fmt: skip
+                return False
         return bool(checks) and (sim is None or sim["bit_exact"])
 
     def measured(point: dict) -> dict:
-        latency = measured_latency_ms(point, model) if model else None
         synth = point["verified"].get("synth")
         resources = synth["measured"] if synth is not None else point["resources"]
-        return {"latency_ms": latency or point["latency_ms"], "resources": resources}
+        latency = measured_latency_ms(point, model) or point["latency_ms"]
+        return {"latency_ms": latency, "resources": resources}
 
     standing_points = [point for point in verified if standing(point)]
     if not standing_points:
