@@ -62,7 +62,7 @@ OPCODES = (
     "FMTF",  # fraction field: signed a[15:8]
     "FMTOK",  # a well-formed format word
     "FMTB",  # signed bits a value of the format needs: a[7:0] + !a[16]
-    "DIVIDES",  # b != 0 and a % b == 0, 64 extra cycles
+    "DIVIDES",  # b != 0 and a % b == 0, 65 extra cycles (magnitudes, then 64 steps)
 )
 OP = {name: code for code, name in enumerate(OPCODES)}
 OP_BITS = 5
@@ -74,7 +74,7 @@ REGISTERS = 16
 IMM_BITS = 48
 BASE_CYCLES = 2  # operands, execute (the next instruction is fetched meanwhile)
 START_CYCLES = 1  # the first fetch
-EXTRA_CYCLES = {"DIVIDES": 64}  # MUL: one per 4 bits of b up to its top one
+EXTRA_CYCLES = {"DIVIDES": 65}  # MUL: one per 4 bits of b up to its top one
 _COMMUTATIVE = {"ADD", "MUL", "EQ", "NE", "AND", "OR"}
 _SWAPPED = {"LT": "GT", "LE": "GE", "GT": "LT", "GE": "LE", "EQ": "EQ", "NE": "NE"}
 _CMP = {"<": "LT", "<=": "LE", ">": "GT", ">=": "GE", "==": "EQ", "!=": "NE"}

@@ -72,6 +72,8 @@ ROM_TEMPLATE = "cds_rom"  # renders cds_rom_<table> for each table
 # own module gets the variables' defaults): one source for both forms
 VARIANTS = {"cds_requant_pipe": ("cds_requant", {"pipe": True})}
 VARIANT_DEFAULTS = {"cds_requant": {"pipe": False}}
+# pipeline latencies a unit's users count stages with (one place for each)
+LATENCY = {"requant": 2, "requant_pipe": 5}
 _DEPS_RE = re.compile(r"\{#-?\s*deps:\s*([\w\s]*?)\s*-?#\}")
 
 # Post-op codes of the LINEAR descriptor (codesign.program.Post) plus the UCU's MoE mode.
@@ -356,6 +358,7 @@ def _context(arch: ArchConfig, precision) -> dict:
         "header": header_context(tables),
         "softmax_sum_bits": softmax_sum_bits(arch, tables["exp"].fmt.frac_bits),
         "limits": _kernel_limits(arch),
+        "latency": LATENCY,
     }
 
 
