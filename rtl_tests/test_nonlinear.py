@@ -92,7 +92,7 @@ def test_lint_clean(arch, unit):
 @pytest.mark.parametrize("unit", ["cds_requant", "cds_requant_pipe"])
 def test_requant_exact(arch, unit):
     """cds_requant == fixed.requantize for random values, shifts, widths and all modes; so
-    does its longer form with shorter paths, cds_requant_pipe (five stages)."""
+    does its longer form with shorter paths, cds_requant_pipe."""
     stages = render.LATENCY[unit.removeprefix("cds_")]
     rng = np.random.default_rng(7)
     in_w, out_w = 64, 24 + arch.tile_in * 2  # 32- or 40-bit containers

@@ -96,6 +96,9 @@ def output_lanes(width: int, bus_bits: int) -> int:
     return lanes
 
 
+# pipeline latencies (cycles) of the RTL's shared units: the units built on them and the
+# estimator count their stages from here
+RTL_LATENCY = {"requant": 2, "requant_pipe": 6}
 MAC_PACK_BITS = 8  # weights and activations this narrow: two MACs share one DSP multiply
 
 

@@ -33,16 +33,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..arch import Board, get_board
-from ..arch.config import drain_chunks, output_lanes
+from ..arch.config import RTL_LATENCY, drain_chunks, output_lanes
 from ..arch.ddr import DEFAULT_LATENCY, DdrModel, ddr_model
 from ..ops import SPECS, spec
 from ..program import HEADER_BYTES, LAYER_WORDS, NONE, Op, unpack_fmt
 
 UCU_PIPELINE = 8  # cycles from a row entering the array to its accumulators updating
 ATTENTION_PIPELINE = 16  # score -> exp -> running sum / recip pipeline
-LAYERNORM_PIPELINE = 30  # pipelined sums -> rsqrt table -> first normalised element
+REQUANT_PIPE = RTL_LATENCY["requant_pipe"]
+# pipelined sums -> rsqrt table -> first normalised element (two requantisers on the way)
+LAYERNORM_PIPELINE = 22 + 2 * REQUANT_PIPE
 LAYERNORM_STATS_LATENCY = 10  # rows of one beat, RTL: (10 + log2 lanes + chunks) / 2 a row
-ELEMENTWISE_PIPELINE = 13  # read, sum, two product stages, requantise (4), write FIFO
+# read, aligned terms, sum, two product stages, requantise, write FIFO
+ELEMENTWISE_PIPELINE = 10 + REQUANT_PIPE
 GATE_PIPELINE = 16
 EXPERT_HANDOFF = 48  # per expert: fc1's writes acknowledged, fc2's job started
 

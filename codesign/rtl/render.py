@@ -25,7 +25,14 @@ from pathlib import Path
 
 import jinja2
 
-from ..arch.config import MAC_PACK_BITS, ArchConfig, Precision, output_lanes, parse_precision
+from ..arch.config import (
+    MAC_PACK_BITS,
+    RTL_LATENCY,
+    ArchConfig,
+    Precision,
+    output_lanes,
+    parse_precision,
+)
 from ..arch.regmap import register_map, weight_registers
 from ..contract import BIAS_SHIFT_BITS, CHECK_ERRORS, DEBUG_REGISTERS
 from ..hls.render import kernel_params
@@ -72,8 +79,7 @@ ROM_TEMPLATE = "cds_rom"  # renders cds_rom_<table> for each table
 # own module gets the variables' defaults): one source for both forms
 VARIANTS = {"cds_requant_pipe": ("cds_requant", {"pipe": True})}
 VARIANT_DEFAULTS = {"cds_requant": {"pipe": False}}
-# pipeline latencies a unit's users count stages with (one place for each)
-LATENCY = {"requant": 2, "requant_pipe": 5}
+LATENCY = RTL_LATENCY  # what the templates count pipeline stages with
 _DEPS_RE = re.compile(r"\{#-?\s*deps:\s*([\w\s]*?)\s*-?#\}")
 
 # Post-op codes of the LINEAR descriptor (codesign.program.Post) plus the UCU's MoE mode.
