@@ -38,7 +38,9 @@ from ..arch.ddr import DEFAULT_LATENCY, DdrModel, ddr_model
 from ..ops import SPECS, spec
 from ..program import HEADER_BYTES, LAYER_WORDS, NONE, Op, unpack_fmt
 
-UCU_PIPELINE = 8  # cycles from a row entering the array to its accumulators updating
+# a tile row's last drain beyond its row cycles: the drain's latency less the stages that
+# overlap the last MACs (8 when the drain was 14 stages)
+UCU_PIPELINE = RTL_LATENCY["ucu_drain"] - 6
 ATTENTION_PIPELINE = 16  # score -> exp -> running sum / recip pipeline
 REQUANT_PIPE = RTL_LATENCY["requant_pipe"]
 # pipelined sums -> rsqrt table -> first normalised element (two requantisers on the way)

@@ -72,7 +72,7 @@ SRC_REG, SRC_IMM, SRC_FIELD_U, SRC_FIELD_S, SRC_HDR_U, SRC_HDR_S, SRC_TASK, SRC_
 SEL_BITS = 10
 REGISTERS = 16
 IMM_BITS = 48
-BASE_CYCLES = 2  # operands, execute (the next instruction is fetched meanwhile)
+BASE_CYCLES = 3  # operands read, selected, executed (the next instruction fetched meanwhile)
 START_CYCLES = 1  # the first fetch
 EXTRA_CYCLES = {"DIVIDES": 65}  # MUL: one per 4 bits of b up to its top one
 _COMMUTATIVE = {"ADD", "MUL", "EQ", "NE", "AND", "OR"}
