@@ -639,7 +639,9 @@ def test_render_cli_writes_filelist(tmp_path):
     )
     assert result.exit_code == 0, result.output
     order = (tmp_path / "filelist.f").read_text().split()
-    assert {"cds_ucu.sv", "cds_requant_pipe.sv", "cds_rom_exp.sv", "cds_controller.sv"} <= set(order)
+    assert {"cds_ucu.sv", "cds_requant_pipe.sv", "cds_rom_exp.sv", "cds_controller.sv"} <= set(
+        order
+    )
     assert order[-1] == "codesign_top.sv"
     assert (tmp_path / "cds_gelu.sv").is_file()  # standalone units are written too
     seen = set()

@@ -10,6 +10,7 @@ import pytest
 
 from codesign import estimate as est
 from codesign.arch import ArchConfig, ddr_model, get_board
+from codesign.arch.config import RTL_LATENCY
 from codesign.program import NONE, Op
 
 # ---------------------------------------------------------------- per-op formulas by hand
@@ -19,18 +20,20 @@ def test_linear_cycles_by_hand():
     # 4 rows x 64 -> 32, Ti = To = 32, int16 weights, 128-bit bus:
     # tile load = 32*32*2 / 16 = 128 beats; 2 tiles; x read = 4 rows * (64*4/16) = 64 beats
     # the drain has 128 / 32 = 4 lanes: a row of 32 outputs takes 8 cycles (its 8 beats)
-    # UCU = first load 128 + 2 * max(4, 128) + drain 4 * 8 + pipeline 8 = 424
+    # UCU = first load 128 + 2 * max(4, 128) + drain 4 * 8 + the drain's pipeline
+    pipe = est.UCU_PIPELINE
+    assert pipe == RTL_LATENCY["ucu_drain"] - 6  # the drain less what overlaps the MACs
     assert est.tile_load_beats(32, 32, 2, 16) == 128
     assert est.drain_chunks(32, 128) == 8
-    assert est.ucu_cycles(4, 2, 1, 128) == 128 + 256 + 4 + 8  # one chunk: full-width lanes
-    assert est.ucu_cycles(4, 2, 1, 128, 8) == 424
-    assert est.linear_cycles(4, 64, 32, 32, 32, 2, 16) == 64 + 424
+    assert est.ucu_cycles(4, 2, 1, 128) == 128 + 256 + 4 + pipe  # one chunk: full-width lanes
+    assert est.ucu_cycles(4, 2, 1, 128, 8) == 416 + pipe
+    assert est.linear_cycles(4, 64, 32, 32, 32, 2, 16) == 64 + 416 + pipe
     # 200 rows: the MACs take 128 + 2 * 200 = 528, then the last (only) tile row drains
-    # at 8 cycles a row: 528 + 1600 + 8 = 2136, longer than the writes' 200 * 8 + 128 +
-    # 200 + 8 = 1936 (which start with the drain)
-    assert est.linear_cycles(200, 64, 32, 32, 32, 2, 16) == 200 * 16 + 2136
+    # at 8 cycles a row: 528 + 1600 + pipe, longer than the writes' 200 * 8 + 128 +
+    # 200 + pipe (which start with the drain)
+    assert est.linear_cycles(200, 64, 32, 32, 32, 2, 16) == 200 * 16 + 2128 + pipe
     # compute-bound: 16 input tiles per output tile row (512 inputs)
-    ucu = 128 + 16 * 200 + 1600 + 8
+    ucu = 128 + 16 * 200 + 1600 + pipe
     assert est.linear_cycles(200, 512, 32, 32, 32, 2, 16) == 200 * 128 + ucu
 
 
