@@ -623,8 +623,7 @@ def rule_engine_cycles(program, arch, ddr_latency: int = AXI_LATENCY) -> int:
     for layer in program.layers:
         if layer.op.name == "LINEAR" and layer.fields.get("blocks", NONE) != NONE:
             words = -(-layer.fields["out_dim"] // program.tile_out) + 1 + layer.fields["nnz"]
-            # the stream, and its last beat's check (a cycle after the beat)
-            total += beats(4 * words, program.bus_bits // 8) + ddr_latency + 1
+            total += beats(4 * words, program.bus_bits // 8) + ddr_latency
     return total
 
 
