@@ -51,7 +51,7 @@ def bench(models: list[str], cold: bool, repeat: int) -> None:
                     golden_s.append(time.perf_counter() - start)
                 traced = executor.run(raw, task, trace=True)
                 case = CsimCase(
-                    raw, task, expected_regions(program, traced.traces, traced.output, task)
+                    raw, task, expected_regions(program, traced.traces, traced.arena, task)
                 )
                 kernel_s, process_s = [], []
                 for _ in range(repeat):

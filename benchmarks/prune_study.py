@@ -54,7 +54,7 @@ def csim_check(build, arch, images: np.ndarray) -> dict:
     cases = []
     for index, raw in enumerate(build.quantize_input(images)):
         result = executor.run(raw, 0, trace=True)
-        regions = expected_regions(build.program, result.traces, result.output, 0)
+        regions = expected_regions(build.program, result.traces, result.arena, 0)
         cases.append(CsimCase(raw, 0, regions, f"image{index}"))
     outcome = run_csim(build.program, arch, cases)
     return {

@@ -163,6 +163,13 @@ def boards_cmd() -> None:
     help="ArchConfig fields, e.g. tile_in=16,tile_out=32,attn_parallel=4,bus_bits=256 "
     "(default: the board's, shrunk until it fits)",
 )
+@click.option(
+    "--arena-reuse/--no-arena-reuse",
+    default=True,
+    show_default=True,
+    help="activations share arena bytes when their lifetimes do not overlap; without, every "
+    "layer's output stays in the arena after a run (for debugging, at the unshared size)",
+)
 @click.option("--vitis", is_flag=True, help="run vitis_hls csynth on the project (if on PATH)")
 @click.option("--prune", "prune_spec", help="block-prune first: lpvit:0.5, magnitude:0.3, ...")
 @click.option("--rtl", is_flag=True, help="write the open RTL (rtl/, filelist.f) and lint it")
@@ -189,6 +196,7 @@ def build_cmd(
     no_plot,
     csim,
     arch_spec,
+    arena_reuse,
     vitis,
     prune_spec,
     rtl,
@@ -236,6 +244,7 @@ def build_cmd(
             plot=not no_plot,
             csim=csim,
             arch=arch,
+            arena_reuse=arena_reuse,
             prune=prune_spec,
             rtl=rtl,
             rtl_synth=rtl_synth,

@@ -15,6 +15,8 @@ import numpy as np
 from .arch import ArchConfig
 from .contract import pack_bias_words
 from .ir import Graph, Node
+from .memory_plan import Buffer, MemoryPlan
+from .memory_plan import plan as plan_memory
 from .numerics.fixed import Fixed
 from .numerics.tables import build_tables
 from .ops import spec
@@ -70,24 +72,9 @@ class _Blob:
         return b"".join(self.parts)
 
 
-class _Arena:
-    """Bump allocator for activation matrices (int32 elements, rows bus-aligned)."""
-
-    def __init__(self, bus_bytes: int):
-        self.bus_bytes = bus_bytes
-        self.size = 0
-
-    def stride(self, cols: int) -> int:
-        return padded(cols * 4, self.bus_bytes)
-
-    def alloc(self, nbytes: int) -> int:
-        offset = self.size
-        self.size += padded(nbytes, ARENA_ALIGN)
-        return offset
-
-    def matrix(self, rows: int, cols: int, fmt: Fixed) -> TensorRef:
-        stride = self.stride(cols)
-        return TensorRef(self.alloc(rows * stride), rows, cols, stride, fmt)
+def arena_stride(cols: int, bus_bytes: int) -> int:
+    """Bytes between rows of an int32 activation matrix: whole bus beats."""
+    return padded(cols * 4, bus_bytes)
 
 
 def gelu_kind(graph: Graph) -> str | None:
@@ -161,26 +148,86 @@ def _raw_weights(fmts: dict, key: str, weight: np.ndarray) -> tuple[np.ndarray, 
 
 
 class _Compiler:
-    def __init__(self, graph: Graph, arch: ArchConfig, block_sparse: bool = True):
+    def __init__(
+        self, graph: Graph, arch: ArchConfig, block_sparse: bool = True, arena_reuse: bool = True
+    ):
         self.graph = graph
         self.arch = arch
         self.block_sparse = block_sparse
+        self.arena_reuse = arena_reuse
         self.blob = _Blob(arch.bus_bytes)
-        self.arena = _Arena(arch.bus_bytes)
         self.refs: dict[str, TensorRef] = {}
         self.layers: list[Layer] = []
         self.meta_layers: list[dict] = []
-        self.queue = NONE
-        self.scratch: TensorRef | None = None
+        self.at = -1  # the node being compiled (-1: before the first, as in a Buffer)
+        # qk-norm normalises q and k in place: its output is its input's buffer
+        self.alias = {n.outputs[0]: n.inputs[0] for n in graph.nodes if n.op == "qknorm"}
+
+    # ---------------------------------------------------------------- arena
+    def buffer_of(self, name: str) -> str:
+        while name in self.alias:
+            name = self.alias[name]
+        return name
+
+    def plan_arena(self) -> MemoryPlan:
+        """Every tensor's buffer (and each MoE layer's queue and scratch) with the nodes
+        it lives across, placed by ``codesign.memory_plan``."""
+        graph, nodes = self.graph, self.graph.nodes
+        bus = self.arch.bus_bytes
+        spans: dict[str, list[int]] = {}
+        sizes: dict[str, int] = {}
+
+        def touch(name: str, at: int, nbytes: int) -> None:
+            span = spans.setdefault(name, [at, at])
+            span[0], span[1] = min(span[0], at), max(span[1], at)
+            sizes[name] = max(sizes.get(name, 0), nbytes)
+
+        def tensor(name: str, at: int) -> None:
+            rows, cols = self.graph.tensors[name].shape
+            touch(self.buffer_of(name), at, rows * arena_stride(cols, bus))
+
+        tensor(graph.input, -1)
+        for at, node in enumerate(nodes):
+            for name in (*node.inputs, *node.outputs):
+                tensor(name, at)
+            if node.op == "moe":
+                experts, hidden, _ = node.params["fc1_weight"].shape
+                tokens = self.graph.tensors[node.inputs[0]].shape[0]
+                touch(f"{node.name}#queue", at, 4 * experts + 8 * experts * tokens)
+                touch(
+                    f"{node.name}#scratch", at, tokens * arena_stride(hidden, self.arch.bus_bytes)
+                )
+        # the host reads the outputs after the run; the input rows survive it (a host may
+        # run every task on one upload: docs/interface.md)
+        for name in (graph.input, *graph.outputs.values()):
+            tensor(name, len(nodes))
+        buffers = [Buffer(name, sizes[name], *span) for name, span in spans.items()]
+        return plan_memory(buffers, ARENA_ALIGN, self.arena_reuse)
+
+    def arena_offset(self, name: str) -> int:
+        """A buffer's offset, checked to be live at the node being compiled (the plan's
+        lifetimes come from node inputs and outputs: an op that touched anything else
+        would get bytes another tensor may hold)."""
+        place = self.memory.placements[name]
+        if not place.buffer.first <= self.at <= place.buffer.last:
+            node = (
+                self.graph.nodes[self.at].name if 0 <= self.at < len(self.graph.nodes) else "host"
+            )
+            raise CompileError(f"{node} uses {name} outside the lifetime the memory plan gave it")
+        return place.offset
+
+    def ref(self, name: str) -> TensorRef:
+        tensor = self.graph.tensors[name]
+        if tensor.fmt is None:
+            raise CompileError(f"tensor {name} has no format: quantise the graph first")
+        offset = self.arena_offset(self.buffer_of(name))
+        if name not in self.refs:
+            rows, cols = tensor.shape
+            stride = arena_stride(cols, self.arch.bus_bytes)
+            self.refs[name] = TensorRef(offset, rows, cols, stride, tensor.fmt)
+        return self.refs[name]
 
     # ---------------------------------------------------------------- helpers
-    def ref(self, name: str) -> TensorRef:
-        if name not in self.refs:
-            tensor = self.graph.tensors[name]
-            if tensor.fmt is None:
-                raise CompileError(f"tensor {name} has no format: quantise the graph first")
-            self.refs[name] = self.arena.matrix(*tensor.shape, tensor.fmt)
-        return self.refs[name]
 
     def weights(self, raw: np.ndarray, fmt: Fixed) -> int:
         container = weight_container_bytes(fmt)
@@ -436,11 +483,14 @@ class _Compiler:
         x, out = self.ref(node.inputs[0]), self.ref(node.outputs[0])
         experts, hidden, dim = params["fc1_weight"].shape
         tokens = x.rows
-        queue_bytes = 4 * experts + 8 * experts * tokens
-        if self.queue == NONE or self._queue_bytes < queue_bytes:
-            self.queue, self._queue_bytes = self.arena.alloc(queue_bytes), queue_bytes
-        if self.scratch is None or self.scratch.rows < tokens or self.scratch.cols < hidden:
-            self.scratch = self.arena.matrix(tokens, hidden, fmts["hidden"])
+        queue = self.arena_offset(f"{node.name}#queue")
+        scratch = TensorRef(
+            self.arena_offset(f"{node.name}#scratch"),
+            tokens,
+            hidden,
+            arena_stride(hidden, self.arch.bus_bytes),
+            fmts["hidden"],
+        )
         w_bytes = weight_container_bytes(fmts["fc1_weight"])
         for task, gate in enumerate(params["gate"]):
             fields = {
@@ -456,7 +506,7 @@ class _Compiler:
                 "x_fmt": pack_fmt(x.fmt),
                 "logit_fmt": pack_fmt(fmts["logit"]),
                 "score_fmt": pack_fmt(fmts["score"]),
-                "queue": self.queue,
+                "queue": queue,
             }
             self.emit(Op.MOE_GATE, node, fields, task=task, suffix=f".gate{task}")
 
@@ -491,7 +541,7 @@ class _Compiler:
             "dim": dim,
             "hidden": hidden,
             "experts": experts,
-            "queue": self.queue,
+            "queue": queue,
             "res": res.offset if res else NONE,
             "res_stride": res.stride if res else 0,
             "dst": out.offset,
@@ -516,8 +566,8 @@ class _Compiler:
             "y_fmt": pack_fmt(fmts["expert_out"]),
             "score_fmt": pack_fmt(fmts["score"]),
             "w_bytes": w_bytes,
-            "scratch": self.scratch.offset,
-            "scratch_stride": self.scratch.stride,
+            "scratch": scratch.offset,
+            "scratch_stride": scratch.stride,
         }
         self.emit(Op.MOE_EXPERTS, node, fields, suffix=".experts")
 
@@ -543,9 +593,11 @@ class _Compiler:
         _check_fits(graph, self.arch)
         tables = self.tables()
         self.table_fmts = {name: ref.fmt for name, ref in tables.items()}
+        self.memory = self.plan_arena()
         input_ref = self.ref(graph.input)
-        for node in graph.nodes:
+        for self.at, node in enumerate(graph.nodes):
             getattr(self, node.op)(node)
+        self.at = len(graph.nodes)
         outputs = [self.ref(graph.outputs[task]) for task in graph.tasks]
         program = Program(
             model=graph.name,
@@ -557,7 +609,7 @@ class _Compiler:
             weight_ports=self.arch.weight_ports,
             layers=self.layers,
             data=b"",
-            arena_bytes=self.arena.size,
+            arena_bytes=self.memory.arena_bytes,
             input=input_ref,
             outputs=outputs,
             tables={},
@@ -582,14 +634,20 @@ class _Compiler:
             "precision": graph.meta.get("precision"),
             "arch": self.arch.to_dict(),
             "patchify": {k: graph.meta[k] for k in ("image_size", "patch_size", "in_chans")},
+            "memory": self.memory.to_dict(),
         }
         return program
 
 
-def compile_graph(graph: Graph, arch: ArchConfig, block_sparse: bool = True) -> Program:
+def compile_graph(
+    graph: Graph, arch: ArchConfig, block_sparse: bool = True, arena_reuse: bool = True
+) -> Program:
     """Lower a quantised graph for one ArchConfig.
 
     A linear layer whose quantised weights contain all-zero UCU tiles is stored
     block-sparse (see ``program.pack_block_sparse``) unless ``block_sparse`` is False.
+    Activations share arena bytes when their lifetimes do not overlap
+    (``codesign.memory_plan``) unless ``arena_reuse`` is False: then every layer's output
+    is still in the arena after a run.
     """
-    return _Compiler(graph, arch, block_sparse).run()
+    return _Compiler(graph, arch, block_sparse, arena_reuse).run()

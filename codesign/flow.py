@@ -63,6 +63,8 @@ class BuildOptions:
     # to 8 bits, round-to-nearest above; or "nearest" / "gptq" (codesign.rounding)
     rounding: str = "auto"
     ddr_efficiency: float = DEFAULT_EFFICIENCY  # the DDR model's sustained share of the peak
+    # activations share arena bytes when their lifetimes do not overlap (codesign.memory_plan)
+    arena_reuse: bool = True
     out: Path | None = None
     plot: bool = True
     csim: bool = False  # run the HLS kernel's g++ C-simulation after verify (CLI default: on)
@@ -253,7 +255,7 @@ def step_compile(state: BuildState) -> None:
         given = state.options.arch_fields
         sizes = {**model_limits(state.graph_quant), **model_tables(state.graph_quant)}
         state.arch = state.arch.with_(**{k: v for k, v in sizes.items() if k not in given})
-    program = compile_graph(state.graph_quant, state.arch)
+    program = compile_graph(state.graph_quant, state.arch, arena_reuse=state.options.arena_reuse)
     if state.options.arch is None:
         chosen, tried = choose_arch(program, state.graph_quant, state.board, state.arch)
         state.arch_choice = {
@@ -266,7 +268,9 @@ def step_compile(state: BuildState) -> None:
         }  # fmt: skip
         if chosen != state.arch:
             state.arch = chosen
-            program = compile_graph(state.graph_quant, chosen)
+            program = compile_graph(
+                state.graph_quant, chosen, arena_reuse=state.options.arena_reuse
+            )
     else:
         check_fits(program, state.arch, state.board)
         state.arch_choice = {"chosen_automatically": False, "rejected": []}
@@ -344,7 +348,7 @@ def _csim_case(program: Program, raw: np.ndarray, task: int, index: int, result)
     regions = [
         (name, offset, rows, cols, stride, np.asarray(values).astype(np.int32))
         for name, offset, rows, cols, stride, values in expected_regions(
-            program, result.traces, result.output, task
+            program, result.traces, result.arena, task
         )
     ]
     return CsimCase(raw, task, regions, f"task{task}.image{index}")
@@ -465,6 +469,7 @@ def step_report(state: BuildState) -> None:
             "sha256": hashlib.sha256(state.program_bytes).hexdigest(),
             "layers": len(program.layers),
             "arena_bytes": program.arena_bytes,
+            "memory": {k: v for k, v in program.meta["memory"].items() if k != "buffers"},
         },
         "register_map": register_map(state.arch.weight_ports).to_dict(),
         "calibration": {
@@ -536,7 +541,7 @@ def write_outputs(state: BuildState, out: Path, plot: bool = True) -> Path:
     from .estimate import plot_layers
     from .hls.csim import write_case
     from .hls.render import render_project
-    from .report import write_markdown, write_plot
+    from .report import write_markdown, write_memory_plot, write_plot
 
     out = Path(out)
     with atomic_output_dir(out) as tmp:
@@ -547,6 +552,7 @@ def write_outputs(state: BuildState, out: Path, plot: bool = True) -> Path:
         (tmp / "regmap.json").write_text(json.dumps(regmap.to_dict(), indent=1))
         if plot:
             write_plot(state.report, tmp / "fidelity.png")
+            write_memory_plot(state.program.meta["memory"], tmp / "memory.png")
             if state.report.get("estimate"):
                 plot_layers(state.report["estimate"], tmp / "cycles.png")
         write_markdown(state.report, tmp / "report.md", plot=plot)

@@ -41,6 +41,8 @@ class RunResult:
     fmt: Fixed
     traces: dict[str, np.ndarray] = field(default_factory=dict)  # layer name -> raw output
     saturations: dict[str, int] = field(default_factory=dict)  # layer name -> values clipped
+    # the arena's 32-bit words after the run (with ``trace``): what a kernel's DDR holds
+    arena: np.ndarray | None = None
 
     def to_float(self) -> np.ndarray:
         return self.fmt.to_float(self.output)
@@ -162,6 +164,8 @@ class GoldenExecutor:
                 result.traces[layer.name] = out
         out_ref = program.outputs[task]
         result.output = self.read(out_ref.offset, out_ref.rows, out_ref.cols, out_ref.stride)
+        if trace:
+            result.arena = self.arena.astype(np.int32)
         return result
 
     # ---------------------------------------------------------------- ops

@@ -61,6 +61,18 @@ def format_legend(layers: list[dict]) -> list[str]:
     ]
 
 
+def _memory_note(memory: dict | None) -> str:
+    """How the arena came to its size: shared by lifetimes, or a block per tensor."""
+    if not memory:
+        return ""
+    if memory["reuse"]:
+        return (
+            f" (activations share bytes by lifetime; peak live {memory['peak_live_bytes']}, "
+            f"{memory['unshared_bytes']} unshared)"
+        )
+    return " (a block per activation: every layer's output stays after a run)"
+
+
 def _pruning_bullet(pruning: dict | None) -> list[str]:
     if not pruning or "program" not in pruning:
         return []
@@ -240,7 +252,8 @@ def write_markdown(report: dict, path: Path, plot: bool = True) -> None:
         f"{model['heads']} heads; {model['macs'] / 1e9:.3f} GMAC, {model['params'] / 1e6:.3f} M "
         f"params; weights: {model['weights']}",
         f"- program: {program['bytes']} bytes, {program['layers']} layers, "
-        f"arena {program['arena_bytes']} bytes, sha256 `{program['sha256'][:16]}…`",
+        f"arena {program['arena_bytes']} bytes{_memory_note(program.get('memory'))}, "
+        f"sha256 `{program['sha256'][:16]}…`",
         *_pruning_bullet(report.get("pruning")),
         *_calibration_bullet(report.get("calibration")),
         *_weights_bullet(report.get("calibration")),
@@ -278,6 +291,25 @@ def write_markdown(report: dict, path: Path, plot: bool = True) -> None:
             f" | {layer['formats'].get('out_fmt', '')} | {layer['saturations']} | "
             f"{(f'{max(rel):.3%}') if rel else 'n/a'} |"
         )
+    memory = report["program"].get("memory")
+    if memory:
+        lines += [
+            "",
+            "## Arena",
+            "",
+            f"{report['program']['arena_bytes']:,} bytes: "
+            + (
+                f"activations share bytes once their lifetimes end (the most live at once: "
+                f"{memory['peak_live_bytes']:,}; a block per buffer would take "
+                f"{memory['unshared_bytes']:,}). Every buffer's offset and lifetime: "
+                "`program.json`, `meta.memory`."
+                if memory["reuse"]
+                else "a block per buffer (`--no-arena-reuse`): every layer's output survives "
+                "the run."
+            ),
+        ]
+        if plot:
+            lines += ["", "![the arena's memory plan](memory.png)"]
     if report.get("estimate"):
         from .estimate import estimate_markdown
 
@@ -361,6 +393,57 @@ def fidelity_figure(report: dict):
     )
     fig.legend(loc="outside upper center", ncol=len(per_task), fontsize="small", frameon=False)
     return fig
+
+
+def memory_figure(memory: dict):
+    """The arena's memory plan: each buffer a box over the nodes it lives across (x) and
+    the bytes it holds (y), so the reuse and what sets the arena's size can be seen."""
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch, Rectangle
+
+    buffers = memory["buffers"]
+    last = max((b["last"] for b in buffers), default=0)
+    fig = Figure(figsize=(max(8.0, 0.08 * last + 3.0), 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    colours = colormaps["tab10"]
+    names = ("activation", "MoE queue / scratch", "input / output")
+    kinds = {name: colours(index) for index, name in enumerate(names)}
+    for buffer in buffers:
+        if "#" in buffer["name"]:
+            kind = "MoE queue / scratch"
+        elif buffer["first"] < 0 or buffer["last"] == last:
+            kind = "input / output"
+        else:
+            kind = "activation"
+        ax.add_patch(
+            Rectangle(
+                (buffer["first"] - 0.45, buffer["offset"] / 1024),
+                buffer["last"] - buffer["first"] + 0.9,
+                buffer["nbytes"] / 1024,
+                facecolor=kinds[kind],
+                edgecolor="black",
+                lw=0.3,
+                alpha=0.8,
+            )
+        )
+    arena = memory["arena_bytes"] / 1024
+    ax.axhline(arena, color="black", ls="--", lw=1)
+    ax.set_xlim(-1.5, last + 0.5)
+    ax.set_ylim(0, arena * 1.08 or 1)
+    ax.set_xlabel("graph node (-1: before the run; the last: after it)")
+    ax.set_ylabel("arena offset (KiB)")
+    shared = "shared by lifetime" if memory["reuse"] else "a block per buffer"
+    ax.set_title(
+        f"arena {arena:,.0f} KiB ({shared}; {memory['unshared_bytes'] / 1024:,.0f} KiB unshared)"
+    )
+    handles = [Patch(color=c, label=k) for k, c in kinds.items()]
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return fig
+
+
+def write_memory_plot(memory: dict, path: Path) -> None:
+    memory_figure(memory).savefig(path, dpi=110)
 
 
 def write_plot(report: dict, path: Path) -> None:

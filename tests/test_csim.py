@@ -61,7 +61,7 @@ def golden_cases(build, images: int = 1, tasks=None, seed: int = 0) -> list[Csim
     for task in range(program.n_tasks) if tasks is None else tasks:
         for index, sample in enumerate(raw):
             result = executor.run(sample, task, trace=True)
-            regions = expected_regions(program, result.traces, result.output, task)
+            regions = expected_regions(program, result.traces, result.arena, task)
             cases.append(CsimCase(sample, task, regions, f"task{task}.image{index}"))
     return cases
 
@@ -205,8 +205,8 @@ def test_cli_exits_nonzero_on_a_csim_mismatch(tmp_path, monkeypatch):
 
     real = csim_module.expected_regions
 
-    def corrupted(program, traces, output, task):
-        regions = real(program, traces, output, task)
+    def corrupted(program, traces, arena, task):
+        regions = real(program, traces, arena, task)
         name, offset, rows, cols, stride, values = regions[2]
         return [*regions[:2], (name, offset, rows, cols, stride, values + 1), *regions[3:]]
 

@@ -405,7 +405,7 @@ def test_pruned_m3vit_tiny_csim_bit_exact_with_golden():
     cases = []
     for task in (0, 1):
         result = executor.run(raw, task, trace=True)
-        regions = expected_regions(program, result.traces, result.output, task)
+        regions = expected_regions(program, result.traces, result.arena, task)
         cases.append(CsimCase(raw, task, regions, f"pruned.task{task}"))
     outcome = run_csim(program, arch, cases)
     assert outcome.ran, outcome.reason

@@ -211,9 +211,27 @@ def test_fidelity_figure_names_layers_in_percent_with_both_tasks_visible(dense):
 
 def test_write_outputs_writes_both_plots_and_links_them(pruned, tmp_path):
     out = write_outputs(pruned.state, tmp_path / "out")
-    for name in ("fidelity.png", "cycles.png"):
+    for name in ("fidelity.png", "cycles.png", "memory.png"):
         assert (out / name).read_bytes()[:8] == PNG
     text = (out / "report.md").read_text()
     assert "![cycles per layer](cycles.png)" in text and "## Pruning" in text
+    assert "## Arena" in text and "![the arena's memory plan](memory.png)" in text
     saved = json.loads((out / "report.json").read_text())
     assert all("breakdown" in layer for layer in saved["estimate"]["layers"])
+
+
+def test_the_memory_plot_draws_every_buffer_at_its_offset(tiny_build):
+    """One box per buffer of the plan, at its offset and over its lifetime, under the
+    dashed line of the arena's size."""
+    from codesign.report import memory_figure
+
+    memory = tiny_build.program.meta["memory"]
+    ax = memory_figure(memory).axes[0]
+    boxes = sorted((p.get_x(), p.get_y(), p.get_width(), p.get_height()) for p in ax.patches)
+    want = sorted(
+        (b["first"] - 0.45, b["offset"] / 1024, b["last"] - b["first"] + 0.9, b["nbytes"] / 1024)
+        for b in memory["buffers"]
+    )
+    assert boxes == pytest.approx(want)
+    assert ax.get_lines()[0].get_ydata()[0] == memory["arena_bytes"] / 1024
+    assert all(y + h <= memory["arena_bytes"] / 1024 for _, y, _, h in boxes)

@@ -248,36 +248,39 @@ def output_region(layer: Layer) -> tuple[int, int, int, int] | None:
 
 
 def expected_regions(
-    program: Program, traces: dict[str, np.ndarray], output: np.ndarray, task: int
+    program: Program, traces: dict[str, np.ndarray], arena: np.ndarray, task: int
 ) -> list[tuple[str, int, int, int, int, np.ndarray]]:
-    """The regions the testbench checks: every traced layer's output, then the final output.
+    """The regions the testbench checks: every traced layer's output, then the final output,
+    each with what the golden executor's ``arena`` (32-bit words) holds there after the run.
 
-    The testbench compares them once the run is over, so a region a later layer rewrote in
-    part (qk-norm normalises q and k inside the qkv rows) is expected with those rewrites.
+    The testbench compares them once the run is over, so a region is expected with whatever
+    later layers wrote over it: activations share arena bytes once their lifetimes end
+    (``codesign.memory_plan``), and qk-norm normalises q and k inside the qkv rows. A
+    mismatch is named by the first layer whose region differs; build with
+    ``--no-arena-reuse`` for every layer's output to survive the run untouched.
     """
+    words = np.asarray(arena)
+
+    def rows_at(offset: int, rows: int, cols: int, stride: int) -> np.ndarray:
+        start, pitch = offset // 4, stride // 4
+        if offset % 4 or stride % 4 or start + rows * pitch > words.size:
+            raise CsimError(f"region at {offset} ({rows} x {stride} bytes) is outside the arena")
+        return words[start : start + rows * pitch].reshape(rows, pitch)[:, :cols].copy()
+
     regions = []
     for layer in program.layers:
         region = output_region(layer)
         if region is None or layer.name not in traces:
             continue
-        values = np.asarray(traces[layer.name])
         offset, rows, cols, stride = region
-        if values.shape != (rows, cols):
-            raise CsimError(f"trace of {layer.name} has shape {values.shape}, not {(rows, cols)}")
-        regions.append((layer.name, offset, rows, cols, stride, values))
-    for index, (name, offset, rows, cols, stride, values) in enumerate(regions):
-        end = offset + stride * rows
-        for _, o2, r2, c2, s2, v2 in regions[index + 1 :]:
-            if o2 >= end or o2 + s2 * r2 <= offset:
-                continue
-            if values is regions[index][5]:
-                values = values.copy()
-            at = o2 + s2 * np.arange(r2)[:, None] + 4 * np.arange(c2) - offset  # bytes
-            row, col = at // stride, (at % stride) // 4
-            hit = (at >= 0) & (row < rows) & (col < cols) & (at % 4 == 0)
-            values[row[hit], col[hit]] = v2[hit]
-        regions[index] = (name, offset, rows, cols, stride, values)
+        if np.shape(traces[layer.name]) != (rows, cols):
+            raise CsimError(
+                f"trace of {layer.name} has shape {np.shape(traces[layer.name])}, not "
+                f"{(rows, cols)}"
+            )
+        regions.append((layer.name, offset, rows, cols, stride, rows_at(*region)))
     ref = program.outputs[task]
+    output = rows_at(ref.offset, ref.rows, ref.cols, ref.stride)
     regions.append((f"output[task {task}]", ref.offset, ref.rows, ref.cols, ref.stride, output))
     return regions
 

@@ -1,0 +1,144 @@
+"""The activation arena's memory plan: where each buffer lives, and for how long.
+
+Every executor runs a Program's layers one after another and a layer's reads and writes
+finish before the next layer starts, so two buffers whose lifetimes (the first and last
+layer that touch them) do not overlap may share arena bytes. The compiler hands this
+module every buffer with its lifetime and gets an offset for each; the plan it returns is
+what ``program.meta["memory"]`` records and the build report shows. Without reuse (a user
+who wants every layer's output left in the arena after a run) each buffer gets bytes of
+its own, in order of first use.
+
+The input is what the host writes before a run, the outputs what it reads after it: the
+input's lifetime runs from before the first layer, an output's to after the last (and the
+input's too: the kernel leaves the input rows as it found them, so a host can run every
+task on one upload).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Buffer:
+    """A block of arena bytes that one tensor (or one op's scratch) needs from the node
+    ``first`` to the node ``last`` (node indices; -1 is "before the run", the node count
+    "after it")."""
+
+    name: str
+    nbytes: int
+    first: int
+    last: int
+
+    def live_with(self, other: Buffer) -> bool:
+        return self.first <= other.last and other.first <= self.last
+
+
+@dataclass(frozen=True)
+class Placement:
+    buffer: Buffer
+    offset: int
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.buffer.nbytes
+
+
+@dataclass
+class MemoryPlan:
+    """Offsets for every buffer; ``arena_bytes`` is the arena the Program asks for."""
+
+    placements: dict[str, Placement]
+    arena_bytes: int
+    reuse: bool
+    align: int
+
+    def offset(self, name: str) -> int:
+        return self.placements[name].offset
+
+    def _size(self, buffer: Buffer) -> int:
+        return _round_up(buffer.nbytes, self.align)
+
+    @property
+    def unshared_bytes(self) -> int:
+        """The arena without reuse: every buffer's aligned bytes added up."""
+        return sum(self._size(buffer) for buffer in self.buffers)
+
+    @property
+    def peak_live_bytes(self) -> int:
+        """The most aligned bytes live at once: no plan can use less arena than this."""
+        buffers = self.buffers
+        points = {b.first for b in buffers} | {b.last for b in buffers}
+        return max(
+            (sum(self._size(b) for b in buffers if b.first <= at <= b.last) for at in points),
+            default=0,
+        )
+
+    @property
+    def buffers(self) -> list[Buffer]:
+        return [place.buffer for place in self.placements.values()]
+
+    def to_dict(self) -> dict:
+        return {
+            "reuse": self.reuse,
+            "arena_bytes": self.arena_bytes,
+            "unshared_bytes": self.unshared_bytes,
+            "peak_live_bytes": self.peak_live_bytes,
+            "buffers": [
+                {**asdict(place.buffer), "offset": place.offset}
+                for place in sorted(self.placements.values(), key=lambda p: (p.offset, p.end))
+            ],
+        }
+
+
+def _round_up(value: int, align: int) -> int:
+    return -(-value // align) * align
+
+
+def plan(buffers: list[Buffer], align: int, reuse: bool = True) -> MemoryPlan:
+    """Place ``buffers`` at ``align``-byte offsets.
+
+    With reuse: largest buffer first (ties: earliest first use, then name, so the plan is
+    deterministic), each at the lowest offset that overlaps no placed buffer live at the
+    same time: the greedy-by-size rule that comes close to the peak live bytes on a
+    network's chain of activations. Without reuse: one after another in order of first
+    use."""
+    names = [buffer.name for buffer in buffers]
+    if len(set(names)) != len(names):
+        raise ValueError("memory plan: two buffers share a name")
+    placements: dict[str, Placement] = {}
+    if not reuse:
+        offset = 0
+        for buffer in sorted(buffers, key=lambda b: (b.first, names.index(b.name))):
+            placements[buffer.name] = Placement(buffer, offset)
+            offset += _round_up(buffer.nbytes, align)
+        return MemoryPlan(placements, offset, reuse, align)
+    for buffer in sorted(buffers, key=lambda b: (-b.nbytes, b.first, b.name)):
+        busy = sorted(
+            (p.offset, _round_up(p.end, align))
+            for p in placements.values()
+            if p.buffer.live_with(buffer)
+        )
+        offset = 0
+        for start, end in busy:
+            if offset + buffer.nbytes <= start:
+                break
+            offset = max(offset, end)
+        placements[buffer.name] = Placement(buffer, offset)
+    size = max((_round_up(p.end, align) for p in placements.values()), default=0)
+    return MemoryPlan(placements, size, reuse, align)
+
+
+def check(memory: MemoryPlan) -> None:
+    """Raise when two buffers live at the same time share a byte (the plan's invariant)."""
+    places = sorted(memory.placements.values(), key=lambda p: p.offset)
+    for i, one in enumerate(places):
+        if one.end > memory.arena_bytes:
+            raise AssertionError(f"{one.buffer.name} ends past the arena")
+        for other in places[i + 1 :]:
+            if other.offset >= one.end:
+                break
+            if one.buffer.live_with(other.buffer) and one.buffer.nbytes and other.buffer.nbytes:
+                raise AssertionError(
+                    f"{one.buffer.name} and {other.buffer.name} are live together and overlap"
+                )
