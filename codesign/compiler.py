@@ -194,9 +194,7 @@ class _Compiler:
                 experts, hidden, _ = node.params["fc1_weight"].shape
                 tokens = self.graph.tensors[node.inputs[0]].shape[0]
                 touch(f"{node.name}#queue", at, 4 * experts + 8 * experts * tokens)
-                touch(
-                    f"{node.name}#scratch", at, tokens * arena_stride(hidden, self.arch.bus_bytes)
-                )
+                touch(f"{node.name}#scratch", at, tokens * arena_stride(hidden, bus))
         # the host reads the outputs after the run; the input rows survive it (a host may
         # run every task on one upload: docs/interface.md)
         for name in (graph.input, *graph.outputs.values()):
@@ -210,9 +208,8 @@ class _Compiler:
         would get bytes another tensor may hold)."""
         place = self.memory.placements[name]
         if not place.buffer.first <= self.at <= place.buffer.last:
-            node = (
-                self.graph.nodes[self.at].name if 0 <= self.at < len(self.graph.nodes) else "host"
-            )
+            nodes = self.graph.nodes
+            node = nodes[self.at].name if 0 <= self.at < len(nodes) else "the host"
             raise CompileError(f"{node} uses {name} outside the lifetime the memory plan gave it")
         return place.offset
 
@@ -228,7 +225,6 @@ class _Compiler:
         return self.refs[name]
 
     # ---------------------------------------------------------------- helpers
-
     def weights(self, raw: np.ndarray, fmt: Fixed) -> int:
         container = weight_container_bytes(fmt)
         arch = self.arch

@@ -100,8 +100,9 @@ def output_lanes(width: int, bus_bits: int) -> int:
 # estimator count their stages from here
 RTL_LATENCY = {"requant": 2, "requant_pipe": 6}
 RTL_LATENCY["gelu"] = 6 + RTL_LATENCY["requant_pipe"]  # interpolation, then requantise
-# the UCU drain: sum, requantise, GELU (or its bypass), score product, collect
-RTL_LATENCY["ucu_drain"] = 4 + RTL_LATENCY["requant_pipe"] + RTL_LATENCY["gelu"]
+# the UCU drain: aligned operands, their sum, requantise, GELU (or its bypass), score
+# product, collect
+RTL_LATENCY["ucu_drain"] = 5 + RTL_LATENCY["requant_pipe"] + RTL_LATENCY["gelu"]
 MAC_PACK_BITS = 8  # weights and activations this narrow: two MACs share one DSP multiply
 
 
