@@ -236,11 +236,15 @@ def timed_shapes(arch, lanes: int) -> list[dict]:
     rng = np.random.default_rng(7)
     slots = arch.attn_parallel
     out = []
-    for tokens, heads in ((max(1, slots - 1), 1), (slots, 2), (3 * slots + 1, 2), (33, 2)):
+    shapes = [(max(1, slots - 1), 1, lanes), (slots, 2, lanes), (3 * slots + 1, 2, lanes),
+              (33, 2, lanes)]  # fmt: skip
+    if arch.header_attn_lanes:  # a head of one chunk in a chunked core: a gap after each key
+        shapes.append((33, 2, arch.attention_lanes))
+    for tokens, heads, head_dim in shapes:
         case = make_case(rng, arch, lanes, "random")
         qkv_fmt = case["fmts"]["qkv"]
-        case.update(tokens=tokens, heads=heads, head_dim=lanes, parallel=min(slots, tokens))
-        values = rng.normal(0.0, 0.3, (tokens, 3 * heads * lanes))
+        case.update(tokens=tokens, heads=heads, head_dim=head_dim, parallel=min(slots, tokens))
+        values = rng.normal(0.0, 0.3, (tokens, 3 * heads * head_dim))
         case["qkv"] = qkv_fmt.quantize(values)
         case["fmts"]["sum"] = case["fmts"]["sum"].with_(
             width=case["fmts"]["sum"].frac_bits + tokens.bit_length(),

@@ -44,6 +44,11 @@ def test_attention_layernorm_elementwise_by_hand():
     assert est.attention_cycles(9, 64, 2, 8, 16, lanes=16) == 432 + 2 * (
         2 * 2 * 25 + est.ATTENTION_PIPELINE
     )
+    # a head of 16 in those 16 lanes: pass 1 still takes 2 cycles a key (the running sum's
+    # two-stage update), pass 2 one; qkv read 9 * (3*32*4/16) = 216
+    assert est.attention_cycles(9, 32, 2, 8, 16, lanes=16) == 216 + 2 * (
+        (2 + 1) * 25 + est.ATTENTION_PIPELINE
+    )
     assert est.attention_chunks(32, 0) == 1 and est.attention_chunks(33, 16) == 3
     # LayerNorm 9 rows of 64 with 32 lanes: per row max(2 * 2, 64*4/16 = 16) = 16
     # 2 beats of 32 lanes summed, then normalised 4 lanes (one bus beat) at a time: 2 + 16

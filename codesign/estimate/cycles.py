@@ -174,13 +174,22 @@ def attention_pass_beats(tokens: int, parallel: int) -> int:
     return -(-tokens // slots) * tokens + slots - 1
 
 
+def attention_key_cycles(head_dim: int, lanes: int) -> tuple[int, int]:
+    """Cycles a key takes in pass 1 and pass 2. A datapath that takes heads in chunks
+    (`lanes` > 0) updates its running sums over two cycles, so a pass-1 key there takes at
+    least two even when the head fits one chunk."""
+    chunks = attention_chunks(head_dim, lanes)
+    return (max(2, chunks) if lanes else chunks), chunks
+
+
 def attention_cycles(tokens: int, dim: int, heads: int, parallel: int, bus_bytes: int,
                      lanes: int = 0) -> int:  # fmt: skip
     """Reordered attention: qkv read once, per head two rotated passes (each key
-    ``attention_chunks`` cycles), output written while the last pass drains."""
-    per_pass = attention_pass_beats(tokens, parallel) * attention_chunks(dim // heads, lanes)
+    ``attention_key_cycles``), output written while the last pass drains."""
+    pass1, pass2 = attention_key_cycles(dim // heads, lanes)
+    keys = attention_pass_beats(tokens, parallel)
     qkv_beats = tokens * beats(4 * 3 * dim, bus_bytes)
-    return qkv_beats + heads * (2 * per_pass + ATTENTION_PIPELINE)
+    return qkv_beats + heads * (keys * (pass1 + pass2) + ATTENTION_PIPELINE)
 
 
 def layernorm_lane_cycles(dim: int, lanes: int, bus_bytes: int) -> int:

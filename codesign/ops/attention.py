@@ -84,8 +84,8 @@ def estimate(program, layer, bus: int, counts: list[int] | None, dense: bool,
     """ATTENTION's schedule in cycles, DDR bytes and MACs (``OpSpec.estimate``)."""
     from ..estimate.cycles import (
         ATTENTION_PIPELINE,
-        attention_chunks,
         attention_cycles,
+        attention_key_cycles,
         attention_pass_beats,
         beats,
         breakdown_parts,
@@ -95,8 +95,8 @@ def estimate(program, layer, bus: int, counts: list[int] | None, dense: bool,
     tokens, dim, lanes = f["tokens"], f["dim"], program.attn_lanes
     cycles = attention_cycles(tokens, dim, f["heads"], f["parallel"], bus, lanes)
     macs = 2 * tokens * tokens * dim
-    chunks = attention_chunks(dim // f["heads"], lanes)
-    passes = f["heads"] * 2 * attention_pass_beats(tokens, f["parallel"]) * chunks
+    pass1, pass2 = attention_key_cycles(dim // f["heads"], lanes)
+    passes = f["heads"] * attention_pass_beats(tokens, f["parallel"]) * (pass1 + pass2)
     parts = {"activations": tokens * beats(12 * dim, bus), "compute": passes}
     breakdown = breakdown_parts(
         compute=passes,
