@@ -32,6 +32,7 @@ import json
 import re
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 from rich.console import Console
@@ -230,13 +231,19 @@ def refresh_units(run: dict, units: list[str], runs_dir: Path | None,
     arch = ArchConfig.from_dict(run["arch"])
     run = json.loads(json.dumps(run))
     refreshed = dict(run.get("refreshed", {}))
+    # instances as the top instantiates them now (a unit split off gets its own entry)
+    top = unit_sources(TOP, arch, run["precision"])[f"{TOP}.sv"]
+    instances_now = Counter(synth.top_instances(top).values())
     for unit in units:
-        if unit not in run["units"]:
+        instances = instances_now.get(unit, 0)
+        if not instances:
+            run["units"].pop(unit, None)
+            if run.get("depth"):
+                run["depth"].pop(unit, None)
             continue
         result = synth.synth(unit_sources(unit, arch, run["precision"]), unit, run["family"],
                              stage=stage, timeout=timeout, hierarchical=True,
                              uram=run.get("uram", False))  # fmt: skip
-        instances = run["units"][unit].get("instances", 1)
         counts = {k: getattr(result, k) * instances
                   for k in ("dsp", "bram36", "uram", "lut", "ff", "carry8")}  # fmt: skip
         run["units"][unit] = {**counts, "instances": instances}

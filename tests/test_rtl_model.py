@@ -25,6 +25,22 @@ def test_features_follow_the_arch():
     assert set(small) == set(wide)
 
 
+@pytest.mark.parametrize("weight_ports", [1, 2, 4])
+def test_read_master_counts_are_the_tops_instances(weight_ports):
+    """rd0 and rd1 realign (cds_axi_rd); each further weight master reads whole beats
+    (cds_axi_rdw): the model counts what the rendered top instantiates."""
+    from collections import Counter
+
+    from codesign.rtl import TOP, unit_sources
+    from codesign.rtl.synth import top_instances
+
+    arch = SMALL.with_(weight_ports=weight_ports)
+    top = Counter(top_instances(unit_sources(TOP, arch)[f"{TOP}.sv"]).values())
+    feats = rtl_model.features(arch, "w16a24")
+    assert top["cds_axi_rd"] == feats["cds_axi_rd"]["one"] == 2
+    assert top.get("cds_axi_rdw", 0) == feats["cds_axi_rdw"]["one"] == weight_ports - 1
+
+
 def _synthetic_runs():
     """Runs whose counts are an exact linear function of the features (and integers)."""
     runs = []

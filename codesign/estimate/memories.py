@@ -284,8 +284,13 @@ def inventory(arch, precision=None) -> list[Memory]:
         _rom("cds_eng_moe", "reciprocal table", tables["recip"], 1),
         Memory("cds_controller", "rule engine", engine_bits, engine_words, rom=True),
         Memory("cds_controller", "layer cycles", 32, 1024),
-        # rd0 (program and weight plane 0), rd1 (arena), a reader per further weight master
-        Memory("cds_axi_rd", "read FIFO", arch.bus_bits, 256, count=1 + arch.weight_ports),
+        # rd0 (program and weight plane 0), rd1 (arena); a reader per further weight master
+        Memory("cds_axi_rd", "read FIFO", arch.bus_bits, 256, count=2),
+        *(
+            [Memory("cds_axi_rdw", "read FIFO", arch.bus_bits, 256, count=arch.weight_ports - 1)]
+            if arch.weight_ports > 1
+            else []
+        ),
     ]
 
 

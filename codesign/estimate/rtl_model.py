@@ -108,8 +108,10 @@ def features(arch, precision=None, family: str = "xcup", uram: bool = False
             "beat_dsps": dsps(token_bits, tile_bits) if token_bits + tile_bits >= 9 else 0,
         },
         "cds_controller": {"one": 1, "bus": bus},
-        # rd0 (program, weight plane 0), rd1 (arena), one per further weight master
-        "cds_axi_rd": {"one": 1 + arch.weight_ports, "bus": (1 + arch.weight_ports) * bus},
+        # rd0 (program, weight plane 0) and rd1 (arena) realign; the further weight
+        # masters (cds_axi_rdw) read whole beats only
+        "cds_axi_rd": {"one": 2, "bus": 2 * bus},
+        "cds_axi_rdw": {"one": arch.weight_ports - 1, "bus": (arch.weight_ports - 1) * bus},
         "cds_axi_wr": {"one": 1, "bus": bus},
         # a 64-bit address register (and its read mux) per further weight master
         "cds_axil_ctrl": {"one": 1, "weight_regs": arch.weight_ports - 1},
