@@ -26,7 +26,7 @@ from typing import Protocol
 import numpy as np
 
 from .contract import ProgramRefused
-from .program import Program
+from .program import Program, arena_matrix
 
 NAMES = ("golden", "csim", "rtl")
 
@@ -48,23 +48,20 @@ def initial_arena(program: Program, raw: np.ndarray) -> np.ndarray:
     """The arena a host hands over: zeros, the input rows at the header's input tensor."""
     arena = np.zeros(program.arena_bytes // 4, np.int32)
     ref = program.input
-    rows = arena[ref.offset // 4 : ref.offset // 4 + ref.rows * ref.stride // 4]
-    rows.reshape(ref.rows, ref.stride // 4)[:, : ref.cols] = raw
+    arena_matrix(arena, ref.offset, ref.rows, ref.cols, ref.stride)[:] = raw
     return arena
 
 
 def input_rows(program: Program, arena: np.ndarray) -> np.ndarray:
     """The raw input rows [rows, cols] (int64) from the arena's 32-bit words."""
     ref = program.input
-    rows = arena[ref.offset // 4 : ref.offset // 4 + ref.rows * ref.stride // 4]
-    return rows.reshape(ref.rows, ref.stride // 4)[:, : ref.cols].astype(np.int64)
+    return arena_matrix(arena, ref.offset, ref.rows, ref.cols, ref.stride).astype(np.int64)
 
 
 def output_rows(program: Program, arena: np.ndarray, task: int) -> np.ndarray:
     """Task ``task``'s raw output rows [rows, cols] (int64) from the arena."""
     ref = program.outputs[task]
-    rows = arena[ref.offset // 4 : ref.offset // 4 + ref.rows * ref.stride // 4]
-    return rows.reshape(ref.rows, ref.stride // 4)[:, : ref.cols].astype(np.int64)
+    return arena_matrix(arena, ref.offset, ref.rows, ref.cols, ref.stride).astype(np.int64)
 
 
 def _total_bytes(program: bytes) -> int:

@@ -29,6 +29,7 @@ from .program import (
     Layer,
     Op,
     Program,
+    arena_matrix,
     unpack_block_sparse,
     unpack_fmt,
     unpack_tiles,
@@ -81,15 +82,13 @@ class GoldenExecutor:
 
     # ---------------------------------------------------------------- arena
     def read(self, offset: int, rows: int, cols: int, stride: int) -> np.ndarray:
-        start, words = offset // 4, stride // 4
-        return self.arena[start : start + rows * words].reshape(rows, words)[:, :cols].copy()
+        return arena_matrix(self.arena, offset, rows, cols, stride).copy()
 
     def write(self, offset: int, stride: int, values: np.ndarray) -> None:
         """Store as DDR does: 32-bit words (a value wider than its container wraps)."""
         rows, cols = values.shape
-        start, words = offset // 4, stride // 4
         wrapped = ((np.asarray(values, np.int64) + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
-        self.arena[start : start + rows * words].reshape(rows, words)[:, :cols] = wrapped
+        arena_matrix(self.arena, offset, rows, cols, stride)[:] = wrapped
 
     def weights(
         self, offset: int, out_dim: int, in_dim: int, container: int, blocks: int = NONE

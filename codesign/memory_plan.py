@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from .program import padded
+
 
 @dataclass(frozen=True)
 class Buffer:
@@ -57,7 +59,7 @@ class MemoryPlan:
         return self.placements[name].offset
 
     def _size(self, buffer: Buffer) -> int:
-        return _round_up(buffer.nbytes, self.align)
+        return padded(buffer.nbytes, self.align)
 
     @property
     def unshared_bytes(self) -> int:
@@ -91,10 +93,6 @@ class MemoryPlan:
         }
 
 
-def _round_up(value: int, align: int) -> int:
-    return -(-value // align) * align
-
-
 def plan(buffers: list[Buffer], align: int, reuse: bool = True) -> MemoryPlan:
     """Place ``buffers`` at ``align``-byte offsets.
 
@@ -109,13 +107,13 @@ def plan(buffers: list[Buffer], align: int, reuse: bool = True) -> MemoryPlan:
     placements: dict[str, Placement] = {}
     if not reuse:
         offset = 0
-        for buffer in sorted(buffers, key=lambda b: (b.first, names.index(b.name))):
+        for buffer in sorted(buffers, key=lambda b: b.first):  # stable: given order on ties
             placements[buffer.name] = Placement(buffer, offset)
-            offset += _round_up(buffer.nbytes, align)
+            offset += padded(buffer.nbytes, align)
         return MemoryPlan(placements, offset, reuse, align)
     for buffer in sorted(buffers, key=lambda b: (-b.nbytes, b.first, b.name)):
         busy = sorted(
-            (p.offset, _round_up(p.end, align))
+            (p.offset, padded(p.end, align))
             for p in placements.values()
             if p.buffer.live_with(buffer)
         )
@@ -125,7 +123,7 @@ def plan(buffers: list[Buffer], align: int, reuse: bool = True) -> MemoryPlan:
                 break
             offset = max(offset, end)
         placements[buffer.name] = Placement(buffer, offset)
-    size = max((_round_up(p.end, align) for p in placements.values()), default=0)
+    size = max((padded(p.end, align) for p in placements.values()), default=0)
     return MemoryPlan(placements, size, reuse, align)
 
 

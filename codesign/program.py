@@ -639,6 +639,13 @@ def padded(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
+def arena_matrix(words: np.ndarray, offset: int, rows: int, cols: int, stride: int) -> np.ndarray:
+    """The [rows, cols] elements of an activation matrix at arena byte `offset`, rows
+    `stride` bytes apart, as a view of the arena's 32-bit words (assignable)."""
+    start, pitch = offset // 4, stride // 4
+    return words[start : start + rows * pitch].reshape(rows, pitch)[:, :cols]
+
+
 def tiled_bytes(
     out_dim: int, in_dim: int, tile_in: int, tile_out: int, container: int, bus_bytes: int,
     ports: int = 1,

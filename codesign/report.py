@@ -61,18 +61,6 @@ def format_legend(layers: list[dict]) -> list[str]:
     ]
 
 
-def _memory_note(memory: dict | None) -> str:
-    """How the arena came to its size: shared by lifetimes, or a block per tensor."""
-    if not memory:
-        return ""
-    if memory["reuse"]:
-        return (
-            f" (activations share bytes by lifetime; peak live {memory['peak_live_bytes']}, "
-            f"{memory['unshared_bytes']} unshared)"
-        )
-    return " (a block per activation: every layer's output stays after a run)"
-
-
 def _pruning_bullet(pruning: dict | None) -> list[str]:
     if not pruning or "program" not in pruning:
         return []
@@ -252,8 +240,7 @@ def write_markdown(report: dict, path: Path, plot: bool = True) -> None:
         f"{model['heads']} heads; {model['macs'] / 1e9:.3f} GMAC, {model['params'] / 1e6:.3f} M "
         f"params; weights: {model['weights']}",
         f"- program: {program['bytes']} bytes, {program['layers']} layers, "
-        f"arena {program['arena_bytes']} bytes{_memory_note(program.get('memory'))}, "
-        f"sha256 `{program['sha256'][:16]}…`",
+        f"arena {program['arena_bytes']} bytes, sha256 `{program['sha256'][:16]}…`",
         *_pruning_bullet(report.get("pruning")),
         *_calibration_bullet(report.get("calibration")),
         *_weights_bullet(report.get("calibration")),

@@ -29,7 +29,7 @@ from ..numerics.aptypes import (
     ap_types_include,
     find_gxx,
 )
-from ..program import Layer, Program
+from ..program import Layer, Program, arena_matrix
 from ..util import cached_build
 from .render import (
     KERNEL_SOURCE,
@@ -262,10 +262,9 @@ def expected_regions(
     words = np.asarray(arena)
 
     def rows_at(offset: int, rows: int, cols: int, stride: int) -> np.ndarray:
-        start, pitch = offset // 4, stride // 4
-        if offset % 4 or stride % 4 or start + rows * pitch > words.size:
+        if offset % 4 or stride % 4 or offset // 4 + rows * (stride // 4) > words.size:
             raise CsimError(f"region at {offset} ({rows} x {stride} bytes) is outside the arena")
-        return words[start : start + rows * pitch].reshape(rows, pitch)[:, :cols].copy()
+        return arena_matrix(words, offset, rows, cols, stride).copy()
 
     regions = []
     for layer in program.layers:
