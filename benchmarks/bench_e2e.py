@@ -32,6 +32,7 @@ import codesign
 from codesign.arch import ddr_model
 from codesign.cli import parse_arch
 from codesign.estimate import AXI_LATENCY, estimate_cycles, expert_counts_from_run, exposed_latency
+from codesign.estimate.cycles import arena_on_chip
 from codesign.fidelity import agreement, compare
 from codesign.golden import GoldenExecutor
 from codesign.rtl.harness import RtlAccelerator
@@ -183,8 +184,13 @@ def _round_trips(build, per_latency: dict) -> None:
             if layer.name not in cycles:
                 continue
             slope = (cycles[layer.name] - per_latency[low][task][layer.name]) / (high - low)
-            model = exposed_latency(layer, 1000, counts.get(layer.name)) / 1000
+            on_chip = arena_on_chip(program, layer)
+            model = (
+                exposed_latency(layer, 1000, counts.get(layer.name), on_chip)
+                - exposed_latency(layer, 0, counts.get(layer.name), on_chip)
+            ) / 1000
             key = layer.op.name + (" +res" if layer.fields.get("post") == 2 else "")
+            key += " (window)" if on_chip else ""
             by_op.setdefault(key, []).append((slope, model))
     for op, pairs in sorted(by_op.items()):
         slopes = [p[0] for p in pairs]

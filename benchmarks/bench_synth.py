@@ -26,10 +26,7 @@ from rich.table import Table
 
 from codesign import flow
 from codesign.arch import get_board
-from codesign.arch.config import default_arch
 from codesign.cli import parse_arch
-from codesign.compiler import compile_graph
-from codesign.dse import choose_arch
 from codesign.estimate import rtl_model
 from codesign.rtl import TOP, synth, synth_top, utilisation
 
@@ -43,13 +40,10 @@ def chosen_arch(model: str, board_name: str, precision: str | None, changes: dic
     ``--arch``, on top), and the precision."""
     state = flow.BuildState(flow.make_options(model, board_name, None, precision, None, None,
                                               calib=1))  # fmt: skip
-    for step in (flow.step_load, flow.step_convert, flow.step_transform, flow.step_quantize):
+    for step in (flow.step_load, flow.step_convert, flow.step_transform, flow.step_quantize,
+                 flow.step_compile):  # fmt: skip
         step(state)
-    board = get_board(board_name)
-    base = default_arch(board_name, model)
-    program = compile_graph(state.graph_quant, base)
-    arch, _ = choose_arch(program, state.graph_quant, board, base)
-    return arch.with_(**(changes or {})), str(state.options.precision)
+    return state.arch.with_(**(changes or {})), str(state.options.precision)
 
 
 def run_board(model: str, board_name: str, precision: str | None, timeout: float | None,

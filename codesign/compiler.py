@@ -199,8 +199,15 @@ class _Compiler:
         # run every task on one upload: docs/interface.md)
         for name in (graph.input, *graph.outputs.values()):
             tensor(name, len(nodes))
-        buffers = [Buffer(name, sizes[name], *span) for name, span in spans.items()]
-        return plan_memory(buffers, ARENA_ALIGN, self.arena_reuse)
+        host = {self.buffer_of(name) for name in (graph.input, *graph.outputs.values())}
+        buffers = [
+            Buffer(name, sizes[name], *span, host=name in host) for name, span in spans.items()
+        ]
+        window = self.arch.arena_window_bytes
+        # buffers start on a UCU input tile, so rows in the on-chip window load a tile a
+        # cycle (cds_arena_window's x port)
+        align = max(ARENA_ALIGN, 4 * self.arch.tile_in)
+        return plan_memory(buffers, align, self.arena_reuse, window)
 
     def arena_offset(self, name: str) -> int:
         """A buffer's offset, checked to be live at the node being compiled (the plan's
@@ -606,6 +613,7 @@ class _Compiler:
             layers=self.layers,
             data=b"",
             arena_bytes=self.memory.arena_bytes,
+            window_bytes=self.memory.window_bytes,
             input=input_ref,
             outputs=outputs,
             tables={},

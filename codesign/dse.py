@@ -55,6 +55,23 @@ def model_tables(graph: Graph) -> dict[str, str]:
     return {"gelu": kind} if kind else {}
 
 
+def window_granule_kib(arch: ArchConfig) -> int:
+    """KiB the on-chip window grows by: 4,096 bus beats (one UltraRAM column deep, four
+    block RAMs at 36 bits), so a window is whole primitives."""
+    return 4 * arch.bus_bytes
+
+
+def sized_window(arch: ArchConfig, program) -> ArchConfig:
+    """`arch` with its on-chip window cut to what `program`'s memory plan placed there
+    (in whole granules): RAM the model never touches is only cost. The plan is the same
+    at the smaller window (every buffer placed in it ends by the plan's boundary)."""
+    if not arch.arena_window_kib:
+        return arch
+    granule = window_granule_kib(arch)
+    used = -(-program.window_bytes // (granule * 1024)) * granule
+    return arch.with_(arena_window_kib=min(arch.arena_window_kib, used))
+
+
 def _fits(program, arch: ArchConfig, board: Board) -> list[str]:
     """Why `arch` is not a safe choice on `board`: beyond its capacity, or, when the figures
     come from the Yosys-calibrated model, beyond its fit margins."""

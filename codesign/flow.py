@@ -242,7 +242,7 @@ def step_compile(state: BuildState) -> None:
     The design must fit the board: a user's ArchConfig that does not is refused with
     the resource and the overshoot; without one, the largest default that fits is used.
     """
-    from .dse import choose_arch, model_limits, model_tables
+    from .dse import choose_arch, model_limits, model_tables, sized_window
     from .estimate import check_fits
 
     if state.options.arch is None:  # the default's buffers must at least hold this model
@@ -256,6 +256,13 @@ def step_compile(state: BuildState) -> None:
         sizes = {**model_limits(state.graph_quant), **model_tables(state.graph_quant)}
         state.arch = state.arch.with_(**{k: v for k, v in sizes.items() if k not in given})
     program = compile_graph(state.graph_quant, state.arch, arena_reuse=state.options.arena_reuse)
+    given = state.options.arch_fields or frozenset()
+    defaulted = state.options.arch is None or state.options.arch_fields is not None
+    if defaulted and "arena_window_kib" not in given:  # cut to what the plan uses
+        sized = sized_window(state.arch, program)
+        if sized != state.arch:
+            state.arch = sized
+            program = compile_graph(state.graph_quant, sized, arena_reuse=state.options.arena_reuse)
     if state.options.arch is None:
         chosen, tried = choose_arch(program, state.graph_quant, state.board, state.arch)
         state.arch_choice = {

@@ -31,6 +31,7 @@ class Buffer:
     nbytes: int
     first: int
     last: int
+    host: bool = False  # the host writes or reads it (input, outputs): never on chip
 
     def live_with(self, other: Buffer) -> bool:
         return self.first <= other.last and other.first <= self.last
@@ -48,15 +49,20 @@ class Placement:
 
 @dataclass
 class MemoryPlan:
-    """Offsets for every buffer; ``arena_bytes`` is the arena the Program asks for."""
+    """Offsets for every buffer; ``arena_bytes`` is the arena the Program asks for, of
+    which the first ``window_bytes`` are the kernel's on-chip window."""
 
     placements: dict[str, Placement]
     arena_bytes: int
     reuse: bool
     align: int
+    window_bytes: int = 0
 
     def offset(self, name: str) -> int:
         return self.placements[name].offset
+
+    def on_chip(self, name: str) -> bool:
+        return self.placements[name].offset < self.window_bytes
 
     def _size(self, buffer: Buffer) -> int:
         return padded(buffer.nbytes, self.align)
@@ -81,50 +87,83 @@ class MemoryPlan:
         return [place.buffer for place in self.placements.values()]
 
     def to_dict(self) -> dict:
+        spilled = [
+            p.buffer.name
+            for p in self.placements.values()
+            if self.window_bytes and p.offset >= self.window_bytes and not p.buffer.host
+        ]
         return {
             "reuse": self.reuse,
             "arena_bytes": self.arena_bytes,
+            "window_bytes": self.window_bytes,
+            "ddr_bytes": self.arena_bytes - self.window_bytes,
+            "spilled": spilled,
             "unshared_bytes": self.unshared_bytes,
             "peak_live_bytes": self.peak_live_bytes,
             "buffers": [
-                {**asdict(place.buffer), "offset": place.offset}
+                {**asdict(place.buffer), "offset": place.offset,
+                 "on_chip": place.offset < self.window_bytes}
                 for place in sorted(self.placements.values(), key=lambda p: (p.offset, p.end))
             ],
-        }
+        }  # fmt: skip
 
 
-def plan(buffers: list[Buffer], align: int, reuse: bool = True) -> MemoryPlan:
+def _place(buffers: list[Buffer], placed: dict[str, Placement], base: int, align: int,
+           limit: int | None, reuse: bool) -> list[Buffer]:  # fmt: skip
+    """Place each of ``buffers`` at the lowest ``align``-byte offset >= ``base`` that
+    overlaps no buffer of ``placed`` at or past ``base`` (with reuse: only those live at
+    the same time) and ends by ``limit`` (None: no limit); returns the ones that did not fit."""
+    left = []
+    for buffer in buffers:
+        busy = sorted(
+            (p.offset, padded(p.end, align))
+            for p in placed.values()
+            if p.offset >= base and (not reuse or p.buffer.live_with(buffer))
+        )
+        offset = base
+        for start, end in busy:
+            if offset + buffer.nbytes <= start:
+                break
+            offset = max(offset, end)
+        if limit is not None and offset + buffer.nbytes > limit:
+            left.append(buffer)
+            continue
+        placed[buffer.name] = Placement(buffer, offset)
+    return left
+
+
+def plan(buffers: list[Buffer], align: int, reuse: bool = True, window: int = 0) -> MemoryPlan:
     """Place ``buffers`` at ``align``-byte offsets.
 
     With reuse: largest buffer first (ties: earliest first use, then name, so the plan is
     deterministic), each at the lowest offset that overlaps no placed buffer live at the
     same time: the greedy-by-size rule that comes close to the peak live bytes on a
     network's chain of activations. Without reuse: one after another in order of first
-    use."""
+    use.
+
+    ``window``: bytes of on-chip arena. The buffers only the kernel touches go there first,
+    as many as fit; the host's (``Buffer.host``: the input and outputs) and the spills
+    follow in DDR, from the end of the window's last buffer (the plan's ``window_bytes``)."""
     names = [buffer.name for buffer in buffers]
     if len(set(names)) != len(names):
         raise ValueError("memory plan: two buffers share a name")
-    placements: dict[str, Placement] = {}
-    if not reuse:
-        offset = 0
-        for buffer in sorted(buffers, key=lambda b: b.first):  # stable: given order on ties
-            placements[buffer.name] = Placement(buffer, offset)
-            offset += padded(buffer.nbytes, align)
-        return MemoryPlan(placements, offset, reuse, align)
-    for buffer in sorted(buffers, key=lambda b: (-b.nbytes, b.first, b.name)):
-        busy = sorted(
-            (p.offset, padded(p.end, align))
-            for p in placements.values()
-            if p.buffer.live_with(buffer)
-        )
-        offset = 0
-        for start, end in busy:
-            if offset + buffer.nbytes <= start:
-                break
-            offset = max(offset, end)
-        placements[buffer.name] = Placement(buffer, offset)
-    size = max((padded(p.end, align) for p in placements.values()), default=0)
-    return MemoryPlan(placements, size, reuse, align)
+    if reuse:
+        order = sorted(buffers, key=lambda b: (-b.nbytes, b.first, b.name))
+    else:
+        order = sorted(buffers, key=lambda b: b.first)  # stable: given order on ties
+    placed: dict[str, Placement] = {}
+    spill = [b for b in order if b.host]
+    if window:
+        inside = [b for b in order if not b.host]
+        spill = _place(inside, placed, 0, align, window, reuse) + spill
+        spill.sort(key=order.index)
+    boundary = max((padded(p.end, align) for p in placed.values()), default=0)
+    if not window:
+        spill = order
+    _place(spill, placed, boundary, align, None, reuse)
+    size = max((padded(p.end, align) for p in placed.values()), default=0)
+    return MemoryPlan(placements=placed, arena_bytes=size, reuse=reuse, align=align,
+                      window_bytes=boundary)  # fmt: skip
 
 
 def check(memory: MemoryPlan) -> None:

@@ -28,12 +28,13 @@ import numpy as np
 from .arch.config import WEIGHT_PORT_CHOICES
 from .contract import NONE, Post, ProgramError, ProgramRefused, describe_layer
 from .numerics.fixed import OVERFLOW, OVERFLOW_CODE, ROUNDING, ROUNDING_CODE, Fixed
-from .ops import LAYER_FIELDS, TABLE_NAMES, TABLE_WORDS, Op
+from .ops import HEADER_WORD_INDEX, LAYER_FIELDS, TABLE_NAMES, TABLE_WORDS, Op
 from .ops.base import interpolation_limits
 
 MAGIC = b"CDSGPROG"
-VERSION = 5  # 2: LINEAR carries nnz (stored tiles of a block-sparse matrix); 3: EMBED prefix, POOL;
-# 4: UCU bias words carry per-output-channel weight shifts; 5: weight_ports (striped weights)
+VERSION = 6  # 2: LINEAR carries nnz (stored tiles of a block-sparse matrix); 3: EMBED prefix, POOL;
+# 4: UCU bias words carry per-output-channel weight shifts; 5: weight_ports (striped weights);
+# 6: window_bytes (the on-chip arena window)
 HEADER_BYTES = 512
 LAYER_WORDS = 64
 NAME_WORDS = 16
@@ -76,7 +77,11 @@ _H_ATTN_LANES = _H_GEOMETRY + len(GEOMETRY_WORDS)
 # the AXI masters weights stream over: every weight matrix is striped across them
 # (``stripe_ports``), so this word changes where each executor finds a weight
 _H_WEIGHT_PORTS = _H_ATTN_LANES + 1
-assert _H_WEIGHT_PORTS < HEADER_BYTES // 4
+# arena offsets below this many bytes are the kernel's on-chip window (0: none): only
+# the kernel sees them, so the input and outputs the host moves lie at or past it
+_H_WINDOW = _H_WEIGHT_PORTS + 1
+assert _H_WINDOW < HEADER_BYTES // 4
+assert HEADER_WORD_INDEX["window_bytes"][0] == _H_WINDOW
 
 
 def pack_fmt(fmt: Fixed) -> int:
@@ -207,6 +212,7 @@ class Program:
     geometry: tuple[int, int, int, int] = (0, 0, 0, 0)
     attn_lanes: int = 0  # ArchConfig.attn_lanes it was compiled for (0: whole head rows)
     weight_ports: int = 1  # ArchConfig.weight_ports: weight matrices striped over this many
+    window_bytes: int = 0  # arena offsets below it are on chip (ArchConfig.arena_window_kib)
 
     @property
     def weight_beat_bytes(self) -> int:
@@ -258,6 +264,7 @@ class Program:
         header[_H_GEOMETRY : _H_GEOMETRY + len(GEOMETRY_WORDS)] = [int(v) for v in self.geometry]
         header[_H_ATTN_LANES] = self.attn_lanes
         header[_H_WEIGHT_PORTS] = self.weight_ports
+        header[_H_WINDOW] = self.window_bytes
         blob = bytearray(header.tobytes() + layers.tobytes() + self.data)
         crc = zlib.crc32(bytes(blob))
         crc_at = (2 + HEADER_FIELDS.index("crc32")) * 4
@@ -326,6 +333,7 @@ class Program:
             geometry=tuple(int(v) for v in header[_H_GEOMETRY : _H_GEOMETRY + len(GEOMETRY_WORDS)]),
             attn_lanes=int(header[_H_ATTN_LANES]),
             weight_ports=int(header[_H_WEIGHT_PORTS]),
+            window_bytes=int(header[_H_WINDOW]),
         )
         return program
 
@@ -366,6 +374,7 @@ class Program:
                 "attn_parallel": self.attn_parallel,
                 "attn_lanes": self.attn_lanes,
                 "weight_ports": self.weight_ports,
+                "window_bytes": self.window_bytes,
             },
             "sizes": {
                 "header_bytes": HEADER_BYTES,
@@ -476,9 +485,15 @@ def _check_structure(blob: bytes, values: dict, source: str) -> None:
     refs = [("input", _H_INPUT)] + [
         (f"output {task}", _H_OUTPUTS + 5 * task) for task in range(values["n_tasks"])
     ]
+    window = int(header[_H_WINDOW])
     for what, at in refs:
         offset, rows, cols, stride, fmt = (int(v) for v in header[at : at + 5])
         bus = values["bus_bits"] // 8
+        if offset < window:
+            raise ProgramError(
+                f"{source}: the {what} tensor at arena offset {offset} lies in the on-chip "
+                f"window (below {window}), where the host cannot reach it"
+            )
         if (
             offset % bus
             or stride % bus
@@ -588,6 +603,7 @@ def loader_params(header) -> dict:
         max_tasks=MAX_TASKS,
         program_max_bytes=LOADER_PROGRAM_MAX_BYTES,
         arena_max_bytes=LOADER_ARENA_MAX_BYTES,
+        window_max_bytes=LOADER_ARENA_MAX_BYTES,
     )
     params.update(interpolation_limits(params))
     exp_fmt = words["exp_fmt"]

@@ -285,6 +285,31 @@ def test_m3vit_tiny_weights_over_several_masters(weight_ports):
     assert measured > 1.02 and abs(measured / estimated - 1) < 0.1, (measured, estimated)
 
 
+@pytest.mark.parametrize("window_kib", [64, 8])
+def test_m3vit_tiny_onchip_window(window_kib):
+    """The arena's on-chip window (cds_arena_window) on the board's DDR model: every
+    kernel-only buffer on chip (64 KiB) and a window too small for them (8 KiB: the
+    memory plan spills the rest to DDR, so layers read one side and write the other).
+    Bit-exact, within the estimator's band, and fewer cycles than the arena all in DDR;
+    on chip the UCU's rows come over the x port (32 words a cycle on the 128-bit bus)."""
+    from codesign.estimate.cycles import x_port_bytes
+    from codesign.rtl.render import rtl_params
+
+    arch = TINY_ARCH.with_(weight_ports=4, arena_window_kib=window_kib)
+    assert rtl_params(arch)["window_banks"] == arch.tile_in * 32 // arch.bus_bits > 1
+    build = compiled("m3vit-tiny", arch)
+    program = build.program
+    assert 0 < program.window_bytes <= window_kib * 1024
+    assert bool(program.meta["memory"]["spilled"]) == (window_kib == 8)
+    assert any(x_port_bytes(program, layer) for layer in program.layers)
+    (run,) = run_harness(build, [1])["runs"]
+    figures = check_run(build, run, f"m3vit-tiny window {window_kib} KiB")
+    assert figures["cosine"] > 0.999
+    ddr_only = compiled("m3vit-tiny", arch.with_(arena_window_kib=0))
+    (base,) = run_harness(ddr_only, [1])["runs"]
+    assert run["cycles"] < base["cycles"], (run["cycles"], base["cycles"])
+
+
 @pytest.mark.slow
 def test_m3vit_tiny_ddr_model_both_tasks():
     """m3vit-tiny, both tasks, DDR = the SystemVerilog model (AXI latency + bandwidth cap)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from codesign import estimate as est
 from codesign.arch import ArchConfig, ddr_model, get_board
 from codesign.arch.config import RTL_LATENCY
+from codesign.ops import spec
 from codesign.program import NONE, Op
 
 # ---------------------------------------------------------------- per-op formulas by hand
@@ -75,7 +77,11 @@ def test_dsp_and_bram_arithmetic():
 
 
 def test_every_layer_costed_with_its_formula(tiny_build):
-    program, arch = tiny_build.program, tiny_build.state.arch
+    from codesign.compiler import compile_graph
+
+    # the arena all in DDR (the window's costs: test_the_window_takes_activation_traffic...)
+    arch = tiny_build.state.arch.with_(arena_window_kib=0)
+    program = compile_graph(tiny_build.graph, arch)
     board = get_board("zcu102")
     result = est.estimate_program(program, arch, board, task=0)
     bus = arch.bus_bytes
@@ -118,8 +124,8 @@ def test_every_layer_costed_with_its_formula(tiny_build):
 
 def test_ddr_latency_adds_the_exposed_round_trips(tiny_build):
     """Each cycle of DDR latency costs every round trip the schedule exposes: per running
-    layer its op's count (MoE experts: plus three per expert with tokens), per skipped
-    layer and per startup read one."""
+    layer its op's count (MoE experts: plus three per expert with tokens; a layer in the
+    on-chip window: its Program reads only), per skipped layer and per startup read one."""
     program, arch = tiny_build.program, tiny_build.state.arch
     counts = est.expert_counts_from_run(program, tiny_build.state.first_input[0], 0)
     fast, slow = (
@@ -127,13 +133,20 @@ def test_ddr_latency_adds_the_exposed_round_trips(tiny_build):
         for latency in (0, 100)
     )
     trips = 2 + len(program.layers) + len(program.tables)  # header twice, check, tables
+    on_chip = {e["name"] for e in slow["layers"] if e.get("arena_on_chip")}
+    assert on_chip  # the ZCU102's default keeps most layers' activations in its window
     for layer in program.layers:
         if layer.task not in (-1, 0):
             trips += 1
             continue
+        active = sum(1 for c in counts.get(layer.name, []) if c)
+        op = spec(layer.op)
+        if layer.name in on_chip:  # only the Program's reads go to DDR
+            trips += op.round_trips_on_chip + op.round_trips_on_chip_per_expert * active
+            continue
         trips += est.LAYER_ROUND_TRIPS[layer.op]
         if layer.op == Op.MOE_EXPERTS:
-            trips += est.EXPERT_ROUND_TRIPS * sum(1 for c in counts[layer.name] if c)
+            trips += est.EXPERT_ROUND_TRIPS * active
     assert slow["cycles"] - fast["cycles"] == pytest.approx(100 * trips, abs=len(program.layers))
 
 
@@ -293,8 +306,14 @@ def test_expert_counts_from_a_golden_run(tiny_build):
             32,
             f["w_bytes"],
             16,
-            stream=est.weight_stream(program, ddr_model("zcu102", arch).bytes_per_cycle),
+            # the layer's activations in the window: rows over its x port, no DDR writes
+            stream=replace(
+                est.weight_stream(program, ddr_model("zcu102", arch).bytes_per_cycle),
+                arena_on_chip=entry["arena_on_chip"],
+                x_beat_bytes=est.cycles.x_port_bytes(program, layer),
+            ),
         )
+        assert entry["arena_on_chip"] and est.cycles.x_port_bytes(program, layer) == 128
         assert _entry(balanced, layer.name)["expert_counts"] == est.balanced_counts(
             f["tokens"], f["experts"], 2
         )
@@ -547,3 +566,40 @@ def test_weight_ports_change_the_layout_not_the_numbers(tiny_build):
         np.testing.assert_array_equal(GoldenExecutor(build.program).run(raw, 0).output, reference)
         cycles.append(est.estimate_cycles(build.program, build.state.arch, "zcu102")["cycles"])
     assert cycles[0] > cycles[1] >= cycles[2]
+
+
+def test_the_window_takes_activation_traffic_off_the_ddr(tiny_build):
+    """Layers whose arena blocks all lie in the on-chip window: no activation bytes on the
+    DDR, round trips at the window's latency, UCU rows over the x port a tile a cycle;
+    the same Program with the arena all in DDR costs more and keeps the bus rate."""
+    from codesign.compiler import compile_graph
+    from codesign.estimate.cycles import WINDOW_LATENCY, x_port_bytes
+
+    arch = tiny_build.state.arch
+    program = tiny_build.program
+    ddr_arch = arch.with_(arena_window_kib=0)
+    ddr_program = compile_graph(tiny_build.graph, ddr_arch)
+    window = est.estimate_cycles(program, arch, "zcu102")
+    ddr = est.estimate_cycles(ddr_program, ddr_arch, "zcu102")
+    assert window["cycles"] < ddr["cycles"]
+    assert not any(e.get("arena_on_chip") for e in ddr["layers"])
+    by_name = {layer.name: layer for layer in program.layers}
+    for entry in window["layers"]:
+        if not entry.get("arena_on_chip"):
+            continue
+        layer = by_name[entry["name"]]
+        assert entry["act_bytes"] == 0
+        if layer.op != Op.MOE_EXPERTS:  # (its trips grow with the experts that have tokens)
+            op = spec(layer.op)
+            arena_trips = op.round_trips - op.round_trips_on_chip
+            assert entry["latency_cycles"] == round(
+                op.round_trips_on_chip * est.AXI_LATENCY + arena_trips * WINDOW_LATENCY
+            )
+    linear = [layer for layer in program.layers if layer.op == Op.LINEAR]
+    wide = [layer for layer in linear if x_port_bytes(program, layer)]
+    assert wide and all(x_port_bytes(program, layer) == 4 * arch.tile_in for layer in wide)
+    assert not any(x_port_bytes(ddr_program, layer) for layer in ddr_program.layers)
+    # rows of 32 words: a cycle each on the x port, eight on the 128-bit arena master
+    assert est.cycles.x_beats(9, 64, 16, None) == 9 * 16
+    stream = est.cycles.WeightStream(1, 16, x_beat_bytes=128)
+    assert est.cycles.x_beats(9, 64, 16, stream) == 9 * 2

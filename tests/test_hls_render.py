@@ -11,7 +11,7 @@ import pytest
 from jinja2 import UndefinedError
 
 from codesign.arch import ArchConfig, register_map
-from codesign.hls.lint import RULES, lint_dir, lint_sources
+from codesign.hls.lint import RULES, lint_dir, lint_sources, strip_comments
 from codesign.hls.render import (
     KERNEL_SOURCE,
     TESTBENCH_SOURCE,
@@ -108,6 +108,48 @@ def test_weight_masters_are_bundles_and_registers():
     regmap = _defines(sources["src/codesign_regmap.h"])
     assert int(regmap["CODESIGN_REG_WEIGHTS3"], 16) == 0x48
     assert regs.offset("STATUS") == register_map().offset("STATUS")
+
+
+def test_arena_window_array_only_with_a_window(rendered):
+    """arena_window_kib > 0 adds the on-chip window (a static array of bus beats bound to
+    RAM, its header word, the window arguments and the C-sim accessor); 0 adds none."""
+    for sources in rendered.values():
+        # code only: comments name the ArchConfig field (the check's header rules read the
+        # window word whatever the kernel: a Program with a window is refused)
+        kernel = strip_comments("\n".join(kernel_sources(sources).values()))
+        assert not re.search(r"\barena_window\b|u32 window_bytes|bind_storage", kernel)
+        assert "codesign_window_word" not in sources[TESTBENCH_SOURCE]
+        assert int(_defines(sources["src/codesign_config.h"])["ARENA_WINDOW_BEATS"]) == 0
+    arch = ArchConfig(arena_window_kib=48, bus_bits=256)
+    sources = render_sources(arch)
+    beats = 48 * 1024 // 32
+    assert int(_defines(sources["src/codesign_config.h"])["ARENA_WINDOW_BEATS"]) == beats
+    top = sources[KERNEL_SOURCE]
+    assert "static bus_t arena_window[ARENA_WINDOW_BEATS];" in top
+    storage = re.findall(r"#pragma HLS bind_storage variable=arena_window ([^\n]*)", top)
+    assert storage == ["type=ram_2p impl=uram", "type=ram_2p impl=bram"]  # by CODESIGN_WINDOW_URAM
+    assert "(u32)hdr[H_WINDOW_BYTES]" in top
+    assert int(_defines(sources["src/codesign_program.h"])["H_WINDOW_BYTES"]) == 104
+    assert "u32 codesign_window_word(u32 byte_offset);" in sources["src/codesign_top.h"]
+    assert "codesign_window_word(" in sources[TESTBENCH_SOURCE]
+    # every op reaches the arena through the window-aware overloads
+    for path in ("src/codesign_ucu.h", "src/codesign_rowops.h", "src/codesign_attention.h",
+                 "src/codesign_moe.h", KERNEL_SOURCE):  # fmt: skip
+        calls = re.findall(r"\b(?:read_words|write_words|load_rows|ucu_run|ucu_epilogue)\(arena,"
+                           r"([^,]*),([^,]*),", sources[path])  # fmt: skip
+        assert calls and all(c == (" arena_window", " window_bytes") for c in calls), path
+    issues = lint_sources(kernel_sources(sources))
+    assert not issues, "\n".join(map(str, issues))
+
+
+def test_project_puts_the_window_in_uram_where_the_part_has_it(tiny_build):
+    from codesign.hls.project import project_files
+
+    program, arch = tiny_build.program, tiny_build.state.arch
+    expected = {("zcu104", 8): True, ("zcu102", 8): False, ("zcu104", 0): False}
+    for (board, window_kib), uram in expected.items():
+        tcl = project_files(program, arch.with_(arena_window_kib=window_kib), board)["run_hls.tcl"]
+        assert ("-DCODESIGN_WINDOW_URAM" in tcl) == uram, (board, window_kib)
 
 
 def test_program_layout_header_is_generated_from_program_py(rendered):

@@ -62,8 +62,9 @@ def test_reuse_changes_the_addresses_and_nothing_else(tiny_build):
     """m3vit-tiny (both tasks; MoE queues and scratch, qk-free attention, residuals):
     compiled with and without reuse, the golden executor gives the same bits, every layer
     traces the same values, and the shared arena is the plan's peak."""
-    shared = tiny_build.program
-    unshared = compile_graph(tiny_build.graph, tiny_build.state.arch, arena_reuse=False)
+    arch = tiny_build.state.arch.with_(arena_window_kib=0)  # the plan alone, all in DDR
+    shared = compile_graph(tiny_build.graph, arch)
+    unshared = compile_graph(tiny_build.graph, arch, arena_reuse=False)
     memory = shared.meta["memory"]
     assert memory["reuse"] and not unshared.meta["memory"]["reuse"]
     assert shared.arena_bytes == memory["peak_live_bytes"] < unshared.arena_bytes
@@ -108,6 +109,71 @@ def test_an_op_that_touches_a_dead_tensor_is_refused(tiny_build, monkeypatch):
 
 def test_the_report_says_how_the_arena_was_planned(tiny_build):
     program = tiny_build.report["program"]
-    assert program["memory"]["reuse"] is True
-    assert program["arena_bytes"] == program["memory"]["peak_live_bytes"]
-    assert program["memory"]["unshared_bytes"] > program["arena_bytes"]
+    memory = program["memory"]
+    assert memory["reuse"] is True
+    assert memory["peak_live_bytes"] <= program["arena_bytes"] < memory["unshared_bytes"]
+    # the board default's window holds every buffer only the kernel touches
+    assert memory["window_bytes"] > 0 and memory["spilled"] == []
+    assert memory["ddr_bytes"] == program["arena_bytes"] - memory["window_bytes"]
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_the_window_takes_what_only_the_kernel_touches(seed):
+    """With a window, the host's buffers (input, outputs) lie past it, the others in it
+    as far as they fit and past it when not; no two live buffers share a byte."""
+    rng = np.random.default_rng(seed)
+    buffers = _random_buffers(rng, int(rng.integers(2, 40)), 30)
+    buffers = [
+        Buffer(b.name, b.nbytes, b.first, b.last, host=bool(i < 2)) for i, b in enumerate(buffers)
+    ]
+    window = int(rng.integers(1, 40)) * 512
+    memory = plan(buffers, ALIGN, window=window)
+    check(memory)
+    assert 0 <= memory.window_bytes <= window
+    for place in memory.placements.values():
+        if place.buffer.host:
+            assert place.offset >= memory.window_bytes
+        if place.offset < memory.window_bytes:
+            assert place.end <= memory.window_bytes
+    spilled = memory.to_dict()["spilled"]
+    assert all(memory.offset(name) >= memory.window_bytes for name in spilled)
+    # a window that holds everything spills nothing; none gives the plan of before
+    assert plan(buffers, ALIGN, window=1 << 30).to_dict()["spilled"] == []
+    unflagged = [Buffer(b.name, b.nbytes, b.first, b.last) for b in buffers]
+    assert {n: p.offset for n, p in plan(buffers, ALIGN).placements.items()} == {
+        n: p.offset for n, p in plan(unflagged, ALIGN).placements.items()
+    }
+
+
+@pytest.mark.parametrize("window_kib", [64, 8])
+def test_a_window_changes_addresses_not_results(tiny_build, window_kib):
+    """m3vit-tiny with every kernel-only buffer on chip (64 KiB) and with spills (8 KiB):
+    the same bits as an arena all in DDR, the host's tensors past the window."""
+    arch = tiny_build.state.arch
+    program = compile_graph(tiny_build.graph, arch.with_(arena_window_kib=window_kib))
+    ddr_only = compile_graph(tiny_build.graph, arch.with_(arena_window_kib=0))
+    window = program.window_bytes
+    assert 0 < window <= window_kib * 1024 and ddr_only.window_bytes == 0
+    assert all(ref.offset >= window for ref in (program.input, *program.outputs))
+    spilled = program.meta["memory"]["spilled"]
+    assert bool(spilled) == (window_kib == 8)
+    raw = tiny_build.quantize_input(tiny_build.state.eval_images[:1])[0]
+    for task in range(program.n_tasks):
+        np.testing.assert_array_equal(
+            GoldenExecutor(program).run(raw, task).output,
+            GoldenExecutor(ddr_only).run(raw, task).output,
+        )
+
+
+def test_the_build_cuts_the_window_to_what_the_plan_uses(tiny_build):
+    """The board's default window (1 MiB on the ZCU102) is the most a build gives: it keeps
+    whole 4,096-beat granules of what the memory plan placed there."""
+    from codesign.arch.config import default_arch
+    from codesign.dse import window_granule_kib
+
+    arch, program = tiny_build.state.arch, tiny_build.program
+    granule = window_granule_kib(arch)
+    assert arch.arena_window_kib < default_arch("zcu102").arena_window_kib
+    assert arch.arena_window_kib % granule == 0
+    assert (arch.arena_window_kib - granule) * 1024 < program.window_bytes
+    assert program.window_bytes <= arch.arena_window_kib * 1024

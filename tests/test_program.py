@@ -108,6 +108,36 @@ def test_weight_ports_is_in_the_header_and_checked(tiny_program):
         Program.from_bytes(bad)
 
 
+def test_the_window_is_in_the_header_and_checked(tiny_program, tiny_build):
+    """window_bytes: a region across the window's edge, a window larger than the kernel's
+    and host tensors inside it are refused with what is wrong."""
+    from codesign.ops import check_blob, kernel_check_params
+    from codesign.program import _H_WINDOW
+
+    program = Program.from_bytes(tiny_program)
+    window = program.window_bytes
+    assert 0 < window == tiny_build.program.window_bytes
+    word = int.from_bytes(tiny_program[4 * _H_WINDOW : 4 * _H_WINDOW + 4], "little")
+    assert word == window
+    arch = tiny_build.state.arch
+    assert check_blob(tiny_program, kernel_check_params(arch), 0) is None
+    # a kernel built with a smaller window refuses the Program
+    small = kernel_check_params(arch.with_(arena_window_kib=window // 1024 // 2))
+    refusal = check_blob(tiny_program, small, 0)
+    assert refusal is not None and refusal.name == "DEPTH", refusal
+    # the first layer's destination straddling the window's edge
+    dst_at = HEADER_BYTES + 4 * (2 + 5)
+    edge = (window - 64).to_bytes(4, "little")
+    with pytest.raises(ProgramError, match=r"ERR_REGION at layer 0 .*one side of the window"):
+        Program.from_bytes(_recrc(_corrupt(tiny_program, dst_at, edge)))
+    # a window that takes the input rows, where the host writes them
+    grown = (program.input.offset + 64).to_bytes(4, "little")
+    with pytest.raises(
+        ProgramError, match=r"input tensor .* on-chip window|one side of the window"
+    ):
+        Program.from_bytes(_recrc(_corrupt(tiny_program, 4 * _H_WINDOW, grown)))
+
+
 def _corrupt(blob: bytes, offset: int, value: bytes) -> bytes:
     data = bytearray(blob)
     data[offset : offset + len(value)] = value

@@ -81,6 +81,7 @@ _FIELD_RANGES = (
     ("max_experts", 1, 64),
     ("max_heads", 1, 64),
     ("max_in_dim", 1, 65535),
+    ("arena_window_kib", 0, 16384),
 )
 
 
@@ -126,6 +127,10 @@ class ArchConfig:
     # AXI masters the weight tiles stream over (the program master and weight_ports - 1
     # more, each on its own PS port): a weight beat is weight_ports x bus_bits wide
     weight_ports: int = 1
+    # the on-chip arena window (KiB, 0: none): arena offsets below it live in block RAM
+    # (UltraRAM where the part has it) next to the engines instead of DDR; the compiler's
+    # memory plan puts the buffers only the kernel touches there and spills the rest
+    arena_window_kib: int = 0
     # lookup tables (see docs/numerics-tables.md)
     gelu_index_bits: int = 8
     gelu_range: float = 8.0
@@ -184,6 +189,11 @@ class ArchConfig:
     @property
     def bus_bytes(self) -> int:
         return self.bus_bits // 8
+
+    @property
+    def arena_window_bytes(self) -> int:
+        """Bytes of the on-chip arena window (0: the whole arena is in DDR)."""
+        return self.arena_window_kib * 1024
 
     @property
     def weight_beat_bytes(self) -> int:
@@ -259,11 +269,16 @@ class ArchConfig:
 # front: the Ultra96-V2's pick (one slot of 16 lanes) synthesised to 87.9 % of the LUTs.
 # The PYNQ-Z2's is the HLS model's (the xc7 calibration is not trusted yet). The build
 # sizes the buffers to its model.
+# The on-chip window (arena_window_kib) is the most a build gives it: the build cuts it to
+# what the model's memory plan places there (codesign.dse.sized_window; m3vit: 580.5 KiB
+# of activations, the input rows and outputs stay in DDR). The Ultra96-V2 and PYNQ-Z2
+# have no block RAM to spare for it; on the KV260 its logic (and the x port's) took the
+# whole top past the 85 % LUT margin in Yosys (100,354 LUT, 85.7 %, without the x port).
 BOARD_DEFAULTS = {
     "zcu102": {"tile_in": 32, "tile_out": 32, "attn_parallel": 2, "attn_lanes": 64,
-               "weight_ports": 4},
+               "weight_ports": 4, "arena_window_kib": 1024},
     "zcu104": {"tile_in": 32, "tile_out": 16, "attn_parallel": 2, "attn_lanes": 64,
-               "weight_ports": 4},
+               "weight_ports": 4, "arena_window_kib": 1024},
     "kv260": {"tile_in": 16, "tile_out": 16, "attn_parallel": 4, "attn_lanes": 8,
               "bus_bits": 64, "weight_ports": 4},
     "ultra96v2": {"tile_in": 8, "tile_out": 8, "attn_parallel": 1, "attn_lanes": 8,

@@ -28,7 +28,7 @@ fit are ``codesign.estimate.resources``, the report entry and plots
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -67,11 +67,16 @@ def tile_load_beats(tile_in: int, tile_out: int, weight_bytes: int, bus_bytes: f
 class WeightStream:
     """How weight tiles reach the UCU: `ports` masters of `bus_bytes` (a weight beat is one
     beat of each), sharing a DDR that sustains `ddr_rate` bytes per cycle (None: no cap)
-    with the other masters."""
+    with the other masters; `arena_on_chip`: the layer's activations are all in the
+    on-chip window, so its writes take nothing from the DDR; `x_beat_bytes`: the UCU's
+    input rows come over the window's x port, this many bytes a cycle (None: over the
+    arena master, a bus beat a cycle)."""
 
     ports: int
     bus_bytes: int
     ddr_rate: float | None = None
+    arena_on_chip: bool = False
+    x_beat_bytes: int | None = None
 
     @property
     def rate(self) -> float:
@@ -88,12 +93,21 @@ class WeightStream:
         without this term (m3vit 1.005), and on every board's default one master and the
         writes stay within the DDR."""
         beats_per_cycle = (self.ddr_rate or 0.0) / self.bus_bytes
-        if self.ports == 1 or self.ddr_rate is None or self.ports + 1 <= beats_per_cycle:
+        if self.ports == 1 or self.ddr_rate is None or self.arena_on_chip:
+            return 0
+        if self.ports + 1 <= beats_per_cycle:
             return 0
         if weight_bound:
             return math.ceil(write_beats * self.bus_bytes / self.ddr_rate)
         share = beats_per_cycle / (self.ports + 1)  # each waiting master's beats per cycle
         return math.ceil(weight_beats / (self.ports * share) * (1 - share))
+
+
+def x_beats(rows: int, cols: int, bus_bytes: int, stream: WeightStream | None) -> int:
+    """Cycles `rows` UCU input rows of `cols` int32 take to load: bus beats, or window
+    rows on the x port."""
+    width = stream.x_beat_bytes if stream is not None and stream.x_beat_bytes else bus_bytes
+    return rows * beats(4 * cols, width)
 
 
 def _weight_rate(stream: WeightStream | None, bus_bytes: int) -> float:
@@ -145,7 +159,7 @@ def _linear_schedule(rows: int, in_dim: int, out_dim: int, tile_in: int, tile_ou
         contention = stream.contention(write_beats, stored * tile_beats, load > rows)
     return {
         "stored": stored, "out_tiles": out_tiles, "load": load, "chunks": chunks, "ucu": ucu,
-        "writes": writes, "x_beats": rows * beats(4 * in_dim, bus_bytes),
+        "writes": writes, "x_beats": x_beats(rows, in_dim, bus_bytes, stream),
         "contention": contention,
     }  # fmt: skip
 
@@ -252,7 +266,7 @@ def experts_cycles(counts: list[int], tokens: int, dim: int, hidden: int, tile_i
         total += linear_cycles(
             count, dim, hidden, tile_in, tile_out, weight_bytes, bus_bytes, stream=stream
         )
-        total += count * beats(4 * hidden, bus_bytes) + EXPERT_HANDOFF
+        total += x_beats(count, hidden, bus_bytes, stream) + EXPERT_HANDOFF
         total += ucu_cycles(
             count,
             -(-dim // tile_out) * -(-hidden // tile_in),
@@ -546,7 +560,7 @@ def experts_breakdown(counts, tokens, dim, hidden, tile_in, tile_out, weight_byt
             count, dim, hidden, tile_in, tile_out, weight_bytes, bus_bytes, stream=stream
         )
         add_parts(parts, fc1)
-        parts["activations"] += count * beats(4 * hidden, bus_bytes)
+        parts["activations"] += x_beats(count, hidden, bus_bytes, stream)
         chunks = drain_chunks(tile_out, 8 * bus_bytes)
         add_parts(parts, ucu_breakdown(count, fc2_tiles, load, -(-dim // tile_out), chunks))
     return parts
@@ -636,11 +650,51 @@ def rule_engine_cycles(program, arch, ddr_latency: int = AXI_LATENCY) -> int:
     return total
 
 
-def exposed_latency(layer, ddr_latency: int, counts: list[int] | None = None) -> int:
-    """Cycles a running layer waits on DDR round trips (see LAYER_ROUND_TRIPS)."""
+# AXI cycles from a read address to its first data in the on-chip window (cds_arena_window:
+# the address register, the RAM read, the data FIFO)
+WINDOW_LATENCY = 3
+
+
+# the UCU input rows of each op that has them: (base, stride) fields
+X_SOURCES = {"LINEAR": (("src", "src_stride"),), "MOE_GATE": (("src", "src_stride"),),
+             "MOE_EXPERTS": (("src", "src_stride"), ("scratch", "scratch_stride"))}  # fmt: skip
+
+
+def x_port_bytes(program, layer) -> int | None:
+    """Bytes a cycle `layer`'s UCU input rows load at over the window's x port (a row of
+    its RAM: tile_in words), when the kernel has one (tile_in words wider than a bus beat)
+    and every x source lies in the window on whole RAM rows; None otherwise."""
+    row = 4 * program.tile_in
+    sources = X_SOURCES.get(layer.op.name)
+    if not sources or not program.window_bytes or row <= program.bus_bits // 8:
+        return None
+    f = layer.fields
+    for base, stride in sources:
+        if f[base] >= program.window_bytes or f[base] % row or f[stride] % row:
+            return None
+    return row
+
+
+def arena_on_chip(program, layer) -> bool:
+    """Whether every arena block `layer` touches lies in the on-chip window."""
+    window = program.window_bytes
+    bases = [layer.fields[name] for name in spec(layer.op).arena_addresses]
+    return window > 0 and all(base < window for base in bases if base != NONE)
+
+
+def exposed_latency(layer, ddr_latency: int, counts: list[int] | None = None,
+                    on_chip: bool = False) -> int:  # fmt: skip
+    """Cycles a running layer waits on round trips: the op's ``round_trips`` to DDR, each
+    `ddr_latency` cycles (measured on the RTL top as the slope of its cycles over DDR
+    latency); `on_chip` (every arena block in the window): ``round_trips_on_chip`` to DDR,
+    the rest to the window at WINDOW_LATENCY."""
     op = spec(layer.op)
-    trips = op.round_trips + op.round_trips_per_expert * sum(1 for count in counts or [] if count)
-    return round(trips * ddr_latency)
+    active = sum(1 for count in counts or [] if count)
+    trips = op.round_trips + op.round_trips_per_expert * active
+    if not on_chip:
+        return round(trips * ddr_latency)
+    ddr_trips = op.round_trips_on_chip + op.round_trips_on_chip_per_expert * active
+    return round(ddr_trips * ddr_latency + max(0.0, trips - ddr_trips) * WINDOW_LATENCY)
 
 
 def _layer_cycles(detail: dict, ddr_bytes_per_cycle: float, descriptor: int, waits: int,
@@ -693,8 +747,15 @@ def estimate_cycles(
             sources.add(source)
         entry = {"name": layer.name, "op": layer.op.name, "task": layer.task, "runs": runs}
         if runs:
-            detail = _layer_estimate(program, layer, bus, counts, stream=stream)
-            waits = exposed_latency(layer, ddr_latency, counts)
+            on_chip = arena_on_chip(program, layer)
+            layer_stream = replace(
+                stream, arena_on_chip=on_chip, x_beat_bytes=x_port_bytes(program, layer)
+            )
+            detail = _layer_estimate(program, layer, bus, counts, stream=layer_stream)
+            # on chip, the arena's round trips are the window's, its bytes use no DDR
+            waits = exposed_latency(layer, ddr_latency, counts, on_chip)
+            if on_chip:
+                detail["act_bytes"] = 0
             cycles, transfer, breakdown = _layer_cycles(
                 detail, ddr_bytes_per_cycle, descriptor, waits, layer.name
             )
@@ -706,11 +767,14 @@ def estimate_cycles(
                 bound="ddr" if transfer > compute else limited_by,
                 ddr_bytes=detail["weight_bytes"] + detail["act_bytes"],
                 latency_cycles=waits,
+                arena_on_chip=on_chip,
                 **detail,
                 breakdown=breakdown,
             )
             if detail.get("block_sparse"):  # what the layer would cost unpruned
-                dense = _layer_estimate(program, layer, bus, counts, dense=True, stream=stream)
+                dense = _layer_estimate(program, layer, bus, counts, True, layer_stream)
+                if on_chip:
+                    dense["act_bytes"] = 0
                 entry["cycles_dense"] = _layer_cycles(
                     dense, ddr_bytes_per_cycle, descriptor, waits, layer.name
                 )[0]

@@ -61,6 +61,9 @@ class Memory:
     # with a second reader it is one true-dual-port RAM, not a copy per reader
     rw_port: bool = False
     block: bool = False  # marked ram_style "block": block RAM whatever it costs
+    # written a 32-bit word at a time (a write enable per word): block RAM then keeps 8
+    # data bits of each 9-bit byte (a RAMB36 holds 64 bits a row, not 72)
+    word_enables: bool = False
 
 
 @lru_cache(maxsize=256)
@@ -88,7 +91,8 @@ def varying_bits(words) -> int:
     return _varying_bits(tuple(int(word) for word in words))
 
 
-def _bram_cost(width: int, depth: int, reads: int, true_dual: bool) -> tuple[int, float]:
+def _bram_cost(width: int, depth: int, reads: int, true_dual: bool,
+               word_enables: bool = False) -> tuple[int, float]:  # fmt: skip
     """(cost, BRAM36) of the cheapest block-RAM mapping of one copy."""
     best = None
     # a RAM with one write port and R read ports is R simple-dual-port copies; a ROM's two
@@ -102,6 +106,10 @@ def _bram_cost(width: int, depth: int, reads: int, true_dual: bool) -> tuple[int
             wide, deep = _SDP_WIDE[top]
             shapes[wide] = deep
         for shape_width, shape_depth in shapes.items():
+            if word_enables:
+                if shape_width < 32 - 32 // 9:  # narrower than a word: no use for enables
+                    continue
+                shape_width -= shape_width // 9
             n = math.ceil(width / shape_width) * math.ceil(depth / shape_depth) * copies
             if best is None or n * cost < best[0]:
                 best = (n * cost, n * size)
@@ -136,7 +144,7 @@ def mapped(memory: Memory, family: str = "xcup", uram: bool = False) -> tuple[fl
     if memory.depth < MIN_DEPTH or memory.async_read or memory.reads > 2:
         return 0.0, 0
     cost, bram36 = _bram_cost(memory.width, memory.depth, memory.reads,
-                              memory.rom or memory.rw_port)  # fmt: skip
+                              memory.rom or memory.rw_port, memory.word_enables)  # fmt: skip
     best = (cost, bram36, 0)
     if memory.block:
         return bram36 * memory.count, 0
@@ -289,6 +297,21 @@ def inventory(arch, precision=None) -> list[Memory]:
         *(
             [Memory("cds_axi_rdw", "read FIFO", arch.bus_bits, 256, count=arch.weight_ports - 1)]
             if arch.weight_ports > 1
+            else []
+        ),
+        # the arena's on-chip window: window_banks beats a row (the x port's width), a
+        # write enable per word
+        *(
+            [
+                Memory(
+                    "cds_arena_window",
+                    "window",
+                    arch.bus_bits * p["window_banks"],
+                    -(-p["window_beats"] // p["window_banks"]),
+                    word_enables=True,
+                )
+            ]
+            if p["window_beats"]
             else []
         ),
     ]

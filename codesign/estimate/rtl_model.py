@@ -73,6 +73,8 @@ def features(arch, precision=None, family: str = "xcup", uram: bool = False
             "drain_lanes": p["drain_lanes"],
             "drain_lane_bits": p["drain_lanes"] * x,  # requantise/GELU/score lanes, x wide
             "bus": bus,
+            # the x port's rows into the UCU: a mux (and zero mask) per input lane bit
+            "x_port_bits": ti * x if p["window_banks"] > 1 else 0,
         },
         "cds_eng_attention": {
             "one": 1,
@@ -113,6 +115,10 @@ def features(arch, precision=None, family: str = "xcup", uram: bool = False
         "cds_axi_rd": {"one": 2, "bus": 2 * bus},
         "cds_axi_rdw": {"one": arch.weight_ports - 1, "bus": (arch.weight_ports - 1) * bus},
         "cds_axi_wr": {"one": 1, "bus": bus},
+        # the arena's on-chip window: address registers, order counters, the read FIFOs,
+        # the R and x muxes, and the read mux of a RAM deeper than one primitive, which
+        # Yosys builds from LUTs (its RAM is counted in memories.py)
+        "cds_arena_window": window_features(arch, p, family, uram),
         # a 64-bit address register (and its read mux) per further weight master
         "cds_axil_ctrl": {"one": 1, "weight_regs": arch.weight_ports - 1},
         GLUE: {"one": 1, "bus": bus},
@@ -125,13 +131,33 @@ def features(arch, precision=None, family: str = "xcup", uram: bool = False
     return units
 
 
+def window_features(arch, p: dict, family: str, uram: bool) -> dict[str, float]:
+    """cds_arena_window's counts: none without a window; else one, its RAM row's bits
+    and those bits once per further primitive its depth takes (block RAM 512 rows deep
+    at 72 bits, UltraRAM 4,096: the read mux)."""
+    from .memories import Memory, mapped
+
+    if not p["window_beats"]:
+        return {"one": 0, "row_bits": 0, "bram_mux_bits": 0, "uram_mux_bits": 0}
+    row_bits = arch.bus_bits * p["window_banks"]
+    rows = -(-p["window_beats"] // p["window_banks"])
+    _, urams = mapped(Memory("cds_arena_window", "window", row_bits, rows), family, uram)
+    deep = -(-rows // (4096 if urams else 512)) - 1
+    return {
+        "one": 1,
+        "row_bits": row_bits,
+        "bram_mux_bits": 0 if urams else row_bits * deep,
+        "uram_mux_bits": row_bits * deep if urams else 0,
+    }
+
+
 # Which counts each resource of a unit is fitted on: few per resource, so that a handful
 # of synthesis runs pins them down, chosen by what the RTL instantiates per count (a DSP
 # per MAC lane, requantisers per output lane, adder trees per product bit, ...).
 FEATURE_SETS = {
     "cds_ucu_job": {
         "dsp": ("one", "multipliers", "post_dsps"),
-        "lut": ("one", "mac_bits", "drain_lanes"),
+        "lut": ("one", "mac_bits", "drain_lanes", "x_port_bits"),
         "ff": ("one", "mac_bits", "drain_lane_bits"),
     },
     "cds_eng_attention": {
@@ -148,6 +174,11 @@ FEATURE_SETS = {
         "dsp": ("one", "beat_dsps"),
         "lut": ("one", "tile_out", "out_lanes"),
         "ff": ("one", "tile_out", "out_lanes"),
+    },
+    "cds_arena_window": {
+        "dsp": ("one",),
+        "lut": ("one", "row_bits", "bram_mux_bits", "uram_mux_bits"),
+        "ff": ("one",),
     },
     "cds_eng_eltwise": {
         "dsp": ("lanes",),  # POOL's 48x18 scale multiply per lane

@@ -257,7 +257,9 @@ def expected_regions(
     later layers wrote over it: activations share arena bytes once their lifetimes end
     (``codesign.memory_plan``), and qk-norm normalises q and k inside the qkv rows. A
     mismatch is named by the first layer whose region differs; build with
-    ``--no-arena-reuse`` for every layer's output to survive the run untouched.
+    ``--no-arena-reuse`` for every layer's output to survive the run untouched. A region
+    below the Program's ``window_bytes`` is in the kernel's on-chip window, not in DDR:
+    the testbench reads it there (``codesign_window_word``).
     """
     words = np.asarray(arena)
 
@@ -498,12 +500,13 @@ def run_csim(
 def arch_from_program(program: Program, base: ArchConfig | None = None) -> ArchConfig:
     """The ArchConfig a Program was compiled for, as far as program.bin records it: tile,
     bus, weight masters, attention slots and lanes from the header, table parameters from
-    the table headers; the on-chip maxima from `base` (default ArchConfig) or the Program's
-    meta."""
+    the table headers, an on-chip arena window of at least the header's window_bytes
+    (whole KiB); the on-chip maxima from `base` (default ArchConfig) or the Program's meta."""
     if "arch" in program.meta:
         return ArchConfig.from_dict(program.meta["arch"])
     tables = program.tables
     base = base or ArchConfig()
+    window_kib = max(base.arena_window_kib, -(-program.window_bytes // 1024))
     return base.with_(
         tile_in=program.tile_in,
         tile_out=program.tile_out,
@@ -511,6 +514,7 @@ def arch_from_program(program: Program, base: ArchConfig | None = None) -> ArchC
         attn_lanes=program.attn_lanes,
         bus_bits=program.bus_bits,
         weight_ports=program.weight_ports,
+        arena_window_kib=window_kib,
         gelu_index_bits=tables["gelu_delta"].index_bits,
         gelu_range=float(2 ** tables["gelu_delta"].domain_log2),
         exp_index_bits=tables["exp"].index_bits,

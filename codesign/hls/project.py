@@ -231,6 +231,9 @@ def project_params(
         "program_sha256": hashlib.sha256(program_bytes).hexdigest(),
         "program_bytes": len(program_bytes),
         "arch_json": json.dumps(arch.to_dict(), sort_keys=True),
+        # the kernel keeps the arena's on-chip window in UltraRAM where the part has it
+        # (the sources stay board-independent: run_hls.tcl defines CODESIGN_WINDOW_URAM)
+        "window_uram": arch.arena_window_kib > 0 and board.uram > 0,
         **ps,
         "clock_sinks": [
             f"{KERNEL_CELL}/ap_clk",

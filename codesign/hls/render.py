@@ -113,6 +113,7 @@ def kernel_params(
     row_max = padded(max(max_lin_in, max_lin_out, 3 * arch.max_dim), lanes)
     max_in_tiles = _ceil_div(max_lin_in, arch.tile_in)
     max_tile_rows = _ceil_div(max_lin_out, arch.tile_out)
+    window_beats = _ceil_div(arch.arena_window_bytes, bus_bytes)
     params = {
         "tile_in": arch.tile_in,
         "tile_out": arch.tile_out,
@@ -157,6 +158,15 @@ def kernel_params(
         "program_depth": _ceil_div(program_max_bytes, bus_bytes),
         "arena_depth": _ceil_div(arena_max_bytes, bus_bytes),
         "max_layers": MAX_LAYERS_HINT,
+        # the arena's on-chip window (ArchConfig.arena_window_kib; 0 beats: none, and no
+        # window code at all): a static array of bus beats in codesign_top, passed with the
+        # Program's window_bytes wherever the arena pointer goes (window_params/window_args)
+        "arena_window_bytes": arch.arena_window_bytes,
+        "arena_window_beats": window_beats,
+        "window_params": (
+            ", bus_t arena_window[ARENA_WINDOW_BEATS], u32 window_bytes" if window_beats else ""
+        ),
+        "window_args": ", arena_window, window_bytes" if window_beats else "",
         # AXI bursts: up to 4 KiB (the AXI boundary), at most 256 beats
         "read_burst": min(256, 4096 // bus_bytes),
         "write_burst": min(256, 4096 // bus_bytes),
@@ -191,6 +201,7 @@ def _format_params() -> dict:
         "h_input": program_format._H_INPUT,
         "h_outputs": program_format._H_OUTPUTS,
         "h_tables": program_format._H_TABLES,
+        "h_window": program_format._H_WINDOW,
         "table_names": list(TABLE_NAMES),
         "table_words": list(TABLE_WORDS),
         "ops": [(op.name, int(op)) for op in Op],

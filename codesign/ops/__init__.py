@@ -74,6 +74,7 @@ HEADER_WORD_INDEX = {
     "tile_out": (14, False),
     "n_tasks": (16, True),
     "weight_ports": (103, False),  # codesign.program._H_WEIGHT_PORTS
+    "window_bytes": (104, False),  # codesign.program._H_WINDOW
 }
 _H_TABLES = 62
 for _index, _table in enumerate(TABLE_NAMES):
@@ -119,6 +120,11 @@ def header_rules(magic: tuple[int, int], version: int, header_bytes: int, layer_
         Rule("LAYOUT", aligned(H("arena_bytes")), why="arena size a whole number of bus beats"),
         Rule(
             "LAYOUT",
+            aligned(H("window_bytes")) & (H("window_bytes") <= H("arena_bytes")),
+            why="on-chip window a whole number of bus beats, inside the arena",
+        ),
+        Rule(
+            "LAYOUT",
             H("data_offset").eq(layers_end)
             & (H("data_offset") + H("data_bytes")).eq(H("total_bytes")),
             why="data section right after the descriptors, to the end",
@@ -140,6 +146,11 @@ def header_rules(magic: tuple[int, int], version: int, header_bytes: int, layer_
             (H("total_bytes") <= P("program_max_bytes"))
             & (H("arena_bytes") <= P("arena_max_bytes")),
             why="buffers within the kernel's m_axi depth",
+        ),
+        Rule(
+            "DEPTH",
+            H("window_bytes") <= P("window_max_bytes"),
+            why="on-chip window within the kernel's (ArchConfig.arena_window_kib)",
         ),
     ]
     for name in TABLE_NAMES:
@@ -254,6 +265,7 @@ def kernel_check_params(
     params["max_tasks"] = MAX_TASKS
     params["program_max_bytes"] = program_max_bytes or PROGRAM_MAX_BYTES
     params["arena_max_bytes"] = arena_max_bytes or ARENA_MAX_BYTES
+    params["window_max_bytes"] = arch.arena_window_bytes
     return params
 
 

@@ -150,6 +150,7 @@ SPEC = OpSpec(
     golden=golden,
     estimate=estimate,
     round_trips=3.0,
+    round_trips_on_chip=1.0,
     units=("attention", "exp_table", "recip_table"),
 )
 

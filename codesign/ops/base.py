@@ -48,6 +48,10 @@ class OpSpec:
     estimate: Callable | None = None
     round_trips: float = 3.0
     round_trips_per_expert: float = 0.0  # MOE_EXPERTS: more per expert with tokens
+    # the same with every arena block in the on-chip window: what is left are the reads
+    # of the Program (descriptor, weights, biases, parameters), measured the same way
+    round_trips_on_chip: float = 1.0
+    round_trips_on_chip_per_expert: float = 0.0
     # the hardware units it needs (their DSP/BRAM/LUT/FF: codesign.estimate.resources)
     units: tuple[str, ...] = ()
 
@@ -68,6 +72,12 @@ class OpSpec:
         base, stride, rows, extra, cols = self.output
         extra = extra if isinstance(extra, int) else fields[extra]
         return fields[base], (fields[rows] if rows else 0) + extra, fields[cols], fields[stride]
+
+    @property
+    def arena_addresses(self) -> tuple[str, ...]:
+        """Fields holding arena byte offsets (the blocks ``arena_rows`` and the MoE queue
+        rules bound)."""
+        return tuple(name for name in self.field_names if name in ARENA_BASES)
 
     @property
     def program_addresses(self) -> tuple[str, ...]:
@@ -186,6 +196,10 @@ def row_bytes(cols: Expr) -> Expr:
     return round_up(cols * 4, P("bus_bytes"))
 
 
+# the descriptor fields that are arena offsets, in every op that has them
+ARENA_BASES = ("src", "dst", "res", "queue", "scratch")
+
+
 def arena_rows(
     what: str, base: str, stride: str | None, rows: Expr, cols: Expr, when: Expr | None = None
 ) -> list[Rule]:
@@ -202,7 +216,17 @@ def arena_rows(
             )
         )
     rules.append(Rule("REGION", end <= H("arena_bytes"), when, f"{what}: inside the arena"))
+    rules.append(one_side_of_window(what, F(base), end, when))
     return rules
+
+
+def one_side_of_window(what: str, start: Expr, end: Expr, when: Expr | None = None) -> Rule:
+    """An arena block [start, end) lies wholly in the on-chip window or wholly past it:
+    the kernels decide where a command goes from its first address."""
+    window = H("window_bytes")
+    return Rule(
+        "REGION", (end <= window) | (start >= window), when, f"{what}: one side of the window"
+    )
 
 
 def program_block(
@@ -285,6 +309,7 @@ __all__ = [
     "frac_le",
     "in_range",
     "narrow",
+    "one_side_of_window",
     "present",
     "program_block",
     "tiled_bytes",

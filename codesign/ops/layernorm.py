@@ -122,5 +122,6 @@ SPEC = OpSpec(
     golden=golden,
     estimate=estimate,
     round_trips=3.5,
+    round_trips_on_chip=2.0,
     units=("layernorm", "rsqrt_table"),
 )

@@ -178,5 +178,6 @@ SPEC = OpSpec(
     golden=golden,
     estimate=estimate,
     round_trips=3.0,
+    round_trips_on_chip=2.1,
     units=("ucu", "gelu_table"),
 )

@@ -219,5 +219,7 @@ SPEC = OpSpec(
     estimate=estimate,
     round_trips=5.0,
     round_trips_per_expert=3.0,
+    round_trips_on_chip=1.0,
+    round_trips_on_chip_per_expert=2.45,
     units=("ucu", "moe_scatter", "moe_buffers", "gelu_table"),
 )

@@ -19,6 +19,7 @@ from .base import (
     in_range,
     layer_model,
     narrow,
+    one_side_of_window,
     program_block,
     rows_of,
     table_input,
@@ -34,6 +35,7 @@ def queue_rules() -> list[Rule]:
     return [
         Rule("REGION", aligned(F("queue")), why="queue bus-aligned"),
         Rule("REGION", F("queue") + QUEUE_BYTES <= H("arena_bytes"), why="queue inside the arena"),
+        one_side_of_window("queue", F("queue"), F("queue") + QUEUE_BYTES),
     ]
 
 
@@ -142,5 +144,6 @@ SPEC = OpSpec(
     golden=golden,
     estimate=estimate,
     round_trips=3.0,
+    round_trips_on_chip=2.0,
     units=("ucu", "moe_gate", "moe_buffers", "exp_table", "recip_table"),
 )

@@ -232,6 +232,13 @@ def rtl_params(arch: ArchConfig, precision: Precision | str | None = None) -> di
         "post_score": POST_SCORE,
         "bias_shift_bits": BIAS_SHIFT_BITS,  # a bias word's low bits: the column's weight shift
         "sp_lutram_max_depth": SP_LUTRAM_MAX_DEPTH,
+        # the arena's on-chip window (cds_arena_window), bus beats; 0: none
+        "window_beats": arch.arena_window_bytes // (arch.bus_bits // 8),
+        # beats a row of the window's RAM: the UCU's input tile, so its x rows load a tile a
+        # cycle (1: no x port, the tile is no wider than a beat)
+        "window_banks": max(1, 32 * arch.tile_in // arch.bus_bits)
+        if arch.arena_window_bytes
+        else 1,
     }
 
 

@@ -3,7 +3,9 @@
 The kernel is ``codesign.hls.csim.build_kernel(arch)``: the one compiled object the C
 testbench links too (one compile per ArchConfig, like one bitstream);
 ``hls_templates/runtime/kernel_so.cpp.j2`` adds C entry points that pack the simulated
-DDR bytes into ``bus_t`` beats, call ``codesign_top`` and unpack the arena. Both are
+DDR bytes into ``bus_t`` beats, call ``codesign_top`` and unpack the arena (as on a
+board, the arena's on-chip window, ``ArchConfig.arena_window_kib``, stays inside the
+kernel: the host moves only the input and outputs, which lie past it). Both are
 cached under ``$XDG_CACHE_HOME/codesign/`` (``codesign.util.cached_build``) keyed by the
 hash of every source, the flags and the compiler version, so only the first use of an
 ArchConfig compiles (about a minute on two cores).

@@ -13,7 +13,7 @@ from ..arch import ArchConfig, register_map
 from ..arch.regmap import AP_DONE, AP_IDLE, AP_READY, AP_START, AUTO_RESTART
 from ..contract import CHECK_ERRORS, STATUS_OFFSET
 from ..numerics.fixed import OVERFLOW, ROUNDING
-from ..program import _H_GEOMETRY, _H_INPUT, _H_OUTPUTS, HEADER_FIELDS
+from ..program import _H_GEOMETRY, _H_INPUT, _H_OUTPUTS, _H_WINDOW, HEADER_FIELDS
 from ..templates import environment
 from ..util import generated_doc_main
 
@@ -48,6 +48,14 @@ def render() -> str:
     )
     header_words.append(
         ("image geometry", f"{_H_GEOMETRY}–{_H_GEOMETRY + 3}", "channels, patch, height, width")
+    )
+    header_words.append(
+        (
+            "window_bytes",
+            _H_WINDOW,
+            "arena offsets below it are the kernel's on-chip window: the host never sees "
+            "them (the buffer still spans arena_bytes), the input and outputs lie past it",
+        )
     )
     example = (Path(__file__).parent / "minimal_host.py").read_text().rstrip("\n")
     return env.get_template("interface.md.j2").render(
