@@ -463,11 +463,20 @@ def _print_csim(csim: dict) -> bool:
     help="weight masters to search, e.g. 1,4 [1, 2 and 4 as far as the board has PS ports]",
 )
 @click.option(
+    "--window",
+    "windows",
+    type=click.Choice(["both", "none", "model"]),
+    default="both",
+    show_default=True,
+    help="the arena's on-chip window: none, as large as the model's memory plan fills it, "
+    "or both searched",
+)
+@click.option(
     "--out", type=click.Path(file_okay=False), help="output dir [explore/<model>-<board>]"
 )
 def explore_cmd(
     model, board, precisions, objective, constraints, verify, verify_kinds, scheduler,
-    workers, ddr_efficiency, weight_ports, out,
+    workers, ddr_efficiency, weight_ports, windows, out,
 ) -> None:  # fmt: skip
     """Search the ArchConfig space: Pareto front of latency vs resources, and a pick."""
     from pathlib import Path
@@ -490,6 +499,7 @@ def explore_cmd(
                 verify_kinds=tuple(k for k in verify_kinds.split(",") if k),
                 scheduler=scheduler, workers=workers, out=out_dir,
                 ddr_efficiency=ddr_efficiency, progress=bar, weight_ports=weight_ports,
+                windows=windows,
             )  # fmt: skip
     except (ExploreError, ValueError) as error:
         err_console.print(f"[red]error:[/red] {error}")

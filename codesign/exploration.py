@@ -3,13 +3,14 @@ board, a pick under the user's constraints, and the front's top points checked b
 synthesis and RTL simulation.
 
 The search costs every ArchConfig knob that changes the hardware (UCU tiles, attention
-query slots and lanes, bus width, weight masters; precisions when several are given) with
+query slots and lanes, bus width, weight masters, the arena's on-chip window: none, or
+as large as the model's memory plan fills it; precisions when several are given) with
 the estimator
 (``codesign.estimate``: the cycle model at the board's DDR model, the resource model the
 build's fit check uses). It is exhaustive over those knobs but prunes by monotonicity:
 resources only grow with attention slots and lanes, so within one UCU tile and bus the
 first point that does not fit ends its row. One job per (precision, bus, tiles, weight
-masters) block.
+masters, window) block.
 
 Jobs (the search blocks, then the verifications: whole-top Yosys synthesis and an RTL
 run of the model, or of ``m3vit-tiny`` at the same ArchConfig when the model is too long
@@ -52,6 +53,9 @@ CONSTRAINT_KEYS = {
     "latency": "latency_ms",
 }
 TILES = (4, 8, 16, 32, 64)
+WINDOW_MAX_KIB = 16384  # the window a search block offers the memory plan before sizing
+# the on-chip window choices by name: none, as large as the model fills it, or both
+WINDOW_CHOICES = {"none": (False,), "model": (True,), "both": (False, True)}
 SLOTS = (1, 2, 4, 8, 16)
 # where a verification disagrees with the estimate beyond these, the point is flagged
 BANDS = {"dsp": 0.0, "bram36": 0.10, "lut": 0.20, "ff": 0.20, "cycles": 0.05}
@@ -119,10 +123,12 @@ def parse_constraints(spec: str | None) -> list[Constraint]:
 def _knob_text(point: dict) -> str:
     k = point["knobs"]
     masters = k.get("weight_ports", 1)
+    window = k.get("arena_window_kib", 0)
     return (
         f"{point['precision']} {k['tile_in']}x{k['tile_out']} UCU, P{k['attn_parallel']} x "
         f"{k['attn_lanes']} lanes, {k['bus_bits']}-bit bus"
         + (f", {masters} weight masters" if masters > 1 else "")
+        + (f", {window} KiB on-chip window" if window else "")
     )
 
 
@@ -135,6 +141,7 @@ def _knobs(arch: ArchConfig) -> dict:
         "attn_lanes": arch.attention_lanes,
         "bus_bits": arch.bus_bits,
         "weight_ports": arch.weight_ports,
+        "arena_window_kib": arch.arena_window_kib,
     }
 
 
@@ -213,20 +220,26 @@ def _rtl_model(model: dict | None, board) -> dict | None:
 
 def search_block(model: str, seed: int, board_name: str, base: dict, precision: str,
                  bus_bits: int, tile_in: int, tile_out: int, lanes: tuple[int, ...],
-                 ddr_efficiency: float, weight_ports: int = 1) -> list[dict]:  # fmt: skip
-    """Every (slots, lanes) point of one UCU tile, bus and number of weight masters, pruned
-    where it stops fitting.
+                 ddr_efficiency: float, weight_ports: int = 1, window: bool = False
+                 ) -> list[dict]:  # fmt: skip
+    """Every (slots, lanes) point of one UCU tile, bus, number of weight masters and
+    window (`window`: the arena's on-chip window as large as the memory plan fills it,
+    else none), pruned where it stops fitting.
     A pure function of its arguments (a Dask job): each process quantises the model once
     (``_graph_for`` is cached), which is faster than shipping the quantised graph to the
     workers, whose unpickled weight arrays made every compile ~2x slower."""
     graph, _base = _graph_for(model, board_name, precision, seed)
     block = ArchConfig.from_dict(
         {**base, "tile_in": tile_in, "tile_out": tile_out, "bus_bits": bus_bits,
-         "weight_ports": weight_ports}
+         "weight_ports": weight_ports, "arena_window_kib": WINDOW_MAX_KIB if window else 0}
     )  # fmt: skip
     from .compiler import compile_graph
+    from .dse import sized_window
 
     packed = compile_graph(graph, block)  # the weights, packed for these tiles and bus
+    if window:  # the window the plan fills, in whole granules
+        block = sized_window(block, packed)
+        packed = compile_graph(graph, block)
     points = []
     for slots in SLOTS:
         if slots > block.max_tokens:
@@ -552,7 +565,8 @@ class Exploration:
 def _graph_for(model: str, board: str, precision: str, seed: int):
     """The quantised graph and the board default sized to it (the search's base)."""
     from .arch.config import default_arch
-    from .dse import model_limits, model_tables
+    from .compiler import compile_graph
+    from .dse import model_limits, model_tables, sized_window
     from .flow import STEPS, BuildState, make_options
 
     state = BuildState(
@@ -564,7 +578,7 @@ def _graph_for(model: str, board: str, precision: str, seed: int):
             break
     graph = state.graph_quant
     base = default_arch(board, model).with_(**model_limits(graph), **model_tables(graph))
-    return graph, base
+    return graph, sized_window(base, compile_graph(graph, base))  # as a build sizes it
 
 
 def explore(
@@ -584,11 +598,13 @@ def explore(
     cache: str | Path | None = None,
     progress: Callable | None = None,
     weight_ports=None,
+    windows=(False, True),
 ) -> Exploration:
     """Search, pick, optionally verify the first ``verify`` points of the front (ordered by
     the objective), and with ``out`` write pareto.json, pareto.png and report.md.
     ``weight_ports``: the numbers of weight masters searched (default: 1, 2 and 4 as far
-    as the board has PS ports for them)."""
+    as the board has PS ports for them). ``windows``: which of no on-chip arena window
+    (False) and one as large as the model fills (True) are searched."""
     from .names import board_name, model_name
 
     model, board = model_name(model), board_name(board)
@@ -613,6 +629,9 @@ def explore(
     for ports in weight_ports:
         if ports not in choices:
             raise ExploreError(f"weight_ports {ports}: {board} takes one of {choices}")
+    windows = WINDOW_CHOICES.get(windows, windows) if isinstance(windows, str) else windows
+    if not windows or any(not isinstance(w, bool) for w in windows):
+        raise ExploreError(f"windows {windows!r}: use one of {', '.join(WINDOW_CHOICES)}")
     started = time.perf_counter()
     executor = Executor(scheduler, workers)
     try:
@@ -623,12 +642,12 @@ def explore(
             head_dim = base.max_dim // base.max_heads
             lanes = tuple(n for n in (8, 16, 32, 64, 128, 256) if n <= head_dim) or (head_dim,)
             hp_bits = board_spec.hp_port_bits  # no wider: the PS port would not carry it
-            for bus, tile_in, tile_out, ports in itertools.product(
-                (hp_bits // 2, hp_bits), TILES, TILES, weight_ports
+            for bus, tile_in, tile_out, ports, window in itertools.product(
+                (hp_bits // 2, hp_bits), TILES, TILES, weight_ports, windows
             ):
                 calls.append(
                     (model, seed, board, base.to_dict(), precision, bus, tile_in, tile_out,
-                     lanes, ddr_efficiency, ports)
+                     lanes, ddr_efficiency, ports, window)
                 )  # fmt: skip
         blocks = executor.map(search_block, calls, _stage(progress, "search"))
         points = [point for block in blocks for point in block]

@@ -45,6 +45,29 @@ def test_front_is_the_non_dominated_fitting_points(serial):
                              for p in off_front)  # fmt: skip
 
 
+def test_the_on_chip_window_is_searched(serial):
+    """Every block with and without the arena's on-chip window (sized to what m3vit-tiny's
+    memory plan fills: 32 KiB on the 64-bit bus, 64 on the 128-bit one); the window makes
+    the same design faster and costs LUTs and RAM, and the front has points with it."""
+    result, _ = serial
+    windows = {p["knobs"]["arena_window_kib"] for p in result.points}
+    assert 0 in windows and len(windows) > 1
+    twins = {}
+    for point in result.points:
+        key = tuple(sorted((k, v) for k, v in point["knobs"].items() if k != "arena_window_kib"))
+        twins.setdefault(key, {})[bool(point["knobs"]["arena_window_kib"])] = point
+    pairs = [pair for pair in twins.values() if len(pair) == 2]
+    assert pairs
+    for pair in pairs:
+        on, off = pair[True], pair[False]
+        assert on["latency_ms"] < off["latency_ms"]
+        assert on["resources"]["lut"] > off["resources"]["lut"]
+        assert on["arch"]["arena_window_kib"] % (on["knobs"]["bus_bits"] // 2) == 0
+    assert any(p["knobs"]["arena_window_kib"] for p in result.front)
+    with pytest.raises(ExploreError, match="windows"):
+        explore(MODEL, BOARD, windows="sometimes", scheduler="serial")
+
+
 def test_weight_masters_are_searched_and_bounded_by_the_board(serial):
     """1, 2 and 4 weight masters on the KV260 (five PS ports); more masters cost LUTs, so
     the front keeps the fast ones only where they pay."""

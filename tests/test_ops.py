@@ -230,3 +230,18 @@ def test_a_program_for_a_wider_precision_is_refused_by_a_narrower_rtl_build(tiny
 
     assert needed(pack_fmt(Fixed(17, 1, signed=False))) == 18
     assert needed(pack_fmt(Fixed(24, 8, signed=True))) == 24
+
+
+def test_window_rules_cost_the_rule_engine_nothing_without_a_window():
+    """A rule guarded by a kernel parameter folds away when the guard is false: a kernel
+    without an on-chip window runs none of the one-side-of-the-window checks (its DEPTH
+    rule already holds the header's window at 0), one with a window runs them all."""
+    from codesign.arch import ArchConfig
+
+    plain = microcode.image(kernel_check_params(ArchConfig(arena_window_kib=0))).words
+    window = microcode.image(kernel_check_params(ArchConfig(arena_window_kib=64))).words
+    sides = sum(
+        1 for spec in SPECS for rule in spec.rules if "one side of the window" in rule.why
+    )
+    assert sides >= 8
+    assert len(window) - len(plain) >= 3 * sides

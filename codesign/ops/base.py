@@ -215,18 +215,25 @@ def arena_rows(
                 f"{what}: {stride} bus-aligned and holds a row",
             )
         )
-    rules.append(Rule("REGION", end <= H("arena_bytes"), when, f"{what}: inside the arena"))
-    rules.append(one_side_of_window(what, F(base), end, when))
+    rules += inside_the_arena(what, F(base), end, when)
     return rules
 
 
-def one_side_of_window(what: str, start: Expr, end: Expr, when: Expr | None = None) -> Rule:
-    """An arena block [start, end) lies wholly in the on-chip window or wholly past it:
-    the kernels decide where a command goes from its first address."""
+def inside_the_arena(what: str, start: Expr, end: Expr, when: Expr | None = None) -> list[Rule]:
+    """An arena block [start, end) ends inside the arena and, on a kernel with an on-chip
+    window, lies wholly in it or wholly past it (the kernels send a command where its
+    first word is; without a window the rule folds away from the kernels' checks)."""
     window = H("window_bytes")
-    return Rule(
-        "REGION", (end <= window) | (start >= window), when, f"{what}: one side of the window"
-    )
+    has_window = P("window_max_bytes") > 0
+    return [
+        Rule("REGION", end <= H("arena_bytes"), when, f"{what}: inside the arena"),
+        Rule(
+            "REGION",
+            (end <= window) | (start >= window),
+            has_window if when is None else when & has_window,
+            f"{what}: one side of the window",
+        ),
+    ]
 
 
 def program_block(
@@ -308,8 +315,8 @@ __all__ = [
     "formats",
     "frac_le",
     "in_range",
+    "inside_the_arena",
     "narrow",
-    "one_side_of_window",
     "present",
     "program_block",
     "tiled_bytes",

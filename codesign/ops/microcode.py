@@ -21,6 +21,7 @@ on the Program, so the cycle model charges exactly what :func:`verdict` counts.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -78,6 +79,8 @@ EXTRA_CYCLES = {"DIVIDES": 65}  # MUL: one per 4 bits of b up to its top one
 _COMMUTATIVE = {"ADD", "MUL", "EQ", "NE", "AND", "OR"}
 _SWAPPED = {"LT": "GT", "LE": "GE", "GT": "LT", "GE": "LE", "EQ": "EQ", "NE": "NE"}
 _CMP = {"<": "LT", "<=": "LE", ">": "GT", ">=": "GE", "==": "EQ", "!=": "NE"}
+_COMPARE = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
+            "==": operator.eq, "!=": operator.ne}  # fmt: skip
 UNSIGNED = ("u", "p")
 
 
@@ -147,6 +150,13 @@ class _Compiler:
             if a is None or b is None:
                 return None
             return a + b if node.op == "+" else a - b if node.op == "-" else a * b
+        if isinstance(node, (Cmp, Logic)):  # a guard on kernel parameters folds away
+            a, b = self.const(node.a), self.const(node.b)
+            if a is None or b is None:
+                return None
+            if isinstance(node, Logic):
+                return int(bool(a) and bool(b)) if node.op == "&&" else int(bool(a) or bool(b))
+            return int(_COMPARE[node.op](a, b))
         return None
 
     # -- operands: ("imm", value) | ("reg", r) | ("src", selector)
@@ -240,6 +250,8 @@ class _Compiler:
 
     def rule(self, rule: Rule, code: int) -> None:
         """ASSERT must (when `when`): the guard is a register, or imm[8] when constant."""
+        if rule.when is not None and self.const(rule.when) == 0:
+            return  # never applies to this kernel (e.g. a window rule without a window)
         must = self.in_reg_or_src(self.node(rule.must))
         when = self.node(rule.when) if rule.when is not None else ("imm", 1)
         if when[0] != "imm":

@@ -17,15 +17,15 @@ from .base import (
     fields,
     formats,
     in_range,
+    inside_the_arena,
     layer_model,
     narrow,
-    one_side_of_window,
     program_block,
     rows_of,
     table_input,
     tiled_bytes,
 )
-from .expr import F, H, P, Rule, frac, one_of
+from .expr import F, P, Rule, frac, one_of
 
 QUEUE_BYTES = 4 * F("experts") + 8 * F("experts") * F("tokens")
 
@@ -34,8 +34,7 @@ def queue_rules() -> list[Rule]:
     """The queue block both MoE ops share."""
     return [
         Rule("REGION", aligned(F("queue")), why="queue bus-aligned"),
-        Rule("REGION", F("queue") + QUEUE_BYTES <= H("arena_bytes"), why="queue inside the arena"),
-        one_side_of_window("queue", F("queue"), F("queue") + QUEUE_BYTES),
+        *inside_the_arena("queue", F("queue"), F("queue") + QUEUE_BYTES),
     ]
 
 
