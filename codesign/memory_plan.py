@@ -61,9 +61,6 @@ class MemoryPlan:
     def offset(self, name: str) -> int:
         return self.placements[name].offset
 
-    def on_chip(self, name: str) -> bool:
-        return self.placements[name].offset < self.window_bytes
-
     def _size(self, buffer: Buffer) -> int:
         return padded(buffer.nbytes, self.align)
 
@@ -109,11 +106,11 @@ class MemoryPlan:
 
 
 def _place(buffers: list[Buffer], placed: dict[str, Placement], base: int, align: int,
-           limit: int | None, reuse: bool) -> list[Buffer]:  # fmt: skip
+           limit: int | None, reuse: bool) -> None:  # fmt: skip
     """Place each of ``buffers`` at the lowest ``align``-byte offset >= ``base`` that
     overlaps no buffer of ``placed`` at or past ``base`` (with reuse: only those live at
-    the same time) and ends by ``limit`` (None: no limit); returns the ones that did not fit."""
-    left = []
+    the same time) and ends by ``limit`` (None: no limit; a buffer that would not is
+    left out)."""
     for buffer in buffers:
         busy = sorted(
             (p.offset, padded(p.end, align))
@@ -125,11 +122,8 @@ def _place(buffers: list[Buffer], placed: dict[str, Placement], base: int, align
             if offset + buffer.nbytes <= start:
                 break
             offset = max(offset, end)
-        if limit is not None and offset + buffer.nbytes > limit:
-            left.append(buffer)
-            continue
-        placed[buffer.name] = Placement(buffer, offset)
-    return left
+        if limit is None or offset + buffer.nbytes <= limit:
+            placed[buffer.name] = Placement(buffer, offset)
 
 
 def plan(buffers: list[Buffer], align: int, reuse: bool = True, window: int = 0) -> MemoryPlan:
@@ -152,15 +146,10 @@ def plan(buffers: list[Buffer], align: int, reuse: bool = True, window: int = 0)
     else:
         order = sorted(buffers, key=lambda b: b.first)  # stable: given order on ties
     placed: dict[str, Placement] = {}
-    spill = [b for b in order if b.host]
     if window:
-        inside = [b for b in order if not b.host]
-        spill = _place(inside, placed, 0, align, window, reuse) + spill
-        spill.sort(key=order.index)
+        _place([b for b in order if not b.host], placed, 0, align, window, reuse)
     boundary = max((padded(p.end, align) for p in placed.values()), default=0)
-    if not window:
-        spill = order
-    _place(spill, placed, boundary, align, None, reuse)
+    _place([b for b in order if b.name not in placed], placed, boundary, align, None, reuse)
     size = max((padded(p.end, align) for p in placed.values()), default=0)
     return MemoryPlan(placements=placed, arena_bytes=size, reuse=reuse, align=align,
                       window_bytes=boundary)  # fmt: skip
