@@ -108,7 +108,8 @@ async def window_random(dut):
         before = len(rd.beats)
         began = bench.cycle
         rd_cmd.append((0, stream_beats * wpb))
-        await bench.wait_for(lambda: len(rd.beats) >= before + stream_beats, timeout=100_000)
+        want = before + stream_beats
+        await bench.wait_for(lambda want=want: len(rd.beats) >= want, timeout=100_000)
         stream += [stream_beats, rd.last_cycle - began + 1]
         await bench.cycles(4)
     save_outputs(

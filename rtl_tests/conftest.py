@@ -178,3 +178,40 @@ def pytest_terminal_summary(terminalreporter):
     path = os.environ.get("CODESIGN_RTL_REPORT")
     if path:
         Path(path).write_text(json.dumps({"cycles": _CYCLES, "resources": _RESOURCES}, indent=1))
+
+
+# The AXI4 master ports of a test wrapper whose bundle an AxiRam serves (`m_axi_*`, BUS
+# data bits; LOCK is cocotbext-axi's 1 bit).
+AXI4_MASTER_PORTS = """\
+    output logic m_axi_AWVALID, input logic m_axi_AWREADY, output logic [63:0] m_axi_AWADDR,
+    output logic [0:0] m_axi_AWID, output logic [7:0] m_axi_AWLEN,
+    output logic [2:0] m_axi_AWSIZE, output logic [1:0] m_axi_AWBURST,
+    output logic [0:0] m_axi_AWLOCK, output logic [3:0] m_axi_AWCACHE,
+    output logic [2:0] m_axi_AWPROT, output logic [3:0] m_axi_AWQOS,
+    output logic [3:0] m_axi_AWREGION, output logic [0:0] m_axi_AWUSER,
+    output logic m_axi_WVALID, input logic m_axi_WREADY, output logic [BUS-1:0] m_axi_WDATA,
+    output logic [BUS/8-1:0] m_axi_WSTRB, output logic m_axi_WLAST,
+    output logic [0:0] m_axi_WID, output logic [0:0] m_axi_WUSER,
+    input  logic m_axi_BVALID, output logic m_axi_BREADY, input logic [1:0] m_axi_BRESP,
+    input  logic [0:0] m_axi_BID, input logic [0:0] m_axi_BUSER,
+    output logic m_axi_ARVALID, input logic m_axi_ARREADY, output logic [63:0] m_axi_ARADDR,
+    output logic [0:0] m_axi_ARID, output logic [7:0] m_axi_ARLEN,
+    output logic [2:0] m_axi_ARSIZE, output logic [1:0] m_axi_ARBURST,
+    output logic [0:0] m_axi_ARLOCK, output logic [3:0] m_axi_ARCACHE,
+    output logic [2:0] m_axi_ARPROT, output logic [3:0] m_axi_ARQOS,
+    output logic [3:0] m_axi_ARREGION, output logic [0:0] m_axi_ARUSER,
+    input  logic m_axi_RVALID, output logic m_axi_RREADY, input logic [BUS-1:0] m_axi_RDATA,
+    input  logic m_axi_RLAST, input logic [0:0] m_axi_RID, input logic [0:0] m_axi_RUSER,
+    input  logic [1:0] m_axi_RRESP
+"""
+
+# The word ports of cds_axi_rd (rd_*) and cds_axi_wr (wr_*) on a test wrapper.
+WORD_PORTS = """\
+    input  logic rd_cmd_valid, output logic rd_cmd_ready,
+    input  logic [31:0] rd_cmd_addr, input logic [23:0] rd_cmd_words,
+    output logic rd_valid, input logic rd_ready, output logic [BUS-1:0] rd_data,
+    output logic rd_last, rd_idle, rd_error,
+    input  logic wr_cmd_valid, output logic wr_cmd_ready,
+    input  logic [31:0] wr_cmd_addr, input logic [23:0] wr_cmd_words,
+    input  logic wr_valid, output logic wr_ready, input logic [BUS-1:0] wr_data,
+    output logic wr_idle, wr_error,"""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import ARCH_A
+from conftest import ARCH_A, AXI4_MASTER_PORTS, WORD_PORTS
 
 from codesign.rtl import sim
 from codesign.rtl.render import rtl_params, unit_sources
@@ -54,35 +54,8 @@ module cds_arena_window_tb #(
 ) (
     input  logic clk, rst_n,
     input  logic [31:0] base_lo, window,
-    input  logic rd_cmd_valid, output logic rd_cmd_ready,
-    input  logic [31:0] rd_cmd_addr, input logic [23:0] rd_cmd_words,
-    output logic rd_valid, input logic rd_ready, output logic [BUS-1:0] rd_data,
-    output logic rd_last, rd_idle, rd_error,
-    input  logic wr_cmd_valid, output logic wr_cmd_ready,
-    input  logic [31:0] wr_cmd_addr, input logic [23:0] wr_cmd_words,
-    input  logic wr_valid, output logic wr_ready, input logic [BUS-1:0] wr_data,
-    output logic wr_idle, wr_error,{x_ports}
-    output logic m_axi_AWVALID, input logic m_axi_AWREADY, output logic [63:0] m_axi_AWADDR,
-    output logic [0:0] m_axi_AWID, output logic [7:0] m_axi_AWLEN,
-    output logic [2:0] m_axi_AWSIZE, output logic [1:0] m_axi_AWBURST,
-    output logic [0:0] m_axi_AWLOCK, output logic [3:0] m_axi_AWCACHE,
-    output logic [2:0] m_axi_AWPROT, output logic [3:0] m_axi_AWQOS,
-    output logic [3:0] m_axi_AWREGION, output logic [0:0] m_axi_AWUSER,
-    output logic m_axi_WVALID, input logic m_axi_WREADY, output logic [BUS-1:0] m_axi_WDATA,
-    output logic [BUS/8-1:0] m_axi_WSTRB, output logic m_axi_WLAST,
-    output logic [0:0] m_axi_WID, output logic [0:0] m_axi_WUSER,
-    input  logic m_axi_BVALID, output logic m_axi_BREADY, input logic [1:0] m_axi_BRESP,
-    input  logic [0:0] m_axi_BID, input logic [0:0] m_axi_BUSER,
-    output logic m_axi_ARVALID, input logic m_axi_ARREADY, output logic [63:0] m_axi_ARADDR,
-    output logic [0:0] m_axi_ARID, output logic [7:0] m_axi_ARLEN,
-    output logic [2:0] m_axi_ARSIZE, output logic [1:0] m_axi_ARBURST,
-    output logic [0:0] m_axi_ARLOCK, output logic [3:0] m_axi_ARCACHE,
-    output logic [2:0] m_axi_ARPROT, output logic [3:0] m_axi_ARQOS,
-    output logic [3:0] m_axi_ARREGION, output logic [0:0] m_axi_ARUSER,
-    input  logic m_axi_RVALID, output logic m_axi_RREADY, input logic [BUS-1:0] m_axi_RDATA,
-    input  logic m_axi_RLAST, input logic [0:0] m_axi_RID, input logic [0:0] m_axi_RUSER,
-    input  logic [1:0] m_axi_RRESP
-);
+{WORD_PORTS}{x_ports}
+{AXI4_MASTER_PORTS});
     // the masters' AXI, before the window decides
     logic a_ARVALID, a_ARREADY, a_RVALID, a_RREADY, a_RLAST, a_AWVALID, a_AWREADY;
     logic a_WVALID, a_WREADY, a_BVALID, a_BREADY;
@@ -175,12 +148,9 @@ def test_window_random(bus_bits, tile_in):
         commands(rng, window_words, window_words + ddr_words, 40, 3 * wpb + 5),
     ])  # fmt: skip
     writes = np.concatenate([writes[:1], rng.permutation(writes[1:])])
-    reads = rng.permutation(
-        np.concatenate([
-            commands(rng, 0, window_words, 40, 4 * wpb + 3),
-            commands(rng, window_words, window_words + ddr_words, 40, 4 * wpb + 3),
-        ])  # fmt: skip
-    )
+    window_reads = commands(rng, 0, window_words, 40, 4 * wpb + 3)
+    ddr_reads = commands(rng, window_words, window_words + ddr_words, 40, 4 * wpb + 3)
+    reads = rng.permutation(np.concatenate([window_reads, ddr_reads]))
     row_words = banks * wpb
     x_reads = np.zeros((0, 2), dtype=np.int64)
     if banks > 1:  # rows start on a RAM row, as the UCU job's do

@@ -19,7 +19,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import ARCH_A, ARCHS, record_cycles
+from conftest import ARCH_A, ARCHS, AXI4_MASTER_PORTS, WORD_PORTS, record_cycles
 
 from codesign.arch.config import default_arch
 from codesign.arch.regmap import register_map
@@ -33,7 +33,7 @@ RAM_BYTES = 1 << 17
 
 # Test-only wrapper: the control slave provides both bases (program -> read port, arena ->
 # write port), the read and write masters share one AXI4 bundle for the AxiRam.
-DMA_TB = """
+DMA_TB = f"""
 module cds_axi_dma_tb #(
     parameter int BUS = 64,
     parameter int MAX_BURST = 16,
@@ -58,41 +58,14 @@ module cds_axi_dma_tb #(
     input  logic [31:0] dbg_status, input logic [63:0] dbg_cycles,
     output logic [31:0] dbg_perf_sel, input logic [31:0] dbg_perf_cycles,
     input  logic [31:0] dbg_layers_run,
-    input  logic rd_cmd_valid, output logic rd_cmd_ready,
-    input  logic [31:0] rd_cmd_addr, input logic [23:0] rd_cmd_words,
-    output logic rd_valid, input logic rd_ready, output logic [BUS-1:0] rd_data,
-    output logic rd_last, rd_idle, rd_error,
-    input  logic wr_cmd_valid, output logic wr_cmd_ready,
-    input  logic [31:0] wr_cmd_addr, input logic [23:0] wr_cmd_words,
-    input  logic wr_valid, output logic wr_ready, input logic [BUS-1:0] wr_data,
-    output logic wr_idle, wr_error,
-    output logic m_axi_AWVALID, input logic m_axi_AWREADY, output logic [63:0] m_axi_AWADDR,
-    output logic [0:0] m_axi_AWID, output logic [7:0] m_axi_AWLEN,
-    output logic [2:0] m_axi_AWSIZE, output logic [1:0] m_axi_AWBURST,
-    output logic [0:0] m_axi_AWLOCK, output logic [3:0] m_axi_AWCACHE,
-    output logic [2:0] m_axi_AWPROT, output logic [3:0] m_axi_AWQOS,
-    output logic [3:0] m_axi_AWREGION, output logic [0:0] m_axi_AWUSER,
-    output logic m_axi_WVALID, input logic m_axi_WREADY, output logic [BUS-1:0] m_axi_WDATA,
-    output logic [BUS/8-1:0] m_axi_WSTRB, output logic m_axi_WLAST,
-    output logic [0:0] m_axi_WID, output logic [0:0] m_axi_WUSER,
-    input  logic m_axi_BVALID, output logic m_axi_BREADY, input logic [1:0] m_axi_BRESP,
-    input  logic [0:0] m_axi_BID, input logic [0:0] m_axi_BUSER,
-    output logic m_axi_ARVALID, input logic m_axi_ARREADY, output logic [63:0] m_axi_ARADDR,
-    output logic [0:0] m_axi_ARID, output logic [7:0] m_axi_ARLEN,
-    output logic [2:0] m_axi_ARSIZE, output logic [1:0] m_axi_ARBURST,
-    output logic [0:0] m_axi_ARLOCK, output logic [3:0] m_axi_ARCACHE,
-    output logic [2:0] m_axi_ARPROT, output logic [3:0] m_axi_ARQOS,
-    output logic [3:0] m_axi_ARREGION, output logic [0:0] m_axi_ARUSER,
-    input  logic m_axi_RVALID, output logic m_axi_RREADY, input logic [BUS-1:0] m_axi_RDATA,
-    input  logic m_axi_RLAST, input logic [0:0] m_axi_RID, input logic [0:0] m_axi_RUSER,
-    input  logic [1:0] m_axi_RRESP
-);
+{WORD_PORTS}
+{AXI4_MASTER_PORTS});
     // cocotbext-axi models AXI4's 1-bit LOCK; the masters drive Vitis' 2-bit one
     logic [1:0] ar_lock, aw_lock;
     assign m_axi_ARLOCK = ar_lock[0];
     assign m_axi_AWLOCK = aw_lock[0];
     logic unused_lock;
-    assign unused_lock = &{1'b0, ar_lock[1], aw_lock[1]};
+    assign unused_lock = &{{1'b0, ar_lock[1], aw_lock[1]}};
     cds_axil_ctrl u_ctrl (
         .clk, .rst_n,
         .s_axi_control_AWVALID, .s_axi_control_AWREADY, .s_axi_control_AWADDR,

@@ -240,8 +240,6 @@ def test_window_rules_cost_the_rule_engine_nothing_without_a_window():
 
     plain = microcode.image(kernel_check_params(ArchConfig(arena_window_kib=0))).words
     window = microcode.image(kernel_check_params(ArchConfig(arena_window_kib=64))).words
-    sides = sum(
-        1 for spec in SPECS for rule in spec.rules if "one side of the window" in rule.why
-    )
+    sides = sum(1 for spec in SPECS for rule in spec.rules if "one side of the window" in rule.why)
     assert sides >= 8
     assert len(window) - len(plain) >= 3 * sides
