@@ -552,6 +552,7 @@ def _point_text(point: dict) -> str:
         f"{point['precision']} {k['tile_in']}x{k['tile_out']} P{k['attn_parallel']}"
         f"x{k['attn_lanes']} bus{k['bus_bits']}"
         + (f" w{k['weight_ports']}" if k.get("weight_ports", 1) > 1 else "")
+        + (f" win{k['arena_window_kib']}K" if k.get("arena_window_kib") else "")
     )
 
 
