@@ -130,12 +130,15 @@ def test_the_window_is_in_the_header_and_checked(tiny_program, tiny_build):
     edge = (window - 64).to_bytes(4, "little")
     with pytest.raises(ProgramError, match=r"ERR_REGION at layer 0 .*one side of the window"):
         Program.from_bytes(_recrc(_corrupt(tiny_program, dst_at, edge)))
-    # a window that takes the input rows, where the host writes them
-    grown = (program.input.offset + 64).to_bytes(4, "little")
-    with pytest.raises(
-        ProgramError, match=r"input tensor .* on-chip window|one side of the window"
-    ):
+    # a window ending inside the input rows: the first layer reads them across its edge
+    ref = program.input
+    grown = (ref.offset + 64).to_bytes(4, "little")
+    with pytest.raises(ProgramError, match=r"ERR_REGION at layer 0 .*one side of the window"):
         Program.from_bytes(_recrc(_corrupt(tiny_program, 4 * _H_WINDOW, grown)))
+    # a window taking the input rows whole: no layer straddles it, but the host writes them
+    taken = (ref.offset + ref.rows * ref.stride).to_bytes(4, "little")
+    with pytest.raises(ProgramError, match=r"the input tensor .* lies in the on-chip window"):
+        Program.from_bytes(_recrc(_corrupt(tiny_program, 4 * _H_WINDOW, taken)))
 
 
 def _corrupt(blob: bytes, offset: int, value: bytes) -> bytes:
