@@ -1,7 +1,8 @@
 """cocotb side of test_eng_attention.py: runs cds_eng_attention on one arena per case.
 
 Per case the arena (int32 words with the qkv rows placed and junk everywhere else) is
-served to the engine's ``rd1``/``wr1`` word ports by the :mod:`wordmem` models, the
+served to the engine's ``rd1``/``wr1`` word ports (and, where the engine has one, the
+window's x port ``xw``, with the case's ``window_bytes``) by the :mod:`wordmem` models, the
 descriptor words go on ``desc``, ``start`` is pulsed and the run ends at ``done``. The
 whole arena comes back for the bit-exact comparison (so writes outside the output
 slices would show), with the cycles from ``start`` to ``done`` and the words read and
@@ -15,7 +16,7 @@ import cocotb
 import numpy as np
 from cocotb.triggers import RisingEdge
 from common import Bench, load_inputs, save_outputs
-from wordmem import WordMemory, WordReadPort, WordWritePort
+from wordmem import WordMemory, WordReadPort, WordRowPort, WordWritePort
 
 
 @cocotb.test()
@@ -34,6 +35,10 @@ async def engine_cases(dut):
     rd1 = WordReadPort(bench, "rd1", placeholder, wpb)
     wr1 = WordWritePort(bench, "wr1", placeholder, wpb)
     bench.sources += [rd1, wr1]
+    xw = None
+    if hasattr(dut, "xw_cmd_valid"):
+        xw = WordRowPort(bench, "xw", placeholder, int(data["row_words"]))
+        bench.sources.append(xw)
     state = {"busy": 0, "done": False}
 
     def watch(_cycle: int) -> None:
@@ -45,7 +50,7 @@ async def engine_cases(dut):
     bench.watch(watch)
     await bench.start()
 
-    arenas, cycles, reads, writes, commands = [], [], [], [], []
+    arenas, cycles, reads, writes, commands, x_commands = [], [], [], [], [], []
     for case in range(len(descs)):
         memory = WordMemory(flat[offsets[case] : offsets[case + 1]].astype(np.uint32))
         quiet = bool(timed[case])
@@ -54,6 +59,12 @@ async def engine_cases(dut):
         rd1.latency = 2 if quiet else int(rng.integers(1, 12))
         wr1.backpressure = 0.0 if quiet else backpressure
         rd1.log.clear()
+        if xw is not None:
+            xw.memory = memory
+            xw.stall = 0.0 if quiet else stall
+            xw.latency = 3 if quiet else int(rng.integers(1, 6))
+            xw.log.clear()
+            dut.window_bytes.value = int(data["window_bytes"][case])
         desc = 0
         for index, word in enumerate(descs[case]):
             desc |= (int(word) & 0xFFFFFFFF) << (32 * index)
@@ -63,13 +74,16 @@ async def engine_cases(dut):
         await RisingEdge(dut.clk)
         dut.start.value = 0
         await bench.wait_for(lambda: state["done"], timeout=2_000_000)
-        await bench.wait_for(lambda: wr1.idle and rd1.idle, timeout=10_000)
+        await bench.wait_for(
+            lambda: wr1.idle and rd1.idle and (xw is None or xw.idle), timeout=10_000
+        )
         if int(dut.busy.value):
             raise AssertionError(f"case {case}: busy after done")
         cycles.append(state["busy"])
         reads.append(memory.reads)
         writes.append(memory.writes)
         commands.append(len(rd1.log))
+        x_commands.append(len(xw.log) if xw is not None else 0)
         arenas.append(memory.int32().copy())
 
     save_outputs(
@@ -78,4 +92,5 @@ async def engine_cases(dut):
         reads=np.array(reads, dtype=np.int64),
         writes=np.array(writes, dtype=np.int64),
         read_commands=np.array(commands, dtype=np.int64),
+        x_commands=np.array(x_commands, dtype=np.int64),
     )

@@ -291,7 +291,8 @@ def test_m3vit_tiny_onchip_window(window_kib):
     kernel-only buffer on chip (64 KiB) and a window too small for them (8 KiB: the
     memory plan spills the rest to DDR, so layers read one side and write the other).
     Bit-exact, within the estimator's band, and fewer cycles than the arena all in DDR;
-    on chip the UCU's rows come over the x port (32 words a cycle on the 128-bit bus)."""
+    on chip the UCU's rows and attention's qkv rows come over the x port (32 words a cycle
+    on the 128-bit bus)."""
     from codesign.estimate.cycles import x_port_bytes
     from codesign.rtl.render import rtl_params
 
@@ -302,6 +303,8 @@ def test_m3vit_tiny_onchip_window(window_kib):
     assert 0 < program.window_bytes <= window_kib * 1024
     assert bool(program.meta["memory"]["spilled"]) == (window_kib == 8)
     assert any(x_port_bytes(program, layer) for layer in program.layers)
+    wide = {layer.op.name for layer in program.layers if x_port_bytes(program, layer)}
+    assert window_kib != 64 or "ATTENTION" in wide, wide  # its qkv rows too, on chip
     (run,) = run_harness(build, [1])["runs"]
     figures = check_run(build, run, f"m3vit-tiny window {window_kib} KiB")
     assert figures["cosine"] > 0.999

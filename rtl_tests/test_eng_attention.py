@@ -53,14 +53,17 @@ def shaped_case(rng, arch, tokens: int, heads: int, head_dim: int, parallel: int
     return case
 
 
-def place(rng, arch, case: dict, pad_src: int, pad_dst: int, gap: int) -> dict:
-    """Arena layout of one case (src and dst strides padded by whole beats), the layer,
-    the arena with junk and the golden executor's arena after the layer."""
+def place(rng, arch, case: dict, pad_src: int, pad_dst: int, gap: int,
+          src_align: int | None = None) -> dict:  # fmt: skip
+    """Arena layout of one case (src and dst strides padded by whole beats; the qkv rows
+    on multiples of `src_align` bytes, a beat by default), the layer, the arena with junk
+    and the golden executor's arena after the layer."""
     bus = arch.bus_bytes
+    align = src_align or bus
     tokens, heads, head_dim = case["tokens"], case["heads"], case["head_dim"]
     dim = heads * head_dim
-    src = bus * int(rng.integers(0, 3))
-    src_stride = _round_up(12 * dim, bus) + pad_src * bus
+    src = align * int(rng.integers(0, 3))
+    src_stride = _round_up(12 * dim, align) + pad_src * bus
     dst = src + tokens * src_stride + gap * bus
     dst_stride = _round_up(4 * dim, bus) + pad_dst * bus
     arena_bytes = dst + tokens * dst_stride + bus
@@ -85,7 +88,8 @@ def place(rng, arch, case: dict, pad_src: int, pad_dst: int, gap: int) -> dict:
     ex.attention(layer, 0)
     desc = [int(fields[name]) & 0xFFFFFFFF for name in LAYER_FIELDS[Op.ATTENTION]]
     desc += [0] * (FIELD_WORDS - len(desc))
-    return {"desc": desc, "arena": arena_in, "golden": ex.arena.copy(), "dim": dim}
+    return {"desc": desc, "arena": arena_in, "golden": ex.arena.copy(), "dim": dim,
+            "src": src, "src_stride": src_stride}  # fmt: skip
 
 
 def _run(arch, build, cases: list[dict], layouts: list[dict], timed: bool, seed: int) -> dict:
@@ -99,6 +103,8 @@ def _run(arch, build, cases: list[dict], layouts: list[dict], timed: bool, seed:
             "timed": np.full(len(cases), timed),
             "arena_offset": offsets,
             "arena": np.concatenate([lay["arena"] for lay in layouts]) & 0xFFFFFFFF,
+            "window_bytes": np.array([lay.get("window_bytes", 0) for lay in layouts]),
+            "row_words": arch.tile_in,
             "stall": 0.3,
             "backpressure": 0.3,
             "seed": seed,
@@ -116,7 +122,9 @@ def _run(arch, build, cases: list[dict], layouts: list[dict], timed: bool, seed:
         )
         qkv_words = case["tokens"] * 3 * lay["dim"]
         assert result["reads"][index] == qkv_words, "qkv rows must be read exactly once"
-        assert result["read_commands"][index] == case["tokens"]
+        x_rows = lay.get("x_rows", False)  # over the window's x port, else rd1
+        assert result["read_commands"][index] == (0 if x_rows else case["tokens"])
+        assert result["x_commands"][index] == (case["tokens"] if x_rows else 0)
         assert result["writes"][index] == case["tokens"] * lay["dim"]
     return result
 
@@ -160,20 +168,26 @@ def test_eng_attention_shapes(arch, engine_build):
     _run(arch, engine_build, cases, layouts, timed=False, seed=9)
 
 
-def _timed(arch, build, shapes, seed: int) -> None:
+def _timed(arch, build, shapes, seed: int, x_rows: bool = False) -> None:
     rng = np.random.default_rng(seed)
     cases = [shaped_case(rng, arch, *shape) for shape in shapes]
-    layouts = [place(rng, arch, case, 1, 1, 0) for case in cases]
+    row = 4 * arch.tile_in
+    layouts = [place(rng, arch, case, 0 if x_rows else 1, 1, 0, row if x_rows else None)
+               for case in cases]  # fmt: skip
+    if x_rows:
+        for lay in layouts:
+            lay.update(window_bytes=arch.arena_window_bytes, x_rows=True)
     result = _run(arch, build, cases, layouts, timed=True, seed=seed)
     for case, lay, measured in zip(cases, layouts, result["cycles"], strict=True):
         tokens, heads = case["tokens"], case["heads"]
         model = estimate.attention_cycles(
-            tokens, lay["dim"], heads, case["parallel"], arch.bus_bytes, arch.header_attn_lanes
-        )
+            tokens, lay["dim"], heads, case["parallel"], row if x_rows else arch.bus_bytes,
+            arch.header_attn_lanes,
+        )  # fmt: skip
         record_cycles(
             "eng_attn",
             f"{_arch_name(arch)} N={tokens} H={heads} P={case['parallel']} hd={case['head_dim']} "
-            f"L={arch.attention_lanes}",
+            f"L={arch.attention_lanes}{' x' if x_rows else ''}",
             int(measured),
             model,
         )
@@ -198,3 +212,35 @@ def test_eng_attention_m3vit_head(lanes):
     arch = M3VIT_HEAD_ARCH.with_(attn_lanes=lanes)
     build = sim.build(unit_sources(TOP, arch), TOP)
     _timed(arch, build, [(65, 2, 64, None), (33, 1, 64, 3)], seed=41)
+
+
+# the same head with the arena's on-chip window: its x port brings a RAM row of tile_in = 32
+# words a cycle where the 128-bit bus brings 4
+WINDOW_HEAD_ARCH = M3VIT_HEAD_ARCH.with_(arena_window_kib=64)
+
+
+def test_eng_attention_x_port():
+    """qkv rows in the window on whole RAM rows load over its x port (one command a row,
+    a RAM row a cycle, the last row's words past the command masked), under random stalls
+    and backpressure; rows past the window, or on a stride that is not whole RAM rows, go
+    over rd1 as before. Bit-exact arenas, then cycles with ideal ports vs the estimate at
+    the x port's width."""
+    arch = WINDOW_HEAD_ARCH
+    assert unit_sources(TOP, arch) != unit_sources(TOP, M3VIT_HEAD_ARCH)  # it has the port
+    build = sim.build(unit_sources(TOP, arch), TOP)
+    rng = np.random.default_rng(57)
+    row = 4 * arch.tile_in
+    cases, layouts = [], []
+    for index, (tokens, heads, head_dim, parallel) in enumerate(_shapes(arch)):
+        case = shaped_case(rng, arch, tokens, heads, head_dim, parallel)
+        # 0, 1: rows in the window; 2: a stride of whole beats, not RAM rows; 3: past it
+        kind = index % 4
+        pad = int(rng.integers(0, 3)) * (row // arch.bus_bytes) + (1 if kind == 2 else 0)
+        lay = place(rng, arch, case, pad, int(rng.integers(0, 3)), 1, row)
+        assert (lay["src_stride"] % row == 0) == (kind != 2)
+        lay.update(window_bytes=0 if kind == 3 else arch.arena_window_bytes, x_rows=kind < 2)
+        cases.append(case)
+        layouts.append(lay)
+    assert {lay["x_rows"] for lay in layouts} == {True, False}
+    _run(arch, build, cases, layouts, timed=False, seed=13)
+    _timed(arch, build, [(65, 2, 64, None), (33, 1, 64, 3)], seed=43, x_rows=True)

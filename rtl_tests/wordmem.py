@@ -15,6 +15,9 @@ like its sources and sinks (one per-cycle loop drives everything)::
     bench.sources.append(WordReadPort(bench, "rd0", program, wpb, latency=8, stall=0.2))
     bench.sources.append(WordReadPort(bench, "rd1", arena, wpb))
     bench.sources.append(WordWritePort(bench, "wr1", arena, wpb, backpressure=0.2))
+
+:class:`WordRowPort` serves the on-chip window's x port (``cds_arena_window``) the same
+way: a command on a whole RAM row, then rows of ``row_words`` words a cycle.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from collections import deque
 import numpy as np
 from common import _read
 
-__all__ = ["WordMemory", "WordReadPort", "WordWritePort"]
+__all__ = ["WordMemory", "WordReadPort", "WordRowPort", "WordWritePort"]
 
 
 class WordMemory:
@@ -150,6 +153,32 @@ class WordReadPort(_CommandPort):
     def _after_edge(self) -> None:
         if not self._presenting:
             self._valid.value = 0
+
+
+class WordRowPort(WordReadPort):
+    """The window's x port: a command's offset must start a RAM row of `row_words` words,
+    and it streams ``ceil(words / row_words)`` whole rows (the last one's words past the
+    command are the RAM's next words, as in the RTL: the reader masks them)."""
+
+    def __init__(self, bench, name: str, memory: WordMemory, row_words: int, **kwargs):
+        super().__init__(bench, name, memory, row_words, **kwargs)
+
+    def _beats(self, addr: int, count: int) -> deque:
+        if addr % (4 * self.wpb):
+            raise AssertionError(f"{self.name}: offset {addr:#x} does not start a RAM row")
+        start = self.memory.check(addr, count, f"{self.name} read")
+        rows = -(-count // self.wpb)
+        padded = np.zeros(rows * self.wpb, np.uint32)
+        tail = self.memory.words[start : start + rows * self.wpb]
+        padded[: tail.size] = tail
+        self.memory.reads += count
+        beats = deque()
+        for row in range(rows):
+            value = 0
+            for lane in range(self.wpb):
+                value |= int(padded[row * self.wpb + lane]) << (32 * lane)
+            beats.append((value, int(row == rows - 1)))
+        return beats
 
 
 class WordWritePort(_CommandPort):

@@ -603,3 +603,11 @@ def test_the_window_takes_activation_traffic_off_the_ddr(tiny_build):
     assert est.cycles.x_beats(9, 64, 16, None) == 9 * 16
     stream = est.cycles.WeightStream(1, 16, x_beat_bytes=128)
     assert est.cycles.x_beats(9, 64, 16, stream) == 9 * 2
+    # attention's qkv rows come over the x port too: its load a RAM row a cycle
+    by_entry = {entry["name"]: entry for entry in window["layers"]}
+    attention = [layer for layer in program.layers if layer.op == Op.ATTENTION]
+    assert attention and all(x_port_bytes(program, layer) for layer in attention)
+    for layer in attention:
+        f = layer.fields
+        rows = f["tokens"] * est.cycles.beats(12 * f["dim"], 4 * arch.tile_in)
+        assert by_entry[layer.name]["breakdown"]["activations"] == rows

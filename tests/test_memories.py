@@ -96,6 +96,10 @@ def test_inventory_follows_the_arch():
     attention = [m for m in inventory(M3VIT, "w16a24") if m.name == "q/k/v bank"]
     assert attention[0].count == 16 and attention[0].reads == 2  # a bank per lane
     assert attention[0].depth * attention[0].count >= 3 * 144 * 192
+    # with the window's x port a UCU input tile (32 words here) lands in distinct banks
+    wide = M3VIT.with_(tile_in=32, arena_window_kib=64)
+    (banks,) = [m for m in inventory(wide, "w16a24") if m.name == "q/k/v bank"]
+    assert banks.count == 32 and banks.depth * banks.count >= 3 * 144 * 192
     # 8-bit activations halve the activation memories
     narrow = {m.name: m for m in inventory(M3VIT, "w8a8")}
     assert narrow["row buffer"].width == 8 * 8

@@ -198,8 +198,9 @@ def attention_key_cycles(head_dim: int, lanes: int) -> tuple[int, int]:
 
 def attention_cycles(tokens: int, dim: int, heads: int, parallel: int, bus_bytes: int,
                      lanes: int = 0) -> int:  # fmt: skip
-    """Reordered attention: qkv read once, per head two rotated passes (each key
-    ``attention_key_cycles``), output written while the last pass drains."""
+    """Reordered attention: qkv read once (`bus_bytes` a cycle: a bus beat, or a row of
+    the window's x port), per head two rotated passes (each key ``attention_key_cycles``),
+    output written while the last pass drains."""
     pass1, pass2 = attention_key_cycles(dim // heads, lanes)
     keys = attention_pass_beats(tokens, parallel)
     qkv_beats = tokens * beats(4 * 3 * dim, bus_bytes)
@@ -655,15 +656,17 @@ def rule_engine_cycles(program, arch, ddr_latency: int = AXI_LATENCY) -> int:
 WINDOW_LATENCY = 3
 
 
-# the UCU input rows of each op that has them: (base, stride) fields
+# the rows each op can load over the window's x port: (base, stride) fields (the UCU's
+# input rows; attention's qkv rows)
 X_SOURCES = {"LINEAR": (("src", "src_stride"),), "MOE_GATE": (("src", "src_stride"),),
-             "MOE_EXPERTS": (("src", "src_stride"), ("scratch", "scratch_stride"))}  # fmt: skip
+             "MOE_EXPERTS": (("src", "src_stride"), ("scratch", "scratch_stride")),
+             "ATTENTION": (("src", "src_stride"),)}  # fmt: skip
 
 
 def x_port_bytes(program, layer) -> int | None:
-    """Bytes a cycle `layer`'s UCU input rows load at over the window's x port (a row of
-    its RAM: tile_in words), when the kernel has one (tile_in words wider than a bus beat)
-    and every x source lies in the window on whole RAM rows; None otherwise."""
+    """Bytes a cycle `layer`'s input rows (``X_SOURCES``) load at over the window's x port
+    (a row of its RAM: tile_in words), when the kernel has one (tile_in words wider than a
+    bus beat) and every x source lies in the window on whole RAM rows; None otherwise."""
     row = 4 * program.tile_in
     sources = X_SOURCES.get(layer.op.name)
     if not sources or not program.window_bytes or row <= program.bus_bits // 8:

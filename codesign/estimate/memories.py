@@ -197,9 +197,10 @@ def _rom(unit: str, name: str, rom, lanes: int) -> Memory:
                   count=(lanes + 1) // 2)  # fmt: skip
 
 
-def attention_banks(lanes: int, words_per_beat: int) -> int:
-    """The attention engine's q/k/v banks: a power of two, at least its lanes and a beat."""
-    return 2 ** (max(2, lanes, words_per_beat) - 1).bit_length()
+def attention_banks(lanes: int, words_per_beat: int, x_words: int = 0) -> int:
+    """The attention engine's q/k/v banks: a power of two, at least its lanes, a beat and
+    a row of the window's x port (`x_words`, 0: none), so a row or beat is one write."""
+    return 2 ** (max(2, lanes, words_per_beat, x_words) - 1).bit_length()
 
 
 def inventory(arch, precision=None) -> list[Memory]:
@@ -211,7 +212,7 @@ def inventory(arch, precision=None) -> list[Memory]:
     x, tokens, to = p["x_bits"], arch.max_tokens, arch.tile_out
     wpb = arch.bus_bits // 32
     # attention: q/k/v rows striped over NB one-activation banks, two read ports each
-    banks = attention_banks(p["attn_lanes"], wpb)
+    banks = p["attn_banks"]
     slots = arch.attn_parallel
     rounds = -(-tokens // slots)
     # MoE: the logits buffer {row, expert tile}, the accumulator {token, dim tile}

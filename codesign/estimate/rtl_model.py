@@ -40,7 +40,7 @@ def features(arch, precision=None, family: str = "xcup", uram: bool = False
     block RAM count, ``brams``, depends on the device `family`'s LUTRAM and on whether the
     part has UltraRAM, `uram`, that takes the largest memories: ``urams``)."""
     from ..rtl.render import rtl_params
-    from .memories import attention_banks, unit_memories
+    from .memories import unit_memories
     from .resources import mult_dsps
 
     p = rtl_params(arch, precision)
@@ -60,7 +60,7 @@ def features(arch, precision=None, family: str = "xcup", uram: bool = False
     words = max(1, bus // 32)
     macs = ti * to
     slots, head = arch.attn_parallel, arch.attention_lanes
-    banks = attention_banks(head, words)
+    banks = p["attn_banks"]
     token_bits = arch.max_tokens.bit_length()
     tile_bits = max(1, (-(-arch.max_dim // to) - 1).bit_length()) + 1
     units = {

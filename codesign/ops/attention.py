@@ -93,14 +93,15 @@ def estimate(program, layer, bus: int, counts: list[int] | None, dense: bool,
 
     f = layer.fields
     tokens, dim, lanes = f["tokens"], f["dim"], program.attn_lanes
-    cycles = attention_cycles(tokens, dim, f["heads"], f["parallel"], bus, lanes)
+    rows = stream.x_beat_bytes or bus  # qkv rows over the window's x port, or bus beats
+    cycles = attention_cycles(tokens, dim, f["heads"], f["parallel"], rows, lanes)
     macs = 2 * tokens * tokens * dim
     pass1, pass2 = attention_key_cycles(dim // f["heads"], lanes)
     passes = f["heads"] * attention_pass_beats(tokens, f["parallel"]) * (pass1 + pass2)
-    parts = {"activations": tokens * beats(12 * dim, bus), "compute": passes}
+    parts = {"activations": tokens * beats(12 * dim, rows), "compute": passes}
     breakdown = breakdown_parts(
         compute=passes,
-        activations=tokens * beats(12 * dim, bus),
+        activations=tokens * beats(12 * dim, rows),
         control=f["heads"] * ATTENTION_PIPELINE,
     )
     act_bytes = tokens * (f["src_stride"] + f["dst_stride"])

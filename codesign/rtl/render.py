@@ -166,6 +166,7 @@ def rtl_params(arch: ArchConfig, precision: Precision | str | None = None) -> di
     arithmetic for bias, residual and requantisation; ``macc_bits`` holds the MoE
     score-weighted accumulator (score <= 18 bits times an activation, summed over top-k).
     """
+    from ..estimate.memories import attention_banks
     from ..estimate.resources import mult_dsps
 
     prec = parse_precision(precision)
@@ -178,6 +179,9 @@ def rtl_params(arch: ArchConfig, precision: Precision | str | None = None) -> di
     w_bus_bits = arch.weight_ports * arch.bus_bits
     load_beats = -(-tile_bits // w_bus_bits)
     regmap = register_map(arch.weight_ports)
+    # beats a row of the window's RAM: the UCU's input tile, so its x rows load a tile a
+    # cycle (1: no x port, the tile is no wider than a beat)
+    window_banks = max(1, 32 * arch.tile_in // arch.bus_bits) if arch.arena_window_bytes else 1
     return {
         "ti": arch.tile_in,
         "to": arch.tile_out,
@@ -234,11 +238,12 @@ def rtl_params(arch: ArchConfig, precision: Precision | str | None = None) -> di
         "sp_lutram_max_depth": SP_LUTRAM_MAX_DEPTH,
         # the arena's on-chip window (cds_arena_window), bus beats; 0: none
         "window_beats": arch.arena_window_bytes // (arch.bus_bits // 8),
-        # beats a row of the window's RAM: the UCU's input tile, so its x rows load a tile a
-        # cycle (1: no x port, the tile is no wider than a beat)
-        "window_banks": max(1, 32 * arch.tile_in // arch.bus_bits)
-        if arch.arena_window_bytes
-        else 1,
+        "window_banks": window_banks,
+        # attention's q/k/v banks: as many as its lanes, a bus beat's words and, with the
+        # window's x port (whose rows it loads too), the UCU's input tile
+        "attn_banks": attention_banks(
+            arch.attention_lanes, arch.bus_bits // 32, arch.tile_in if window_banks > 1 else 0
+        ),
     }
 
 
