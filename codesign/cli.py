@@ -213,7 +213,7 @@ def build_cmd(
     try:  # names and specs first: a typo is refused before torch loads
         model, board = model_name(model), board_name(board)
         precision = parse_precision(precision) if precision else None
-        arch = parse_arch(arch_spec, board, model) if arch_spec else None
+        arch = parse_arch(arch_spec, board, model, precision) if arch_spec else None
         if out is not None:
             check_output_dir(Path(out))
         if calib is not None and not (calib.isdigit() or calib == "digits" or Path(calib).exists()):
@@ -288,13 +288,13 @@ def _listing(folder) -> str:
     return ", ".join(name for name in names if not name.startswith("."))
 
 
-def parse_arch(spec: str, board: str, model: str | None = None):
+def parse_arch(spec: str, board: str, model: str | None = None, precision: str | None = None):
     """``key=value,...``: the fields that change the board's default ArchConfig for `model`
-    (the build sizes the buffers left out to the model)."""
+    at `precision` (the build sizes the buffers left out to the model)."""
     from .arch import ArchConfig, get_board
     from .arch.config import default_arch
 
-    base = default_arch(get_board(board).name, model).to_dict()
+    base = default_arch(get_board(board).name, model, precision).to_dict()
     changes = {}
     for item in spec.split(","):
         key, sep, value = item.partition("=")

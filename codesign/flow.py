@@ -136,7 +136,7 @@ def step_load(state: BuildState) -> None:
     opts = state.options
     state.board = get_board(opts.board)
     name = opts.model if isinstance(opts.model, str) else None
-    state.arch = opts.arch or default_arch(state.board.name, name)
+    state.arch = opts.arch or default_arch(state.board.name, name, opts.precision)
     if state.arch.weight_ports > state.board.weight_ports_max:
         raise ValueError(
             f"ArchConfig.weight_ports={state.arch.weight_ports}: {state.board.name} has "
@@ -645,7 +645,7 @@ def make_options(
             raise ValueError(f"task ids are integers, got {entry!r}")
     if isinstance(kwargs.get("arch"), dict):  # fields on top of the board's default
         kwargs["arch_fields"] = frozenset(kwargs["arch"])
-        base = default_arch(board, model if isinstance(model, str) else None)
+        base = default_arch(board, model if isinstance(model, str) else None, precision)
         kwargs["arch"] = ArchConfig.from_dict({**base.to_dict(), **kwargs["arch"]})
     elif kwargs.get("arch") is not None and not isinstance(kwargs["arch"], ArchConfig):
         got = kwargs["arch"]

@@ -138,3 +138,32 @@ def test_a_model_with_defaults_of_its_own_gets_them_and_others_get_m3vits():
     for board, fields in BOARD_DEFAULTS.items():
         assert default_arch(board, "deit-small") == default_arch(board) == ArchConfig(**fields)
         assert default_precision(board, "deit-small") == default_precision(board)
+
+
+def test_a_precision_with_a_default_of_its_own_gets_it(monkeypatch):
+    """PRECISION_DEFAULTS (explore's pick at that precision, synthesised): a build at that
+    precision, its --arch and explore's base follow it; the board's default precision and
+    models with defaults of their own keep theirs."""
+    from codesign.arch.config import (
+        BOARD_DEFAULTS,
+        MODEL_DEFAULTS,
+        PRECISION_DEFAULTS,
+        ArchConfig,
+        default_arch,
+        default_precision,
+    )
+    from codesign.flow import make_options
+
+    for board, precisions in PRECISION_DEFAULTS.items():
+        for precision, fields in precisions.items():
+            assert precision != str(default_precision(board))
+            assert default_arch(board, "m3vit", precision) == ArchConfig(**fields)
+            assert default_arch(board, "m3vit", precision) != default_arch(board, "m3vit")
+    fields = {**BOARD_DEFAULTS["kv260"], "attn_parallel": 2}
+    monkeypatch.setitem(PRECISION_DEFAULTS, "kv260", {"w8a16": fields})
+    assert default_arch("kv260", None, "W8A16") == ArchConfig(**fields)
+    assert default_arch("kv260", None, "w16a24") == default_arch("kv260") != ArchConfig(**fields)
+    options = make_options("m3vit", "kv260", precision="w8a16", arch={"max_tokens": 256})
+    assert options.arch == ArchConfig(**fields).with_(max_tokens=256)
+    own = MODEL_DEFAULTS["vit-tiny"]["kv260"]
+    assert default_arch("kv260", "vit-tiny", "w8a16") == ArchConfig(**own)
