@@ -577,9 +577,7 @@ def _graph_for(model: str, board: str, precision: str, seed: int):
         if name == "quantize":
             break
     graph = state.graph_quant
-    base = default_arch(board, model, precision).with_(
-        **model_limits(graph), **model_tables(graph)
-    )
+    base = default_arch(board, model, precision).with_(**model_limits(graph), **model_tables(graph))
     return graph, sized_window(base, compile_graph(graph, base))  # as a build sizes it
 
 
