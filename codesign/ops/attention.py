@@ -98,10 +98,11 @@ def estimate(program, layer, bus: int, counts: list[int] | None, dense: bool,
     macs = 2 * tokens * tokens * dim
     pass1, pass2 = attention_key_cycles(dim // f["heads"], lanes)
     passes = f["heads"] * attention_pass_beats(tokens, f["parallel"]) * (pass1 + pass2)
-    parts = {"activations": tokens * beats(12 * dim, rows), "compute": passes}
+    load = tokens * beats(12 * dim, rows)  # the qkv rows, read once
+    parts = {"activations": load, "compute": passes}
     breakdown = breakdown_parts(
         compute=passes,
-        activations=tokens * beats(12 * dim, rows),
+        activations=load,
         control=f["heads"] * ATTENTION_PIPELINE,
     )
     act_bytes = tokens * (f["src_stride"] + f["dst_stride"])
