@@ -55,6 +55,17 @@ def rtl_kernel(tiny_build):
     kernel.close()
 
 
+@pytest.fixture(scope="module")
+def sparse_build():
+    """m3vit-tiny pruned with LPViT at 50 % on the same ArchConfig (the same Verilated
+    kernel): its LINEARs are block-sparse, with a CSR index the controller checks."""
+    import codesign
+
+    return codesign.build(
+        "m3vit-tiny", board="zcu102", arch=ARCH_TINY, eval_images=1, prune="lpvit:0.5"
+    )
+
+
 def _run_on(board, build, raw):
     """The one driver path (Accelerator.from_device) on any board; raw output per task."""
     card = ModelCard.from_build(build)
@@ -351,3 +362,73 @@ def test_rtl_agrees_with_the_python_check_on_a_fuzz_sample(tiny_build, rtl_kerne
             np.testing.assert_array_equal(run.output, expected, err_msg=mutant.note)
             ran += 1
     assert refused >= 20 and ran >= 1, (refused, ran)
+
+
+def _index_mutants(program, arch):
+    """Bad CSR indexes of the first block-sparse LINEAR: (what, blob) pairs. The row_ptr
+    words are mutated at every position, so each bus lane, and lane 0 of a later beat
+    (whose predecessor is the previous beat's last word), holds a bad word once."""
+    from codesign.fuzz import recrc
+    from codesign.program import Op
+
+    index, layer = next(
+        (i, lay)
+        for i, lay in enumerate(program.layers)
+        if lay.op == Op.LINEAR and lay.fields["blocks"] != 0xFFFFFFFF
+    )
+    out_tiles = -(-layer.fields["out_dim"] // arch.tile_out)
+    in_tiles = -(-layer.fields["in_dim"] // arch.tile_in)
+    nnz = layer.fields["nnz"]
+    at = layer.fields["blocks"]
+    blob = program.to_bytes()
+    words = np.frombuffer(blob, "<i4", out_tiles + 1 + nnz, at).astype(np.int64)
+
+    def with_word(position: int, value: int) -> bytes:
+        mutant = bytearray(blob)
+        mutant[at + 4 * position : at + 4 * position + 4] = int(value).to_bytes(
+            4, "little", signed=True
+        )
+        return recrc(bytes(mutant))
+
+    cases = [("row_ptr[0] = 1", with_word(0, 1))]
+    for k in range(1, out_tiles):
+        cases.append((f"row_ptr[{k}] below row_ptr[{k - 1}]", with_word(k, words[k - 1] - 1)))
+    cases.append((f"row_ptr[{out_tiles}] != nnz", with_word(out_tiles, nnz + 1)))
+    for j in range(min(nnz, 6)):
+        cases.append((f"col[{j}] = in_tiles", with_word(out_tiles + 1 + j, in_tiles)))
+        cases.append((f"col[{j}] = -1", with_word(out_tiles + 1 + j, -1)))
+    moved = (int(words[out_tiles + 1]) + 1) % in_tiles
+    return index, cases, with_word(out_tiles + 1, moved)
+
+
+def test_rtl_runs_block_sparse_and_refuses_every_bad_index(sparse_build, rtl_kernel):
+    """The pruned Program runs on the RTL to golden's bits; every bad CSR index (a
+    row_ptr that falls at any lane, a wrong last row_ptr, a column out of range) is refused
+    by the controller with ERR_BLOCKS at that layer, as the Python check refuses it, and
+    nothing runs; a column moved to another real tile is accepted and runs golden."""
+    from codesign.contract import ERROR_NAMES, ProgramRefused
+    from codesign.ops import check_blob
+    from codesign.rtl.render import rtl_check_params
+
+    accel = rtl_kernel.accelerator
+    program = sparse_build.program
+    arch = sparse_build.state.arch
+    params = rtl_check_params(arch, None)
+    raw = sparse_build.quantize_input(random_images(sparse_build, 1, seed=3))[0]
+    run = accel.run_program(sparse_build.program_bytes, raw, 0)
+    np.testing.assert_array_equal(run.output, golden_raw(sparse_build, raw[None], 0)[0])
+
+    index, cases, moved = _index_mutants(program, arch)
+    assert len(cases) >= 8, "the pruned layer has too few tiles to test the lanes"
+    for what, blob in cases:
+        refusal = check_blob(blob, params, 0)
+        assert refusal is not None and (ERROR_NAMES[refusal.code], refusal.layer) == (
+            "BLOCKS",
+            index,
+        ), what
+        with pytest.raises(ProgramRefused, match=rf"ERR_BLOCKS at layer {index} "):
+            _execute_raw(accel, blob)
+        assert accel.register_state()["LAYERS_RUN"] == 0, f"{what}: the RTL ran layers"
+    assert check_blob(moved, params, 0) is None
+    run = accel.run_program(moved, raw, 0)
+    np.testing.assert_array_equal(run.output, GoldenExecutor(moved, arch).run(raw, 0).output)

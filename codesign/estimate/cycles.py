@@ -647,8 +647,12 @@ def rule_engine_cycles(program, arch, ddr_latency: int = AXI_LATENCY) -> int:
     for layer in program.layers:
         if layer.op.name == "LINEAR" and layer.fields.get("blocks", NONE) != NONE:
             words = -(-layer.fields["out_dim"] // program.tile_out) + 1 + layer.fields["nnz"]
-            total += beats(4 * words, program.bus_bits // 8) + ddr_latency
+            total += beats(4 * words, program.bus_bits // 8) + ddr_latency + CSR_CHECK_DRAIN
     return total
+
+
+# cycles the controller's CSR index check takes past the index's last beat (its two stages)
+CSR_CHECK_DRAIN = 2
 
 
 # AXI cycles from a read address to its first data in the on-chip window (cds_arena_window:
