@@ -195,6 +195,16 @@ def make_case(rng, arch, lanes: int, kind: str) -> dict:
     if kind == "sum_sat" or rng.random() < 0.1:
         sum_int = max(1, sum_int - int(rng.integers(1, 3)))
     sum_fmt = Fixed(exp_frac + sum_int, sum_int, False, ROUNDING[rng.integers(0, 7)], "SAT")
+    if kind == "sum_modes" or rng.random() < 0.1:  # the other sum formats rules admit
+        signed = bool(rng.integers(0, 2)) if kind != "sum_modes" else True
+        sum_int = max(1, int(tokens).bit_length() + 1 - int(rng.integers(0, 4)))
+        sum_fmt = Fixed(
+            exp_frac + sum_int + signed,
+            sum_int + signed,
+            signed,
+            ROUNDING[rng.integers(0, 7)],
+            str(rng.choice(["SAT", "SAT_SYM"])),
+        )
     prob_fmt = Fixed(17, 1, False, ROUNDING[rng.integers(0, 7)], "SAT")
     if rng.random() < 0.15:
         prob_fmt = Fixed(16, 0, False, "RND", "SAT")  # 1.0 saturates
@@ -218,7 +228,7 @@ def make_case(rng, arch, lanes: int, kind: str) -> dict:
     }
 
 
-EDGE_KINDS = ("single", "n_eq_p", "n_lt_p", "negative", "ties", "saturate", "sum_sat")
+EDGE_KINDS = ("single", "n_eq_p", "n_lt_p", "negative", "ties", "saturate", "sum_sat", "sum_modes")
 
 
 def make_cases(arch, lanes: int, seed: int) -> list[dict]:
@@ -281,7 +291,8 @@ def clean_for_torch(case: dict, golden: dict) -> bool:
     fmts = case["fmts"]
     if golden["clipped"]:
         return False
-    return case["tokens"].bit_length() <= fmts["sum"].int_bits and fmts["prob"].int_bits >= 1
+    magnitude_bits = fmts["sum"].int_bits - fmts["sum"].signed  # a signed sum's sign bit
+    return case["tokens"].bit_length() <= magnitude_bits and fmts["prob"].int_bits >= 1
 
 
 def torch_attention(case: dict) -> np.ndarray:
@@ -392,6 +403,8 @@ def _compare(arch, cases: list[dict], result: dict) -> tuple[int, list[float], s
                 ("equal scores", case["kind"] == "ties" and bool((s == tokens * one).all())),
                 ("saturated scores or outputs", golden["clipped"] > 0),
                 ("saturated sum", bool((s == case["fmts"]["sum"].raw_max).any())),
+                ("signed sum", case["fmts"]["sum"].signed),
+                ("symmetric saturation of the sum", case["fmts"]["sum"].overflow == "SAT_SYM"),
             )
             if hit
         }
@@ -411,7 +424,7 @@ def test_attention_random_and_edge_cases(arch, attention_build):
     assert len(ratios) >= len(cases) // 3, "too few saturation-free cases for torch"
     wanted = {"single token", "N < P", "N mod P != 0", "fewer slots than P",
               "all scores negative", "equal scores", "saturated scores or outputs",
-              "saturated sum"}  # fmt: skip
+              "saturated sum", "signed sum", "symmetric saturation of the sum"}  # fmt: skip
     assert wanted <= reached, f"edge cases not reached: {sorted(wanted - reached)}"
 
 

@@ -178,6 +178,14 @@ def _frac_above(key: str, *keys: str):
     return change
 
 
+def _with_overflow(mode: str):
+    """The sum format with another overflow mode: one that could bring a sum of zero or
+    less to the reciprocal (its table read out of range in the HLS kernel)."""
+    from codesign.numerics.fixed import OVERFLOW_CODE
+
+    return lambda f: (f["sum_fmt"] & ~(7 << 20)) | (OVERFLOW_CODE[mode] << 20)
+
+
 def _refusals(arch):
     """(what, op, field changes, expected check error) for Programs both kernels refuse."""
     from codesign.program import Op
@@ -192,6 +200,8 @@ def _refusals(arch):
         ("heads do not divide dim", Op.ATTENTION, {"dim": lambda f: f["dim"] - 1}, "PARALLEL"),
         ("parallel above P", Op.ATTENTION, {"parallel": arch.attn_parallel + 1}, "PARALLEL"),
         ("softmax sum format", Op.ATTENTION, softmax, "SOFTMAX"),
+        ("a sum that wraps", Op.ATTENTION, {"sum_fmt": _with_overflow("WRAP")}, "SOFTMAX"),
+        ("a sum that zeroes", Op.ATTENTION, {"sum_fmt": _with_overflow("SAT_ZERO")}, "SOFTMAX"),
         ("bias finer than its accumulator", Op.LINEAR, bias, "ALIGN"),
         ("beta finer than norm * gamma", Op.LAYERNORM, beta, "ALIGN"),
         ("expert residual too fine", Op.MOE_EXPERTS, expert_res, "ALIGN"),

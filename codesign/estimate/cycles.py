@@ -41,7 +41,7 @@ from ..program import HEADER_BYTES, LAYER_WORDS, NONE, Op, unpack_fmt
 # a tile row's last drain beyond its row cycles: the drain's latency less the stages that
 # overlap the last MACs (8 when the drain was 14 stages)
 UCU_PIPELINE = RTL_LATENCY["ucu_drain"] - 6
-ATTENTION_PIPELINE = 16  # score -> exp -> running sum / recip pipeline
+ATTENTION_PIPELINE = 17  # q.k -> score -> exp -> running sum / recip pipeline
 REQUANT_PIPE = RTL_LATENCY["requant_pipe"]
 # pipelined sums -> rsqrt table -> first normalised element (two requantisers on the way)
 LAYERNORM_PIPELINE = 22 + 2 * REQUANT_PIPE
@@ -189,11 +189,12 @@ def attention_pass_beats(tokens: int, parallel: int) -> int:
 
 
 def attention_key_cycles(head_dim: int, lanes: int) -> tuple[int, int]:
-    """Cycles a key takes in pass 1 and pass 2. A datapath that takes heads in chunks
-    (`lanes` > 0) updates its running sums over two cycles, so a pass-1 key there takes at
-    least two even when the head fits one chunk."""
+    """Cycles a key takes in pass 1 and pass 2. The attention core updates its running sums
+    over two cycles (a multiply, then the rounding and overflow step: one cycle through both
+    would put a DSP and a dozen LUT levels in a loop), so a pass-1 key takes at least two
+    even when the head fits one chunk."""
     chunks = attention_chunks(head_dim, lanes)
-    return (max(2, chunks) if lanes else chunks), chunks
+    return max(2, chunks), chunks
 
 
 def attention_cycles(tokens: int, dim: int, heads: int, parallel: int, bus_bytes: int,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..numerics.exact import matmul_exact, shift_round_rows
-from ..numerics.fixed import Fixed, apply_overflow, shift_round
+from ..numerics.fixed import OVERFLOW_CODE, Fixed, apply_overflow, shift_round
 from ..numerics.tables import exp_neg, recip
 from .base import (
     OpSpec,
@@ -21,7 +21,7 @@ from .base import (
     rows_of,
     table_input,
 )
-from .expr import F, P, Rule, divides, frac, one_of
+from .expr import F, P, Rule, bits, divides, frac, one_of, overflow
 
 
 def _softmax_stats(ex, scores: np.ndarray, score_frac: int, parallel: int, sum_fmt: Fixed):
@@ -46,6 +46,12 @@ def _softmax_stats(ex, scores: np.ndarray, score_frac: int, parallel: int, sum_f
         s = apply_overflow(s, sum_fmt.width, sum_fmt.signed, sum_fmt.overflow)
         m = np.maximum(m, x)
     return m, s
+
+
+def saturating(fmt):
+    """The format saturates (SAT or SAT_SYM): a sum of positive terms then stays positive."""
+    mode = overflow(fmt)
+    return mode.eq(OVERFLOW_CODE["SAT"]) | mode.eq(OVERFLOW_CODE["SAT_SYM"])
 
 
 def golden(ex, layer, task: int) -> np.ndarray | None:
@@ -138,6 +144,11 @@ SPEC = OpSpec(
         table_input("softmax input score_fmt", frac(F("score_fmt")), "exp"),
         Rule(
             "SOFTMAX", frac(F("sum_fmt")).eq(P("exp_frac")), why="sum_fmt has the exp table's frac"
+        ),
+        Rule(
+            "SOFTMAX",
+            saturating(F("sum_fmt")) & (bits(F("sum_fmt")) >= 2),
+            why="sum_fmt saturates and holds a positive sum (the reciprocal's input)",
         ),
         *arena_rows("source", "src", "src_stride", F("tokens"), 3 * F("dim")),
         *arena_rows("destination", "dst", "dst_stride", F("tokens"), F("dim")),

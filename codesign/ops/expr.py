@@ -111,7 +111,7 @@ class P(Expr):
 
 @dataclass(frozen=True, eq=False)
 class FmtPart(Expr):
-    part: str  # "frac", "width", "bits" (signed bits a value needs) or "ok"
+    part: str  # "frac", "width", "bits" (signed bits a value needs), "overflow" or "ok"
     field: Expr  # an F or an H holding a format word
 
     def fields(self) -> set[str]:
@@ -130,6 +130,11 @@ def bits(field: Expr) -> Expr:
     """The two's-complement bits a value of the format needs: its width, one more when
     unsigned. What a signed datapath of that many bits carries."""
     return FmtPart("bits", field)
+
+
+def overflow(field: Expr) -> Expr:
+    """The format's overflow mode (``numerics.fixed.OVERFLOW_CODE``)."""
+    return FmtPart("overflow", field)
 
 
 def fmt_ok(field: Expr) -> Expr:
@@ -284,6 +289,8 @@ def evaluate(node: Expr, env: Env):
         if node.part == "frac":
             value = (word >> 8) & 0xFF
             return value - 256 if value >= 128 else value
+        if node.part == "overflow":
+            return (word >> 20) & 7
         return 1 <= (word & 0xFF) <= 63 and (word >> 17) & 7 <= 6 and (word >> 20) & 7 <= 3
     if isinstance(node, Bin):
         a, b = evaluate(node.a, env), evaluate(node.b, env)
@@ -380,6 +387,8 @@ def emit(node: Expr, t: Target) -> str:
                 return f"(longint'({{56'd0, {word}[7:0]}}) + longint'({{63'd0, !{word}[16]}}))"
             if node.part == "frac":
                 return f"longint'($signed({word}[15:8]))"
+            if node.part == "overflow":
+                return f"longint'({{61'd0, {word}[22:20]}})"
             return f"fmt_ok({word})"
         if node.part == "width":
             return f"(i64)((u32){word} & 0xFFu)"
@@ -387,6 +396,8 @@ def emit(node: Expr, t: Target) -> str:
             return f"(i64)(((u32){word} & 0xFFu) + 1u - (((u32){word} >> 16) & 1u))"
         if node.part == "frac":
             return f"(i64)(signed char)(((u32){word} >> 8) & 0xFFu)"
+        if node.part == "overflow":
+            return f"(i64)(((u32){word} >> 20) & 7u)"
         return f"fmt_valid((u32){word})"
     if isinstance(node, Bin):
         return f"({emit(node.a, t)} {node.op} {emit(node.b, t)})"

@@ -63,6 +63,7 @@ OPCODES = (
     "FMTF",  # fraction field: signed a[15:8]
     "FMTOK",  # a well-formed format word
     "FMTB",  # signed bits a value of the format needs: a[7:0] + !a[16]
+    "FMTO",  # overflow mode: a[22:20]
     "DIVIDES",  # b != 0 and a % b == 0, 65 extra cycles (magnitudes, then 64 steps)
 )
 OP = {name: code for code, name in enumerate(OPCODES)}
@@ -219,7 +220,8 @@ class _Compiler:
             index, signed = self.header[node.name]
             return ("src", sel(SRC_HDR_S if signed else SRC_HDR_U, index))
         if isinstance(node, FmtPart):
-            op = {"width": "FMTW", "frac": "FMTF", "ok": "FMTOK", "bits": "FMTB"}[node.part]
+            op = {"width": "FMTW", "frac": "FMTF", "ok": "FMTOK", "bits": "FMTB",
+                  "overflow": "FMTO"}[node.part]  # fmt: skip
             return self.unary(op, self.word_source(node.field))
         if isinstance(node, Bin):
             op = {"+": "ADD", "-": "SUB", "*": "MUL"}[node.op]
@@ -414,6 +416,8 @@ def run(program, read, regs: list[int] | None = None) -> tuple[int, int]:
             result = ((a >> 8) & 0xFF) - (256 if (a >> 15) & 1 else 0)
         elif op == "FMTB":
             result = (a & 0xFF) + 1 - ((a >> 16) & 1)
+        elif op == "FMTO":
+            result = (a >> 20) & 7
         elif op == "FMTOK":
             result = 1 <= (a & 0xFF) <= 63 and (a >> 17) & 7 <= 6 and (a >> 20) & 7 <= 3
         elif op == "DIVIDES":
