@@ -274,10 +274,15 @@ class ArchConfig:
 # of activations, the input rows and outputs stay in DDR). The Ultra96-V2 and PYNQ-Z2
 # have no block RAM to spare for it; on the KV260 its logic (and the x port's) took the
 # whole top past the 85 % LUT margin in Yosys (100,354 LUT, 85.7 %, without the x port).
+# Attention lanes: at most half a head (m3vit's heads are 64 wide), so a key takes two
+# cycles of its lanes and the running sum's two-cycle update costs nothing; P2 x 64 (the
+# searched shape before the update took two cycles) now idles every other cycle, and
+# P4 x 32 has the same MACs in fewer LUTs (ZCU102 whole top in Yosys: 215,836 LUT
+# against 224,505).
 BOARD_DEFAULTS = {
-    "zcu102": {"tile_in": 32, "tile_out": 32, "attn_parallel": 2, "attn_lanes": 64,
+    "zcu102": {"tile_in": 32, "tile_out": 32, "attn_parallel": 4, "attn_lanes": 32,
                "weight_ports": 4, "arena_window_kib": 1024},
-    "zcu104": {"tile_in": 32, "tile_out": 16, "attn_parallel": 2, "attn_lanes": 64,
+    "zcu104": {"tile_in": 32, "tile_out": 16, "attn_parallel": 4, "attn_lanes": 32,
                "weight_ports": 4, "arena_window_kib": 1024},
     "kv260": {"tile_in": 16, "tile_out": 16, "attn_parallel": 4, "attn_lanes": 8,
               "bus_bits": 64, "weight_ports": 4},
@@ -316,10 +321,11 @@ MODEL_PRECISION: dict[str, dict[str, str]] = {}
 # BOARD_DEFAULTS, once the whole top synthesised within the fit margins: board ->
 # precision -> fields. Models with defaults of their own (MODEL_DEFAULTS) keep theirs.
 # ZCU102 at w8a16: the pick (64x16 UCU, P4 x 64 lanes; 5.40 ms by the estimate against
-# 6.65 ms on the w16a24 default) synthesised to 203,947 LUT (74.4 %), 1,403 DSP.
+# 6.65 ms on the w16a24 default) synthesised to 203,947 LUT (74.4 %), 1,403 DSP; its
+# attention as P8 x 32 (half a head of lanes, as above).
 PRECISION_DEFAULTS: dict[str, dict[str, dict]] = {
     "zcu102": {
-        "w8a16": {"tile_in": 64, "tile_out": 16, "attn_parallel": 4, "attn_lanes": 64,
+        "w8a16": {"tile_in": 64, "tile_out": 16, "attn_parallel": 8, "attn_lanes": 32,
                   "weight_ports": 4, "arena_window_kib": 1024},
     },
 }  # fmt: skip

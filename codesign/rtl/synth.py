@@ -362,6 +362,9 @@ def _paths(module, drivers, owner, cell_of, depth_of, top) -> dict[str, list[dic
             if isinstance(b, int)
         ]
         label = f"{kind} {names.get(outputs[0], '') if outputs else ''}"
+        where = re.search(r"([\w]+\.sv):(\d+)", str(cell.get("attributes", {}).get("src", "")))
+        if where:  # the source line it came from, for the registers Yosys named itself
+            label += f" ({where.group(1)}:{where.group(2)})"
         for port, bits in cell["connections"].items():
             if directions.get(port) == "input":
                 for b in bits:
