@@ -277,7 +277,7 @@ class ArchConfig:
 # Attention lanes: at most half a head (m3vit's heads are 64 wide), so a key takes two
 # cycles of its lanes and the running sum's two-cycle update costs nothing; P2 x 64 (the
 # searched shape before the update took two cycles) now idles every other cycle, and
-# P4 x 32 has the same MACs in fewer LUTs (ZCU102 whole top in Yosys: 215,836 LUT
+# P4 x 32 has the same MACs in fewer LUTs (ZCU102 whole top in Yosys: 215,724 LUT
 # against 224,505).
 BOARD_DEFAULTS = {
     "zcu102": {"tile_in": 32, "tile_out": 32, "attn_parallel": 4, "attn_lanes": 32,
