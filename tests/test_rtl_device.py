@@ -375,7 +375,8 @@ def test_rtl_agrees_with_the_python_check_on_a_fuzz_sample(tiny_build, rtl_kerne
 
 
 def _index_mutants(program, arch):
-    """Bad CSR indexes of the first block-sparse LINEAR: (what, blob) pairs. The row_ptr
+    """Bad CSR indexes of the first block-sparse LINEAR: its index, its row_ptr count,
+    (what, blob) pairs, and a good mutant (a column moved to another real tile). The row_ptr
     words are mutated at every position, so each bus lane, and lane 0 of a later beat
     (whose predecessor is the previous beat's last word), holds a bad word once."""
     from codesign.fuzz import recrc
@@ -408,7 +409,7 @@ def _index_mutants(program, arch):
         cases.append((f"col[{j}] = in_tiles", with_word(out_tiles + 1 + j, in_tiles)))
         cases.append((f"col[{j}] = -1", with_word(out_tiles + 1 + j, -1)))
     moved = (int(words[out_tiles + 1]) + 1) % in_tiles
-    return index, cases, with_word(out_tiles + 1, moved)
+    return index, out_tiles + 1, cases, with_word(out_tiles + 1, moved)
 
 
 def test_rtl_runs_block_sparse_and_refuses_every_bad_index(sparse_build, rtl_kernel):
@@ -428,8 +429,7 @@ def test_rtl_runs_block_sparse_and_refuses_every_bad_index(sparse_build, rtl_ker
     run = accel.run_program(sparse_build.program_bytes, raw, 0)
     np.testing.assert_array_equal(run.output, golden_raw(sparse_build, raw[None], 0)[0])
 
-    index, cases, moved = _index_mutants(program, arch)
-    row_ptrs = -(-program.layers[index].fields["out_dim"] // arch.tile_out) + 1
+    index, row_ptrs, cases, moved = _index_mutants(program, arch)
     assert row_ptrs > arch.bus_bits // 32, "the row pointers should span more than a beat"
     for what, blob in cases:
         refusal = check_blob(blob, params, 0)
