@@ -1,6 +1,6 @@
-"""Quantisation study: float vs w16a24, w8a16, w8a8, w4a16 on the digits ViT and on m3vit.
+"""Quantisation study: float vs w16a24, w8a16, w8a8, w8a8r16, w4a16 on the digits ViT and m3vit.
 
-    python benchmarks/quant_study.py                  # ~25 min
+    python benchmarks/quant_study.py                  # ~35 min
     python benchmarks/quant_study.py --json out.json --write-docs
 
 Digits ViT (the shipped checkpoint): test accuracy of the golden executor on the 360 test
@@ -8,7 +8,8 @@ digits, top-1 agreement and logit cosine vs torch, calibrated on 4 random images
 training digits. m3vit (seeded weights, no trained checkpoint): cosine, rel RMS and
 decision agreement (semseg argmax per patch) vs torch over `--m3vit-images` images. For
 each precision: activations by their calibrated maximum ("max") or by LayerNorm smoothing
-+ MSE-chosen ranges ("auto", what a build does at 12 bits or fewer); weights per tensor
++ MSE-chosen ranges ("auto", what a build does at 12 bits or fewer; w8a8r16: the same
+with a 16-bit residual stream); weights per tensor
 or per output channel, rounded to nearest or by GPTQ (``codesign.rounding``).
 ``--write-docs`` puts the tables in docs/quantization.md.
 """
@@ -26,13 +27,14 @@ from rich.console import Console
 from rich.table import Table
 
 import codesign
+from codesign.arch import parse_precision
 from codesign.datasets import load_digits
 from codesign.models import create_model
 from codesign.train import predict_logits
 from codesign.util import replace_marked
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "quantization.md"
-PRECISIONS = ("w16a24", "w8a16", "w8a8", "w4a16")
+PRECISIONS = ("w16a24", "w8a16", "w8a8", "w8a8r16", "w4a16")
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -49,8 +51,9 @@ def variants(precision: str, m3vit: bool = False):
     their maximum ("max") and, at 12 bits or fewer, by smoothing + search ("auto"); weights
     per tensor / per channel, rounded to nearest / by GPTQ (above 8 bits: nearest only,
     GPTQ's gain there is below what the table shows)."""
-    narrow_acts = int(precision.split("a")[1]) <= 12
-    narrow_weights = int(precision[1:].split("a")[0]) <= 8
+    spec = parse_precision(precision)
+    narrow_acts = spec.activation_bits <= 12
+    narrow_weights = spec.weight_bits <= 8
     weights = WEIGHTS if narrow_weights else WEIGHTS[1:2]
     for quant in ("max", "auto") if narrow_acts and not m3vit else ("auto",):
         for weight_formats, rounding in weights:
@@ -146,7 +149,7 @@ def markdown(digits: list[dict], float_acc: float, m3vit: list[dict], images: in
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--m3vit-images", type=int, default=2)
+    parser.add_argument("--m3vit-images", type=int, default=4)
     parser.add_argument("--skip-m3vit", action="store_true")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--write-docs", action="store_true")

@@ -12,7 +12,8 @@ choice down to four bits less, except where clipping changes a decision: attenti
 scores (the largest score dominates its softmax) and MoE gate logits (top-k) keep their
 full range. Weights get theirs from their own largest magnitude. Widths come from the
 precision spec (``w16a24``): weights <= 18 and activations <= 27 bits keep one DSP48E2
-per MAC.
+per MAC. A residual width (``w8a8r16``) gives the residual stream's tensors
+(``residual_stream``) that width, from their largest magnitude as any wide activation.
 """
 
 from __future__ import annotations
@@ -278,7 +279,44 @@ def smooth_layernorms(graph: Graph, patches: np.ndarray, alpha: float = SMOOTH_A
     return graph, {"alpha": alpha, "layers": report}
 
 
+def _fit_residuals(graph: Graph) -> dict:
+    """A residual joins its add exactly, at the accumulator's fraction bits (the ALIGN
+    rules): a residual-stream tensor with more fraction bits than an accumulator it joins
+    (a 16-bit stream beside 8-bit products: w8a8r16) gives up the ones that accumulator
+    lacks, its width kept. Returns {tensor: {"frac_bits", "capped_to"}} for the report."""
+    capped: dict[str, dict] = {}
+    for node in graph.nodes:
+        fmts = node.attrs.get("formats", {})
+        if node.op == "linear" and node.attrs.get("post") == "add":
+            limit = graph.tensors[node.inputs[0]].fmt.frac_bits + fmts["weight"].frac_bits
+        elif node.op == "moe" and node.attrs.get("residual"):
+            limit = fmts["score"].frac_bits + fmts["expert_out"].frac_bits
+        else:
+            continue
+        tensor = graph.tensors[node.inputs[1]]
+        if tensor.fmt.frac_bits > limit:
+            capped.setdefault(tensor.name, {"frac_bits": tensor.fmt.frac_bits})
+            capped[tensor.name]["capped_to"] = limit
+            tensor.fmt = tensor.fmt.with_(int_bits=tensor.fmt.width - limit)
+    return capped
+
+
 METHODS = ("auto", "max")
+MATMUL_OPS = ("linear", "moe")  # ops whose first input the UCU multiplies
+
+
+def residual_stream(graph: Graph) -> set[str]:
+    """The residual stream's tensors: what the patch embedding, the embedding and every
+    residual add write (and LayerNorm and the next add read), except any a matrix
+    multiply reads, which stays at the multipliers' width."""
+    stream: set[str] = set()
+    for node in graph.nodes:
+        if node.op == "embed":
+            stream.update((*node.inputs[:1], *node.outputs))
+        elif node.op == "add" or node.attrs.get("post") == "add" or node.attrs.get("residual"):
+            stream.update(node.outputs)
+    multiplied = {node.inputs[0] for node in graph.nodes if node.op in MATMUL_OPS}
+    return stream - multiplied
 
 
 def quantize(
@@ -324,9 +362,10 @@ def quantize(
         graph, smoothing = smooth_layernorms(graph, patches)
     inputs = LayerInputs() if rounding == "gptq" else None
     ranges = calibrate(graph, patches, keep=search, inputs=inputs)
+    stream = residual_stream(graph) if precision.residual_bits else set()
     for name, tensor in graph.tensors.items():
         if name in ranges.max_abs:
-            tensor.fmt = ranges.fmt(name, act)
+            tensor.fmt = ranges.fmt(name, precision.stream_bits if name in stream else act)
     for node in graph.nodes:
         fmts: dict[str, Fixed] = {}
         in_fmt = graph.tensors[node.inputs[0]].fmt
@@ -373,6 +412,7 @@ def quantize(
             )
             fmts["expert_out"] = ranges.fmt(f"{node.name}:expert_out", act)
         node.attrs["formats"] = fmts
+    capped = _fit_residuals(graph)
     graph.meta["precision"] = str(precision)
     graph.meta["calibration"] = {
         "method": ("LayerNorm smoothing + " if narrow else "") + ("mse" if search else "max"),
@@ -382,6 +422,8 @@ def quantize(
         "search": dict(ranges.choices),
         "smoothing": smoothing,
         "weights": weight_formats,
+        "residual_stream": sorted(stream),
+        "residuals_capped": capped,
         "rounding": _round_weights(graph, inputs),
     }
     return graph

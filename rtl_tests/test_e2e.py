@@ -231,18 +231,25 @@ def test_m3vit_tiny_axiram_both_tasks():
         assert figures["cosine"] > 0.999
 
 
-def test_m3vit_tiny_w8a8_two_macs_per_multiplier():
+@pytest.mark.parametrize("precision", ["w8a8", "w8a8r16"])
+def test_m3vit_tiny_w8a8_two_macs_per_multiplier(precision):
     """m3vit-tiny at w8a8: the UCU packs two MACs into each multiply (cds_ucu, mac_pack
     2) and reads int8 weight containers (one byte per weight); the whole accelerator
-    stays bit-exact with the golden executor and within 10 % of the estimate."""
+    stays bit-exact with the golden executor and within 10 % of the estimate. At
+    w8a8r16 the residual stream is 16 bits wide (the engines carry 16-bit words) while
+    every multiply of the UCU stays 8 x 8, packed: closer to torch than w8a8."""
     from codesign.rtl.render import rtl_params
 
-    build = codesign.build("m3vit-tiny", BOARD, arch=TINY_ARCH, precision="w8a8")
-    assert rtl_params(TINY_ARCH, "w8a8")["mac_pack"] == 2
-    assert rtl_params(TINY_ARCH, "w8a8")["w_container"] == 8
+    build = codesign.build("m3vit-tiny", BOARD, arch=TINY_ARCH, precision=precision)
+    params = rtl_params(TINY_ARCH, precision)
+    assert params["mac_pack"] == 2 and params["w_container"] == 8
+    assert params["mul_x_bits"] == 8
+    stream = build.graph.meta["calibration"]["residual_stream"]
+    widths = {build.graph.tensors[name].fmt.width for name in stream}
+    assert widths == ({16} if precision == "w8a8r16" else set())
     result = run_rtl(build, [0], ddr="axiram")
-    figures = check_run(build, result["runs"][0], "m3vit-tiny w8a8")
-    assert figures["cosine"] > 0.99
+    figures = check_run(build, result["runs"][0], f"m3vit-tiny {precision}")
+    assert figures["cosine"] > (0.999 if precision == "w8a8r16" else 0.99)
 
 
 def test_m3vit_tiny_attention_in_chunks():

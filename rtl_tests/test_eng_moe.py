@@ -39,7 +39,7 @@ from codesign.program import (
     padded,
 )
 from codesign.rtl import sim
-from codesign.rtl.render import unit_sources
+from codesign.rtl.render import rtl_params, unit_sources
 
 TOP = "cds_eng_moe_tb"
 FIELD_WORDS = 46
@@ -52,9 +52,11 @@ def moe_arch(arch):
     return dataclasses.replace(arch, max_experts=MAX_EXPERTS)
 
 
-def formats(rng) -> dict:
+def formats(rng, narrow: bool = False) -> dict:
+    """The layers' formats; ``narrow``: the multiplied activations (x, pre, hidden, y) at
+    8 bits, residual and output at 16 (w8a8r16)."""
     rounding = ("TRN", "RND", "RND_CONV", "RND_ZERO")
-    return {
+    fmts = {
         "x": Fixed(16, 8),
         "gate": Fixed(8, 2),
         "logit": Fixed(16, 8, True, str(rng.choice(rounding)), "SAT"),
@@ -69,17 +71,25 @@ def formats(rng) -> dict:
         "res": Fixed(16, 8),
         "out": Fixed(14, 6, True, str(rng.choice(rounding)), str(rng.choice(["SAT", "WRAP"]))),
     }
+    if narrow:
+        fmts["x"], fmts["hidden"] = Fixed(8, 3), Fixed(8, 3)
+        fmts["pre"] = Fixed(8, 3, True, str(rng.choice(rounding)), "SAT")
+        fmts["y"] = Fixed(8, 3, True, str(rng.choice(rounding)), "SAT")
+        fmts["out"] = Fixed(16, 5, True, str(rng.choice(rounding)), "SAT")
+    return fmts
 
 
 def words_of(blob: bytes) -> np.ndarray:
     return np.frombuffer(blob + b"\0" * (-len(blob) % 4), "<u4").astype(np.int64)
 
 
-def build_case(rng, arch, spec: dict) -> dict:
+def build_case(rng, arch, spec: dict, precision=None) -> dict:
     """Program, arena (junk + tensors), descriptors and the golden arenas of one case."""
     tokens, dim, hidden = spec["tokens"], spec["dim"], spec["hidden"]
     experts, top_k = spec["experts"], spec["top_k"]
-    fmts = formats(rng)
+    params = rtl_params(arch, precision)
+    fmts = formats(rng, narrow=params["mul_x_bits"] < params["x_bits"])
+    w_bytes = params["w_container"] // 8
     bus = arch.bus_bytes
     ti, to = arch.tile_in, arch.tile_out
 
@@ -106,11 +116,11 @@ def build_case(rng, arch, spec: dict) -> dict:
         gate[1, 0] = 1.9
         gate[:, 1:] *= 0.05
     gate_raw = fmts["gate"].quantize(gate)
-    gate_at = place(pack_tiles(gate_raw, ti, to, W_BYTES, bus))
+    gate_at = place(pack_tiles(gate_raw, ti, to, w_bytes, bus))
 
     def stacked(raws: list[np.ndarray], weights: bool) -> tuple[int, int]:
         blobs = [
-            pack_tiles(r, ti, to, W_BYTES, bus)
+            pack_tiles(r, ti, to, w_bytes, bus)
             if weights  # bias words carry random per-column weight shifts (0..2)
             else pack_bias_words(r, rng.integers(0, 3, r.size)).astype("<i4").tobytes()
             for r in raws
@@ -179,7 +189,7 @@ def build_case(rng, arch, spec: dict) -> dict:
             "top_k": top_k,
             "weight": gate_at,
             "w_fmt": pack_fmt(fmts["gate"]),
-            "w_bytes": W_BYTES,
+            "w_bytes": w_bytes,
             "x_fmt": pack_fmt(fmts["x"]),
             "logit_fmt": pack_fmt(fmts["logit"]),
             "score_fmt": pack_fmt(fmts["score"]),
@@ -220,7 +230,7 @@ def build_case(rng, arch, spec: dict) -> dict:
             "fc2_bias_fmt": pack_fmt(fmts["fc2_bias"]),
             "y_fmt": pack_fmt(fmts["y"]),
             "score_fmt": pack_fmt(fmts["score"]),
-            "w_bytes": W_BYTES,
+            "w_bytes": w_bytes,
             "scratch": scratch,
             "scratch_stride": scratch_stride,
         },
@@ -256,6 +266,7 @@ def build_case(rng, arch, spec: dict) -> dict:
     counts = gate_arena[queue // 4 : queue // 4 + experts]
     return {
         "spec": spec,
+        "fmts": fmts,
         "program": words_of(program_bytes),
         "arena": arena,
         "gate_desc": desc_words(gate_layer),
@@ -305,7 +316,9 @@ TINY_SPECS = (
 )
 
 
-def run_cases(arch, cases: list[dict], timed: list[int], seed: int, sim_dir) -> dict:
+def run_cases(
+    arch, cases: list[dict], timed: list[int], seed: int, sim_dir, precision=None
+) -> dict:
     """Run the cases on cds_eng_moe_tb; the simulation's outputs, asserts on the arenas."""
 
     def flat(key):
@@ -314,7 +327,7 @@ def run_cases(arch, cases: list[dict], timed: list[int], seed: int, sim_dir) -> 
 
     arena, a_off = flat("arena")
     program, p_off = flat("program")
-    build = sim.build(unit_sources(TOP, arch), TOP)
+    build = sim.build(unit_sources(TOP, arch, precision), TOP)
     out = sim.run(
         build,
         "cocotb_eng_moe",
@@ -397,6 +410,17 @@ def test_eng_moe_tiny(tmp_path):
     rng = np.random.default_rng(9)
     cases = [build_case(rng, TINY_ARCH, spec) for spec in TINY_SPECS]
     run_cases(TINY_ARCH, cases, [0] * len(cases), 12, tmp_path / "sim")
+
+
+def test_eng_moe_tiny_with_a_wider_residual_stream(tmp_path):
+    """w8a8r16: x, pre-activations, hidden and expert outputs at 8 bits into 8-bit
+    multipliers packed two MACs each, residual and output at 16, int8 weight containers
+    (saturated weights: -128 beside a negative weight, the packing's hardest pair):
+    bit-exact."""
+    rng = np.random.default_rng(10)
+    cases = [build_case(rng, TINY_ARCH, spec, "w8a8r16") for spec in TINY_SPECS]
+    assert cases[0]["fmts"]["x"].width == 8 and cases[0]["fmts"]["res"].width == 16
+    run_cases(TINY_ARCH, cases, [0] * len(cases), 12, tmp_path / "sim", "w8a8r16")
 
 
 def test_eng_moe_buffers_without_power_of_two_padding(tmp_path):

@@ -139,9 +139,9 @@ def _from_out_tiles(beats: np.ndarray, rows: int, out_dim: int) -> np.ndarray:
 class Batch:
     """Concatenated stream data of several operations for one simulation run."""
 
-    def __init__(self, arch):
+    def __init__(self, arch, precision=None):
         self.arch = arch
-        self.p = rtl_params(arch)
+        self.p = rtl_params(arch, precision)
         self.ops: list[dict] = []
         self.cases: list[LinearCase] = []
         self.arrays: dict[str, list] = {k: [] for k in ("x", "w", "ptr", "col", "b", "s", "score")}
@@ -262,12 +262,21 @@ def _fmt(rng, width: int, frac: int, signed: bool = True) -> Fixed:
 
 
 def random_case(
-    rng, arch, name: str, post: int, rows: int, sparse: bool = False, full_scale: bool = False
+    rng,
+    arch,
+    name: str,
+    post: int,
+    rows: int,
+    sparse: bool = False,
+    full_scale: bool = False,
+    precision=None,
 ) -> LinearCase:
-    p = rtl_params(arch)
+    """x at most the multipliers' width (mul_x_bits), outputs and residuals at most the
+    engines' (x_bits)."""
+    p = rtl_params(arch, precision)
     in_dim = int(rng.integers(1, 4 * arch.tile_in + 1))
     out_dim = int(rng.integers(1, 3 * arch.tile_out + 3))
-    wx = int(rng.integers(8, p["x_bits"] + 1))
+    wx = int(rng.integers(min(8, p["mul_x_bits"]), p["mul_x_bits"] + 1))
     ww = int(rng.integers(4, p["w_bits"] + 1))
     x_fmt = Fixed(wx, int(rng.integers(1, 6)), True, "RND", "SAT")
     w_fmt = Fixed(ww, int(rng.integers(0, 3)), True, "RND", "SAT")
@@ -432,6 +441,41 @@ def test_random_ops(arch, ucu, table):
     assert out_rows >= 300 and compared > 500
     shifted = [case for case in batch.cases if case.shifts is not None and case.shifts.any()]
     assert len(shifted) >= 4  # per-output-channel weight shifts reached the drain
+
+
+def test_random_ops_with_a_wider_residual_stream(arch, table):
+    """w8a8r16: 16-bit engine words (residuals, outputs) into 8-bit multipliers packed two
+    MACs each. x lanes arrive 16 bits wide, sign-extended; the row buffer keeps 8; results
+    bit-exact with golden, and both full-scale operands and 16-bit residuals reached."""
+    p = rtl_params(arch, "w8a8r16")
+    assert (p["x_bits"], p["mul_x_bits"]) == (16, 8)
+    assert p["mac_pack"] == (2 if arch.tile_out % 2 == 0 else 1)
+    build = sim.build(render.unit_sources("cds_ucu", arch, "w8a8r16"), "cds_ucu")
+    rng = np.random.default_rng(31)
+    batch = Batch(arch, "w8a8r16")
+    posts = [POST_NONE, POST_GELU, POST_ADD, POST_SCORE]
+    for k in range(12):
+        case = random_case(
+            rng, arch, f"r16-op{k}", posts[k % 4], rows=[1, 5, 17][k % 3], sparse=k % 3 == 2,
+            precision="w8a8r16",
+        )  # fmt: skip
+        case.stall, case.backpressure = 0.3, 0.3
+        batch.add(case)
+    batch.add(random_case(rng, arch, "r16-full", POST_ADD, 3, full_scale=True, precision="w8a8r16"))
+    # the packing's hardest pairs: w_hi = -128 beside a negative w_lo (w_hi less the borrow
+    # is -129), against every x from -128 up, out_fmt wide enough that nothing clips
+    in_dim, out_dim = 2 * arch.tile_in, 2 * arch.tile_out
+    x = np.arange(-128, -128 + 4 * in_dim).reshape(4, in_dim) % 256 - 128
+    w = np.full((out_dim, in_dim), -128)
+    w[0::2] = -rng.integers(1, 129, (out_dim // 2, in_dim))
+    pairs = LinearCase("r16-pairs", x, w, Fixed(8, 8), Fixed(8, 1), Fixed(16, 16))
+    batch.add(pairs)
+    results, _ = run_batch(build, batch, seed=7)
+    for case, got in zip(batch.cases, results, strict=True):
+        assert case.x_fmt.width <= 8
+        assert_exact(case, got, table)
+    assert any(case.res_fmt is not None and case.res_fmt.width > 8 for case in batch.cases)
+    assert any(case.out_fmt.width > 8 for case in batch.cases)
 
 
 def test_many_rows(arch, ucu, table):

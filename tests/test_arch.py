@@ -32,7 +32,22 @@ def test_precision_specs(spec, weights, acts, dsp):
     assert str(precision) == spec.lower()
 
 
-@pytest.mark.parametrize("spec", ["16/24", "w16", "a24w16", "w1a24", "w16a64"])
+def test_a_residual_width_is_part_of_the_spec():
+    """w8a8r16: multiplies at 8 bits, the residual stream at 16; r equal to a is the
+    plain spec (one spelling per precision), a narrower one is refused."""
+    mixed = parse_precision("w8a8r16")
+    assert (mixed.activation_bits, mixed.residual_bits, mixed.stream_bits) == (8, 16, 16)
+    assert str(mixed) == "w8a8r16" and mixed.dsp_per_mac == 1
+    assert (
+        parse_precision("w8a8r8") == parse_precision("w8a8")
+        and str(parse_precision("w8a8r8")) == "w8a8"
+    )
+    assert parse_precision("w8a16").stream_bits == 16
+
+
+@pytest.mark.parametrize(
+    "spec", ["16/24", "w16", "a24w16", "w1a24", "w16a64", "w8a16r8", "w8a8r33"]
+)
 def test_bad_precision_specs(spec):
     with pytest.raises(ValueError):
         parse_precision(spec)

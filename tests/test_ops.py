@@ -223,6 +223,14 @@ def test_a_program_for_a_wider_precision_is_refused_by_a_narrower_rtl_build(tiny
         assert ops.check_blob(blob, params, 0) is None, precision
         assert microcode.verdict(blob, params).code == 0, precision
     assert ops.check_blob(blob, kernel_check_params(arch), 0) is None
+    # a build whose engines carry 24 bits but whose UCU multiplies 16 (w16a16r24) refuses
+    # it at the first matrix multiply, by the multipliers' width
+    mixed = rtl_check_params(arch, "w16a16r24")
+    refusal = ops.check_blob(blob, mixed, 0)
+    assert refusal.name == "FORMAT" and "mul_bits" in refusal.detail, refusal
+    assert tiny_build.program.layers[refusal.layer].op.name in ("LINEAR", "MOE_GATE")
+    answer = microcode.verdict(blob, mixed)
+    assert (answer.code, answer.layer) == (refusal.code, refusal.layer)
 
     def needed(word: int) -> int:
         env = Env(field=lambda name: word, kind=lambda name: "f", header=None, param=None)

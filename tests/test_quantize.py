@@ -63,6 +63,47 @@ def test_narrow_formats_minimise_the_error_and_say_how():
     assert wide.meta["calibration"]["smoothing"] is None
 
 
+def test_a_wider_residual_stream_widens_only_what_no_multiply_reads():
+    """w8a8r16: the embedding and every residual add's output at 16 bits (max-based, as any
+    wide activation); every tensor a matrix multiply or attention reads stays at 8."""
+    graph, patches = _graph_and_patches()
+    mixed = quantize(graph, patches, parse_precision("w8a8r16"))
+    stream = set(mixed.meta["calibration"]["residual_stream"])
+    embed = next(node for node in mixed.nodes if node.op == "embed")
+    adds = [node for node in mixed.nodes if node.attrs.get("post") == "add"]
+    assert adds and {*embed.outputs, *(out for node in adds for out in node.outputs)} <= stream
+    multiplied = {
+        node.inputs[0] for node in mixed.nodes if node.op in ("linear", "moe", "attention")
+    }
+    assert not stream & multiplied
+    for name, tensor in mixed.tensors.items():
+        if tensor.fmt is not None:
+            assert tensor.fmt.width == (16 if name in stream else 8), name
+    assert not any(name in mixed.meta["calibration"]["search"] for name in stream)
+    for node in adds:  # the residual joins the accumulator exactly (the ALIGN rule)
+        acc_frac = mixed.tensors[node.inputs[0]].fmt.frac_bits
+        acc_frac += node.attrs["formats"]["weight"].frac_bits
+        assert mixed.tensors[node.inputs[1]].fmt.frac_bits <= acc_frac, node.name
+    plain = quantize(graph, patches, parse_precision("w8a8"))
+    assert plain.meta["calibration"]["residual_stream"] == []
+
+
+def test_a_residual_finer_than_its_accumulator_gives_up_the_extra_fraction_bits():
+    """Large 8-bit weights (few fraction bits) beside a 16-bit stream: the stream's
+    fraction bits exceed the residual add's accumulator; the quantiser caps them (width
+    kept) and says so, where the compiler used to refuse the graph."""
+    graph, patches = _graph_and_patches()
+    proj = next(node for node in graph.nodes if node.attrs.get("post") == "add")
+    proj.params["weight"] = proj.params["weight"] * 256
+    mixed = quantize(graph, patches, parse_precision("w8a8r16"), weight_formats="tensor")
+    capped = mixed.meta["calibration"]["residuals_capped"]
+    assert proj.inputs[1] in capped
+    for name, entry in capped.items():
+        assert entry["capped_to"] < entry["frac_bits"]
+        fmt = mixed.tensors[name].fmt
+        assert (fmt.frac_bits, fmt.width) == (entry["capped_to"], 16)
+
+
 def test_random_calibration_keeps_max_ranges():
     """Clipping learned from random images is not trusted: smoothing only."""
     graph, patches = _graph_and_patches()

@@ -22,10 +22,17 @@ MAX_PRODUCT_BITS = 48
 
 @dataclass(frozen=True)
 class Precision:
-    """Bit widths of weights and activations (``w16a24``); formats are set by calibration."""
+    """Bit widths of weights and activations (``w16a24``); formats are set by calibration.
+
+    ``residual_bits`` (``w8a8r16``): the residual stream (patch embedding, embedding and
+    every residual add's output: what LayerNorm and the next add read) at that width,
+    every other activation, the operands of every multiply, at ``activation_bits``. At
+    8 bits the re-quantisation of the residual stream in every block is where an 8-bit
+    ViT loses most (docs/quantization.md); widening it keeps the multiplies at 8 bits."""
 
     weight_bits: int = 16
     activation_bits: int = 24
+    residual_bits: int | None = None  # None: activation_bits
 
     def __post_init__(self) -> None:
         if not 2 <= self.weight_bits <= 32:
@@ -37,6 +44,18 @@ class Precision:
                 f"w{self.weight_bits}a{self.activation_bits}: weight + activation bits must be "
                 f"<= {MAX_PRODUCT_BITS} so every accumulator fits 64 bits"
             )
+        if self.residual_bits == self.activation_bits:
+            object.__setattr__(self, "residual_bits", None)  # one spelling per precision
+        if self.residual_bits is not None and not (self.activation_bits < self.residual_bits <= 32):
+            raise ValueError(
+                f"residual width {self.residual_bits} must be wider than the activations' "
+                f"{self.activation_bits} bits and at most 32"
+            )
+
+    @property
+    def stream_bits(self) -> int:
+        """The residual stream's width: the widest activation the engines carry."""
+        return self.residual_bits or self.activation_bits
 
     @property
     def dsp_per_mac(self) -> int:
@@ -47,10 +66,11 @@ class Precision:
         return 2 if small <= DSP_WEIGHT_BITS or large <= DSP_ACTIVATION_BITS else 4
 
     def __str__(self) -> str:
-        return f"w{self.weight_bits}a{self.activation_bits}"
+        residual = f"r{self.residual_bits}" if self.residual_bits else ""
+        return f"w{self.weight_bits}a{self.activation_bits}{residual}"
 
 
-_PRECISION_RE = re.compile(r"^w(\d+)a(\d+)$")
+_PRECISION_RE = re.compile(r"^w(\d+)a(\d+)(?:r(\d+))?$")
 
 
 def parse_precision(spec: str | Precision | None) -> Precision:
@@ -64,10 +84,11 @@ def parse_precision(spec: str | Precision | None) -> Precision:
     match = _PRECISION_RE.match(spec.strip().lower())
     if not match:
         raise ValueError(
-            f"precision {spec!r} is not of the form wNaM (e.g. w16a24, w8a16): "
-            "N = weight bits, M = activation bits"
+            f"precision {spec!r} is not of the form wNaM[rK] (e.g. w16a24, w8a16, w8a8r16): "
+            "N = weight bits, M = activation bits, K = the residual stream's bits"
         )
-    return Precision(int(match.group(1)), int(match.group(2)))
+    residual = int(match.group(3)) if match.group(3) else None
+    return Precision(int(match.group(1)), int(match.group(2)), residual)
 
 
 WEIGHT_PORT_CHOICES = (1, 2, 4)  # AXI masters for weights (Board.weight_ports_max bounds it)

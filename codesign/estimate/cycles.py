@@ -350,6 +350,7 @@ def program_widths(program) -> dict:
     widths = {
         "weight": 0,
         "activation": 0,
+        "matmul": 0,  # activations the UCU multiplies (narrower with a wide residual stream)
         "qkv": 0,
         "score": 0,
         "sum": 0,
@@ -369,14 +370,17 @@ def program_widths(program) -> dict:
             grow("weight", _fmt_width(layer, "w_fmt"))
             for key in ("x_fmt", "out_fmt", "pre_fmt", "res_fmt"):
                 grow("activation", _fmt_width(layer, key))
+            grow("matmul", _fmt_width(layer, "x_fmt"))
         elif op == Op.MOE_GATE:
             grow("weight", _fmt_width(layer, "w_fmt"))
             grow("activation", _fmt_width(layer, "x_fmt"))
+            grow("matmul", _fmt_width(layer, "x_fmt"))
             grow("gate_score", _fmt_width(layer, "score_fmt"))
         elif op == Op.MOE_EXPERTS:
             grow("weight", max(_fmt_width(layer, "fc1_fmt"), _fmt_width(layer, "fc2_fmt")))
             for key in ("x_fmt", "pre_fmt", "hidden_fmt", "out_fmt"):
                 grow("activation", _fmt_width(layer, key))
+            grow("matmul", max(_fmt_width(layer, "x_fmt"), _fmt_width(layer, "hidden_fmt")))
             grow("expert_y", _fmt_width(layer, "y_fmt"))
             grow("gate_score", _fmt_width(layer, "score_fmt"))
         elif op == Op.ATTENTION:
@@ -393,6 +397,7 @@ def program_widths(program) -> dict:
             grow("activation", _fmt_width(layer, "out_fmt"))
     widths["table"] = max(t.fmt.width for t in program.tables.values())
     widths["activation"] = widths["activation"] or program.input.fmt.width
+    widths["matmul"] = widths["matmul"] or widths["activation"]
     widths["weight"] = widths["weight"] or 16
     return widths
 

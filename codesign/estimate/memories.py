@@ -210,6 +210,7 @@ def inventory(arch, precision=None) -> list[Memory]:
     p = rtl_params(arch, precision)
     tables = {name: rom_info(t) for name, t in build_tables(**arch.table_params()).items()}
     x, tokens, to = p["x_bits"], arch.max_tokens, arch.tile_out
+    x_mul = p["mul_x_bits"]  # the UCU's row buffer keeps what its multipliers take
     wpb = arch.bus_bits // 32
     # attention: q/k/v rows striped over NB one-activation banks, two read ports each
     banks = p["attn_banks"]
@@ -228,7 +229,7 @@ def inventory(arch, precision=None) -> list[Memory]:
     param_bits = p["norm_param_bits"]
     row_fifo = max(4, 2 ** (norm_beats + 1).bit_length())
     return [
-        Memory("cds_ucu_job", "row buffer", arch.tile_in * x, tokens * p["max_in_tiles"]),
+        Memory("cds_ucu_job", "row buffer", arch.tile_in * x_mul, tokens * p["max_in_tiles"]),
         Memory("cds_ucu_job", "accumulator bank", to * p["acc_bits"], tokens, count=2),
         Memory("cds_ucu_job", "column pointers", wpb * p["in_tile_bits"], col_depth),
         # biases: a bus beat a row, in To/WPB banks when an output tile spans several beats

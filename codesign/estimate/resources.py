@@ -275,14 +275,15 @@ def estimate_resources(program, arch, board) -> dict:
             {"name": name, "dsp": math.ceil(dsp), "lut": int(lut), "ff": int(ff), "why": why}
         )
 
-    per_mac = mac_dsps(act, weight, family)
-    product = act + weight
+    per_mac = mac_dsps(widths["matmul"], weight, family)
+    product = widths["matmul"] + weight
     unit(
         "ucu",
         ti * to * per_mac,
         ti * to * product * LUT_PER_PRODUCT_BIT,
         ti * to * product * FF_PER_PRODUCT_BIT + 2 * ti * to * weight,
-        f"Ti x To = {ti}x{to} MACs at {per_mac:g} DSP each ({act}-bit x {weight}-bit), "
+        f"Ti x To = {ti}x{to} MACs at {per_mac:g} DSP each ({widths['matmul']}-bit x "
+        f"{weight}-bit), "
         "adder trees, double-buffered weight tile in registers",
     )
     lane_dsp = mult_dsps(table + 1, act, family)  # GELU interpolation
@@ -419,7 +420,9 @@ def _rtl_estimate(arch, widths: dict, board, provisional: bool = False) -> dict 
     from .rtl_model import estimate_rtl, family_of, has_uram
 
     try:
-        precision = Precision(widths["weight"] or 16, widths["activation"] or 24)
+        activation = widths["activation"] or 24
+        matmul = widths.get("matmul") or activation
+        precision = Precision(widths["weight"] or 16, min(matmul, activation), activation)
     except ValueError:
         return None
     return estimate_rtl(arch, precision, family_of(board), uram=has_uram(board),

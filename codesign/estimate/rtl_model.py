@@ -69,7 +69,7 @@ def features(arch, precision=None, family: str = "xcup", uram: bool = False
             "macs": macs,
             "multipliers": macs // p["mac_pack"],  # two 8-bit MACs share one (cds_ucu)
             "post_dsps": p["drain_lanes"] * p["post_op_dsps"],  # GELU, score x y
-            "mac_bits": macs * (x + w),
+            "mac_bits": macs * (p["mul_x_bits"] + w),
             "drain_lanes": p["drain_lanes"],
             "drain_lane_bits": p["drain_lanes"] * x,  # requantise/GELU/score lanes, x wide
             "bus": bus,

@@ -126,6 +126,7 @@ def narrow(name: str, bits: int, when: Expr | None = None) -> Rule:
 #: An RTL build is specialised to its precision (``codesign.rtl.render.rtl_check_params``).
 DATAPATH_BITS = {
     "act_bits": 64,  # activations: the arena words engines read and write
+    "mul_bits": 64,  # activations the UCU multiplies (narrower than act_bits: w8a8r16)
     "weight_bits": 64,  # weights: the UCU's multiplier operand
     "prob_bits": 64,  # softmax probabilities and MoE gate scores
     "sum_bits": 64,  # attention's running softmax sums

@@ -133,6 +133,7 @@ SPEC = OpSpec(
         *formats("pre_fmt", when=F("post").eq(int(Post.GELU))),
         *formats("res_fmt", when=F("post").eq(int(Post.ADD))),
         *datapath("act_bits", "x_fmt", "out_fmt"),
+        *datapath("mul_bits", "x_fmt"),
         *datapath("act_bits", "pre_fmt", when=F("post").eq(int(Post.GELU))),
         *datapath("weight_bits", "w_fmt"),
         frac_le("res_fmt", "x_fmt", "w_fmt", when=F("post").eq(int(Post.ADD))),

@@ -154,6 +154,7 @@ SPEC = OpSpec(
         ),
         narrow("hidden_fmt", 32),  # fc1's output goes through the 32-bit scratch rows
         *datapath("act_bits", "x_fmt", "pre_fmt", "hidden_fmt", "y_fmt", "out_fmt"),
+        *datapath("mul_bits", "x_fmt", "hidden_fmt"),
         *datapath("weight_bits", "fc1_fmt", "fc2_fmt"),
         *datapath("prob_bits", "score_fmt"),
         frac_le("fc1_bias_fmt", "x_fmt", "fc1_fmt"),

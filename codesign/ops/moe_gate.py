@@ -126,6 +126,7 @@ SPEC = OpSpec(
         narrow("logit_fmt", 32),
         narrow("score_fmt", 32),
         *datapath("act_bits", "x_fmt", "logit_fmt"),
+        *datapath("mul_bits", "x_fmt"),
         *datapath("weight_bits", "w_fmt"),
         *datapath("prob_bits", "score_fmt"),
         table_input("gate softmax input logit_fmt", frac(F("logit_fmt")), "exp"),

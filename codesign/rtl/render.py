@@ -146,7 +146,9 @@ def rom_info(table: Table) -> RomInfo:
     )
 
 
-PACK_SHIFT = 17  # the high MAC's weight sits this far up: 8 + 17 bits fit a DSP48E1/E2 port
+# the high MAC's weight sits this far up: its 9-bit field (w_hi less w_lo's sign, which
+# reaches -129) + 16 bits fit a DSP48E1/E2 port, and |x * w_lo| <= 2**14 < 2**15
+PACK_SHIFT = 16
 
 
 # Deeper single-port memories (read and write on one address) are marked block RAM: Yosys
@@ -161,16 +163,18 @@ def rtl_params(arch: ArchConfig, precision: Precision | str | None = None) -> di
     """Widths and depths of the RTL derived from the ArchConfig and the precision.
 
     ``x_bits``/``w_bits`` are the widest activation and weight formats the datapath
-    carries (one DSP48E2 per MAC needs <= 27 x 18); ``acc_bits`` holds any exact dot
-    product over ``max_in`` inputs; ``sum_bits`` = 64 matches the golden executor's int64
-    arithmetic for bias, residual and requantisation; ``macc_bits`` holds the MoE
+    carries (one DSP48E2 per MAC needs <= 27 x 18); ``mul_x_bits`` the activations the
+    UCU multiplies (narrower than ``x_bits`` when the residual stream is wider,
+    ``w8a8r16``: the engines carry 16 bits, the UCU's multipliers 8); ``acc_bits`` holds
+    any exact dot product over ``max_in`` inputs; ``sum_bits`` = 64 matches the golden
+    executor's int64 arithmetic for bias, residual and requantisation; ``macc_bits`` holds the MoE
     score-weighted accumulator (score <= 18 bits times an activation, summed over top-k).
     """
     from ..estimate.memories import attention_banks
     from ..estimate.resources import mult_dsps
 
     prec = parse_precision(precision)
-    x_bits, w_bits = prec.activation_bits, prec.weight_bits
+    x_bits, w_bits, mul_x_bits = prec.stream_bits, prec.weight_bits, prec.activation_bits
     w_container = 8 if w_bits <= 8 else 16 if w_bits <= 16 else 32  # weight_container_bytes
     max_in = max(arch.max_in_dim, arch.max_hidden, arch.max_dim)
     max_out = max(3 * arch.max_dim, arch.max_hidden, arch.max_in_dim, arch.max_dim)
@@ -187,9 +191,10 @@ def rtl_params(arch: ArchConfig, precision: Precision | str | None = None) -> di
         "to": arch.tile_out,
         "bus_bits": arch.bus_bits,
         "x_bits": x_bits,
+        "mul_x_bits": mul_x_bits,
         "w_bits": w_bits,
         "w_container": w_container,
-        "acc_bits": x_bits + w_bits + _clog2(max_in),
+        "acc_bits": mul_x_bits + w_bits + _clog2(max_in),
         "sum_bits": 64,
         "y_bits": x_bits,
         "score_bits": 18,
@@ -215,7 +220,9 @@ def rtl_params(arch: ArchConfig, precision: Precision | str | None = None) -> di
         ],
         # MACs per multiplier of the UCU array: two adjacent output columns share their
         # input in one multiply when both operands have at most MAC_PACK_BITS bits
-        "mac_pack": 2 if max(x_bits, w_bits) <= MAC_PACK_BITS and arch.tile_out % 2 == 0 else 1,
+        "mac_pack": 2
+        if max(mul_x_bits, w_bits) <= MAC_PACK_BITS and arch.tile_out % 2 == 0
+        else 1,
         "mac_pack_shift": PACK_SHIFT,
         # output stages' lanes (codesign.arch.config.output_lanes): UCU drain, attention
         # output, LayerNorm's normalise pass, MoE final pass
@@ -332,6 +339,7 @@ def rtl_check_params(arch: ArchConfig, precision) -> dict:
     exp_frac = build_tables(**arch.table_params())["exp"].fmt.frac_bits
     datapath = {
         "act_bits": p["x_bits"],
+        "mul_bits": p["mul_x_bits"],
         "weight_bits": p["w_bits"],
         "prob_bits": min(p["prob_bits"], p["score_bits"]),
         "sum_bits": softmax_sum_bits(arch, exp_frac),
