@@ -96,6 +96,16 @@ def test_vit_tiny_bit_exact():
     assert_bit_exact(result)
 
 
+def test_m3vit_tiny_with_a_wider_residual_stream_bit_exact():
+    """w8a8r16 (8-bit multiplies, a 16-bit residual stream): the HLS kernel takes any
+    format, so the same binary runs it bit-exact, both tasks."""
+    build = codesign.build("m3vit-tiny", precision="w8a8r16", eval_images=1)
+    stream = build.graph.meta["calibration"]["residual_stream"]
+    assert stream and {build.graph.tensors[name].fmt.width for name in stream} == {16}
+    result = run_csim(build.program, build.state.arch, golden_cases(build, images=1, seed=5))
+    assert_bit_exact(result)
+
+
 @pytest.mark.parametrize("name", list(ARCHS))
 def test_arch_configs_render_differently_and_stay_bit_exact(name):
     arch = ARCHS[name]
