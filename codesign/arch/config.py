@@ -343,11 +343,15 @@ MODEL_PRECISION: dict[str, dict[str, str]] = {}
 # precision -> fields. Models with defaults of their own (MODEL_DEFAULTS) keep theirs.
 # ZCU102 at w8a16: the pick (64x16 UCU, P4 x 64 lanes; 5.40 ms by the estimate against
 # 6.65 ms on the w16a24 default) synthesised to 203,947 LUT (74.4 %), 1,403 DSP; its
-# attention as P8 x 32 (half a head of lanes, as above).
+# attention as P8 x 32 (half a head of lanes, as above). ZCU102 at w8a8r16: the same
+# shape, its UCU two MACs per DSP: 210,141 LUT (76.7 %), 907 DSP (36 %), 727.5 BRAM36
+# (79.8 %; the buffers keep the base's maxima, which fit) in Yosys.
 PRECISION_DEFAULTS: dict[str, dict[str, dict]] = {
     "zcu102": {
         "w8a16": {"tile_in": 64, "tile_out": 16, "attn_parallel": 8, "attn_lanes": 32,
                   "weight_ports": 4, "arena_window_kib": 1024},
+        "w8a8r16": {"tile_in": 64, "tile_out": 16, "attn_parallel": 8, "attn_lanes": 32,
+                    "weight_ports": 4, "arena_window_kib": 1024},
     },
 }  # fmt: skip
 
