@@ -220,9 +220,7 @@ def rtl_params(arch: ArchConfig, precision: Precision | str | None = None) -> di
         ],
         # MACs per multiplier of the UCU array: two adjacent output columns share their
         # input in one multiply when both operands have at most MAC_PACK_BITS bits
-        "mac_pack": 2
-        if max(mul_x_bits, w_bits) <= MAC_PACK_BITS and arch.tile_out % 2 == 0
-        else 1,
+        "mac_pack": 2 if max(mul_x_bits, w_bits) <= MAC_PACK_BITS and arch.tile_out % 2 == 0 else 1,
         "mac_pack_shift": PACK_SHIFT,
         # output stages' lanes (codesign.arch.config.output_lanes): UCU drain, attention
         # output, LayerNorm's normalise pass, MoE final pass
