@@ -36,7 +36,6 @@ from codesign.estimate.cycles import arena_on_chip
 from codesign.fidelity import agreement, compare
 from codesign.golden import GoldenExecutor
 from codesign.rtl.harness import RtlAccelerator
-from codesign.rtl.render import rtl_params
 
 UCU_OPS = ("LINEAR", "MOE_GATE", "MOE_EXPERTS")  # the ops whose MACs run on the UCU
 
@@ -103,7 +102,9 @@ def _run_tasks(args, build, accel, tasks, latency, runs: list) -> dict:
     clock_mhz = build.state.board.clock_mhz
     ddr = ddr_model(args.board, arch, efficiency=args.ddr_efficiency, latency_cycles=latency)
     precision = build.state.options.precision
-    capacity = arch.macs * rtl_params(arch, precision)["mac_pack"]  # MACs per UCU cycle
+    # MACs per UCU cycle: Ti x To whatever the packing (at 8 bits two of them share one
+    # multiplier, which halves the DSPs, not the cycles)
+    capacity = arch.macs
     layer_cycles = {}
     for task in tasks:
         raw = build.state.first_input[task]
