@@ -463,9 +463,9 @@ def test_random_ops_with_a_wider_residual_stream(arch, table):
         batch.add(case)
     batch.add(random_case(rng, arch, "r16-full", POST_ADD, 3, full_scale=True, precision="w8a8r16"))
     # the packing's hardest pairs: w_hi = -128 beside a negative w_lo (w_hi less the borrow
-    # is -129), against every x from -128 up, out_fmt wide enough that nothing clips
+    # is -129), against x spread from -128 to 127, out_fmt wide enough that nothing clips
     in_dim, out_dim = 2 * arch.tile_in, 2 * arch.tile_out
-    x = np.arange(-128, -128 + 4 * in_dim).reshape(4, in_dim) % 256 - 128
+    x = (np.arange(4 * in_dim) * 255 // (4 * in_dim - 1) - 128).reshape(4, in_dim)
     w = np.full((out_dim, in_dim), -128)
     w[0::2] = -rng.integers(1, 129, (out_dim // 2, in_dim))
     pairs = LinearCase("r16-pairs", x, w, Fixed(8, 8), Fixed(8, 1), Fixed(16, 16))
