@@ -9,8 +9,8 @@ training digits. m3vit (seeded weights, no trained checkpoint): cosine, rel RMS 
 decision agreement (semseg argmax per patch) vs torch over `--m3vit-images` images. For
 each precision: activations by their calibrated maximum ("max") or by LayerNorm smoothing
 + MSE-chosen ranges ("auto", what a build does at 12 bits or fewer; w8a8r16: the same
-with a 16-bit residual stream); weights per tensor
-or per output channel, rounded to nearest or by GPTQ (``codesign.rounding``).
+with a 16-bit residual stream); weights per tensor or per output channel, rounded to
+nearest or by GPTQ (``codesign.rounding``).
 ``--write-docs`` puts the tables in docs/quantization.md.
 """
 

@@ -36,7 +36,7 @@ from .program import (
     tile_mask,
     weight_container_bytes,
 )
-from .quantize import bias_fmt
+from .quantize import bias_fmt, residual_join_frac
 from .rounding import round_nearest
 
 ARENA_ALIGN = 64
@@ -534,8 +534,7 @@ class _Compiler:
         if weight_container_bytes(fmts["fc2_weight"]) != w_bytes:
             raise CompileError(f"{node.name}: fc1 and fc2 weights need the same container")
         res = self.ref(node.inputs[1]) if node.attrs.get("residual") else None
-        y_frac = fmts["score"].frac_bits + fmts["expert_out"].frac_bits
-        if res is not None and res.fmt.frac_bits > y_frac:
+        if res is not None and res.fmt.frac_bits > residual_join_frac(self.graph, node):
             raise CompileError(f"{node.name}: residual has more fraction bits than score*y")
         fields = {
             "src": x.offset,

@@ -279,19 +279,27 @@ def smooth_layernorms(graph: Graph, patches: np.ndarray, alpha: float = SMOOTH_A
     return graph, {"alpha": alpha, "layers": report}
 
 
+def residual_join_frac(graph: Graph, node) -> int | None:
+    """The fraction bits of the sum a residual joins exactly (the ALIGN rules): a linear's
+    accumulator (x times weight), the MoE's score-weighted expert outputs; None when
+    `node` takes no residual. The compiler refuses a residual finer than this."""
+    fmts = node.attrs.get("formats", {})
+    if node.op == "linear" and node.attrs.get("post") == "add":
+        return graph.tensors[node.inputs[0]].fmt.frac_bits + fmts["weight"].frac_bits
+    if node.op == "moe" and node.attrs.get("residual"):
+        return fmts["score"].frac_bits + fmts["expert_out"].frac_bits
+    return None
+
+
 def _fit_residuals(graph: Graph) -> dict:
-    """A residual joins its add exactly, at the accumulator's fraction bits (the ALIGN
-    rules): a residual-stream tensor with more fraction bits than an accumulator it joins
-    (a 16-bit stream beside 8-bit products: w8a8r16) gives up the ones that accumulator
-    lacks, its width kept. Returns {tensor: {"frac_bits", "capped_to"}} for the report."""
+    """A residual-stream tensor with more fraction bits than the sum it joins
+    (``residual_join_frac``; a 16-bit stream beside 8-bit products: w8a8r16) gives up the
+    ones that sum lacks, its width kept. Returns {tensor: {"frac_bits", "capped_to"}} for
+    the report."""
     capped: dict[str, dict] = {}
     for node in graph.nodes:
-        fmts = node.attrs.get("formats", {})
-        if node.op == "linear" and node.attrs.get("post") == "add":
-            limit = graph.tensors[node.inputs[0]].fmt.frac_bits + fmts["weight"].frac_bits
-        elif node.op == "moe" and node.attrs.get("residual"):
-            limit = fmts["score"].frac_bits + fmts["expert_out"].frac_bits
-        else:
+        limit = residual_join_frac(graph, node)
+        if limit is None:
             continue
         tensor = graph.tensors[node.inputs[1]]
         if tensor.fmt.frac_bits > limit:

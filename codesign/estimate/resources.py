@@ -420,9 +420,8 @@ def _rtl_estimate(arch, widths: dict, board, provisional: bool = False) -> dict 
     from .rtl_model import estimate_rtl, family_of, has_uram
 
     try:
-        activation = widths["activation"] or 24
-        matmul = widths.get("matmul") or activation
-        precision = Precision(widths["weight"] or 16, min(matmul, activation), activation)
+        # program_widths: matmul <= activation (the UCU's inputs are activations too)
+        precision = Precision(widths["weight"], widths["matmul"], widths["activation"])
     except ValueError:
         return None
     return estimate_rtl(arch, precision, family_of(board), uram=has_uram(board),
