@@ -89,12 +89,18 @@ def markdown(rows: list[dict]) -> str:
         uram = f" + {used} URAM ({fit['uram']['percent']:g} %)" if used else ""
         lines.append(
             f"| {row['board']} | {arch['tile_in']}x{arch['tile_out']}, P={arch['attn_parallel']}, "
-            f"{arch['bus_bits']}-bit, {arch.get('weight_ports', 1)} weight master(s) | "
+            f"{arch['bus_bits']}-bit, {arch.get('weight_ports', 1)} weight master(s)"
+            f"{_drain_text(arch)} | "
             f"{cell('lut')} | {cell('ff')} | {cell('dsp')} | "
             f"{cell('bram36')}{uram} | {est.get('lut', '-')} / {est.get('dsp', '-')} / "
             f"{est.get('bram36', '-')} | {row['depth'].get(TOP, '-')} | {row['seconds']:.0f} s |"
         )
     return "\n".join(lines)
+
+
+def _drain_text(arch: dict) -> str:
+    lanes = arch.get("drain_lanes", 0)
+    return f", {lanes}-lane drain" if lanes else ""
 
 
 def fit_summary(rows: list[dict]) -> str:
@@ -118,7 +124,8 @@ def unit_markdown(row: dict) -> str:
     lines = [
         f"Per unit, {row['board']} ({arch['tile_in']}×{arch['tile_out']} UCU, "
         f"P{arch['attn_parallel']} × {arch['attn_lanes'] or 'whole-row'} lanes, "
-        f"{arch['bus_bits']}-bit bus, {arch['weight_ports']} weight master(s), "
+        f"{arch['bus_bits']}-bit bus, {arch['weight_ports']} weight master(s)"
+        f"{_drain_text(arch)}, "
         f"{row['precision']}; {row['seconds']:.0f} s of unit runs):",
         "",
         "| unit | instances | LUT | estimate | FF | DSP | BRAM36 | LUT levels |",

@@ -608,6 +608,7 @@ class _Compiler:
             tile_out=self.arch.tile_out,
             attn_parallel=self.arch.attn_parallel,
             attn_lanes=self.arch.header_attn_lanes,
+            drain_lanes=self.arch.drain_lanes,
             weight_ports=self.arch.weight_ports,
             layers=self.layers,
             data=b"",

@@ -4,7 +4,8 @@ synthesis and RTL simulation.
 
 The search costs every ArchConfig knob that changes the hardware (UCU tiles, attention
 query slots and lanes, bus width, weight masters, the arena's on-chip window: none, or
-as large as the model's memory plan fills it; precisions when several are given) with
+as large as the model's memory plan fills it, and with a window the UCU drain's width;
+precisions when several are given) with
 the estimator
 (``codesign.estimate``: the cycle model at the board's DDR model, the resource model the
 build's fit check uses). It is exhaustive over those knobs but prunes by monotonicity:
@@ -38,7 +39,7 @@ from pathlib import Path
 
 from . import __version__
 from .arch import ArchConfig, ddr_model, get_board, parse_precision
-from .arch.config import default_precision
+from .arch.config import default_precision, output_lanes
 from .util import atomic_output_dir, cache_dir, source_digest
 
 OBJECTIVES = ("latency", "throughput", "dsp", "lut")
@@ -124,11 +125,13 @@ def _knob_text(point: dict) -> str:
     k = point["knobs"]
     masters = k.get("weight_ports", 1)
     window = k.get("arena_window_kib", 0)
+    drain = k.get("drain_lanes", 0)
     return (
         f"{point['precision']} {k['tile_in']}x{k['tile_out']} UCU, P{k['attn_parallel']} x "
         f"{k['attn_lanes']} lanes, {k['bus_bits']}-bit bus"
         + (f", {masters} weight masters" if masters > 1 else "")
         + (f", {window} KiB on-chip window" if window else "")
+        + (f", {drain} drain lanes" if drain else "")
     )
 
 
@@ -142,16 +145,28 @@ def _knobs(arch: ArchConfig) -> dict:
         "bus_bits": arch.bus_bits,
         "weight_ports": arch.weight_ports,
         "arena_window_kib": arch.arena_window_kib,
+        "drain_lanes": arch.drain_lanes,
     }
+
+
+def drain_choices(arch: ArchConfig) -> list[int]:
+    """The UCU drain widths a search tries for `arch`: the default (0: a bus beat's
+    words), and where the window has its row ports, twice and four times that, up to a
+    whole output tile (``ArchConfig.y_port``: an output tile row a cycle into the window)."""
+    if arch.window_banks <= 1:
+        return [0]
+    beat = output_lanes(arch.tile_out, arch.bus_bits)
+    wider = [beat * 2, beat * 4]
+    return [0] + [lanes for lanes in wider if lanes <= min(arch.tile_out, arch.tile_in)]
 
 
 def attention_variant(program, arch: ArchConfig):
     """The Program ``compile_graph`` gives for `arch` when `arch` differs from the one
-    `program` was compiled for only in its attention slots and lanes: the same weights
-    and layout, the header's slots and lanes and each ATTENTION's ``parallel`` (part of
-    its numerics) set as the compiler sets them. The search packs m3vit's 35 MB of
-    weights once per UCU tile and bus instead of once per point (tests/test_explore.py
-    checks points against full compiles)."""
+    `program` was compiled for only in its attention slots and lanes and its drain: the
+    same weights and layout, the header's slots, lanes and drain and each ATTENTION's
+    ``parallel`` (part of its numerics) set as the compiler sets them. The search packs
+    m3vit's 35 MB of weights once per UCU tile and bus instead of once per point
+    (tests/test_explore.py checks points against full compiles)."""
     from .program import Op
 
     def retarget(layer):
@@ -164,6 +179,7 @@ def attention_variant(program, arch: ArchConfig):
         program,
         attn_parallel=arch.attn_parallel,
         attn_lanes=arch.header_attn_lanes,
+        drain_lanes=arch.drain_lanes,
         layers=[retarget(layer) for layer in program.layers],
     )
 
@@ -224,13 +240,14 @@ def search_block(model: str, seed: int, board_name: str, base: dict, precision: 
                  ) -> list[dict]:  # fmt: skip
     """Every (slots, lanes) point of one UCU tile, bus, number of weight masters and
     window (`window`: the arena's on-chip window as large as the memory plan fills it,
-    else none), pruned where it stops fitting.
+    else none), each with every drain width (``drain_choices``; the Program is the same),
+    pruned where it stops fitting.
     A pure function of its arguments (a Dask job): each process quantises the model once
     (``_graph_for`` is cached), which is faster than shipping the quantised graph to the
     workers, whose unpickled weight arrays made every compile ~2x slower."""
     graph, _base = _graph_for(model, board_name, precision, seed)
     block = ArchConfig.from_dict(
-        {**base, "tile_in": tile_in, "tile_out": tile_out, "bus_bits": bus_bits,
+        {**base, "tile_in": tile_in, "tile_out": tile_out, "bus_bits": bus_bits, "drain_lanes": 0,
          "weight_ports": weight_ports, "arena_window_kib": WINDOW_MAX_KIB if window else 0}
     )  # fmt: skip
     from .compiler import compile_graph
@@ -251,6 +268,11 @@ def search_block(model: str, seed: int, board_name: str, base: dict, precision: 
             if not points[-1]["fits"]:  # more lanes only cost more
                 row_fits = lane_count != lanes[0]
                 break
+            for drain in drain_choices(arch)[1:]:  # wider drains cost more: stop at a miss
+                wide = arch.with_(drain_lanes=drain)
+                points.append(evaluate(graph, board_name, wide, precision, ddr_efficiency, packed))
+                if not points[-1]["fits"]:
+                    break
         if not row_fits:  # even the fewest lanes do not fit: more slots will not either
             break
     return points

@@ -80,7 +80,10 @@ _H_WEIGHT_PORTS = _H_ATTN_LANES + 1
 # arena offsets below this many bytes are the kernel's on-chip window (0: none): only
 # the kernel sees them, so the input and outputs the host moves lie at or past it
 _H_WINDOW = _H_WEIGHT_PORTS + 1
-assert _H_WINDOW < HEADER_BYTES // 4
+# the UCU drain's lanes it was compiled for (ArchConfig.drain_lanes, 0: a bus beat's
+# words); like attn_lanes no executor's answer depends on it, only the schedule
+_H_DRAIN_LANES = _H_WINDOW + 1
+assert _H_DRAIN_LANES < HEADER_BYTES // 4
 assert HEADER_WORD_INDEX["window_bytes"][0] == _H_WINDOW
 
 
@@ -213,6 +216,7 @@ class Program:
     attn_lanes: int = 0  # ArchConfig.attn_lanes it was compiled for (0: whole head rows)
     weight_ports: int = 1  # ArchConfig.weight_ports: weight matrices striped over this many
     window_bytes: int = 0  # arena offsets below it are on chip (ArchConfig.arena_window_kib)
+    drain_lanes: int = 0  # ArchConfig.drain_lanes it was compiled for (0: a beat's words)
 
     @property
     def weight_beat_bytes(self) -> int:
@@ -265,6 +269,7 @@ class Program:
         header[_H_ATTN_LANES] = self.attn_lanes
         header[_H_WEIGHT_PORTS] = self.weight_ports
         header[_H_WINDOW] = self.window_bytes
+        header[_H_DRAIN_LANES] = self.drain_lanes
         blob = bytearray(header.tobytes() + layers.tobytes() + self.data)
         crc = zlib.crc32(bytes(blob))
         crc_at = (2 + HEADER_FIELDS.index("crc32")) * 4
@@ -334,6 +339,7 @@ class Program:
             attn_lanes=int(header[_H_ATTN_LANES]),
             weight_ports=int(header[_H_WEIGHT_PORTS]),
             window_bytes=int(header[_H_WINDOW]),
+            drain_lanes=int(header[_H_DRAIN_LANES]),
         )
         return program
 
@@ -375,6 +381,7 @@ class Program:
                 "attn_lanes": self.attn_lanes,
                 "weight_ports": self.weight_ports,
                 "window_bytes": self.window_bytes,
+                "drain_lanes": self.drain_lanes,
             },
             "sizes": {
                 "header_bytes": HEADER_BYTES,
@@ -457,6 +464,12 @@ def _check_structure(blob: bytes, values: dict, source: str) -> None:
         raise ProgramError(
             f"{source}: attn_lanes {lanes} is neither 0 (whole head rows) nor a power of two "
             f"up to {MAX_TILE}"
+        )
+    drain = int(header[_H_DRAIN_LANES])
+    if drain & (drain - 1) or drain > MAX_TILE:
+        raise ProgramError(
+            f"{source}: drain_lanes {drain} is neither 0 (a bus beat's words) nor a power of "
+            f"two up to {MAX_TILE}"
         )
     ports = int(header[_H_WEIGHT_PORTS])
     if ports not in WEIGHT_PORT_CHOICES:

@@ -1,9 +1,10 @@
 """cocotb side of test_arena_window.py: cds_arena_window between the word ports and DDR.
 
-``window_random`` (toplevel ``cds_arena_window_tb``): the writes, then the reads on rd and
-the x port at once, under random AXI stalls and read backpressure; then one window read
-without stalls for its rate. The raw results (read beats, x rows, the AxiRam after the
-writes, the DDR address-channel log) go back to the pytest side and its numpy model.
+``window_random`` (toplevel ``cds_arena_window_tb``): the writes, then y rows beside more
+writes (with a y port), then the reads on rd and the x port at once, under random AXI
+stalls and read backpressure; then one window read without stalls for its rate. The raw
+results (read beats, x rows, the AxiRam after the writes, the DDR address-channel log) go
+back to the pytest side and its numpy model.
 """
 
 from __future__ import annotations
@@ -22,6 +23,17 @@ def _pauses(rng: random.Random, probability: float):
 
 def _words(value: int, count: int) -> list[int]:
     return [(value >> (32 * i)) & 0xFFFFFFFF for i in range(count)]
+
+
+def _write(wr_cmd, wr, commands, words, wpb: int) -> None:
+    """Queue word-port write commands (byte address, words) and their data beats."""
+    wr_cmd.extend((int(a), int(w)) for a, w in commands)
+    position = 0
+    for _addr, count in commands:
+        chunk = [int(v) for v in words[position : position + count]]
+        position += int(count)
+        for k in range(0, len(chunk), wpb):
+            wr.append(sum(v << (32 * i) for i, v in enumerate(chunk[k : k + wpb])))
 
 
 @cocotb.test()
@@ -70,17 +82,27 @@ async def window_random(dut):
         x_cmd.stall = stall
 
     # the writes, both sides in one stream of commands
-    writes, write_words = data["writes"], data["write_words"]
-    wr_cmd.extend((int(a), int(w)) for a, w in writes)
-    position = 0
-    for _addr, count in writes:
-        words = [int(v) for v in write_words[position : position + count]]
-        position += int(count)
-        for k in range(0, len(words), wpb):
-            wr.append(sum(v << (32 * i) for i, v in enumerate(words[k : k + wpb])))
+    _write(wr_cmd, wr, data["writes"], data["write_words"], wpb)
     await bench.wait_for(lambda: wr.idle and wr_cmd.idle, timeout=2_000_000)
     await bench.cycles(2)
     await bench.wait_for(lambda: int(dut.wr_idle.value) == 1, timeout=200_000)
+
+    # y rows into the window's lower half beside wr's writes to its upper half and DDR
+    if int(data["y_words"]):
+        y = bench.source("y", ["y_addr", "y_words", "y_data"])
+        y.stall = stall
+        wide = int(data["y_words"])
+        y.extend(
+            (int(a), int(w), sum(int(v) << (32 * i) for i, v in enumerate(row[:wide])))
+            for (a, w), row in zip(data["y_writes"], data["y_data"], strict=True)
+        )
+        _write(wr_cmd, wr, data["later"], data["later_words"], wpb)
+        await bench.wait_for(
+            lambda: wr.idle and wr_cmd.idle and y.idle and int(dut.y_idle.value) == 1,
+            timeout=2_000_000,
+        )
+        await bench.cycles(2)
+        await bench.wait_for(lambda: int(dut.wr_idle.value) == 1, timeout=200_000)
     final = np.frombuffer(ram.read(0, memory.size), np.uint8).copy()
 
     # the reads: rd and the x port at once

@@ -2,11 +2,14 @@
 
 ``cds_arena_window_tb`` (below): cds_axi_rd and cds_axi_wr (rd1 and wr1 of codesign_top)
 on the window, whose DDR side is one AXI4 bundle served by cocotbext-axi's ``AxiRam``; the
-x port (a RAM row, the UCU's input tile, a cycle) on ports of its own. Random word
+x port (a RAM row, the UCU's input tile, a cycle) and the y port (an output tile row of
+the UCU, written in one cycle) on ports of its own. Random word
 commands, each wholly below the window's edge or wholly past it as the memory plan makes
-them, first write both sides (the window whole, then random words on top), then read
-them back on rd and on the x port at once, under random stalls on every AXI channel and
-backpressure on the read ports. Checked against a numpy model: every read beat and its
+them, first write both sides (the window whole, then random words on top; then y rows into the
+window's lower half while wr writes its upper half and DDR, so both ask for the RAM's
+write port at once), then read them back on rd and on the x port at once, under random
+stalls on every AXI channel and backpressure on the read ports. Checked against a numpy
+model: every read beat and its
 ``last``, every x row (the words past a command's end are don't-care), DDR after the
 writes (no byte outside the written words touched, nothing of the window's written
 there), no DDR burst for a window address, and a window read streaming a beat a cycle.
@@ -25,11 +28,12 @@ pytestmark = pytest.mark.rtl
 
 WINDOW_KIB = 2
 DDR_BYTES = 1 << 14  # DDR words past the window the test writes and reads
-# (bus bits, UCU input tile): an x port of 4 and of 2 beats a row, and none
-CASES = [(64, 8), (128, 8), (128, 4)]
+# (bus bits, UCU input tile, output tile): an x port of 4 and of 2 beats a row, and none;
+# a y port (a drain of tile_out lanes, wider than a beat) of two rows a RAM row and of one
+CASES = [(64, 8, 4), (128, 8, 8), (128, 4, 4)]
 
 
-def window_tb(banks: int) -> str:
+def window_tb(banks: int, y_words: int = 0) -> str:
     """The test wrapper: the word ports' masters on the window, AXI4 out to the AxiRam."""
     x_ports = (
         """
@@ -47,6 +51,14 @@ def window_tb(banks: int) -> str:
         if banks > 1
         else ""
     )
+    y_ports = y_conn = ""
+    if y_words:
+        y_ports = f"""
+    input  logic y_valid, output logic y_ready, input logic [31:0] y_addr,
+    input  logic [{y_words.bit_length() - 1}:0] y_words, input logic [{32 * y_words - 1}:0] y_data,
+    output logic y_idle,"""
+        y_conn = """,
+        .y_valid, .y_ready, .y_addr, .y_words, .y_data, .y_idle"""
     nb_param = f",\n    parameter int NB = {banks}" if banks > 1 else ""
     return f"""
 module cds_arena_window_tb #(
@@ -54,7 +66,7 @@ module cds_arena_window_tb #(
 ) (
     input  logic clk, rst_n,
     input  logic [31:0] base_lo, window,
-{WORD_PORTS}{x_ports}
+{WORD_PORTS}{x_ports}{y_ports}
 {AXI4_MASTER_PORTS});
     // the masters' AXI, before the window decides
     logic a_ARVALID, a_ARREADY, a_RVALID, a_RREADY, a_RLAST, a_AWVALID, a_AWREADY;
@@ -105,14 +117,20 @@ module cds_arena_window_tb #(
         .m_RDATA(m_axi_RDATA), .m_RLAST(m_axi_RLAST), .m_RRESP(m_axi_RRESP),
         .m_AWVALID(m_axi_AWVALID), .m_AWREADY(m_axi_AWREADY), .m_AWADDR(m_axi_AWADDR),
         .m_AWLEN(m_axi_AWLEN), .m_WVALID(m_axi_WVALID), .m_WREADY(m_axi_WREADY),
-        .m_BVALID(m_axi_BVALID), .m_BREADY(m_axi_BREADY), .m_BRESP(m_axi_BRESP){x_conn}
+        .m_BVALID(m_axi_BVALID), .m_BREADY(m_axi_BREADY), .m_BRESP(m_axi_BRESP){x_conn}{y_conn}
     );
 endmodule
 """
 
 
-def _arch(bus_bits: int, tile_in: int):
-    return ARCH_A.with_(bus_bits=bus_bits, tile_in=tile_in, arena_window_kib=WINDOW_KIB)
+def _arch(bus_bits: int, tile_in: int, tile_out: int):
+    return ARCH_A.with_(
+        bus_bits=bus_bits,
+        tile_in=tile_in,
+        tile_out=tile_out,
+        drain_lanes=tile_out,
+        arena_window_kib=WINDOW_KIB,
+    )
 
 
 def commands(rng, start_word: int, end_word: int, count: int, max_words: int) -> np.ndarray:
@@ -125,16 +143,18 @@ def commands(rng, start_word: int, end_word: int, count: int, max_words: int) ->
     return np.array(out, dtype=np.int64)
 
 
-@pytest.mark.parametrize(("bus_bits", "tile_in"), CASES)
-def test_window_random(bus_bits, tile_in):
-    arch = _arch(bus_bits, tile_in)
+@pytest.mark.parametrize(("bus_bits", "tile_in", "tile_out"), CASES)
+def test_window_random(bus_bits, tile_in, tile_out):
+    arch = _arch(bus_bits, tile_in, tile_out)
     p = rtl_params(arch)
     banks, wpb = p["window_banks"], bus_bits // 32
     assert banks == max(1, 32 * tile_in // bus_bits)
+    y_words = tile_out if p["y_port"] else 0
+    assert p["y_port"] == (banks > 1)
     window = WINDOW_KIB * 1024
     window_words, ddr_words = window // 4, DDR_BYTES // 4
     sources = unit_sources(["cds_axi_rd", "cds_axi_wr", "cds_arena_window"], arch)
-    sources["cds_arena_window_tb.sv"] = window_tb(banks)
+    sources["cds_arena_window_tb.sv"] = window_tb(banks, y_words)
     build = sim.build(sources, "cds_arena_window_tb", {"BUS": bus_bits})
     rng = np.random.default_rng(bus_bits * 7 + tile_in)
     base = 0x3000  # the arena's address in the AxiRam: beat aligned, not 4 KB aligned
@@ -148,6 +168,20 @@ def test_window_random(bus_bits, tile_in):
         commands(rng, window_words, window_words + ddr_words, 40, 3 * wpb + 5),
     ])  # fmt: skip
     writes = np.concatenate([writes[:1], rng.permutation(writes[1:])])
+    # then y rows (a slot of tile_out words on a RAM row, the slot's first words) into the
+    # lower half while wr writes the upper half and DDR
+    half = window_words // 2
+    y_writes = np.zeros((0, 2), dtype=np.int64)
+    later = np.zeros((0, 2), dtype=np.int64)
+    if y_words:
+        slots = rng.integers(0, half // y_words, 60) * y_words
+        y_writes = np.stack([slots, rng.integers(1, y_words + 1, 60)], axis=1)
+        later = rng.permutation(np.concatenate([
+            commands(rng, half, window_words, 20, 3 * wpb + 5),
+            commands(rng, window_words, window_words + ddr_words, 10, 3 * wpb + 5),
+        ]))  # fmt: skip
+    y_data = rng.integers(0, 1 << 32, (len(y_writes), max(1, y_words)), dtype=np.uint64)
+    later_words = rng.integers(0, 1 << 32, int(later[:, 1].sum()), dtype=np.uint64)
     window_reads = commands(rng, 0, window_words, 40, 4 * wpb + 3)
     ddr_reads = commands(rng, window_words, window_words + ddr_words, 40, 4 * wpb + 3)
     reads = rng.permutation(np.concatenate([window_reads, ddr_reads]))
@@ -172,6 +206,11 @@ def test_window_random(bus_bits, tile_in):
             "writes": np.stack([writes[:, 0] * 4, writes[:, 1]], axis=1),
             "write_words": write_words,
             "reads": np.stack([reads[:, 0] * 4, reads[:, 1]], axis=1),
+            "y_words": y_words,
+            "y_writes": np.stack([y_writes[:, 0] * 4, y_writes[:, 1]], axis=1),
+            "y_data": y_data,
+            "later": np.stack([later[:, 0] * 4, later[:, 1]], axis=1),
+            "later_words": later_words,
             "x_reads": np.stack([x_reads[:, 0] * 4, x_reads[:, 1]], axis=1),
             "stall": 0.3,
             "backpressure": 0.3,
@@ -182,6 +221,12 @@ def test_window_random(bus_bits, tile_in):
     position = 0
     for first, count in writes:
         arena[first : first + count] = write_words[position : position + count]
+        position += int(count)
+    for (first, count), row in zip(y_writes, y_data, strict=True):
+        arena[first : first + count] = row[:count]
+    position = 0
+    for first, count in later:
+        arena[first : first + count] = later_words[position : position + count]
         position += int(count)
     expect = []
     for first, count in reads:
@@ -227,6 +272,7 @@ def test_window_random(bus_bits, tile_in):
     assert long - short <= long_beats - short_beats + 2, result["stream"]
 
 
-@pytest.mark.parametrize(("bus_bits", "tile_in"), CASES)
-def test_window_lint(bus_bits, tile_in):
-    sim.lint(unit_sources("cds_arena_window", _arch(bus_bits, tile_in)), "cds_arena_window")
+@pytest.mark.parametrize(("bus_bits", "tile_in", "tile_out"), CASES)
+def test_window_lint(bus_bits, tile_in, tile_out):
+    arch = _arch(bus_bits, tile_in, tile_out)
+    sim.lint(unit_sources("cds_arena_window", arch), "cds_arena_window")

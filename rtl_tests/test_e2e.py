@@ -292,18 +292,26 @@ def test_m3vit_tiny_weights_over_several_masters(weight_ports):
     assert measured > 1.02 and abs(measured / estimated - 1) < 0.1, (measured, estimated)
 
 
-@pytest.mark.parametrize("window_kib", [64, 8])
-def test_m3vit_tiny_onchip_window(window_kib):
+@pytest.mark.parametrize(
+    "window_kib,drain_lanes,tile_in", [(64, 0, 8), (8, 0, 8), (64, 8, 8), (64, 8, 16), (8, 8, 16)]
+)
+def test_m3vit_tiny_onchip_window(window_kib, drain_lanes, tile_in):
     """The arena's on-chip window (cds_arena_window) on the board's DDR model: every
     kernel-only buffer on chip (64 KiB) and a window too small for them (8 KiB: the
     memory plan spills the rest to DDR, so layers read one side and write the other).
     Bit-exact, within the estimator's band, and fewer cycles than the arena all in DDR;
-    on chip the UCU's rows and attention's qkv rows come over the x port (32 words a cycle
-    on the 128-bit bus)."""
+    on chip the UCU's rows and attention's qkv rows come over the x port (8 words a cycle
+    where the 128-bit bus brings 4). With a drain of a whole output tile row a cycle
+    (``drain_lanes`` 8) the UCU's output rows go into the window over its y port, in fewer
+    cycles than through the 4-lane drain and the bus, and so do the residuals of post-add
+    LINEARs over its x port (with 16-word RAM rows: a tile's 8 words in one of two slots)."""
     from codesign.estimate.cycles import x_port_bytes
     from codesign.rtl.render import rtl_params
 
-    arch = TINY_ARCH.with_(weight_ports=4, arena_window_kib=window_kib)
+    arch = TINY_ARCH.with_(
+        weight_ports=4, arena_window_kib=window_kib, drain_lanes=drain_lanes, tile_in=tile_in
+    )
+    assert arch.y_port == bool(drain_lanes)
     assert rtl_params(arch)["window_banks"] == arch.tile_in * 32 // arch.bus_bits > 1
     build = compiled("m3vit-tiny", arch)
     program = build.program
@@ -315,8 +323,8 @@ def test_m3vit_tiny_onchip_window(window_kib):
     (run,) = run_harness(build, [1])["runs"]
     figures = check_run(build, run, f"m3vit-tiny window {window_kib} KiB")
     assert figures["cosine"] > 0.999
-    ddr_only = compiled("m3vit-tiny", arch.with_(arena_window_kib=0))
-    (base,) = run_harness(ddr_only, [1])["runs"]
+    base_arch = arch.with_(drain_lanes=0) if drain_lanes else arch.with_(arena_window_kib=0)
+    (base,) = run_harness(compiled("m3vit-tiny", base_arch), [1])["runs"]
     assert run["cycles"] < base["cycles"], (run["cycles"], base["cycles"])
 
 

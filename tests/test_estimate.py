@@ -82,7 +82,8 @@ def test_every_layer_costed_with_its_formula(tiny_build):
     from codesign.compiler import compile_graph
 
     # the arena all in DDR (the window's costs: test_the_window_takes_activation_traffic...)
-    arch = tiny_build.state.arch.with_(arena_window_kib=0)
+    # and a drain a beat wide (the y port's: test_the_y_port_takes_an_output_tile_row...)
+    arch = tiny_build.state.arch.with_(arena_window_kib=0, drain_lanes=0)
     program = compile_graph(tiny_build.graph, arch)
     board = get_board("zcu102")
     result = est.estimate_program(program, arch, board, task=0)
@@ -227,8 +228,11 @@ def test_block_sparse_layer_costs_only_its_stored_tiles(pruned_pair):
     dense_entry = _entry(est.estimate_program(dense, arch, "zcu102"), name)
     assert sparse_entry["block_sparse"] and not dense_entry["block_sparse"]
     assert sparse_entry["stored_tiles"] == 8 and dense_entry["stored_tiles"] == 16
-    f = next(layer.fields for layer in build.program.layers if layer.name == name)
-    stream = est.weight_stream(build.program, ddr_model("zcu102", arch).bytes_per_cycle)
+    layer = next(layer for layer in build.program.layers if layer.name == name)
+    f = layer.fields
+    stream = est.cycles.layer_stream(
+        build.program, arch, layer, ddr_model("zcu102", arch).bytes_per_cycle
+    )
     shape = (f["rows"], f["in_dim"], f["out_dim"], 32, 32, 2, arch.bus_bytes)
     saved = dense_entry["compute_cycles"] - sparse_entry["compute_cycles"]
     assert saved == est.linear_cycles(*shape, stream=stream) - est.linear_cycles(
@@ -309,11 +313,10 @@ def test_expert_counts_from_a_golden_run(tiny_build):
             32,
             f["w_bytes"],
             16,
-            # the layer's activations in the window: rows over its x port, no DDR writes
-            stream=replace(
-                est.weight_stream(program, ddr_model("zcu102", arch).bytes_per_cycle),
-                arena_on_chip=entry["arena_on_chip"],
-                x_beat_bytes=est.cycles.x_port_bytes(program, layer),
+            # the layer's activations in the window: rows over its x port, fc1's outputs
+            # over its y port, no DDR writes
+            stream=est.cycles.layer_stream(
+                program, arch, layer, ddr_model("zcu102", arch).bytes_per_cycle
             ),
         )
         assert entry["arena_on_chip"] and est.cycles.x_port_bytes(program, layer) == 128
@@ -614,3 +617,46 @@ def test_the_window_takes_activation_traffic_off_the_ddr(tiny_build):
         f = layer.fields
         rows = f["tokens"] * est.cycles.beats(12 * f["dim"], 4 * arch.tile_in)
         assert by_entry[layer.name]["breakdown"]["activations"] == rows
+
+
+def test_the_y_port_takes_an_output_tile_row_a_cycle(tiny_build):
+    """A drain wider than a bus beat (``drain_lanes``) gives the window its y port: a
+    LINEAR whose output rows (and residual) lie in the window on whole RAM rows writes an
+    output tile row a cycle, where the bus takes To / 4 beats; the drain lanes alone, with
+    the writes on the bus, buy at most the last row's drain."""
+    from codesign.compiler import compile_graph
+    from codesign.estimate.cycles import linear_cycles, y_port_rows
+
+    arch = tiny_build.state.arch.with_(drain_lanes=0)
+    wide = arch.with_(drain_lanes=2 * arch.output_lanes)
+    assert wide.y_port and not arch.y_port and wide.drain_chunks == arch.drain_chunks // 2
+    assert not arch.with_(drain_lanes=8, arena_window_kib=0).y_port  # the port is the window's
+    with pytest.raises(ValueError, match="drain_lanes"):
+        arch.with_(drain_lanes=3)
+    assert arch.with_(drain_lanes=2 * arch.tile_out).output_lanes == arch.tile_out
+    program = compile_graph(tiny_build.graph, wide)
+    assert program.drain_lanes == wide.drain_lanes  # in the header, for the cycle model
+    narrow = compile_graph(tiny_build.graph, arch)  # and nowhere else
+    assert replace(program, drain_lanes=0).to_bytes() == narrow.to_bytes()
+    base = est.estimate_cycles(program, arch, "zcu102")
+    fast = est.estimate_cycles(program, wide, "zcu102")
+    assert fast["cycles"] < base["cycles"]
+    rows_on_y = [layer for layer in program.layers if y_port_rows(program, wide, layer)]
+    assert {layer.op.name for layer in rows_on_y} == {"LINEAR", "MOE_EXPERTS"}
+    assert not any(y_port_rows(program, arch, layer) for layer in program.layers)
+    by_name = {entry["name"]: entry for entry in fast["layers"]}
+    bus = program.bus_bits // 8
+    for layer in rows_on_y:
+        if layer.op != Op.LINEAR or layer.fields["blocks"] != NONE:
+            continue
+        f = layer.fields
+        args = (f["rows"], f["in_dim"], f["out_dim"], 32, 32, f["w_bytes"], bus)
+        on_y = est.cycles.layer_stream(
+            program, wide, layer, ddr_model("zcu102", wide).bytes_per_cycle
+        )
+        assert on_y.y_row and on_y.drain_lanes == wide.output_lanes
+        stream = replace(on_y, drain_lanes=0, y_row=False)
+        assert by_name[layer.name]["compute_cycles"] == linear_cycles(*args, stream=on_y)
+        lanes_only = replace(stream, drain_lanes=wide.output_lanes)
+        assert linear_cycles(*args, stream=on_y) <= linear_cycles(*args, stream=lanes_only)
+        assert linear_cycles(*args, stream=lanes_only) <= linear_cycles(*args, stream=stream)

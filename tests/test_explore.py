@@ -68,6 +68,39 @@ def test_the_on_chip_window_is_searched(serial):
         explore(MODEL, BOARD, windows="sometimes", scheduler="serial")
 
 
+def test_the_drain_width_is_searched_where_the_window_has_row_ports(serial):
+    """With a window of RAM rows wider than a beat, each point is also costed with a drain
+    of twice and four times a beat's words (up to tile_out): the same Program, more LUTs,
+    no more cycles; without one, only the default drain."""
+    from codesign.arch import ArchConfig
+    from codesign.exploration import drain_choices
+
+    result, _ = serial
+    twins = {}
+    for point in result.points:
+        key = tuple(sorted((k, v) for k, v in point["knobs"].items() if k != "drain_lanes"))
+        twins.setdefault(key, {})[point["knobs"]["drain_lanes"]] = point
+    wide = [group for group in twins.values() if len(group) > 1]
+    assert wide
+    for group in wide:
+        base = group[0]
+        assert base["arch"]["arena_window_kib"] and drain_choices(ArchConfig(**base["arch"]))[1:]
+        for lanes, point in group.items():
+            if lanes:
+                assert point["cycles"] <= base["cycles"]
+                assert point["resources"]["lut"] > base["resources"]["lut"]
+    for point in result.points:
+        arch = ArchConfig(**point["arch"])
+        assert point["knobs"]["drain_lanes"] in drain_choices(arch)
+        if not arch.arena_window_kib:
+            assert point["knobs"]["drain_lanes"] == 0
+    assert drain_choices(ArchConfig(tile_in=64, tile_out=16, arena_window_kib=64)) == [0, 8, 16]
+    assert drain_choices(ArchConfig(tile_in=8, tile_out=8, bus_bits=128, arena_window_kib=64)) == [
+        0,
+        8,
+    ]
+
+
 def test_weight_masters_are_searched_and_bounded_by_the_board(serial):
     """1, 2 and 4 weight masters on the KV260 (five PS ports); more masters cost LUTs, so
     the front keeps the fast ones only where they pay."""

@@ -152,6 +152,11 @@ class ArchConfig:
     # (UltraRAM where the part has it) next to the engines instead of DDR; the compiler's
     # memory plan puts the buffers only the kernel touches there and spills the rest
     arena_window_kib: int = 0
+    # lanes of the UCU's drain (requantise / GELU / score; 0: a bus beat's words, what the
+    # arena master's writes take a cycle; at most tile_out: more mean tile_out). More pay
+    # off only with the window's row port: an output tile row the UCU writes into the
+    # window goes in one cycle, not its beats
+    drain_lanes: int = 0
     # lookup tables (see docs/numerics-tables.md)
     gelu_index_bits: int = 8
     gelu_range: float = 8.0
@@ -190,6 +195,11 @@ class ArchConfig:
                 f"ArchConfig.attn_lanes={self.attn_lanes} must be 0 (the whole head row) or a "
                 "power of two up to 256"
             )
+        if not 0 <= self.drain_lanes <= 256 or self.drain_lanes & (self.drain_lanes - 1):
+            raise ValueError(
+                f"ArchConfig.drain_lanes={self.drain_lanes} must be 0 (a bus beat's words) or "
+                "a power of two up to 256"
+            )
         if self.bus_bits not in (32, 64, 128, 256, 512):
             raise ValueError(f"ArchConfig.bus_bits={self.bus_bits} must be 32..512, a power of 2")
         if self.weight_ports not in WEIGHT_PORT_CHOICES:
@@ -223,13 +233,35 @@ class ArchConfig:
 
     @property
     def output_lanes(self) -> int:
-        """Lanes of the UCU's requantise / post-op datapath (see ``output_lanes``)."""
+        """Lanes of the UCU's requantise / post-op datapath: ``drain_lanes``, or by
+        default a bus beat's words (see ``output_lanes``)."""
+        if self.drain_lanes:
+            return min(self.drain_lanes, self.tile_out)
         return output_lanes(self.tile_out, self.bus_bits)
 
     @property
     def drain_chunks(self) -> int:
-        """Cycles one output row spends in the UCU's drain (see ``drain_chunks``)."""
-        return drain_chunks(self.tile_out, self.bus_bits)
+        """Cycles one output row spends in the UCU's drain (tile_out / ``output_lanes``)."""
+        return self.tile_out // self.output_lanes
+
+    @property
+    def window_banks(self) -> int:
+        """Bus beats a row of the window's RAM holds (tile_in words; 1: no window, or
+        tile_in no wider than a beat): above 1 the window has its row ports."""
+        if not self.arena_window_bytes:
+            return 1
+        return max(1, 32 * self.tile_in // self.bus_bits)
+
+    @property
+    def y_port(self) -> bool:
+        """Whether the window has a row port for the UCU's output rows: a window of RAM rows
+        wider than a bus beat (the x port's) and a drain with more lanes than a beat has
+        words, so an output tile row is ready to go in one write."""
+        return (
+            self.window_banks > 1
+            and self.output_lanes > self.bus_bits // 32
+            and self.tile_out <= self.tile_in
+        )
 
     @property
     def macs(self) -> int:
@@ -299,10 +331,11 @@ class ArchConfig:
 # cycles of its lanes and the running sum's two-cycle update costs nothing; P2 x 64 (the
 # searched shape before the update took two cycles) now idles every other cycle, and
 # P4 x 32 has the same MACs in fewer LUTs (ZCU102 whole top in Yosys: 215,724 LUT
-# against 224,505).
+# against 224,505). The ZCU102's UCU drains 8 lanes wide into the window's y port
+# (drain_lanes): m3vit 7.77 -> 7.29 ms on the RTL for 230,725 LUT (84.2 %, +15.0 k).
 BOARD_DEFAULTS = {
     "zcu102": {"tile_in": 32, "tile_out": 32, "attn_parallel": 4, "attn_lanes": 32,
-               "weight_ports": 4, "arena_window_kib": 1024},
+               "weight_ports": 4, "arena_window_kib": 1024, "drain_lanes": 8},
     "zcu104": {"tile_in": 32, "tile_out": 16, "attn_parallel": 4, "attn_lanes": 32,
                "weight_ports": 4, "arena_window_kib": 1024},
     "kv260": {"tile_in": 16, "tile_out": 16, "attn_parallel": 4, "attn_lanes": 8,
@@ -345,13 +378,15 @@ MODEL_PRECISION: dict[str, dict[str, str]] = {}
 # 6.65 ms on the w16a24 default) synthesised to 203,947 LUT (74.4 %), 1,403 DSP; its
 # attention as P8 x 32 (half a head of lanes, as above). ZCU102 at w8a8r16: the same
 # shape, its UCU two MACs per DSP: 210,141 LUT (76.7 %), 907 DSP (36 %), 727.5 BRAM36
-# (79.8 %; the buffers keep the base's maxima, which fit) in Yosys.
+# (79.8 %; the buffers keep the base's maxima, which fit) in Yosys. Both drain 8 lanes
+# wide into the window's y port: w8a16 223,084 LUT (81.4 %), w8a8r16 222,900 (81.3 %),
+# 915 DSP; m3vit 5.62 -> 5.14 ms at w8a8r16 on the RTL.
 PRECISION_DEFAULTS: dict[str, dict[str, dict]] = {
     "zcu102": {
         "w8a16": {"tile_in": 64, "tile_out": 16, "attn_parallel": 8, "attn_lanes": 32,
-                  "weight_ports": 4, "arena_window_kib": 1024},
+                  "weight_ports": 4, "arena_window_kib": 1024, "drain_lanes": 8},
         "w8a8r16": {"tile_in": 64, "tile_out": 16, "attn_parallel": 8, "attn_lanes": 32,
-                    "weight_ports": 4, "arena_window_kib": 1024},
+                    "weight_ports": 4, "arena_window_kib": 1024, "drain_lanes": 8},
     },
 }  # fmt: skip
 

@@ -35,6 +35,7 @@ import numpy as np
 from ..arch import Board, get_board
 from ..arch.config import RTL_LATENCY, drain_chunks, output_lanes
 from ..arch.ddr import DEFAULT_LATENCY, DdrModel, ddr_model
+from ..contract import Post
 from ..ops import SPECS, spec
 from ..program import HEADER_BYTES, LAYER_WORDS, NONE, Op, unpack_fmt
 
@@ -70,13 +71,17 @@ class WeightStream:
     with the other masters; `arena_on_chip`: the layer's activations are all in the
     on-chip window, so its writes take nothing from the DDR; `x_beat_bytes`: the UCU's
     input rows come over the window's x port, this many bytes a cycle (None: over the
-    arena master, a bus beat a cycle)."""
+    arena master, a bus beat a cycle); `drain_lanes`: the UCU drain's lanes (0: a bus
+    beat's words, ``output_lanes``); `y_row`: the UCU's output rows go into the window
+    over its y port, an output tile row a cycle (False: a bus beat a cycle)."""
 
     ports: int
     bus_bytes: int
     ddr_rate: float | None = None
     arena_on_chip: bool = False
     x_beat_bytes: int | None = None
+    drain_lanes: int = 0
+    y_row: bool = False
 
     @property
     def rate(self) -> float:
@@ -108,6 +113,13 @@ def x_beats(rows: int, cols: int, bus_bytes: int, stream: WeightStream | None) -
     rows on the x port."""
     width = stream.x_beat_bytes if stream is not None and stream.x_beat_bytes else bus_bytes
     return rows * beats(4 * cols, width)
+
+
+def ucu_drain_chunks(tile_out: int, bus_bytes: int, stream: WeightStream | None) -> int:
+    """Cycles an output row takes through the UCU's drain: tile_out over its lanes (the
+    stream's ``drain_lanes``, by default a bus beat's words)."""
+    lanes = stream.drain_lanes if stream is not None and stream.drain_lanes else 0
+    return tile_out // lanes if lanes else drain_chunks(tile_out, 8 * bus_bytes)
 
 
 def _weight_rate(stream: WeightStream | None, bus_bytes: int) -> float:
@@ -147,11 +159,13 @@ def _linear_schedule(rows: int, in_dim: int, out_dim: int, tile_in: int, tile_ou
     in_tiles = -(-in_dim // tile_in)
     stored = out_tiles * in_tiles if stored_tiles is None else stored_tiles
     load = tile_load_beats(tile_in, tile_out, weight_bytes, _weight_rate(stream, bus_bytes))
-    chunks = drain_chunks(tile_out, 8 * bus_bytes)
+    chunks = ucu_drain_chunks(tile_out, bus_bytes, stream)
     ucu = ucu_cycles(rows, stored, out_tiles, load, chunks)
     # every output row of a tile is To int32 words on the bus: with few input tiles the
-    # writes (and residual reads, on the other port) outlast the MACs
-    write_beats = out_tiles * rows * beats(4 * tile_out, bus_bytes)
+    # writes (and residual reads, on the other port) outlast the MACs; over the window's
+    # y port (and its x port for the residual) a row is one write
+    row_beats = 1 if stream is not None and stream.y_row else beats(4 * tile_out, bus_bytes)
+    write_beats = out_tiles * rows * row_beats
     writes = write_beats + load + rows + UCU_PIPELINE
     contention = 0
     if stream is not None and stored and (load > rows or writes > ucu):
@@ -274,7 +288,7 @@ def experts_cycles(counts: list[int], tokens: int, dim: int, hidden: int, tile_i
             -(-dim // tile_out) * -(-hidden // tile_in),
             -(-dim // tile_out),
             tile_load_beats(tile_in, tile_out, weight_bytes, _weight_rate(stream, bus_bytes)),
-            drain_chunks(tile_out, 8 * bus_bytes),
+            ucu_drain_chunks(tile_out, bus_bytes, stream),
         )
     return total + final_pass_cycles(tokens, dim, tile_out, bus_bytes) + ELEMENTWISE_PIPELINE
 
@@ -568,7 +582,7 @@ def experts_breakdown(counts, tokens, dim, hidden, tile_in, tile_out, weight_byt
         )
         add_parts(parts, fc1)
         parts["activations"] += x_beats(count, hidden, bus_bytes, stream)
-        chunks = drain_chunks(tile_out, 8 * bus_bytes)
+        chunks = ucu_drain_chunks(tile_out, bus_bytes, stream)
         add_parts(parts, ucu_breakdown(count, fc2_tiles, load, -(-dim // tile_out), chunks))
     return parts
 
@@ -688,6 +702,41 @@ def x_port_bytes(program, layer) -> int | None:
     return row
 
 
+# where the UCU job writes its output rows (sink 0): (address, stride) fields per op
+Y_SINKS = {"LINEAR": ("dst", "dst_stride"), "MOE_EXPERTS": ("scratch", "scratch_stride")}
+
+
+def _on_window_rows(program, layer, base: str, stride: str) -> bool:
+    """Whether the block at field `base` (rows `stride` bytes apart) lies in the window on
+    whole rows of its RAM (tile_in words), as its row ports need."""
+    row = 4 * program.tile_in
+    address, step = layer.fields[base], layer.fields[stride]
+    return address < program.window_bytes and address % row == 0 and step % row == 0
+
+
+def y_port_rows(program, arch, layer) -> bool:
+    """Whether `layer`'s UCU output rows go a row a cycle: the kernel has the window's y
+    port (``ArchConfig.y_port``), the rows lie in the window on whole RAM rows, and a
+    residual (LINEAR's post ADD) comes over the x port, so from there too."""
+    sink = Y_SINKS.get(layer.op.name)
+    if not arch.y_port or sink is None or not _on_window_rows(program, layer, *sink):
+        return False
+    residual = layer.op.name == "LINEAR" and layer.fields["post"] == Post.ADD
+    return not residual or _on_window_rows(program, layer, "res", "res_stride")
+
+
+def layer_stream(program, arch, layer, ddr_bytes_per_cycle: float | None = None) -> WeightStream:
+    """How `layer`'s weight tiles, rows and outputs move on the kernel `arch` describes,
+    under a DDR sustaining `ddr_bytes_per_cycle`: what ``estimate_cycles`` costs it with."""
+    return replace(
+        weight_stream(program, ddr_bytes_per_cycle),
+        arena_on_chip=arena_on_chip(program, layer),
+        x_beat_bytes=x_port_bytes(program, layer),
+        drain_lanes=arch.output_lanes,
+        y_row=y_port_rows(program, arch, layer),
+    )
+
+
 def arena_on_chip(program, layer) -> bool:
     """Whether every arena block `layer` touches lies in the on-chip window."""
     window = program.window_bytes
@@ -747,7 +796,6 @@ def estimate_cycles(
     bus = program.bus_bits // 8
     clock_hz = board.clock_mhz * 1e6
     ddr_bytes_per_cycle = ddr.bytes_per_cycle
-    stream = weight_stream(program, ddr_bytes_per_cycle)
     descriptor = beats(DESCRIPTOR_BYTES, bus) + LAYER_DISPATCH
     start = startup_cycles(program, ddr_latency, arch)
     layers, sources = [], set()
@@ -760,11 +808,9 @@ def estimate_cycles(
             sources.add(source)
         entry = {"name": layer.name, "op": layer.op.name, "task": layer.task, "runs": runs}
         if runs:
-            on_chip = arena_on_chip(program, layer)
-            layer_stream = replace(
-                stream, arena_on_chip=on_chip, x_beat_bytes=x_port_bytes(program, layer)
-            )
-            detail = _layer_estimate(program, layer, bus, counts, stream=layer_stream)
+            moves = layer_stream(program, arch, layer, ddr_bytes_per_cycle)
+            on_chip = moves.arena_on_chip
+            detail = _layer_estimate(program, layer, bus, counts, stream=moves)
             # on chip, the arena's round trips are the window's, its bytes use no DDR
             waits = exposed_latency(layer, ddr_latency, counts, on_chip)
             if on_chip:
@@ -785,7 +831,7 @@ def estimate_cycles(
                 breakdown=breakdown,
             )
             if detail.get("block_sparse"):  # what the layer would cost unpruned
-                dense = _layer_estimate(program, layer, bus, counts, True, layer_stream)
+                dense = _layer_estimate(program, layer, bus, counts, True, moves)
                 if on_chip:
                     dense["act_bytes"] = 0
                 entry["cycles_dense"] = _layer_cycles(

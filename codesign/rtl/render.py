@@ -185,7 +185,7 @@ def rtl_params(arch: ArchConfig, precision: Precision | str | None = None) -> di
     regmap = register_map(arch.weight_ports)
     # beats a row of the window's RAM: the UCU's input tile, so its x rows load a tile a
     # cycle (1: no x port, the tile is no wider than a beat)
-    window_banks = max(1, 32 * arch.tile_in // arch.bus_bits) if arch.arena_window_bytes else 1
+    window_banks = arch.window_banks
     return {
         "ti": arch.tile_in,
         "to": arch.tile_out,
@@ -229,6 +229,8 @@ def rtl_params(arch: ArchConfig, precision: Precision | str | None = None) -> di
         # unsigned input fraction) and the MoE score multiply (y x unsigned 18-bit score)
         "post_op_dsps": mult_dsps(18, x_bits + 1) + mult_dsps(x_bits, 18 + 1),
         "drain_chunks": arch.drain_chunks,
+        # the window's row port for the UCU's output rows (ArchConfig.y_port)
+        "y_port": arch.y_port,
         # the attention datapath's lanes (a head row passes in attn_chunks cycles of them)
         "attn_lanes": arch.attention_lanes,
         "attn_chunks": -(-arch.max_head_dim // arch.attention_lanes),
