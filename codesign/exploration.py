@@ -153,11 +153,10 @@ def drain_choices(arch: ArchConfig) -> list[int]:
     """The UCU drain widths a search tries for `arch`: the default (0: a bus beat's
     words), and where the window has its row ports, twice and four times that, up to a
     whole output tile (``ArchConfig.y_port``: an output tile row a cycle into the window)."""
-    if arch.window_banks <= 1:
+    if arch.window_banks <= 1 or arch.tile_out > arch.tile_in:
         return [0]
     beat = output_lanes(arch.tile_out, arch.bus_bits)
-    wider = [beat * 2, beat * 4]
-    return [0] + [lanes for lanes in wider if lanes <= min(arch.tile_out, arch.tile_in)]
+    return [0] + [lanes for lanes in (beat * 2, beat * 4) if lanes <= arch.tile_out]
 
 
 def attention_variant(program, arch: ArchConfig):
