@@ -70,8 +70,8 @@ def test_the_on_chip_window_is_searched(serial):
 
 def test_the_drain_width_is_searched_where_the_window_has_row_ports(serial):
     """With a window of RAM rows wider than a beat, each point is also costed with a drain
-    of twice and four times a beat's words (up to tile_out): the same Program, more LUTs,
-    no more cycles; without one, only the default drain."""
+    of twice and four times a beat's words (up to tile_out): the same layers and weights,
+    more LUTs, no more cycles; without one, only the default drain."""
     from codesign.arch import ArchConfig
     from codesign.exploration import drain_choices
 
