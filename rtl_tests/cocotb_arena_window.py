@@ -9,31 +9,11 @@ back to the pytest side and its numpy model.
 
 from __future__ import annotations
 
-import itertools
 import random
 
 import cocotb
 import numpy as np
-from common import Bench, load_inputs, save_outputs
-
-
-def _pauses(rng: random.Random, probability: float):
-    return (rng.random() < probability for _ in itertools.count())
-
-
-def _words(value: int, count: int) -> list[int]:
-    return [(value >> (32 * i)) & 0xFFFFFFFF for i in range(count)]
-
-
-def _write(wr_cmd, wr, commands, words, wpb: int) -> None:
-    """Queue word-port write commands (byte address, words) and their data beats."""
-    wr_cmd.extend((int(a), int(w)) for a, w in commands)
-    position = 0
-    for _addr, count in commands:
-        chunk = [int(v) for v in words[position : position + count]]
-        position += int(count)
-        for k in range(0, len(chunk), wpb):
-            wr.append(sum(v << (32 * i) for i, v in enumerate(chunk[k : k + wpb])))
+from common import Bench, axi_pauses, load_inputs, queue_word_writes, save_outputs, unpack_lanes
 
 
 @cocotb.test()
@@ -74,7 +54,7 @@ async def window_random(dut):
     channels = (ram.read_if.ar_channel, ram.read_if.r_channel, ram.write_if.aw_channel,
                 ram.write_if.w_channel, ram.write_if.b_channel)  # fmt: skip
     for channel in channels:
-        channel.set_pause_generator(_pauses(rng, stall))
+        channel.set_pause_generator(axi_pauses(rng, stall))
     rd.backpressure = float(data["backpressure"])
     rd_cmd.stall = wr_cmd.stall = wr.stall = stall
     if x is not None:
@@ -82,7 +62,7 @@ async def window_random(dut):
         x_cmd.stall = stall
 
     # the writes, both sides in one stream of commands
-    _write(wr_cmd, wr, data["writes"], data["write_words"], wpb)
+    queue_word_writes(wr_cmd, wr, data["writes"], data["write_words"], wpb)
     await bench.wait_for(lambda: wr.idle and wr_cmd.idle, timeout=2_000_000)
     await bench.cycles(2)
     await bench.wait_for(lambda: int(dut.wr_idle.value) == 1, timeout=200_000)
@@ -96,7 +76,7 @@ async def window_random(dut):
             (int(a), int(w), sum(int(v) << (32 * i) for i, v in enumerate(row[:wide])))
             for (a, w), row in zip(data["y_writes"], data["y_data"], strict=True)
         )
-        _write(wr_cmd, wr, data["later"], data["later_words"], wpb)
+        queue_word_writes(wr_cmd, wr, data["later"], data["later_words"], wpb)
         await bench.wait_for(
             lambda: wr.idle and wr_cmd.idle and y.idle and int(dut.y_idle.value) == 1,
             timeout=2_000_000,
@@ -135,11 +115,13 @@ async def window_random(dut):
         stream += [stream_beats, rd.last_cycle - began + 1]
         await bench.cycles(4)
     save_outputs(
-        rd_words=np.array([_words(d, wpb) for d, _last in beats], dtype=np.uint64),
-        rd_last=np.array([last for _d, last in beats], dtype=np.uint8),
-        x_words=np.array([_words(d, wpb * banks) for d, _l in rows], dtype=np.uint64).reshape(
-            len(rows), wpb * banks
+        rd_words=np.array(
+            [unpack_lanes(d, wpb, 32, signed=False) for d, _last in beats], dtype=np.uint64
         ),
+        rd_last=np.array([last for _d, last in beats], dtype=np.uint8),
+        x_words=np.array(
+            [unpack_lanes(d, wpb * banks, 32, signed=False) for d, _l in rows], dtype=np.uint64
+        ).reshape(len(rows), wpb * banks),
         x_last=np.array([last for _d, last in rows], dtype=np.uint8),
         final=final,
         ar=np.array(log["ar"], dtype=np.uint64).reshape(-1, 2),

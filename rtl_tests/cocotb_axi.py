@@ -15,25 +15,15 @@ bandwidth cap, measured in cycles.
 
 from __future__ import annotations
 
-import itertools
 import random
 
 import cocotb
 import numpy as np
 from cocotb.triggers import RisingEdge
-from common import Bench, load_inputs, save_outputs
+from common import Bench, axi_pauses, load_inputs, queue_word_writes, save_outputs, unpack_lanes
 
 CTRL, GIE, IER, ISR = 0x00, 0x04, 0x08, 0x0C
 AP_START, AP_DONE, AP_IDLE, AP_READY, AUTO_RESTART = 1, 2, 4, 8, 0x80
-
-
-def _pauses(rng: random.Random, probability: float):
-    """An endless pause pattern for a cocotbext-axi channel (True = stall this cycle)."""
-    return (rng.random() < probability for _ in itertools.count())
-
-
-def _words(value: int, count: int) -> list[int]:
-    return [(value >> (32 * i)) & 0xFFFFFFFF for i in range(count)]
 
 
 async def _pulse(dut, name: str) -> None:
@@ -180,20 +170,13 @@ async def dma_and_control(dut):
     stall = float(data["stall"])
     for channel in (ram.read_if.ar_channel, ram.read_if.r_channel, ram.write_if.aw_channel,
                     ram.write_if.w_channel, ram.write_if.b_channel):  # fmt: skip
-        channel.set_pause_generator(_pauses(rng, stall))
+        channel.set_pause_generator(axi_pauses(rng, stall))
     rd.backpressure = float(data["backpressure"])
     rd_cmd.stall = wr_cmd.stall = wr.stall = stall
 
     rd_cmds, wr_cmds, wr_words = data["rd_cmds"], data["wr_cmds"], data["wr_words"]
     rd_cmd.extend((int(a), int(w)) for a, w in rd_cmds)
-    wr_cmd.extend((int(a), int(w)) for a, w in wr_cmds)
-    position = 0
-    for _addr, count in wr_cmds:
-        words = [int(v) for v in wr_words[position : position + count]]
-        position += int(count)
-        for k in range(0, len(words), wpb):
-            lanes = words[k : k + wpb]
-            wr.append(sum(v << (32 * i) for i, v in enumerate(lanes)))
+    queue_word_writes(wr_cmd, wr, wr_cmds, wr_words, wpb)
     total_beats = int(sum(-(-int(w) // wpb) for _a, w in rd_cmds))
     await bench.wait_for(
         lambda: len(rd.beats) >= total_beats and wr.idle and wr_cmd.idle, timeout=2_000_000
@@ -226,7 +209,9 @@ async def dma_and_control(dut):
     write_done = await bench.wait_for(lambda: int(dut.wr_idle.value) == 1, timeout=100_000)
     write_cycles = write_done - began
     save_outputs(
-        rd_words=np.array([_words(d, wpb) for d, _last in random_beats], dtype=np.uint32),
+        rd_words=np.array(
+            [unpack_lanes(d, wpb, 32, signed=False) for d, _last in random_beats], dtype=np.uint32
+        ),
         rd_last=np.array([last for _d, last in random_beats], dtype=np.uint8),
         landed=landed,
         final=final,

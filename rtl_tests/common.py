@@ -26,6 +26,7 @@ backpressure (sinks) come from one seeded generator, so a failing run repeats ex
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -104,6 +105,23 @@ def unpack_lanes(word: int, lanes: int, width: int, signed: bool = True) -> list
         half = 1 << (width - 1)
         out = [v - (1 << width) if v >= half else v for v in out]
     return out
+
+
+def axi_pauses(rng, probability: float):
+    """An endless pause pattern for a cocotbext-axi channel (True = stall this cycle)."""
+    return (rng.random() < probability for _ in itertools.count())
+
+
+def queue_word_writes(wr_cmd: Source, wr: Source, commands, words, wpb: int) -> None:
+    """Queue word-port write commands (byte address, words) on `wr_cmd` and their data,
+    `wpb` 32-bit words a beat (the last beat of a command carries the rest), on `wr`."""
+    wr_cmd.extend((int(a), int(w)) for a, w in commands)
+    position = 0
+    for _addr, count in commands:
+        chunk = [int(v) for v in words[position : position + count]]
+        position += int(count)
+        for k in range(0, len(chunk), wpb):
+            wr.append(pack_lanes(chunk[k : k + wpb], 32))
 
 
 def _read(handle) -> int:

@@ -687,6 +687,14 @@ X_SOURCES = {"LINEAR": (("src", "src_stride"),), "MOE_GATE": (("src", "src_strid
              "ATTENTION": (("src", "src_stride"),)}  # fmt: skip
 
 
+def _on_window_rows(program, layer, base: str, stride: str) -> bool:
+    """Whether the block at field `base` (rows `stride` bytes apart) lies in the window on
+    whole rows of its RAM (tile_in words), as its row ports need."""
+    row = 4 * program.tile_in
+    address, step = layer.fields[base], layer.fields[stride]
+    return address < program.window_bytes and address % row == 0 and step % row == 0
+
+
 def x_port_bytes(program, layer) -> int | None:
     """Bytes a cycle `layer`'s input rows (``X_SOURCES``) load at over the window's x port
     (a row of its RAM: tile_in words), when the kernel has one (tile_in words wider than a
@@ -695,23 +703,13 @@ def x_port_bytes(program, layer) -> int | None:
     sources = X_SOURCES.get(layer.op.name)
     if not sources or not program.window_bytes or row <= program.bus_bits // 8:
         return None
-    f = layer.fields
-    for base, stride in sources:
-        if f[base] >= program.window_bytes or f[base] % row or f[stride] % row:
-            return None
+    if not all(_on_window_rows(program, layer, base, stride) for base, stride in sources):
+        return None
     return row
 
 
 # where the UCU job writes its output rows (sink 0): (address, stride) fields per op
 Y_SINKS = {"LINEAR": ("dst", "dst_stride"), "MOE_EXPERTS": ("scratch", "scratch_stride")}
-
-
-def _on_window_rows(program, layer, base: str, stride: str) -> bool:
-    """Whether the block at field `base` (rows `stride` bytes apart) lies in the window on
-    whole rows of its RAM (tile_in words), as its row ports need."""
-    row = 4 * program.tile_in
-    address, step = layer.fields[base], layer.fields[stride]
-    return address < program.window_bytes and address % row == 0 and step % row == 0
 
 
 def y_port_rows(program, arch, layer) -> bool:
