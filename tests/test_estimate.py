@@ -100,10 +100,11 @@ def test_every_layer_costed_with_its_formula(tiny_build):
             continue
         if layer.op == Op.LINEAR:
             expected = est.linear_cycles(
-                f["rows"], f["in_dim"], f["out_dim"], 32, 32, f["w_bytes"], bus, stream=stream
-            )
+                f["rows"], f["in_dim"], f["out_dim"], arch.tile_in, arch.tile_out, f["w_bytes"],
+                bus, stream=stream,
+            )  # fmt: skip
         elif layer.op == Op.LAYERNORM:
-            expected = est.layernorm_cycles(f["rows"], f["dim"], 32, bus)
+            expected = est.layernorm_cycles(f["rows"], f["dim"], arch.tile_in, bus)
         elif layer.op == Op.ATTENTION:
             expected = est.attention_cycles(f["tokens"], f["dim"], f["heads"], f["parallel"], bus)
         else:
@@ -170,7 +171,8 @@ def test_skipped_task_layers_and_per_task_totals(tiny_build):
 
 def test_arch_mismatch_is_refused(tiny_build):
     with pytest.raises(ValueError, match="tile_in"):
-        est.estimate_program(tiny_build.program, ArchConfig(tile_in=16), "zcu102")
+        other = tiny_build.state.arch.with_(tile_in=2 * tiny_build.state.arch.tile_in)
+        est.estimate_program(tiny_build.program, other, "zcu102")
     with pytest.raises(ValueError, match="attn_lanes"):
         chunked = tiny_build.state.arch.with_(attn_lanes=8)
         est.estimate_program(tiny_build.program, chunked, "zcu102")
@@ -642,7 +644,7 @@ def test_the_y_port_takes_an_output_tile_row_a_cycle(tiny_build):
     fast = est.estimate_cycles(program, wide, "zcu102")
     assert fast["cycles"] < base["cycles"]
     rows_on_y = [layer for layer in program.layers if y_port_rows(program, wide, layer)]
-    assert {layer.op.name for layer in rows_on_y} == {"LINEAR", "MOE_EXPERTS"}
+    assert {layer.op.name for layer in rows_on_y} == {"LINEAR", "MOE_EXPERTS", "LAYERNORM"}
     assert not any(y_port_rows(program, arch, layer) for layer in program.layers)
     by_name = {entry["name"]: entry for entry in fast["layers"]}
     bus = program.bus_bits // 8
@@ -660,3 +662,48 @@ def test_the_y_port_takes_an_output_tile_row_a_cycle(tiny_build):
         lanes_only = replace(stream, drain_lanes=wide.output_lanes)
         assert linear_cycles(*args, stream=on_y) <= linear_cycles(*args, stream=lanes_only)
         assert linear_cycles(*args, stream=lanes_only) <= linear_cycles(*args, stream=stream)
+
+
+def test_layernorm_rows_come_and_go_over_the_row_ports(tiny_build):
+    """With the window's y port, LayerNorm's rows on whole RAM rows of the window come a
+    RAM row (a core beat) a cycle over the x port and leave an output tile row a cycle
+    over the y port, and its normalise pass has the drain's lanes (``norm_lanes``): a row
+    costs its two passes, no longer the bus beats of its read and its write."""
+    from codesign.arch.config import output_lanes
+    from codesign.compiler import compile_graph
+    from codesign.estimate.cycles import (
+        LAYERNORM_PIPELINE,
+        layer_stream,
+        layernorm_cycles,
+        layernorm_lane_cycles,
+    )
+
+    arch = tiny_build.state.arch.with_(drain_lanes=0)
+    wide = arch.with_(drain_lanes=2 * arch.output_lanes)
+    assert arch.norm_lanes == output_lanes(arch.tile_in, arch.bus_bits) < wide.norm_lanes
+    assert wide.norm_lanes == wide.output_lanes
+    program = compile_graph(tiny_build.graph, wide)
+    ddr = ddr_model("zcu102", wide).bytes_per_cycle
+    base = {e["name"]: e for e in est.estimate_cycles(program, arch, "zcu102")["layers"]}
+    fast = {e["name"]: e for e in est.estimate_cycles(program, wide, "zcu102")["layers"]}
+    bus, tile_in, tile_out = program.bus_bits // 8, program.tile_in, program.tile_out
+    on_ports = 0
+    for layer in (layer for layer in program.layers if layer.op == Op.LAYERNORM):
+        rows, dim = layer.fields["rows"], layer.fields["dim"]
+        stream = layer_stream(program, wide, layer, ddr)
+        assert stream.norm_lanes == wide.norm_lanes
+        if not stream.y_row:
+            continue
+        on_ports += 1
+        assert stream.x_beat_bytes == 4 * tile_in
+        passes = layernorm_lane_cycles(dim, tile_in, bus, wide.norm_lanes)
+        moves = max(-(-dim // tile_in), -(-dim // tile_out))
+        expected = rows * max(passes, moves) + LAYERNORM_PIPELINE
+        assert fast[layer.name]["compute_cycles"] == expected
+        assert expected == layernorm_cycles(
+            rows, dim, tile_in, bus, wide.norm_lanes, 4 * tile_in, tile_out
+        )
+        assert expected < layernorm_cycles(rows, dim, tile_in, bus) == (
+            base[layer.name]["compute_cycles"]
+        )
+    assert on_ports, "no LayerNorm on the row ports"

@@ -264,6 +264,15 @@ class ArchConfig:
         )
 
     @property
+    def norm_lanes(self) -> int:
+        """Lanes of LayerNorm's normalise pass: the drain's where the window has its y port
+        (a normalised row leaves as output tile rows, one write a cycle), else a bus
+        beat's words (``output_lanes``: its rows leave a beat a cycle)."""
+        if self.y_port:
+            return self.output_lanes
+        return output_lanes(self.tile_in, self.bus_bits)
+
+    @property
     def macs(self) -> int:
         return self.tile_in * self.tile_out
 

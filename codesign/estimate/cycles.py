@@ -72,8 +72,9 @@ class WeightStream:
     on-chip window, so its writes take nothing from the DDR; `x_beat_bytes`: the UCU's
     input rows come over the window's x port, this many bytes a cycle (None: over the
     arena master, a bus beat a cycle); `drain_lanes`: the UCU drain's lanes (0: a bus
-    beat's words, ``output_lanes``); `y_row`: the UCU's output rows go into the window
-    over its y port, an output tile row a cycle (False: a bus beat a cycle)."""
+    beat's words, ``output_lanes``); `y_row`: the output rows (the UCU's, LayerNorm's) go
+    into the window over its y port, an output tile row a cycle (False: a bus beat a
+    cycle); `norm_lanes`: LayerNorm's normalise lanes (0: a bus beat's words)."""
 
     ports: int
     bus_bytes: int
@@ -82,6 +83,7 @@ class WeightStream:
     x_beat_bytes: int | None = None
     drain_lanes: int = 0
     y_row: bool = False
+    norm_lanes: int = 0
 
     @property
     def rate(self) -> float:
@@ -222,21 +224,33 @@ def attention_cycles(tokens: int, dim: int, heads: int, parallel: int, bus_bytes
     return qkv_beats + heads * (keys * (pass1 + pass2) + ATTENTION_PIPELINE)
 
 
-def layernorm_lane_cycles(dim: int, lanes: int, bus_bytes: int) -> int:
-    """A row's two passes: sums at `lanes` elements a cycle, then the normalise pass,
-    whose datapath has as many lanes as a bus beat has words (``output_lanes``). A row's
-    statistics arrive LAYERNORM_STATS_LATENCY + log2(lanes) cycles (the adder tree) after
-    its last beat; two row buffers hide that behind the next row's sum pass, so rows of a
-    beat or two cost half of it each."""
+def layernorm_lane_cycles(dim: int, lanes: int, bus_bytes: int, norm_lanes: int = 0) -> int:
+    """A row's two passes: sums at `lanes` elements a cycle, then the normalise pass at
+    `norm_lanes` a cycle (0: as many as a bus beat has words, ``output_lanes``;
+    ``ArchConfig.norm_lanes``). A row's statistics arrive LAYERNORM_STATS_LATENCY +
+    log2(lanes) cycles (the adder tree) after its last beat; two row buffers hide that
+    behind the next row's sum pass, so rows of a beat or two cost half of it each."""
     beats_per_row = -(-dim // lanes)
-    chunks = lanes // output_lanes(lanes, 8 * bus_bytes)  # normalise cycles per beat
+    chunks = lanes // (norm_lanes or output_lanes(lanes, 8 * bus_bytes))  # cycles a beat
     latency = LAYERNORM_STATS_LATENCY + (lanes - 1).bit_length()
     return max(beats_per_row * (1 + chunks), (latency + chunks) // 2)
 
 
-def layernorm_cycles(rows: int, dim: int, lanes: int, bus_bytes: int) -> int:
-    per_row = layernorm_lane_cycles(dim, lanes, bus_bytes)
-    return rows * max(per_row, beats(4 * dim, bus_bytes)) + LAYERNORM_PIPELINE
+def layernorm_row_moves(dim: int, bus_bytes: int, x_beat_bytes: int | None = None,
+                        y_words: int = 0) -> int:  # fmt: skip
+    """Cycles a row's read and its write take (concurrently): bus beats, or over the
+    window's row ports a RAM row (`x_beat_bytes`) a cycle in and an output tile row
+    (`y_words`) a cycle out."""
+    reads = beats(4 * dim, x_beat_bytes or bus_bytes)
+    writes = -(-dim // y_words) if y_words else beats(4 * dim, bus_bytes)
+    return max(reads, writes)
+
+
+def layernorm_cycles(rows: int, dim: int, lanes: int, bus_bytes: int, norm_lanes: int = 0,
+                     x_beat_bytes: int | None = None, y_words: int = 0) -> int:  # fmt: skip
+    per_row = layernorm_lane_cycles(dim, lanes, bus_bytes, norm_lanes)
+    moves = layernorm_row_moves(dim, bus_bytes, x_beat_bytes, y_words)
+    return rows * max(per_row, moves) + LAYERNORM_PIPELINE
 
 
 def elementwise_cycles(rows: int, cols: int, lanes: int, bus_bytes: int, inputs: int = 1) -> int:
@@ -684,7 +698,7 @@ WINDOW_LATENCY = 3
 # input rows; attention's qkv rows)
 X_SOURCES = {"LINEAR": (("src", "src_stride"),), "MOE_GATE": (("src", "src_stride"),),
              "MOE_EXPERTS": (("src", "src_stride"), ("scratch", "scratch_stride")),
-             "ATTENTION": (("src", "src_stride"),)}  # fmt: skip
+             "ATTENTION": (("src", "src_stride"),), "LAYERNORM": (("src", "src_stride"),)}  # fmt: skip
 
 
 def _on_window_rows(program, layer, base: str, stride: str) -> bool:
@@ -708,14 +722,17 @@ def x_port_bytes(program, layer) -> int | None:
     return row
 
 
-# where the UCU job writes its output rows (sink 0): (address, stride) fields per op
-Y_SINKS = {"LINEAR": ("dst", "dst_stride"), "MOE_EXPERTS": ("scratch", "scratch_stride")}
+# where an op writes the rows its y port can take (the UCU job's sink 0, LayerNorm's
+# output): (address, stride) fields per op
+Y_SINKS = {"LINEAR": ("dst", "dst_stride"), "MOE_EXPERTS": ("scratch", "scratch_stride"),
+           "LAYERNORM": ("dst", "dst_stride")}  # fmt: skip
 
 
 def y_port_rows(program, arch, layer) -> bool:
-    """Whether `layer`'s UCU output rows go a row a cycle: the kernel has the window's y
-    port (``ArchConfig.y_port``), the rows lie in the window on whole RAM rows, and a
-    residual (LINEAR's post ADD) comes over the x port, so from there too."""
+    """Whether `layer`'s output rows (``Y_SINKS``) go an output tile row a cycle: the
+    kernel has the window's y port (``ArchConfig.y_port``), the rows lie in the window on
+    whole RAM rows, and a residual (LINEAR's post ADD) comes over the x port, so from
+    there too."""
     sink = Y_SINKS.get(layer.op.name)
     if not arch.y_port or sink is None or not _on_window_rows(program, layer, *sink):
         return False
@@ -732,6 +749,7 @@ def layer_stream(program, arch, layer, ddr_bytes_per_cycle: float | None = None)
         x_beat_bytes=x_port_bytes(program, layer),
         drain_lanes=arch.output_lanes,
         y_row=y_port_rows(program, arch, layer),
+        norm_lanes=arch.norm_lanes,
     )
 
 

@@ -235,7 +235,7 @@ def rtl_params(arch: ArchConfig, precision: Precision | str | None = None) -> di
         "attn_lanes": arch.attention_lanes,
         "attn_chunks": -(-arch.max_head_dim // arch.attention_lanes),
         "attn_out_lanes": output_lanes(arch.attention_lanes, arch.bus_bits),
-        "norm_lanes": output_lanes(arch.tile_in, arch.bus_bits),
+        "norm_lanes": arch.norm_lanes,
         "moe_out_lanes": output_lanes(arch.tile_out, arch.bus_bits),
         "post_none": POST_NONE,
         "post_gelu": POST_GELU,
