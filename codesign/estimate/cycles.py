@@ -698,7 +698,8 @@ WINDOW_LATENCY = 3
 # input rows; attention's qkv rows)
 X_SOURCES = {"LINEAR": (("src", "src_stride"),), "MOE_GATE": (("src", "src_stride"),),
              "MOE_EXPERTS": (("src", "src_stride"), ("scratch", "scratch_stride")),
-             "ATTENTION": (("src", "src_stride"),), "LAYERNORM": (("src", "src_stride"),)}  # fmt: skip
+             "ATTENTION": (("src", "src_stride"),),
+             "LAYERNORM": (("src", "src_stride"),)}  # fmt: skip
 
 
 def _on_window_rows(program, layer, base: str, stride: str) -> bool:
