@@ -155,7 +155,8 @@ class ArchConfig:
     # lanes of the UCU's drain (requantise / GELU / score; 0: a bus beat's words, what the
     # arena master's writes take a cycle; at most tile_out: more mean tile_out). More pay
     # off only with the window's row port: an output tile row the UCU writes into the
-    # window goes in one cycle, not its beats
+    # window goes in one cycle, not its beats; LayerNorm's normalise pass then has as many
+    # lanes (norm_lanes), its rows going through the same port
     drain_lanes: int = 0
     # lookup tables (see docs/numerics-tables.md)
     gelu_index_bits: int = 8
@@ -341,12 +342,15 @@ class ArchConfig:
 # searched shape before the update took two cycles) now idles every other cycle, and
 # P4 x 32 has the same MACs in fewer LUTs (ZCU102 whole top in Yosys: 215,724 LUT
 # against 224,505). The ZCU102's UCU drains 8 lanes wide into the window's y port
-# (drain_lanes): m3vit 7.77 -> 7.29 ms on the RTL for 230,725 LUT (84.2 %, +15.0 k).
+# (drain_lanes): m3vit 7.77 -> 7.29 ms on the RTL for 230,725 LUT (84.2 %, +15.0 k);
+# with LayerNorm on the row ports as well, 7.03 ms at 227,590 LUT (83.0 %). The ZCU104's
+# does too since LayerNorm's gearboxes shrank: 8.60 ms on the RTL (8.75 by the estimate
+# without), 191,201 LUT (83.0 %, +22.6 k), UCU busy 53.5 %.
 BOARD_DEFAULTS = {
     "zcu102": {"tile_in": 32, "tile_out": 32, "attn_parallel": 4, "attn_lanes": 32,
                "weight_ports": 4, "arena_window_kib": 1024, "drain_lanes": 8},
     "zcu104": {"tile_in": 32, "tile_out": 16, "attn_parallel": 4, "attn_lanes": 32,
-               "weight_ports": 4, "arena_window_kib": 1024},
+               "weight_ports": 4, "arena_window_kib": 1024, "drain_lanes": 8},
     "kv260": {"tile_in": 16, "tile_out": 16, "attn_parallel": 4, "attn_lanes": 8,
               "bus_bits": 64, "weight_ports": 4},
     "ultra96v2": {"tile_in": 8, "tile_out": 8, "attn_parallel": 1, "attn_lanes": 8,
