@@ -254,9 +254,18 @@ def rtl_params(arch: ArchConfig, precision: Precision | str | None = None) -> di
     }
 
 
+def on_window_rows(addr: str, stride: str, row_bits: str) -> str:
+    """The SystemVerilog test that rows at byte address ``addr``, ``stride`` bytes apart,
+    lie in the arena's on-chip window on whole RAM rows of 2**``row_bits`` 32-bit words,
+    so an engine may move them over the window's row ports (decided once per op)."""
+    return (
+        f"{addr} < window_bytes && {addr}[{row_bits}+1:0] == '0 && {stride}[{row_bits}+1:0] == '0"
+    )
+
+
 @functools.lru_cache(maxsize=1)
 def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
@@ -267,6 +276,8 @@ def _environment() -> jinja2.Environment:
         variable_start_string="{=",
         variable_end_string="=}",
     )
+    env.globals["on_window_rows"] = on_window_rows
+    return env
 
 
 def _template_names() -> list[str]:
