@@ -1,7 +1,8 @@
 """Quantisation study: float vs w16a24, w8a16, w8a8, w8a8r16, w4a16 on the digits ViT and m3vit.
 
-    python benchmarks/quant_study.py                  # ~35 min
+    python benchmarks/quant_study.py                  # ~65 min (+7 min training, once)
     python benchmarks/quant_study.py --json out.json --write-docs
+    python benchmarks/quant_study.py --only-scenes --scene-images 64   # ~30 min
 
 Digits ViT (the shipped checkpoint): test accuracy of the golden executor on the 360 test
 digits, top-1 agreement and logit cosine vs torch, calibrated on 4 random images or on 64
@@ -10,7 +11,9 @@ decision agreement (semseg argmax per patch) vs torch over `--m3vit-images` imag
 each precision: activations by their calibrated maximum ("max") or by LayerNorm smoothing
 + MSE-chosen ranges ("auto", what a build does at 12 bits or fewer; w8a8r16: the same
 with a 16-bit residual stream); weights per tensor or per output channel, rounded to
-nearest or by GPTQ (``codesign.rounding``).
+nearest or by GPTQ (``codesign.rounding``). m3vit trained on digit scenes
+(``codesign.train.scene_checkpoint``): the same against torch on test scenes, with each
+task's own metric, calibrated on training scenes.
 ``--write-docs`` puts the tables in docs/quantization.md.
 """
 
@@ -23,14 +26,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from rich.console import Console
 from rich.table import Table
 
 import codesign
 from codesign.arch import parse_precision
 from codesign.datasets import load_digits
+from codesign.fidelity import agreement, compare
 from codesign.models import create_model
-from codesign.train import predict_logits
+from codesign.train import predict_logits, scene_checkpoint, scene_metrics
 from codesign.util import replace_marked
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "quantization.md"
@@ -114,6 +119,68 @@ def m3vit_rows(images: int) -> list[dict]:
     return rows
 
 
+def scene_rows(images: int, calib_count: int) -> tuple[list[dict], dict]:
+    """m3vit trained on digit scenes (``codesign.train.scene_checkpoint``: trained on the
+    first run, then cached): its decisions are not near-ties, as a random model's are.
+    Calibrated on training scenes (real images: ranges searched at narrow activations),
+    measured on test scenes: both tasks vs torch, and each task's own metric (patch
+    accuracy, depth RMS) in float and in fixed point."""
+    checkpoint, data = scene_checkpoint("m3vit", progress=True)
+    model = create_model("m3vit", weights=checkpoint)
+    test_images = data.test.images[:images]
+    test_labels = data.test.labels[:images]
+    with torch.no_grad():
+        x = torch.as_tensor(test_images)
+        reference = [model(x, task).numpy() for task in (0, 1)]
+    floats = scene_metrics(*reference, test_labels)
+    rows = []
+    for precision in PRECISIONS:
+        for quant, weight_formats, rounding in variants(precision, m3vit=True):
+            started = time.perf_counter()
+            build = codesign.build(
+                "m3vit", "zcu102", precision=precision, quant=quant, weights=checkpoint,
+                eval_images=1, plot=False, calib=data.train.images[:calib_count],
+                weight_formats=weight_formats, rounding=rounding,
+            )  # fmt: skip
+            outputs = [build.predict(test_images, task=task) for task in (0, 1)]
+            semseg = compare(outputs[0], reference[0])
+            depth = compare(outputs[1], reference[1])
+            rows.append({
+                "model": "m3vit (scenes)", "precision": precision, "quant": quant,
+                "weights": weight_formats, "rounding": rounding,
+                "calib": f"{calib_count} scenes",
+                "cosine_semseg": semseg["cosine"], "rel_rms_semseg": semseg["rel_rms"],
+                "agreement": agreement(outputs[0], reference[0]),
+                "cosine_depth": depth["cosine"], "rel_rms_depth": depth["rel_rms"],
+                **scene_metrics(*outputs, test_labels),
+                "seconds": round(time.perf_counter() - started, 1),
+            })  # fmt: skip
+    return rows, floats
+
+
+def scene_markdown(rows: list[dict], floats: dict, images: int, calib_count: int) -> str:
+    lines = [
+        f"m3vit trained on digit scenes (`codesign.train.scene_checkpoint`; float: patch "
+        f"accuracy {100 * floats['patch_accuracy']:.2f} %, depth RMS "
+        f"{floats['depth_rms']:.2f}), {images} test scenes ({images * 128} patch "
+        f"decisions), calibrated on {calib_count} training scenes:",
+        "",
+        "| precision | weights | rounding | semseg cosine | semseg rel RMS | semseg agreement "
+        "| patch accuracy | depth cosine | depth rel RMS | depth RMS |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['precision']} | {r['weights']} | {r['rounding']} | "
+            f"{r['cosine_semseg']:.5f} | {100 * r['rel_rms_semseg']:.2f} % | "
+            f"{100 * r['agreement']:.2f} % | {100 * r['patch_accuracy']:.2f} % | "
+            f"{r['cosine_depth']:.5f} | {100 * r['rel_rms_depth']:.2f} % | "
+            f"{r['depth_rms']:.2f} |"
+        )
+    lines += ["", "Measured by `python benchmarks/quant_study.py` (golden executor)."]
+    return "\n".join(lines)
+
+
 def markdown(digits: list[dict], float_acc: float, m3vit: list[dict], images: int) -> str:
     lines = [
         f"Digits ViT (float {100 * float_acc:.2f} % on the 360 test digits):",
@@ -151,10 +218,33 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--m3vit-images", type=int, default=4)
     parser.add_argument("--skip-m3vit", action="store_true")
+    parser.add_argument("--scene-images", type=int, default=16)
+    parser.add_argument("--scene-calib", type=int, default=32)
+    parser.add_argument(
+        "--only-scenes", action="store_true", help="only the m3vit trained on digit scenes"
+    )
     parser.add_argument("--json", type=Path)
     parser.add_argument("--write-docs", action="store_true")
     args = parser.parse_args(argv)
     console = Console(width=160)
+    scenes, scene_floats = scene_rows(args.scene_images, args.scene_calib)
+    for r in scenes:
+        console.print(
+            f"m3vit scenes {r['precision']:8} {r['weights']:7} {r['rounding']:7} "
+            f"cosine {r['cosine_semseg']:.5f} agreement {100 * r['agreement']:.2f} % "
+            f"patch accuracy {100 * r['patch_accuracy']:.2f} % "
+            f"(float {100 * scene_floats['patch_accuracy']:.2f} %)"
+        )
+    if args.write_docs:
+        replace_marked(
+            DOCS,
+            "quant_study_scenes",
+            scene_markdown(scenes, scene_floats, args.scene_images, args.scene_calib),
+        )
+    if args.only_scenes:
+        if args.json:
+            args.json.write_text(json.dumps({"scenes": scenes, "scene_float": scene_floats}))
+        return 0
     data = load_digits(size=16)
     calibs = {"4 random": 4, "64 digits": data.train.images[:64]}
     digits, float_acc = digits_rows(calibs)
@@ -173,7 +263,8 @@ def main(argv=None) -> int:
     console.print(table)
     if args.json:
         args.json.write_text(json.dumps({"float_accuracy": float_acc, "digits": digits,
-                                         "m3vit": m3vit}, indent=1))  # fmt: skip
+                                         "m3vit": m3vit, "scenes": scenes,
+                                         "scene_float": scene_floats}, indent=1))  # fmt: skip
     if args.write_docs:
         replace_marked(DOCS, "quant_study", markdown(digits, float_acc, m3vit, args.m3vit_images))
     return 0

@@ -79,11 +79,11 @@ def _check(images: np.ndarray, shape, source: str) -> np.ndarray:
         images = images[:, None]
     if images.ndim != 4 or images.shape[1:] != tuple(shape) or len(images) == 0:
         raise ValueError(
-            f"{source}: calibration images have shape {images.shape}, expected (N, *{tuple(shape)})"
+            f"{source}: images have shape {images.shape}, expected (N, *{tuple(shape)})"
         )
     bad = int(np.count_nonzero(~np.isfinite(images)))
     if bad:
-        raise ValueError(f"{source}: {bad} calibration pixel values are NaN or infinite")
+        raise ValueError(f"{source}: {bad} pixel values are NaN or infinite")
     return images
 
 
@@ -105,7 +105,7 @@ def _load_folder(folder: Path, shape, count: int | None) -> Calibration:
     if count is not None:
         files = files[:count]
     if not files:
-        raise ValueError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) to calibrate on")
+        raise ValueError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in it")
     chans, height, width = shape
     if chans not in (1, 3):
         raise ValueError(f"{folder}: images load as 1 or 3 channels; the model takes {chans}")
@@ -129,6 +129,17 @@ def _load_folder(folder: Path, shape, count: int | None) -> Calibration:
     )
 
 
+def load_images(path: str | Path, shape) -> Calibration:
+    """Images of ``shape`` (C, H, W) from an .npy file or a folder of images, read as
+    ``--calib`` reads them (the build's ``--images`` evaluates on such files too)."""
+    shape, path = tuple(int(s) for s in shape), Path(path)
+    if path.is_dir():
+        return _load_folder(path, shape, None)
+    if path.is_file():
+        return _load_npy(path, shape)
+    raise ValueError(f"{path}: neither an .npy file nor a folder of images")
+
+
 def resolve(spec, shape, *, dataset: str | None = None, seed: int = 0) -> Calibration:
     """Calibration images of ``shape`` (C, H, W) for what the user gave (see module doc)."""
     shape = tuple(int(s) for s in shape)
@@ -145,11 +156,8 @@ def resolve(spec, shape, *, dataset: str | None = None, seed: int = 0) -> Calibr
     if isinstance(spec, str) and spec in ("digits",):
         return _dataset(spec, shape, DATASET_IMAGES, seed)
     if isinstance(spec, (str, Path)):
-        path = Path(spec)
-        if path.is_dir():
-            return _load_folder(path, shape, None)
-        if path.is_file():
-            return _load_npy(path, shape)
+        if Path(spec).exists():
+            return load_images(spec, shape)
         raise ValueError(
             f"--calib {spec}: not a count, 'digits', an .npy file or a folder of images"
         )

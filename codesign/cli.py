@@ -149,7 +149,13 @@ def boards_cmd() -> None:
     show_default=True,
     help="the DDR model's sustained share of the board's peak (latency estimate)",
 )
-@click.option("--images", default=1, show_default=True, help="evaluation images per task")
+@click.option(
+    "--images",
+    default="1",
+    show_default=True,
+    help="evaluation images per task: a count of random images, an .npy file or a folder of "
+    "images (read as --calib reads them)",
+)
 @click.option("--no-plot", is_flag=True, help="skip the fidelity plot")
 @click.option(
     "--csim/--no-csim",
@@ -220,6 +226,10 @@ def build_cmd(
             raise ValueError(
                 f"--calib {calib}: not a count, 'digits', an .npy file or a folder of images"
             )
+        if images.isdigit():
+            images = int(images)
+        elif not Path(images).exists():
+            raise ValueError(f"--images {images}: not a count, an .npy file or a folder of images")
     except ValueError as error:
         err_console.print(f"[red]error:[/red] {error}")
         sys.exit(2)

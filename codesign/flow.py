@@ -53,7 +53,8 @@ class BuildOptions:
     # None: the model's dataset, else 4 random images; a count (random), "digits", an .npy
     # path, a folder of images, or an array [N, C, H, W] (see codesign.calibration)
     calib: int | str | Path | np.ndarray | None = None
-    eval_images: int | np.ndarray = 1
+    # a count (seeded Gaussian images), an .npy path or a folder of images, or an array
+    eval_images: int | str | Path | np.ndarray = 1
     # "auto": narrow activations get LayerNorm smoothing and MSE-chosen formats
     # (codesign.quantize); "max": every format from the calibrated maximum
     quant: str = "auto"
@@ -106,6 +107,10 @@ class BuildState:
 
 
 def _images(spec, count_or_array, shape, seed: int) -> np.ndarray:
+    if isinstance(count_or_array, (str, Path)):  # an .npy file or a folder of images
+        from .calibration import load_images
+
+        return load_images(count_or_array, shape).images
     if isinstance(count_or_array, (int, np.integer)):
         if count_or_array < 1:
             raise ValueError(f"need at least one {spec} image, got {count_or_array}")
@@ -117,6 +122,15 @@ def _images(spec, count_or_array, shape, seed: int) -> np.ndarray:
     if images.shape[1:] != tuple(shape) or len(images) == 0:
         raise ValueError(f"{spec} images have shape {images.shape}, expected (N, *{tuple(shape)})")
     return images
+
+
+def _image_source(spec) -> str:
+    """Where the evaluation images came from, for the report."""
+    if isinstance(spec, (int, np.integer)):
+        return "random (seeded Gaussian)"
+    if isinstance(spec, (str, Path)):
+        return Path(spec).name
+    return "given by the caller"
 
 
 def _torch_forward(module, images: np.ndarray, task: int, multitask: bool) -> np.ndarray:
@@ -344,6 +358,7 @@ def step_verify(state: BuildState) -> None:
     state.fidelity = {
         "vs_torch": {**worst(list(per_task.values())), "per_task": per_task},
         "images": len(state.eval_images),
+        "image_source": _image_source(state.options.eval_images),
         "layers": per_layer,
     }
 
@@ -483,7 +498,7 @@ def step_report(state: BuildState) -> None:
             **{k: v for k, v in graph.meta["calibration"].items() if k != "max_abs"},
             **state.calibration.to_report(),
         },
-        "fidelity": {"vs_torch": state.fidelity["vs_torch"], "images": state.fidelity["images"]},
+        "fidelity": {key: state.fidelity[key] for key in ("vs_torch", "images", "image_source")},
         "estimate": state.estimate,
         "pruning": _pruning_report(state),
         "csim": dict(state.csim),

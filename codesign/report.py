@@ -258,7 +258,8 @@ def write_markdown(report: dict, path: Path, plot: bool = True) -> None:
     lines += [
         "",
         f"Worst case: cosine {fid['cosine']:.8f}, max abs err {fid['max_abs_err']:.4g}, "
-        f"rel RMS {fid['rel_rms']:.4%} over {report['fidelity']['images']} image(s) per task.",
+        f"rel RMS {fid['rel_rms']:.4%} over {report['fidelity']['images']} image(s) per task "
+        f"({report['fidelity']['image_source']}).",
         "",
     ]
     if plot:

@@ -253,6 +253,23 @@ def test_calibration_sources_are_real_by_default_and_random_is_said(tmp_path):
     assert "torch loaded: False" in result.stdout
 
 
+def test_evaluation_images_from_a_file_are_used_and_named(tmp_path):
+    rng = np.random.default_rng(1)
+    images = rng.standard_normal((3, 3, 32, 64))
+    array = tmp_path / "eval.npy"
+    np.save(array, images)
+    from_file = codesign.build("m3vit-tiny", eval_images=str(array), out=tmp_path / "b", plot=False)
+    given = codesign.build("m3vit-tiny", eval_images=images)
+    assert from_file.report["fidelity"]["images"] == 3
+    assert from_file.report["fidelity"]["image_source"] == "eval.npy"
+    assert from_file.report["fidelity"]["vs_torch"] == given.report["fidelity"]["vs_torch"]
+    assert "3 image(s) per task (eval.npy)" in (tmp_path / "b" / "report.md").read_text()
+    assert codesign.build("m3vit-tiny").report["fidelity"]["image_source"].startswith("random")
+    result = _cli("build", "--model", "m3vit-tiny", "--images", "no-such.npy")
+    assert "--images no-such.npy: not a count, an .npy file or a folder" in result.stderr
+    assert "torch loaded: False" in result.stdout
+
+
 def test_random_calibration_is_flagged_in_report_md(tmp_path):
     codesign.build("m3vit-tiny", eval_images=1, out=tmp_path / "b", plot=False)
     text = (tmp_path / "b" / "report.md").read_text()
