@@ -125,9 +125,9 @@ def load_digit_scenes(
     the patch) drawn in a random colour on a noisy background. Labels are per patch,
     [N, patches, 2] int64: the cell's class (its digit, or ``SCENE_EMPTY``) for the
     semantic task, and a depth for the dense regression task that grows with the cell's
-    grid row and its digit (``SCENE_DEPTH_STEP * row + digit``, 0 for an empty cell), a
-    smooth ramp with objects on it as a depth map is. Train scenes
-    take digits from the digits' training split and test scenes from its test split.
+    grid row and its digit (``SCENE_DEPTH_STEP * row + digit``, 0 for an empty cell): a
+    ramp with objects on it, as a depth map is. Train scenes take digits from the
+    digits' training split and test scenes from its test split.
     Why: the m3vit we ship has random weights, whose near-tie decisions say little about
     what quantisation does to a trained network; these scenes let one be trained in
     minutes on a CPU.
