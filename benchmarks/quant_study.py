@@ -162,7 +162,7 @@ def scene_markdown(rows: list[dict], floats: dict, images: int, calib_count: int
     lines = [
         f"m3vit trained on digit scenes (`codesign.train.scene_checkpoint`; float: patch "
         f"accuracy {100 * floats['patch_accuracy']:.2f} %, depth RMS "
-        f"{floats['depth_rms']:.2f}), {images} test scenes ({images * 128} patch "
+        f"{floats['depth_rms']:.2f}), {images} test scenes ({images * 128:,} patch "
         f"decisions), calibrated on {calib_count} training scenes:",
         "",
         "| precision | weights | rounding | semseg cosine | semseg rel RMS | semseg agreement "
