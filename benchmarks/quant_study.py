@@ -93,29 +93,38 @@ def digits_rows(calibs: dict) -> tuple[list[dict], float]:
     return rows, float_acc
 
 
+def m3vit_builds(**options):
+    """m3vit built for the ZCU102 at every precision and weight variant the study measures:
+    (the row's variant fields, the build's start time, the build); ``options`` go to
+    ``codesign.build``."""
+    for precision in PRECISIONS:
+        for quant, weight_formats, rounding in variants(precision, m3vit=True):
+            started = time.perf_counter()
+            build = codesign.build(
+                "m3vit", "zcu102", precision=precision, quant=quant, plot=False,
+                weight_formats=weight_formats, rounding=rounding, **options,
+            )  # fmt: skip
+            variant = {"precision": precision, "quant": quant, "weights": weight_formats,
+                       "rounding": rounding}  # fmt: skip
+            yield variant, started, build
+
+
 def m3vit_rows(images: int) -> list[dict]:
     """m3vit has no dataset: its inputs here are Gaussian images, and the calibration 16
     more of them (an array: the user vouches for them being like the inputs, so narrow
     activations also get searched ranges)."""
     like_inputs = np.random.default_rng(7).standard_normal((16, 3, 128, 256))
     rows = []
-    for precision in PRECISIONS:
-        for quant, weight_formats, rounding in variants(precision, m3vit=True):
-            started = time.perf_counter()
-            build = codesign.build(
-                "m3vit", "zcu102", precision=precision, quant=quant, eval_images=images,
-                plot=False, calib=like_inputs, weight_formats=weight_formats, rounding=rounding,
-            )  # fmt: skip
-            per_task = build.report["fidelity"]["vs_torch"]["per_task"]
-            rows.append({
-                "model": "m3vit", "precision": precision, "quant": quant,
-                "weights": weight_formats, "rounding": rounding, "calib": "16 like the inputs",
-                "cosine_semseg": per_task["semseg"]["cosine"],
-                "agreement": per_task["semseg"]["agreement"],
-                "rel_rms_semseg": per_task["semseg"]["rel_rms"],
-                "cosine_depth": per_task["depth"]["cosine"],
-                "seconds": round(time.perf_counter() - started, 1),
-            })  # fmt: skip
+    for variant, started, build in m3vit_builds(eval_images=images, calib=like_inputs):
+        per_task = build.report["fidelity"]["vs_torch"]["per_task"]
+        rows.append({
+            "model": "m3vit", **variant, "calib": "16 like the inputs",
+            "cosine_semseg": per_task["semseg"]["cosine"],
+            "agreement": per_task["semseg"]["agreement"],
+            "rel_rms_semseg": per_task["semseg"]["rel_rms"],
+            "cosine_depth": per_task["depth"]["cosine"],
+            "seconds": round(time.perf_counter() - started, 1),
+        })  # fmt: skip
     return rows
 
 
@@ -134,27 +143,20 @@ def scene_rows(images: int, calib_count: int) -> tuple[list[dict], dict]:
         reference = [model(x, task).numpy() for task in (0, 1)]
     floats = scene_metrics(*reference, test_labels)
     rows = []
-    for precision in PRECISIONS:
-        for quant, weight_formats, rounding in variants(precision, m3vit=True):
-            started = time.perf_counter()
-            build = codesign.build(
-                "m3vit", "zcu102", precision=precision, quant=quant, weights=checkpoint,
-                eval_images=1, plot=False, calib=data.train.images[:calib_count],
-                weight_formats=weight_formats, rounding=rounding,
-            )  # fmt: skip
-            outputs = [build.predict(test_images, task=task) for task in (0, 1)]
-            semseg = compare(outputs[0], reference[0])
-            depth = compare(outputs[1], reference[1])
-            rows.append({
-                "model": "m3vit (scenes)", "precision": precision, "quant": quant,
-                "weights": weight_formats, "rounding": rounding,
-                "calib": f"{calib_count} scenes",
-                "cosine_semseg": semseg["cosine"], "rel_rms_semseg": semseg["rel_rms"],
-                "agreement": agreement(outputs[0], reference[0]),
-                "cosine_depth": depth["cosine"], "rel_rms_depth": depth["rel_rms"],
-                **scene_metrics(*outputs, test_labels),
-                "seconds": round(time.perf_counter() - started, 1),
-            })  # fmt: skip
+    calib = data.train.images[:calib_count]
+    for variant, started, build in m3vit_builds(weights=checkpoint, eval_images=1, calib=calib):
+        outputs = [build.predict(test_images, task=task) for task in (0, 1)]
+        semseg = compare(outputs[0], reference[0])
+        depth = compare(outputs[1], reference[1])
+        rows.append({
+            "model": "m3vit (scenes)", **variant,
+            "calib": f"{calib_count} scenes",
+            "cosine_semseg": semseg["cosine"], "rel_rms_semseg": semseg["rel_rms"],
+            "agreement": agreement(outputs[0], reference[0]),
+            "cosine_depth": depth["cosine"], "rel_rms_depth": depth["rel_rms"],
+            **scene_metrics(*outputs, test_labels),
+            "seconds": round(time.perf_counter() - started, 1),
+        })  # fmt: skip
     return rows, floats
 
 

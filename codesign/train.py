@@ -230,6 +230,20 @@ def scene_metrics(
     }
 
 
+def _scenes_for(config, scenes: int, seed: int):
+    """The digit scenes an M3ViT config is trained and measured on (its input size and
+    patch), refusing a model that is not an m3vit or does not take 3 channels."""
+    from .datasets import load_digit_scenes
+
+    if config.family != "m3vit":
+        raise ValueError(f"{config.name} is a {config.family} model; scene training needs an m3vit")
+    if config.in_chans != 3:
+        raise ValueError(f"{config.name} takes {config.in_chans} channels; the scenes have 3")
+    return load_digit_scenes(
+        tuple(config.image_size), config.patch_size, train_scenes=scenes, seed=seed
+    )
+
+
 def train_m3vit_scenes(
     name: str = "m3vit",
     epochs: int = 3,
@@ -245,17 +259,10 @@ def train_m3vit_scenes(
     Returns (model, dataset); the model is rounded to float16 and back, like the digits
     ViT, so what is measured is what a float16 checkpoint holds.
     """
-    from .datasets import load_digit_scenes
     from .models import create_model, get_config
 
     config = get_config(name)
-    if config.family != "m3vit":
-        raise ValueError(f"{name} is a {config.family} model; scene training needs an m3vit")
-    if config.in_chans != 3:
-        raise ValueError(f"{name} takes {config.in_chans} channels; the scenes have 3")
-    data = load_digit_scenes(
-        tuple(config.image_size), config.patch_size, train_scenes=scenes, seed=seed
-    )
+    data = _scenes_for(config, scenes, seed)
     torch.manual_seed(seed)
     model = create_model(config, seed=seed, weights="random")
     fit(
@@ -287,7 +294,6 @@ def scene_checkpoint(
     """The float16 state dict of ``train_m3vit_scenes`` with these settings: trained once
     (minutes on a CPU; too large to ship in the repository) and kept in the cache,
     keyed by the settings and the torch version. Returns (path, dataset)."""
-    from .datasets import load_digit_scenes
     from .models import get_config
     from .util import cache_dir, cache_key
 
@@ -297,11 +303,7 @@ def scene_checkpoint(
     }  # fmt: skip
     path = cache_dir() / "trained" / f"{name}-scenes-{cache_key(settings, torch.__version__)}.pt"
     if path.exists():
-        config = get_config(name)
-        data = load_digit_scenes(
-            tuple(config.image_size), config.patch_size, train_scenes=scenes, seed=seed
-        )
-        return path, data
+        return path, _scenes_for(get_config(name), scenes, seed)
     model, data = train_m3vit_scenes(
         name, epochs=epochs, scenes=scenes, seed=seed, lr=lr, progress=progress
     )
