@@ -120,7 +120,7 @@ def output_lanes(width: int, bus_bits: int) -> int:
 
 # pipeline latencies (cycles) of the RTL's shared units: the units built on them and the
 # estimator count their stages from here
-RTL_LATENCY = {"requant": 2, "requant_pipe": 6}
+RTL_LATENCY = {"requant": 2, "requant_pipe": 7}
 RTL_LATENCY["gelu"] = 6 + RTL_LATENCY["requant_pipe"]  # interpolation, then requantise
 # the UCU drain: aligned operands, their sum, requantise, GELU (or its bypass), score
 # product, collect

@@ -13,10 +13,11 @@ Machine: 16 registers of 64 bits; an instruction is ``op dst, a, b, imm``. ``a``
 says), a latched header word, the layer's task or the run's task; ``b`` may instead be
 the instruction's signed immediate. Arithmetic is two's complement on 64 bits, the
 same as the C++ (``-fwrapv``) and the Python checks, whose rules keep every value far
-from overflow. An instruction takes two cycles (operands, execute; the next one is
-fetched meanwhile), a multiply one more per four bits of ``b`` up to its top one (no
-DSP), a divisibility test 64 more (one remainder bit per cycle). The cycles depend only
-on the Program, so the cycle model charges exactly what :func:`verdict` counts.
+from overflow. An instruction takes three cycles (operands read, selected, executed;
+the next one is fetched meanwhile, and its result written a cycle later, forwarded), a
+multiply one more per four bits of ``b`` up to its top one (no DSP), a divisibility test
+64 more (one remainder bit per cycle). The cycles depend only on the Program, so the
+cycle model charges exactly what :func:`verdict` counts.
 """
 
 from __future__ import annotations
