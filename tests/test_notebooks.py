@@ -70,7 +70,9 @@ def _execute(
 
 
 def _outputs(notebook) -> tuple[str, int]:
-    """All printed text, and how many PNG figures the notebook displayed."""
+    """All printed text, and how many PNG figures the notebook displayed. Stream outputs
+    are joined as they came: the kernel may split one print into several (under load it
+    did, after the batch table's header line), so a separator would break a line."""
     text, figures = [], 0
     for cell in notebook.cells:
         for output in cell.get("outputs", []):
@@ -78,8 +80,8 @@ def _outputs(notebook) -> tuple[str, int]:
                 text.append(output.text)
             elif output.output_type in ("display_data", "execute_result"):
                 figures += "image/png" in output.data
-                text.append(output.data.get("text/plain", ""))
-    return "\n".join(text), figures
+                text.append("\n" + output.data.get("text/plain", "") + "\n")
+    return "".join(text), figures
 
 
 def _table(text: str) -> tuple[list[str], list[dict[str, str]]]:
