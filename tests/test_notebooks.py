@@ -71,8 +71,9 @@ def _execute(
 
 def _outputs(notebook) -> tuple[str, int]:
     """All printed text, and how many PNG figures the notebook displayed. Stream outputs
-    are joined as they came: the kernel may split one print into several (under load it
-    did, after the batch table's header line), so a separator would break a line."""
+    are joined as they came: the kernel may split one print into several (the likely
+    cause of a CI failure that parsed no row under the batch table's header), so a
+    separator would break a line."""
     text, figures = [], 0
     for cell in notebook.cells:
         for output in cell.get("outputs", []):
