@@ -50,7 +50,7 @@ OPCODES = (
     "LDI",  # dst = imm (b selects the immediate)
     "ADD",
     "SUB",
-    "MUL",  # low 64 bits, 16 extra cycles
+    "MUL",  # low 64 bits, up to 17 extra cycles
     "SRA",  # a >>> b
     "LT",
     "LE",
@@ -77,7 +77,7 @@ REGISTERS = 16
 IMM_BITS = 48
 BASE_CYCLES = 3  # operands read, selected, executed (the next instruction fetched meanwhile)
 START_CYCLES = 1  # the first fetch
-EXTRA_CYCLES = {"DIVIDES": 65}  # MUL: one per 4 bits of b up to its top one
+EXTRA_CYCLES = {"DIVIDES": 65}  # MUL: 3a, then one per 4 bits of b up to its top one
 _COMMUTATIVE = {"ADD", "MUL", "EQ", "NE", "AND", "OR"}
 _SWAPPED = {"LT": "GT", "LE": "GE", "GT": "LT", "GE": "LE", "EQ": "EQ", "NE": "NE"}
 _CMP = {"<": "LT", "<=": "LE", ">": "GT", ">=": "GE", "==": "EQ", "!=": "NE"}
@@ -356,8 +356,10 @@ def image(params: dict) -> EngineImage:
 
 
 def _mul_cycles(b: int) -> int:
-    """Extra cycles of MUL: one per 4 bits of b (as unsigned 64-bit) up to its top one."""
-    return -(-((b & ((1 << 64) - 1)).bit_length()) // 4)
+    """Extra cycles of MUL when b != 0: one forming 3a, then one per 4 bits of b (as
+    unsigned 64-bit) up to its top one (b = 0 ends at once)."""
+    nibbles = -(-((b & ((1 << 64) - 1)).bit_length()) // 4)
+    return nibbles + 1 if nibbles else 0
 
 
 def run(program, read, regs: list[int] | None = None) -> tuple[int, int]:
