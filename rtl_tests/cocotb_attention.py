@@ -102,6 +102,7 @@ async def attention_cases(dut):
             port.backpressure = 0.0 if quiet else backpressure
         for port, value in zip(CFG_PORTS, cfg[case], strict=True):
             getattr(dut, port).value = int(value) & 0xFFFFFFFF
+        await RisingEdge(dut.clk)  # the configuration holds from the cycle before start
         busy["count"], busy["done"] = 0, False
         dut.start.value = 1
         await RisingEdge(dut.clk)
