@@ -42,7 +42,8 @@ from ..program import HEADER_BYTES, LAYER_WORDS, NONE, Op, unpack_fmt
 # a tile row's last drain beyond its row cycles: the drain's latency less the stages that
 # overlap the last MACs (8 when the drain was 14 stages)
 UCU_PIPELINE = RTL_LATENCY["ucu_drain"] - 6
-ATTENTION_PIPELINE = 17  # q.k -> score -> exp -> running sum / recip pipeline
+# q.k -> score -> exp -> running sum / recip pipeline
+ATTENTION_PIPELINE = 13 + RTL_LATENCY["exp"]
 REQUANT_PIPE = RTL_LATENCY["requant_pipe"]
 # pipelined sums -> rsqrt table -> first normalised element (two requantisers on the way)
 LAYERNORM_PIPELINE = 22 + 2 * REQUANT_PIPE
