@@ -22,7 +22,12 @@ from codesign.rtl import render, sim
 
 BEATS = 350  # per unit and arch: x 3 or 4 lanes >= 1,000 cases
 QUIET = 64  # leading beats without stalls, timed
-LAT = {"cds_gelu": render.LATENCY["gelu"], "cds_exp": render.LATENCY["exp"], "cds_recip": 5, "cds_rsqrt": 5}
+LAT = {
+    "cds_gelu": render.LATENCY["gelu"],
+    "cds_exp": render.LATENCY["exp"],
+    "cds_recip": 5,
+    "cds_rsqrt": 5,
+}
 IN_BITS = {"cds_exp": 32, "cds_recip": 32, "cds_rsqrt": 48}  # the wrappers' defaults
 UNITS = ("cds_gelu", "cds_exp", "cds_recip", "cds_rsqrt")
 
