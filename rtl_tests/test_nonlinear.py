@@ -25,8 +25,8 @@ QUIET = 64  # leading beats without stalls, timed
 LAT = {
     "cds_gelu": render.LATENCY["gelu"],
     "cds_exp": render.LATENCY["exp"],
-    "cds_recip": 5,
-    "cds_rsqrt": 5,
+    "cds_recip": render.LATENCY["recip"],
+    "cds_rsqrt": render.LATENCY["rsqrt"],
 }
 IN_BITS = {"cds_exp": 32, "cds_recip": 32, "cds_rsqrt": 48}  # the wrappers' defaults
 UNITS = ("cds_gelu", "cds_exp", "cds_recip", "cds_rsqrt")

@@ -123,6 +123,7 @@ def output_lanes(width: int, bus_bits: int) -> int:
 RTL_LATENCY = {"requant": 2, "requant_pipe": 7}
 RTL_LATENCY["gelu"] = 6 + RTL_LATENCY["requant_pipe"]  # interpolation, then requantise
 RTL_LATENCY["exp"] = 5  # segment, table read, D * r, its shift, the add
+RTL_LATENCY["recip"] = RTL_LATENCY["rsqrt"] = 5  # leading one, normalise, table, D * r, the add
 # the UCU drain: aligned operands, their sum, requantise, GELU (or its bypass), score
 # product, collect
 RTL_LATENCY["ucu_drain"] = 5 + RTL_LATENCY["requant_pipe"] + RTL_LATENCY["gelu"]
