@@ -27,7 +27,8 @@ def _round_up(value: int, step: int) -> int:
 def model_limits(graph: Graph) -> dict[str, int]:
     """The smallest ArchConfig maxima that hold this model's Program (see ``model_tables``
     for the GELU table it needs)."""
-    in_dims, out_dims, hidden, experts = [1], [1], [1], [1]
+    # no MoE op: max_experts 0, a design without the MoE engine
+    in_dims, out_dims, hidden, experts = [1], [1], [1], [0]
     for node in graph.nodes:
         if node.op == "linear":
             out_dim, in_dim = node.params["weight"].shape

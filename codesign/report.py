@@ -179,6 +179,15 @@ def rtl_markdown(rtl: dict, board_name: str) -> list[str]:
             lines.append(f"| {name} | {cells} | {depth.get(name.removesuffix(' (glue)'), '')} |")
         total = " | ".join(f"{result[k]:g}" for k in keys)
         lines.append(f"| **total** | {total} | {depth.get(top, '')} |")
+        budget = result.get("depth_budget")
+        if budget:
+            over = ", ".join(f"{unit} {levels:g}" for unit, levels in budget["over"].items())
+            lines += [
+                "",
+                f"LUT-level budget at the board's {budget['clock_mhz']:g} MHz: "
+                f'{budget["levels"]:g} (docs/rtl-top.md, "Logic depth"); '
+                + (f"deeper: {over}." if over else "every unit is within it."),
+            ]
         fit = result.get("utilisation")
         if fit:
             row = []

@@ -15,7 +15,7 @@ from small_models import ARCH_SYNTH
 from codesign.arch import get_board
 from codesign.estimate import rtl_model
 from codesign.estimate.memories import unit_blocks
-from codesign.rtl import TOP, synth_top, utilisation
+from codesign.rtl import TOP, depth_budget, over_budget, synth_top, utilisation
 from codesign.rtl import synth as synth_mod
 from codesign.rtl.render import rtl_params
 
@@ -74,9 +74,12 @@ def test_whole_top_synthesises_and_fits_its_part(part_top):
 
 def test_logic_depth_is_reported_per_unit(part_top):
     """The timing proxy: the deepest combinational path of the whole top and of each unit
-    in LUT levels (mapped netlist, flattened after per-unit mapping). LayerNorm is
-    pipelined: 8-9 levels here, 10.5 at 32 lanes (it was 71 there before; docs/rtl-top.md)."""
-    _, top = part_top
+    in LUT levels (mapped netlist, flattened after per-unit mapping), every unit within
+    the budget of its board's clock (codesign.rtl.depth_budget). LayerNorm is pipelined:
+    8-9 levels here, 10.5 at 32 lanes (it was 71 there before; docs/rtl-top.md)."""
+    part, top = part_top
+    budget = depth_budget(get_board(part).clock_mhz, PARTS[part][1])
+    assert not over_budget(top.depth, budget), (part, budget, over_budget(top.depth, budget))
     assert top.depth[TOP] > 0
     for unit in ("cds_ucu_job", "cds_eng_attention", "cds_controller"):
         assert 0 < top.depth[unit] <= top.depth[TOP], unit

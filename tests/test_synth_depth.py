@@ -92,3 +92,23 @@ def test_benchmark_tables_replace_only_their_marked_section(tmp_path):
     assert doc.read_text() == "intro\n<!-- t -->\n| new |\n<!-- /t -->\noutro\n"
     with pytest.raises(ValueError, match="no <!-- u -->"):
         replace_marked(doc, "u", "x")
+
+
+def test_the_depth_budget_follows_the_clock_and_the_family():
+    """7.0 LUT levels at 300 MHz on UltraScale+ (the ZCU102's and ZCU104's clock), more
+    at the slower boards' clocks, fewer per ns on Zynq-7000; a depth map's units beyond
+    it are named."""
+    from codesign.arch import get_board
+    from codesign.estimate.rtl_model import family_of
+    from codesign.rtl import depth_budget, over_budget
+
+    assert depth_budget(300) == 7.0
+    budgets = {name: depth_budget(get_board(name).clock_mhz, family_of(get_board(name)))
+               for name in ("zcu102", "zcu104", "kv260", "ultra96v2", "pynq-z2")}  # fmt: skip
+    assert budgets == {"zcu102": 7.0, "zcu104": 7.0, "kv260": 8.75, "ultra96v2": 11.25,
+                       "pynq-z2": 14.5}  # fmt: skip
+    assert depth_budget(100, "xc7") < depth_budget(100, "xcup")
+    assert over_budget({"codesign_top": 7.25, "cds_ucu_job": 7.25, "cds_axi_rd": 7.0}, 7.0) == {
+        "codesign_top": 7.25,
+        "cds_ucu_job": 7.25,
+    }

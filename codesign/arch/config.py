@@ -99,7 +99,7 @@ _FIELD_RANGES = (
     ("max_tokens", 1, 65535),
     ("max_dim", 1, 65535),
     ("max_hidden", 1, 65535),
-    ("max_experts", 1, 64),
+    ("max_experts", 0, 64),  # 0: no MoE engine (a plain ViT's design)
     ("max_heads", 1, 64),
     ("max_in_dim", 1, 65535),
     ("arena_window_kib", 0, 16384),
@@ -170,7 +170,8 @@ class ArchConfig:
     table_guard_bits: int = 10
     table_width: int = 17
     gelu: str = "erf"  # the GELU table's function: "erf" (nn.GELU) or "tanh" (approximate)
-    # largest model the on-chip buffers hold
+    # largest model the on-chip buffers hold; max_experts 0 builds no MoE engine (its
+    # LUTs are a fifth of a Zynq-7020), and a Program with an MoE op then fails the check
     max_tokens: int = 256
     max_dim: int = 512
     max_hidden: int = 2048
@@ -223,6 +224,11 @@ class ArchConfig:
     @property
     def bus_bytes(self) -> int:
         return self.bus_bits // 8
+
+    @property
+    def has_moe(self) -> bool:
+        """Whether the design has the MoE engine (and the HLS kernel its MoE ops)."""
+        return self.max_experts > 0
 
     @property
     def arena_window_bytes(self) -> int:

@@ -228,7 +228,7 @@ def inventory(arch, precision=None) -> list[Memory]:
     norm_beats = -(-arch.max_dim // arch.tile_in)
     param_bits = p["norm_param_bits"]
     row_fifo = max(4, 2 ** (norm_beats + 1).bit_length())
-    return [
+    memories = [
         Memory("cds_ucu_job", "row buffer", arch.tile_in * x_mul, tokens * p["max_in_tiles"]),
         Memory("cds_ucu_job", "accumulator bank", to * p["acc_bits"], tokens, count=2),
         Memory("cds_ucu_job", "column pointers", wpb * p["in_tile_bits"], col_depth),
@@ -317,6 +317,8 @@ def inventory(arch, precision=None) -> list[Memory]:
             else []
         ),
     ]
+    # max_experts 0: the top has no MoE engine
+    return [m for m in memories if arch.has_moe or m.unit != "cds_eng_moe"]
 
 
 def unit_blocks(arch, precision=None, family: str = "xcup", uram: bool = False

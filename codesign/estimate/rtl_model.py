@@ -123,6 +123,8 @@ def features(arch, precision=None, family: str = "xcup", uram: bool = False
         "cds_axil_ctrl": {"one": 1, "weight_regs": arch.weight_ports - 1},
         GLUE: {"one": 1, "bus": bus},
     }
+    if not arch.has_moe:  # no MoE engine (max_experts 0): nothing of it to count
+        units["cds_eng_moe"] = dict.fromkeys(units["cds_eng_moe"], 0)
     # block RAM and UltraRAM are counted, not fitted: each memory in whole primitives
     # (memories.py)
     memories = unit_memories(arch, precision, family, uram)

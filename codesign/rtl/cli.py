@@ -64,7 +64,7 @@ def render_cmd(out, board, tile_in, tile_out, precision) -> None:
 def lint_cmd(board, tile_in, tile_out, precision) -> None:
     """verilator --lint-only -Wall on every unit (exit 1 on any warning)."""
     from . import sim
-    from .render import list_units, unit_sources
+    from .render import design_units, unit_sources
 
     arch = _arch(board, tile_in, tile_out)
     table = Table("unit", "result")
@@ -74,7 +74,7 @@ def lint_cmd(board, tile_in, tile_out, precision) -> None:
     except sim.ToolMissing as error:
         err_console.print(f"[red]error:[/red] {error}")
         sys.exit(2)
-    for unit in list_units():
+    for unit in design_units(arch):
         try:
             sim.lint(unit_sources(unit, arch, precision), unit)
             table.add_row(unit, "clean")

@@ -63,8 +63,10 @@ DESCRIPTOR_FIELDS = {
 }
 
 __all__ = [
+    "MOE_UNITS",
     "TEMPLATE_DIR",
     "RomInfo",
+    "design_units",
     "list_units",
     "render_all",
     "rom_info",
@@ -237,6 +239,7 @@ def rtl_params(arch: ArchConfig, precision: Precision | str | None = None) -> di
         "attn_out_lanes": output_lanes(arch.attention_lanes, arch.bus_bits),
         "norm_lanes": arch.norm_lanes,
         "moe_out_lanes": output_lanes(arch.tile_out, arch.bus_bits),
+        "moe": arch.has_moe,  # the MoE engine (max_experts 0: none)
         "post_none": POST_NONE,
         "post_gelu": POST_GELU,
         "post_add": POST_ADD,
@@ -288,6 +291,15 @@ def _deps(template: str) -> list[str]:
     text = (TEMPLATE_DIR / f"{template}.sv.j2").read_text()
     match = _DEPS_RE.search(text)
     return match.group(1).split() if match else []
+
+
+# the MoE engine's modules: a design without it (ArchConfig.max_experts 0) renders none
+MOE_UNITS = ("cds_eng_moe", "cds_eng_moe_tb", "moe_router_core")
+
+
+def design_units(arch: ArchConfig) -> list[str]:
+    """The units of `arch`'s design: every template's but the MoE engine's without one."""
+    return [unit for unit in list_units() if arch.has_moe or unit not in MOE_UNITS]
 
 
 def list_units() -> list[str]:
@@ -432,11 +444,13 @@ def unit_sources(
     """
     tops = [tops] if isinstance(tops, str) else list(tops)
     known = set(list_units())
+    # a top's static deps name the MoE engine; a design without one does not instantiate it
+    absent = set() if arch.has_moe else set(MOE_UNITS) - set(tops)
     order: list[str] = []
     visiting: set[str] = set()
 
     def visit(module: str) -> None:
-        if module in order:
+        if module in order or module in absent:
             return
         if module not in known:
             raise ValueError(f"no RTL template provides module {module!r} (in {TEMPLATE_DIR})")
@@ -455,8 +469,8 @@ def unit_sources(
 
 
 def render_all(arch: ArchConfig, precision: Precision | str | None = None) -> dict[str, str]:
-    """Every unit the templates provide, in compile order."""
-    return unit_sources(list_units(), arch, precision)
+    """Every unit of `arch`'s design (design_units), in compile order."""
+    return unit_sources(design_units(arch), arch, precision)
 
 
 def rtl_files(arch: ArchConfig, precision: Precision | str | None = None) -> dict[str, str]:
