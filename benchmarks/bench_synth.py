@@ -1,6 +1,7 @@
 """Whole-top Yosys synthesis of each board's default ArchConfig for a model (m3vit by
-default; on a board that holds no m3vit, the largest model it does, BOARD_MODELS): resources per unit and in total next to the board's capacity and the fit
-margins, the calibrated estimate beside them, logic depth, and the synthesis wall time.
+default; on a board that holds no m3vit, the largest model it does, BOARD_MODELS):
+resources per unit and in total next to the board's capacity and the fit margins, the
+calibrated estimate beside them, logic depth and its budget, and the synthesis wall time.
 
     python benchmarks/bench_synth.py                        # every board (hours: WASM Yosys)
     python benchmarks/bench_synth.py --boards ultra96v2 --json out.json
@@ -68,7 +69,9 @@ def run_board(model: str, board_name: str, precision: str | None, timeout: float
         "yosys": counts,
         "utilisation": utilisation(counts, board),
         # the calibrated model's figures, trusted or not (its "source" says which)
-        "estimate": rtl_model.estimate_rtl(arch, prec, family, uram=uram, provisional=True),
+        "estimate": rtl_model.estimate_rtl(
+            arch, prec, family, uram=uram, provisional=True, measured=False
+        ),
         "units": result.units,
         "depth": result.depth,
         "depth_budget": depth_budget(board.clock_mhz, family),

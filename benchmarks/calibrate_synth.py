@@ -150,6 +150,17 @@ CONFIGS = {
     "xc7-wide-bus": _config(
         "w16a24", "xc7", tile_in=8, tile_out=16, attn_parallel=1, bus_bits=256, **TINY
     ),
+    # the UCU's MACs apart from its drain lanes (and bus): 128 MACs at a 64-bit bus
+    "xc7-narrow-bus": _config(
+        "w16a24",
+        "xc7",
+        tile_in=16,
+        tile_out=8,
+        attn_parallel=2,
+        attn_lanes=16,
+        bus_bits=64,
+        **TINY,
+    ),
     "m3vit-xc7": _config(
         "w8a8", "xc7", tile_in=4, tile_out=8, attn_parallel=1, attn_lanes=8, bus_bits=64, **M3VIT
     ),
@@ -185,7 +196,7 @@ for _name in ("kv260-m3vit", "zcu104-m3vit"):
 DEFAULT_CONFIGS = [name for name in CONFIGS if name in (
     "small", "small-l8-w8", "tiny", "tiny-w8", "tiny-l8", "wide-bus", "narrow-bus", "mid",
     "wide-tile", "pynq-small", "pynq-small-l8", "pynq-w8", "xc7-tiny", "xc7-tiny-l8",
-    "xc7-tiny-w8", "xc7-mid", "xc7-wide-bus")]  # fmt: skip
+    "xc7-tiny-w8", "xc7-mid", "xc7-wide-bus", "xc7-narrow-bus")]  # fmt: skip
 
 
 def run_config(name: str, runs_dir: Path | None, timeout: float | None,

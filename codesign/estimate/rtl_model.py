@@ -39,7 +39,7 @@ def features(arch, precision=None, family: str = "xcup", uram: bool = False
     """Structural counts per RTL unit of the ``codesign_top`` rendered for `arch` (the
     block RAM count, ``brams``, depends on the device `family`'s LUTRAM and on whether the
     part has UltraRAM, `uram`, that takes the largest memories: ``urams``)."""
-    from ..rtl.render import rtl_params
+    from ..rtl.render import build_tables, rom_info, rtl_params, softmax_sum_bits
     from .memories import unit_memories
     from .resources import mult_dsps
 
@@ -50,6 +50,13 @@ def features(arch, precision=None, family: str = "xcup", uram: bool = False
     def dsps(a_bits: int, b_bits: int) -> int:
         return mult_dsps(a_bits, b_bits, dsp_family)
 
+    # the exp cores' multiply: a table difference times the unsigned argument, one more
+    # bit signed (attention's, a score minus the row maximum, x + 2 bits; the router's,
+    # a logit minus the maximum, x + 1): two DSP48E1s at 24-bit activations, one DSP48E2
+    exp_rom = rom_info(build_tables(**arch.table_params())["exp"])
+    exp_diff = exp_rom.diff_bits
+    # a slot's running softmax sum times the next exp value (signed, one bit more)
+    sum_times_exp = dsps(softmax_sum_bits(arch, exp_rom.frac), exp_rom.width + 1)
     dim_w = arch.max_dim.bit_length()  # D = dim as LayerNorm multiplies it
     # D*x, (D*x - S1) * rsqrt mantissa (unsigned, one bit more) and n * gamma per lane
     norm_lane_dsps = (dsps(dim_w + 1, x) + dsps(x + dim_w + 2, arch.table_width + 1)
@@ -83,6 +90,7 @@ def features(arch, precision=None, family: str = "xcup", uram: bool = False
             "row_bits": head * x,
             # q*k and p*v share a multiplier: max(x, 18-bit probability) x x bits
             "lane_dsps": slots * head * dsps(max(x, 18), x),
+            "exp_dsps": slots * (dsps(exp_diff, x + 3) + sum_times_exp),
             "lane_bits": slots * head * x,
             "slots": slots,
             "out_lanes": p["attn_out_lanes"],
@@ -108,6 +116,7 @@ def features(arch, precision=None, family: str = "xcup", uram: bool = False
             # the final pass's beat count, tokens x dim tiles: Yosys maps a multiply to a DSP
             # when its product has 9 bits or more, else to LUTs
             "beat_dsps": dsps(token_bits, tile_bits) if token_bits + tile_bits >= 9 else 0,
+            "exp_dsps": dsps(exp_diff, x + 2),
         },
         "cds_controller": {"one": 1, "bus": bus},
         # rd0 (program, weight plane 0) and rd1 (arena) realign; the further weight
@@ -163,7 +172,7 @@ FEATURE_SETS = {
         "ff": ("one", "mac_bits", "drain_lane_bits"),
     },
     "cds_eng_attention": {
-        "dsp": ("one", "lane_dsps", "slots", "row_words_dsps"),
+        "dsp": ("one", "lane_dsps", "slots", "exp_dsps", "row_words_dsps"),
         "lut": ("one", "row_bits", "lane_bits", "out_lane_bits"),
         "ff": ("one", "row_bits", "lane_bits", "out_lane_bits"),
     },
@@ -173,7 +182,7 @@ FEATURE_SETS = {
         "ff": ("one", "sum_lane_bits", "norm_lane_bits"),
     },
     "cds_eng_moe": {
-        "dsp": ("one", "beat_dsps"),
+        "dsp": ("one", "beat_dsps", "exp_dsps"),
         "lut": ("one", "tile_out", "out_lanes"),
         "ff": ("one", "tile_out", "out_lanes"),
     },
@@ -355,17 +364,29 @@ def trusted(table: dict) -> tuple[bool, str]:
 
 
 def estimate_rtl(arch, precision=None, family: str = "xcup", *, uram: bool = False,
-                 provisional: bool = False) -> dict | None:  # fmt: skip
+                 provisional: bool = False, measured: bool = True) -> dict | None:  # fmt: skip
     """Calibrated DSP / BRAM36 / LUT / FF (and counted URAM on a part with UltraRAM,
     `uram`) per RTL unit and in total, or None when the calibration of `family` is not
     ``trusted`` (fewer than MIN_RUNS runs, or held-out errors beyond BANDS);
-    ``provisional=True``: whatever it has, saying so."""
+    ``provisional=True``: whatever it has, saying so. A design the calibration itself
+    synthesised gets that run's Yosys counts (``measured=False``: the model's anyway)."""
     table = calibration()["families"].get(family)
     if not table:
         return None
     ok, why = trusted(table)
     if not ok and not provisional:
         return None
+    run = measured_run(table, arch, precision, uram) if measured else None
+    if run is not None:  # the calibration synthesised this very design: Yosys's counts
+        units = {unit: {r: counts.get(r, 0) for r in (*RESOURCES, "uram")}
+                 for unit, counts in run["units"].items()}  # fmt: skip
+        return {
+            "family": family,
+            "source": f"Yosys (calibration run {run['name']} of this very design)",
+            "runs": len(table["records"]),
+            **{r: sum(u[r] for u in units.values()) for r in (*RESOURCES, "uram")},
+            "units": units,
+        }
     units = {}
     for unit, feats in features(arch, precision, family, uram).items():
         coeffs = table["coefficients"].get(unit, {})
@@ -382,6 +403,21 @@ def estimate_rtl(arch, precision=None, family: str = "xcup", *, uram: bool = Fal
         **totals,
         "units": units,
     }
+
+
+def measured_run(table: dict, arch, precision=None, uram: bool = False) -> dict | None:
+    """The family's calibration run of exactly this design (ArchConfig, precision and
+    UltraRAM use), if it has one: near a fit margin the model's error (up to its band)
+    decides, so a design Yosys has measured is judged by the measurement."""
+    from ..arch import ArchConfig
+    from ..arch.config import parse_precision
+
+    wanted = str(parse_precision(precision))
+    for run in table["records"]:
+        if (run.get("uram", False) == uram and str(parse_precision(run["precision"])) == wanted
+                and ArchConfig.from_dict(run["arch"]) == arch):  # fmt: skip
+            return run
+    return None
 
 
 def _apply(coeffs: dict, feats: dict, resource: str):
@@ -402,6 +438,7 @@ __all__ = [
     "has_uram",
     "held_out",
     "held_out_errors",
+    "measured_run",
     "trusted",
     "unseen_errors",
 ]
