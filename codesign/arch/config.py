@@ -338,8 +338,11 @@ class ArchConfig:
 # 80 % of the board's peak (docs/explore.md), kept where the pick's whole-top synthesis
 # (benchmarks/bench_synth.py) is within the fit margins, else the next point down the
 # front: the Ultra96-V2's pick (one slot of 16 lanes) synthesised to 87.9 % of the LUTs.
-# The PYNQ-Z2's is the HLS model's (the xc7 calibration is not trusted yet). The build
-# sizes the buffers to its model.
+# The PYNQ-Z2's holds no m3vit at a precision that keeps its accuracy (w8a16: BRAM36 180
+# of 140 even at 4x4 with buffers sized to it, by the xc7 calibration trusted since
+# stop 48); a build shrinks it to the model: digits-vit, the largest registered model it
+# holds, gets 4x8 with one slot of 8 lanes and no MoE engine, 44,377 LUT (83.4 %) in
+# Yosys. The build sizes the buffers to its model.
 # The on-chip window (arena_window_kib) is the most a build gives it: the build cuts it to
 # what the model's memory plan places there (codesign.dse.sized_window; m3vit: 580.5 KiB
 # of activations, the input rows and outputs stay in DDR). The Ultra96-V2 and PYNQ-Z2
