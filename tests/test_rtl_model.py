@@ -144,3 +144,16 @@ def test_a_design_the_calibration_synthesised_is_judged_by_its_yosys_counts():
         other = arch.with_(max_tokens=arch.max_tokens + 16)
         assert "calibrated" in rtl_model.estimate_rtl(other, run["precision"], family,
                                                       provisional=True)["source"]  # fmt: skip
+
+
+def test_a_unit_no_run_of_the_family_had_is_costed_from_another_family():
+    """No Zynq-7000 run has the arena window: a PYNQ-Z2 design with one gets the
+    UltraScale+ fit of it (and says so), not zero LUTs."""
+    table = rtl_model.calibration()["families"]["xc7"]
+    assert "cds_arena_window" not in table["coefficients"]
+    windowed = SMALL.with_(arena_window_kib=64)
+    got = rtl_model.estimate_rtl(windowed, "w8a8", "xc7", provisional=True, measured=False)
+    assert got["units"]["cds_arena_window"]["lut"] > 0
+    assert "cds_arena_window from another family's runs" in got["source"]
+    plain = rtl_model.estimate_rtl(SMALL, "w8a8", "xc7", provisional=True, measured=False)
+    assert "another family" not in plain["source"]

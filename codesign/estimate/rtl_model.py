@@ -387,18 +387,26 @@ def estimate_rtl(arch, precision=None, family: str = "xcup", *, uram: bool = Fal
             **{r: sum(u[r] for u in units.values()) for r in (*RESOURCES, "uram")},
             "units": units,
         }
-    units = {}
+    units, borrowed = {}, []
     for unit, feats in features(arch, precision, family, uram).items():
-        coeffs = table["coefficients"].get(unit, {})
+        coeffs = table["coefficients"].get(unit)
+        if coeffs is None and feats.get("one"):
+            # a unit no run of this family had (the arena window on xc7): another family's
+            # fit of it, said in the source, rather than nothing
+            coeffs = next((t["coefficients"][unit] for t in calibration()["families"].values()
+                           if unit in t["coefficients"]), {})  # fmt: skip
+            borrowed.append(unit)
         units[unit] = {
-            resource: _apply(coeffs.get(resource, {}), feats, resource) for resource in RESOURCES
+            resource: _apply((coeffs or {}).get(resource, {}), feats, resource)
+            for resource in RESOURCES
         }
         units[unit]["uram"] = feats["urams"]
     totals = {r: sum(u[r] for u in units.values()) for r in (*RESOURCES, "uram")}
     totals["bram36"] = round(totals["bram36"], 1)
+    lent = f"; {', '.join(borrowed)} from another family's runs" if borrowed else ""
     return {
         "family": family,
-        "source": f"estimator calibrated to Yosys ({why}" + (")" if ok else "; provisional)"),
+        "source": f"estimator calibrated to Yosys ({why}{lent}" + (")" if ok else "; provisional)"),
         "runs": len(table["records"]),
         **totals,
         "units": units,
