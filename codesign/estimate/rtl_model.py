@@ -39,7 +39,7 @@ def features(arch, precision=None, family: str = "xcup", uram: bool = False
     """Structural counts per RTL unit of the ``codesign_top`` rendered for `arch` (the
     block RAM count, ``brams``, depends on the device `family`'s LUTRAM and on whether the
     part has UltraRAM, `uram`, that takes the largest memories: ``urams``)."""
-    from ..rtl.render import build_tables, rom_info, rtl_params, softmax_sum_bits
+    from ..rtl.render import rtl_params, softmax_sum_bits
     from .memories import unit_memories
     from .resources import mult_dsps
 
@@ -53,10 +53,9 @@ def features(arch, precision=None, family: str = "xcup", uram: bool = False
     # the exp cores' multiply: a table difference times the unsigned argument, one more
     # bit signed (attention's, a score minus the row maximum, x + 2 bits; the router's,
     # a logit minus the maximum, x + 1): two DSP48E1s at 24-bit activations, one DSP48E2
-    exp_rom = rom_info(build_tables(**arch.table_params())["exp"])
-    exp_diff = exp_rom.diff_bits
+    exp_diff, exp_frac, exp_width = _exp_rom(tuple(sorted(arch.table_params().items())))
     # a slot's running softmax sum times the next exp value (signed, one bit more)
-    sum_times_exp = dsps(softmax_sum_bits(arch, exp_rom.frac), exp_rom.width + 1)
+    sum_times_exp = dsps(softmax_sum_bits(arch, exp_frac), exp_width + 1)
     dim_w = arch.max_dim.bit_length()  # D = dim as LayerNorm multiplies it
     # D*x, (D*x - S1) * rsqrt mantissa (unsigned, one bit more) and n * gamma per lane
     norm_lane_dsps = (dsps(dim_w + 1, x) + dsps(x + dim_w + 2, arch.table_width + 1)
@@ -140,6 +139,16 @@ def features(arch, precision=None, family: str = "xcup", uram: bool = False
     for unit, feats in units.items():
         feats["brams"], feats["urams"] = memories.get(unit, (0.0, 0))
     return units
+
+
+@lru_cache(maxsize=64)
+def _exp_rom(table_params: tuple) -> tuple[int, int, int]:
+    """The exp ROM's difference, fraction and entry widths (building the tables is most of
+    a features() call; a search asks for the same tables again and again)."""
+    from ..rtl.render import build_tables, rom_info
+
+    rom = rom_info(build_tables(**dict(table_params))["exp"])
+    return rom.diff_bits, rom.frac, rom.width
 
 
 def window_features(arch, p: dict, family: str, uram: bool) -> dict[str, float]:
