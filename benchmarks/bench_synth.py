@@ -110,12 +110,9 @@ def markdown(rows: list[dict]) -> str:
 
 
 def _budget(row: dict) -> float:
-    """The row's LUT-level budget at its board's clock (rows written before it was kept
-    get it from the board)."""
-    if "depth_budget" in row:
-        return row["depth_budget"]
-    board = get_board(row["board"])
-    return depth_budget(board.clock_mhz, rtl_model.family_of(board))
+    """The row's LUT-level budget at its board's clock (from the board, so rows written
+    before the JSON kept it get it too)."""
+    return depth_budget(get_board(row["board"]).clock_mhz, row["family"])
 
 
 def _drain_text(arch: dict) -> str:

@@ -27,6 +27,7 @@ __all__ = [
     "LEVEL_NS",
     "PATH_OVERHEAD_NS",
     "depth_budget",
+    "design_units",
     "list_units",
     "over_budget",
     "render_all",
