@@ -14,7 +14,7 @@ from golden_runs import golden_raw, random_images
 from small_models import ARCH_TINY
 
 import codesign
-from codesign.contract import CHECK_ERRORS, ERROR_NAMES, ProgramRefused
+from codesign.contract import ERROR_CODES, ERROR_NAMES, ProgramRefused
 from codesign.ops import check_blob, kernel_check_params
 from codesign.program import Op
 
@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.rtl, pytest.mark.e2e]
 # digits-vit's sizes (17 tokens, dim 128, 4 heads) on ARCH_TINY's tile, bus and tables, so
 # m3vit-tiny's Program for ARCH_TINY is a valid Program for this kernel but for its MoE ops
 NO_MOE = ARCH_TINY.with_(max_tokens=32, max_dim=128, max_heads=4, max_experts=0)
-SIZE = next(code for code, name, _ in CHECK_ERRORS if name == "SIZE")
+SIZE = ERROR_CODES["SIZE"]
 
 
 @pytest.fixture(scope="module")

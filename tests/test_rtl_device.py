@@ -12,13 +12,12 @@ import pytest
 from golden_runs import golden_raw, random_images
 from small_models import ARCH_TINY
 
-from codesign.contract import CHECK_ERRORS
+from codesign.contract import ERROR_CODES
 from codesign.golden import GoldenExecutor
 from codesign.runtime import Accelerator, ModelCard, SimulatedBoard, SimulatedKernelError
 
 pytestmark = [pytest.mark.rtl, pytest.mark.e2e]
 
-CHECK_CODES = {name: code for code, name, _ in CHECK_ERRORS}
 RTL_TIMEOUT_S = 1800.0  # driver timeout: a Verilated inference takes seconds to minutes
 
 
@@ -247,7 +246,7 @@ def test_rtl_and_csim_refuse_the_same_bad_programs(tiny_build, rtl_kernel):
         with pytest.raises(CsimError, match=r"code (\d+), layer (-?\d+)") as refused:
             run_cases(binary, program, [CsimCase(raw, 0)])
         code, layer = map(int, re.search(r"code (\d+), layer (-?\d+)", str(refused.value)).groups())
-        assert (code, layer) == (CHECK_CODES[error], index), f"{what}: C-sim {refused.value}"
+        assert (code, layer) == (ERROR_CODES[error], index), f"{what}: C-sim {refused.value}"
         refusal = check_blob(program, kernel_check_params(arch), 0)
         assert (ERROR_NAMES[refusal.code], refusal.layer) == (error, index), what
         with pytest.raises(ProgramRefused, match=rf"ERR_{error} at layer {index} \({op.name} "):
@@ -268,7 +267,7 @@ def test_rtl_and_csim_refuse_the_same_bad_programs(tiny_build, rtl_kernel):
     blob = recrc(bytes(blob))
     refusal = check_blob(blob, kernel_check_params(arch), 0)
     assert (ERROR_NAMES[refusal.code], refusal.layer) == ("OP", late)
-    with pytest.raises(CsimError, match=rf"code {CHECK_CODES['OP']}, layer {late}"):
+    with pytest.raises(CsimError, match=rf"code {ERROR_CODES['OP']}, layer {late}"):
         run_cases(binary, blob, [CsimCase(raw, 0)])
     with pytest.raises(ProgramRefused, match=rf"ERR_OP at layer {late}"):
         _execute_raw(accel, blob)
