@@ -341,7 +341,7 @@ class ArchConfig:
 # The PYNQ-Z2's holds no m3vit at a precision that keeps its accuracy (w8a16: BRAM36 180
 # of 140 even at 4x4 with buffers sized to it, by the xc7 calibration trusted since
 # stop 48); a build shrinks it to the model: digits-vit, the largest registered model it
-# holds, gets 4x8 with one slot of 8 lanes and no MoE engine, 44,379 LUT (83.4 %) in
+# holds, gets 4x8 with one slot of 8 lanes and no MoE engine, 44,389 LUT (83.4 %) in
 # Yosys. The build sizes the buffers to its model.
 # The on-chip window (arena_window_kib) is the most a build gives it: the build cuts it to
 # what the model's memory plan places there (codesign.dse.sized_window; m3vit: 580.5 KiB
