@@ -4,6 +4,7 @@
     python benchmarks/bench_e2e.py --model m3vit --tasks 0 1   # the full model: minutes
     python benchmarks/bench_e2e.py --model m3vit-tiny --latency 2 64   # latency sweep
     python benchmarks/bench_e2e.py --model m3vit --precision w8a16 --json runs.json
+    python benchmarks/bench_e2e.py --model m3vit --prune lpvit:0.5 --tasks 0   # pruned vs dense
 
 Builds the model for the board's default ArchConfig (or ``--arch``), runs the first
 evaluation image per task through ``codesign.rtl.harness`` (codesign_top + the
@@ -16,7 +17,10 @@ With several ``--latency`` values (DDR first-beat latency in cycles) it runs eac
 prints, per op, the DDR round trips the schedule exposes (cycles gained per cycle of
 latency), next to the estimator's ``LAYER_ROUND_TRIPS``. ``--json`` writes every run
 (``runs``: latency, cycles, estimate, bit-exactness, fidelity vs torch, per-op cycles,
-UCU utilisation, the DDR model assumed).
+UCU utilisation, the DDR model assumed). A pruned model (``--prune SPEC`` or a pruned
+``--weights`` file) also runs the same quantised weights stored dense, and prints the
+block-sparse layers' measured cycles against their dense ones next to the estimator's
+ratio (``pruning`` in each run).
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ def main() -> None:
     parser.add_argument("--layers", action="store_true", help="print every layer")
     parser.add_argument("--precision", default=None, help="e.g. w16a24 (default), w8a16")
     parser.add_argument("--arch", default=None, help="ArchConfig fields, e.g. attn_lanes=16")
+    parser.add_argument("--weights", default=None, help="a torch state dict (e.g. pruned)")
+    parser.add_argument("--prune", default=None, help="block-prune first: lpvit:0.5, ...")
     parser.add_argument("--ddr-efficiency", type=float, default=0.8,
                         help="the DDR model's sustained share of the peak")  # fmt: skip
     parser.add_argument("--json", type=Path, help="write every run here")
@@ -58,7 +64,10 @@ def main() -> None:
 
     started = time.perf_counter()
     arch = parse_arch(args.arch, args.board, args.model) if args.arch else None
-    build = codesign.build(args.model, args.board, precision=args.precision, arch=arch)
+    build = codesign.build(
+        args.model, args.board, precision=args.precision, arch=arch, weights=args.weights,
+        prune=args.prune,
+    )  # fmt: skip
     arch = build.state.arch
     print(
         f"{args.model} on {args.board}: {arch.tile_in}x{arch.tile_out} UCU, "
@@ -68,7 +77,9 @@ def main() -> None:
     ddr = ddr_model(args.board, arch, efficiency=args.ddr_efficiency)
     print(f"DDR model: {ddr.describe()}")
     program = build.program
-    total = len(build.program_bytes) + program.arena_bytes
+    dense = _dense_twin(build)
+    stored = max(len(build.program_bytes), len(dense.to_bytes()) if dense else 0)
+    total = stored + program.arena_bytes
     depth = max(16, (-(-(total + 4096) // (arch.bus_bits // 8)) - 1).bit_length())
     started = time.perf_counter()
     accel = RtlAccelerator(
@@ -85,7 +96,7 @@ def main() -> None:
         accel.ddr_latency = latency
         accel.reset()
         print(f"\n=== DDR latency {latency} cycles ===")
-        per_latency[latency] = _run_tasks(args, build, accel, tasks, latency, runs)
+        per_latency[latency] = _run_tasks(args, build, accel, tasks, latency, runs, dense)
     accel.close()
     if len(args.latency) > 1:
         _round_trips(build, per_latency)
@@ -95,9 +106,49 @@ def main() -> None:
         print(f"wrote {args.json}")
 
 
-def _run_tasks(args, build, accel, tasks, latency, runs: list) -> dict:
+def _dense_twin(build):
+    """A block-sparse build's quantised weights stored dense (None if nothing is sparse)."""
+    from codesign.compiler import compile_graph
+    from codesign.program import NONE, Op
+
+    sparse = any(
+        layer.op == Op.LINEAR and layer.fields["blocks"] != NONE for layer in build.program.layers
+    )
+    if not sparse:
+        return None
+    return compile_graph(build.graph, build.state.arch, block_sparse=False)
+
+
+def _pruning_run(accel, build, dense, raw, task, run, est, golden_output) -> dict:
+    """The block-sparse layers' measured cycles against the same weights stored dense."""
+    twin = accel.run_program(dense.to_bytes(), raw, task, max_cycles=2_000_000_000)
+    names = [layer["name"] for layer in est["layers"] if layer.get("block_sparse")]
+    cycles = sum(run.layer_cycles[name] for name in names)
+    dense_cycles = sum(twin.layer_cycles[name] for name in names)
+    estimate = sum(layer["cycles"] for layer in est["layers"] if layer.get("block_sparse"))
+    estimate_dense = sum(
+        layer["cycles_dense"] for layer in est["layers"] if layer.get("block_sparse")
+    )
+    entry = {
+        "layers": len(names),
+        "cycles": cycles,
+        "dense_cycles": dense_cycles,
+        "ratio": cycles / dense_cycles,
+        "estimate_ratio": estimate / estimate_dense,
+        "dense_bit_exact": bool(np.array_equal(twin.output, golden_output)),
+        "dense_total_cycles": twin.cycles,
+    }
+    print(
+        f"  pruned layers ({len(names)}): measured {cycles:,} vs {dense_cycles:,} stored dense "
+        f"(ratio {entry['ratio']:.3f}; estimate {entry['estimate_ratio']:.3f}); the dense "
+        f"twin bit-exact: {entry['dense_bit_exact']}, {twin.cycles:,} cycles in all"
+    )
+    return entry
+
+
+def _run_tasks(args, build, accel, tasks, latency, runs: list, dense=None) -> dict:
     """Every task once at this latency; per task the layers' measured cycles (each run's
-    figures appended to `runs`)."""
+    figures appended to `runs`); `dense`: a pruned build's weights stored dense, run too."""
     program, arch = build.program, build.state.arch
     clock_mhz = build.state.board.clock_mhz
     ddr = ddr_model(args.board, arch, efficiency=args.ddr_efficiency, latency_cycles=latency)
@@ -170,6 +221,10 @@ def _run_tasks(args, build, accel, tasks, latency, runs: list) -> dict:
             "ddr": ddr.to_dict(),
             "wall_seconds": run.seconds,
         })  # fmt: skip
+        if dense is not None:
+            runs[-1]["pruning"] = _pruning_run(
+                accel, build, dense, raw, task, run, est, golden.output
+            )
     return layer_cycles
 
 

@@ -350,7 +350,8 @@ def _print_pruning(pruning: dict | None) -> None:
     totals = pruning["program"]["totals"]
     console.print(
         f"  pruning: {pruning.get('method', 'weights')} — {totals['tile_sparsity']:.1%} of "
-        f"linear tiles skipped, linear cycles {totals['cycle_ratio']:.1%} of dense"
+        f"linear tiles skipped, linear-layer cycles {totals['cycle_ratio']:.1%} of dense "
+        "(the estimate on this board, DDR model above)"
     )
 
 

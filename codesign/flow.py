@@ -198,7 +198,15 @@ def step_prune(state: BuildState) -> None:
         from .prune.spec import apply_prune_spec
 
         images = _calibration(state, _input_shape(state.module)).images
-        state.module, state.pruning = apply_prune_spec(state.module, opts.prune, images, state.arch)
+        fixed = None  # each layer costed on the ArchConfig this build compiles for
+        if opts.arch is not None:
+            fixed = (
+                opts.arch_fields if opts.arch_fields is not None else frozenset(opts.arch.to_dict())
+            )
+        state.module, state.pruning = apply_prune_spec(
+            state.module, opts.prune, images, state.arch, state.board.name, opts.precision,
+            opts.ddr_efficiency, fixed,
+        )  # fmt: skip
     elif isinstance(state.weights_path, (str, Path)):
         from .prune.io import read_pruning_summary
 
@@ -424,9 +432,14 @@ def _pruning_report(state: BuildState) -> dict:
     """Per-layer sparsity as pruned and as stored in the Program, and the cycle change."""
     if not state.pruning:
         return {}
+    from .arch import ddr_model
     from .prune.report import program_sparsity
 
-    return {**state.pruning, "program": program_sparsity(state.program)}
+    ddr = ddr_model(state.board, state.arch, efficiency=state.options.ddr_efficiency)
+    return {
+        **state.pruning,
+        "program": program_sparsity(state.program, state.arch, state.board, ddr),
+    }
 
 
 def _layer_out_fmt(program: Program, name: str):

@@ -252,6 +252,30 @@ def test_block_sparse_layer_costs_only_its_stored_tiles(pruned_pair):
     assert dense_entry["weight_bytes"] - sparse_entry["weight_bytes"] == 8 * 2048 - index_bytes
 
 
+def test_layer_cost_of_stored_tiles_is_what_the_pruned_program_costs(pruned_pair):
+    """Pruning weighs a layer's tiles with ``layer_cost(..., stored)`` on the dense
+    Program: it must be the block-sparse Program's estimate of that layer (its CSR index
+    bytes included), and the dense one's with every tile."""
+    build, dense = pruned_pair
+    arch, name = build.state.arch, "blocks.0.mlp.fc1"
+    ddr = ddr_model("zcu102", arch)
+    sparse_entry = _entry(est.estimate_cycles(build.program, arch, "zcu102"), name)
+    layer = next(layer for layer in dense.layers if layer.name == name)
+    as_pruned = est.layer_cost(dense, arch, layer, ddr, None, 8)
+    assert (
+        as_pruned["cycles"]
+        == sparse_entry["cycles"]
+        == sparse_entry["cycles_dense"]
+        - (est.layer_cost(dense, arch, layer, ddr)["cycles"] - as_pruned["cycles"])
+    )
+    assert as_pruned["weight_bytes"] == sparse_entry["weight_bytes"] and as_pruned["block_sparse"]
+    assert est.tile_count(dense, layer) == 16
+    assert (
+        est.layer_cost(dense, arch, layer, ddr, None, 16)["weight_bytes"]
+        == _entry(est.estimate_cycles(dense, arch, "zcu102"), name)["weight_bytes"]
+    )
+
+
 @pytest.mark.parametrize("rows", [128, 200, 512])
 def test_half_sparse_ucu_costs_at_most_55_percent(rows):
     """At 50% block sparsity the weight-streaming part (UCU) of a layer takes <= 55% of

@@ -201,7 +201,8 @@ def test_ctrl_c_during_start_up_prints_no_traceback(tmp_path):
 def test_prune_help_has_whole_sentences():
     result = CliRunner().invoke(main, ["prune", "--help"])
     assert result.exit_code == 0
-    assert "board whose default ArchConfig sets the block shape" in " ".join(result.output.split())
+    help_text = " ".join(result.output.split())
+    assert "board whose default ArchConfig (for --precision) sets the block shape" in help_text
 
 
 def test_arch_config_refuses_values_the_buffers_cannot_hold():

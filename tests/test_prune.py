@@ -249,13 +249,21 @@ def test_pruned_m3vit_tiny_is_block_sparse_and_bit_exact_vs_dense():
         layer = linears[row["layer"]]
         assert (layer.fields["blocks"] != NONE) == (row["kept_blocks"] < row["blocks"])
     assert linears["heads.0"].fields["blocks"] == NONE
-    report = {row["layer"]: row for row in program_sparsity(sparse)["layers"]}
+    built = build.state.arch
+    report = {row["layer"]: row for row in program_sparsity(sparse, built, "zcu102")["layers"]}
     for row in summary["layers"]:
+        # what pruning weighed is what the build of the pruned model estimates, per layer
         assert report[row["layer"]]["stored_tiles"] == row["kept_blocks"]
-    dense = compile_graph(build.graph, build.state.arch, block_sparse=False)
+        assert report[row["layer"]]["cycles"] == row["cycles_pruned"]
+        assert report[row["layer"]]["cycles_dense"] == row["cycles_dense"]
+    assert summary["cycles"]["ddr"]["efficiency"] == 0.8 and summary["cycles"]["tile"] == [32, 32]
+    dense = compile_graph(build.graph, built, block_sparse=False)
     assert len(dense.data) > len(sparse.data)
-    cycles, dense_cycles = program_cycles(sparse), program_cycles(dense)
+    cycles, dense_cycles = (program_cycles(p, built, "zcu102") for p in (sparse, dense))
     assert cycles["linear"] < dense_cycles["linear"] and cycles["other"] == dense_cycles["other"]
+    by_layer = {row["layer"]: row["cycles_dense"] for row in summary["layers"]}
+    for name, dense_layer in by_layer.items():  # the dense Program costs what pruning said
+        assert dense_cycles["per_layer"][name] == dense_layer
     raw = build.quantize_input(np.random.default_rng(7).standard_normal((1, 3, 32, 64)))[0]
     for task in (0, 1):
         a = GoldenExecutor(Program.from_bytes(sparse.to_bytes())).run(raw, task, trace=True)
@@ -329,6 +337,7 @@ def test_cli_writes_checkpoint_masks_and_table(tmp_path):
     result = CliRunner().invoke(prune_command, [*args, "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "blocks.0.attn.qkv" in result.output
+    assert "cycles: the build's estimate on the zcu102 at w16a24" in result.output
     state, masks, summary = load_pruned(out)
     assert read_pruning_summary(out) == summary
     plain = tmp_path / "plain.pt"

@@ -364,13 +364,18 @@ def _board(board):
     return board if isinstance(board, Board) else get_board(str(board))
 
 
+def tile_count(program, layer) -> int:
+    """Weight tiles of a LINEAR layer's matrix, stored or not."""
+    f = layer.fields
+    return -(-f["out_dim"] // program.tile_out) * -(-f["in_dim"] // program.tile_in)
+
+
 def block_count(program, layer) -> int:
     """Stored (non-zero) tiles of a LINEAR layer: all of them when dense."""
     f = layer.fields
-    out_tiles = -(-f["out_dim"] // program.tile_out)
-    in_tiles = -(-f["in_dim"] // program.tile_in)
     if f["blocks"] == NONE:
-        return out_tiles * in_tiles
+        return tile_count(program, layer)
+    out_tiles = -(-f["out_dim"] // program.tile_out)
     return int(program.read_words(f["blocks"] + 4 * out_tiles, 1)[0])
 
 
@@ -603,12 +608,14 @@ def experts_breakdown(counts, tokens, dim, hidden, tile_in, tile_out, weight_byt
 
 
 def _layer_estimate(program, layer, bus: int, counts: list[int] | None,
-                    dense: bool = False, stream: WeightStream | None = None) -> dict:  # fmt: skip
+                    stored: int | None = None,
+                    stream: WeightStream | None = None) -> dict:  # fmt: skip
     """Compute cycles (the per-op formulas) and their breakdown, useful MACs and DDR
-    bytes of one layer; ``dense``: a block-sparse LINEAR as if every tile were stored;
-    ``stream``: how the weight tiles arrive (``weight_stream``)."""
+    bytes of one layer; ``stored``: a LINEAR's weight tiles to cost (None: as stored;
+    ``tile_count``: as if dense); ``stream``: how the weight tiles arrive
+    (``weight_stream``)."""
     stream = weight_stream(program) if stream is None else stream
-    model = dict(spec(layer.op).estimate(program, layer, bus, counts, dense, stream))
+    model = dict(spec(layer.op).estimate(program, layer, bus, counts, stored, stream))
     cycles, breakdown, parts = model.pop("cycles"), model.pop("breakdown"), model.pop("parts")
     return {
         "compute_cycles": int(cycles),
@@ -791,6 +798,30 @@ def _layer_cycles(detail: dict, ddr_bytes_per_cycle: float, descriptor: int, wai
     return cycles, ddr, _checked(breakdown, cycles, name)
 
 
+def layer_cost(program, arch, layer, ddr: DdrModel, counts: list[int] | None = None,
+               stored: int | None = None) -> dict:  # fmt: skip
+    """One running layer on the board as ``estimate_cycles`` costs it: its schedule on the
+    kernel `arch` describes (``layer_stream``), the DDR transfer under `ddr`, descriptor
+    and exposed round trips; ``stored``: a LINEAR's weight tiles to cost (None: as the
+    Program stores them), which is how pruning weighs a layer's tiles on the board.
+    Returns ``_layer_estimate``'s detail (breakdown folded in) with ``cycles``,
+    ``ddr_cycles``, ``latency_cycles`` and ``arena_on_chip``."""
+    bus = program.bus_bits // 8
+    moves = layer_stream(program, arch, layer, ddr.bytes_per_cycle)
+    detail = _layer_estimate(program, layer, bus, counts, stored, moves)
+    # on chip, the arena's round trips are the window's, its bytes use no DDR
+    waits = exposed_latency(layer, ddr.latency_cycles, counts, moves.arena_on_chip)
+    if moves.arena_on_chip:
+        detail["act_bytes"] = 0
+    descriptor = beats(DESCRIPTOR_BYTES, bus) + LAYER_DISPATCH
+    cycles, transfer, breakdown = _layer_cycles(
+        detail, ddr.bytes_per_cycle, descriptor, waits, layer.name
+    )
+    detail.update(cycles=cycles, ddr_cycles=transfer, breakdown=breakdown, latency_cycles=waits)
+    detail["arena_on_chip"] = moves.arena_on_chip
+    return detail
+
+
 def estimate_cycles(
     program,
     arch,
@@ -813,7 +844,6 @@ def estimate_cycles(
         raise ValueError(f"task {task} out of range: the program has {program.n_tasks} tasks")
     bus = program.bus_bits // 8
     clock_hz = board.clock_mhz * 1e6
-    ddr_bytes_per_cycle = ddr.bytes_per_cycle
     descriptor = beats(DESCRIPTOR_BYTES, bus) + LAYER_DISPATCH
     start = startup_cycles(program, ddr_latency, arch)
     layers, sources = [], set()
@@ -826,35 +856,22 @@ def estimate_cycles(
             sources.add(source)
         entry = {"name": layer.name, "op": layer.op.name, "task": layer.task, "runs": runs}
         if runs:
-            moves = layer_stream(program, arch, layer, ddr_bytes_per_cycle)
-            on_chip = moves.arena_on_chip
-            detail = _layer_estimate(program, layer, bus, counts, stream=moves)
-            # on chip, the arena's round trips are the window's, its bytes use no DDR
-            waits = exposed_latency(layer, ddr_latency, counts, on_chip)
-            if on_chip:
-                detail["act_bytes"] = 0
-            cycles, transfer, breakdown = _layer_cycles(
-                detail, ddr_bytes_per_cycle, descriptor, waits, layer.name
-            )
-            compute = detail["compute_cycles"]
-            limited_by = detail.pop("limited_by")
+            detail = layer_cost(program, arch, layer, ddr, counts)
+            cycles, transfer = detail.pop("cycles"), detail.pop("ddr_cycles")
+            limited_by, breakdown = detail.pop("limited_by"), detail.pop("breakdown")
             entry.update(
                 cycles=cycles,
                 ddr_cycles=transfer,
-                bound="ddr" if transfer > compute else limited_by,
+                bound="ddr" if transfer > detail["compute_cycles"] else limited_by,
                 ddr_bytes=detail["weight_bytes"] + detail["act_bytes"],
-                latency_cycles=waits,
-                arena_on_chip=on_chip,
+                latency_cycles=detail.pop("latency_cycles"),
+                arena_on_chip=detail.pop("arena_on_chip"),
                 **detail,
                 breakdown=breakdown,
             )
             if detail.get("block_sparse"):  # what the layer would cost unpruned
-                dense = _layer_estimate(program, layer, bus, counts, True, moves)
-                if on_chip:
-                    dense["act_bytes"] = 0
-                entry["cycles_dense"] = _layer_cycles(
-                    dense, ddr_bytes_per_cycle, descriptor, waits, layer.name
-                )[0]
+                dense = layer_cost(program, arch, layer, ddr, counts, tile_count(program, layer))
+                entry["cycles_dense"] = dense["cycles"]
             if layer.op.name == "MOE_EXPERTS":
                 entry["counts_source"] = source
         else:  # the kernel reads the descriptor, sees another task, moves on

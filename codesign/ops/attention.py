@@ -85,7 +85,7 @@ def golden(ex, layer, task: int) -> np.ndarray | None:
     return out
 
 
-def estimate(program, layer, bus: int, counts: list[int] | None, dense: bool,
+def estimate(program, layer, bus: int, counts: list[int] | None, stored: int | None,
              stream) -> dict:  # fmt: skip
     """ATTENTION's schedule in cycles, DDR bytes and MACs (``OpSpec.estimate``)."""
     from ..estimate.cycles import (

@@ -39,9 +39,10 @@ class OpSpec:
     # the bit-exact semantics: golden(executor, layer, task) -> the output it wrote (or
     # None), with the executor's arena, weights, tables and requantiser (codesign.golden)
     golden: Callable | None = None
-    # the cycle model: estimate(program, layer, bus_bytes, expert_counts, dense,
-    # stream) -> dict (``layer_model``; ``dense``: a block-sparse layer as if every tile
-    # were stored, for codesign.estimate; ``stream``: how the weight tiles arrive,
+    # the cycle model: estimate(program, layer, bus_bytes, expert_counts, stored,
+    # stream) -> dict (``layer_model``; ``stored``: the weight tiles to cost a LINEAR
+    # with, None as the Program stores them: all of them for the dense cycles of a
+    # block-sparse layer, any count for pruning's costs; ``stream``: how the tiles arrive,
     # ``codesign.estimate.cycles.WeightStream``), and the DDR round trips
     # a layer leaves exposed (measured on the RTL top as the slope of its cycles over DDR
     # latency: docs/rtl-top.md)

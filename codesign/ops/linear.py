@@ -68,7 +68,7 @@ def golden(ex, layer, task: int) -> np.ndarray | None:
     return y
 
 
-def estimate(program, layer, bus: int, counts: list[int] | None, dense: bool,
+def estimate(program, layer, bus: int, counts: list[int] | None, stored: int | None,
              stream) -> dict:  # fmt: skip
     """LINEAR's schedule in cycles, DDR bytes and MACs (``OpSpec.estimate``)."""
     from ..estimate.cycles import (
@@ -84,8 +84,10 @@ def estimate(program, layer, bus: int, counts: list[int] | None, dense: bool,
     f, ti, to = layer.fields, program.tile_in, program.tile_out
     rows, in_dim, out_dim = f["rows"], f["in_dim"], f["out_dim"]
     out_tiles, in_tiles = -(-out_dim // to), -(-in_dim // ti)
-    sparse = f["blocks"] != NONE and not dense
-    stored = block_count(program, layer) if sparse else out_tiles * in_tiles
+    if stored is None:  # as stored
+        sparse, stored = f["blocks"] != NONE, block_count(program, layer)
+    else:  # the compiler stores a layer block-sparse (with its CSR index) if a tile is zero
+        sparse = stored < out_tiles * in_tiles
     wbus = program.weight_beat_bytes  # tiles pad to a weight beat
     cycles = linear_cycles(
         rows, in_dim, out_dim, ti, to, f["w_bytes"], bus, stored, f["post"] == Post.ADD, stream

@@ -78,7 +78,7 @@ def golden(ex, layer, task: int) -> np.ndarray | None:
     return None
 
 
-def estimate(program, layer, bus: int, counts: list[int] | None, dense: bool,
+def estimate(program, layer, bus: int, counts: list[int] | None, stored: int | None,
              stream) -> dict:  # fmt: skip
     """MOE_GATE's schedule in cycles, DDR bytes and MACs (``OpSpec.estimate``)."""
     from ..estimate.cycles import (

@@ -24,7 +24,7 @@ def golden(ex, layer, task: int) -> np.ndarray | None:
     return y
 
 
-def estimate(program, layer, bus: int, counts: list[int] | None, dense: bool,
+def estimate(program, layer, bus: int, counts: list[int] | None, stored: int | None,
              stream) -> dict:  # fmt: skip
     """POOL's schedule in cycles, DDR bytes and MACs (``OpSpec.estimate``)."""
     from ..estimate.cycles import (

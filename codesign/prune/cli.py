@@ -59,8 +59,18 @@ def _calibration_data(model, config, data: str, calib: int, seed: int):
     "--board",
     default="zcu102",
     show_default=True,
-    help="board whose default ArchConfig sets the block shape (its UCU tile) and the "
-    "cycle costs of the allocation's hardware term (tile and bus width)",
+    help="board whose default ArchConfig (for --precision) sets the block shape (its UCU "
+    "tile) and on which each layer's cycles are costed, as a build of the model compiles "
+    "it (the allocation's hardware term, the table)",
+)
+@click.option("--precision", default=None,
+              help="wNaM[rK] the build will use [the board's default]")  # fmt: skip
+@click.option(
+    "--ddr-efficiency",
+    default=0.8,
+    show_default=True,
+    type=click.FloatRange(0, 1, min_open=True),
+    help="the DDR model's sustained share of the board's peak",
 )
 @click.option("--calib", default=64, show_default=True, help="calibration images")
 @click.option(
@@ -90,6 +100,8 @@ def prune_command(
     method,
     block,
     board,
+    precision,
+    ddr_efficiency,
     calib,
     data,
     finetune_epochs,
@@ -117,7 +129,7 @@ def prune_command(
         if (target_flops is None) == (sparsity is None):
             raise click.UsageError("give exactly one of --target-flops and --sparsity")
         config = resolve_config(model_name)
-        arch = default_arch(get_board(board).name)
+        arch = default_arch(get_board(board).name, config.name, precision)
         if block is not None:
             bh, bw = parse_block(block)
             if bh & (bh - 1) == 0 and bw & (bw - 1) == 0:
@@ -135,6 +147,9 @@ def prune_command(
                 target_macs=target_flops,
                 block=block,
                 arch=arch,
+                board=board,
+                precision=precision,
+                ddr_efficiency=ddr_efficiency,
                 min_keep=min_keep,
                 hw_weight=hw_weight,
                 measure_levels=measure_levels,
@@ -183,9 +198,15 @@ def _print_summary(summary: dict) -> None:
     totals = summary["totals"]
     console.print(
         f"linear MACs {totals['macs_kept']:,} of {totals['macs_dense']:,} kept "
-        f"(sparsity {totals['linear_mac_sparsity']:.1%}); estimator cycles of these layers "
+        f"(sparsity {totals['linear_mac_sparsity']:.1%}); cycles of these layers "
         f"{totals['cycles_pruned']:,} vs {totals['cycles_dense']:,} dense "
         f"({totals['cycle_ratio']:.1%})"
+    )
+    cost = summary["cycles"]
+    console.print(
+        f"  cycles: the build's estimate on the {cost['board']} at {cost['precision']} (UCU "
+        f"{cost['tile'][0]}x{cost['tile'][1]}, {cost['weight_ports']} weight port(s), "
+        f"{cost['window_kib']} KiB window); DDR model: {cost['ddr']['description']}"
     )
     for item in summary["excluded"]:
         console.print(f"  not pruned: {item['layer']} ({item['reason']})")

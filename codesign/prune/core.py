@@ -4,7 +4,7 @@ Steps: find the prunable linear layers and cut them into blocks (default: the UC
 tile, so a pruned block is a tile the accelerator skips); score blocks on the
 calibration images; allocate per-layer sparsity to hit the linear-MAC target; zero
 the pruned blocks. The result carries the masks (fine-tuning keeps them fixed) and a
-JSON-ready summary with the per-layer sparsity table and estimator cycles.
+JSON-ready summary with the per-layer sparsity table and board cycles (``board.py``).
 """
 
 from __future__ import annotations
@@ -16,22 +16,22 @@ from dataclasses import dataclass, field
 import numpy as np
 from torch import nn
 
-from ..arch import ArchConfig
-from ..estimate import linear_cycles
+from ..arch import ArchConfig, get_board
+from ..arch.ddr import DEFAULT_EFFICIENCY
 from ..program import tile_mask
 from .allocate import LayerBudget, equal_slope, min_kept_blocks, uniform
+from .board import BoardCosts, board_costs
 from .scores import LayerScores, calibrate, magnitude_scores, measure_distortion, shaped_curve
 from .targets import PrunableLayer, PruneError, apply_masks, find_prunable, parse_block
 
 METHODS = ("lpvit", "magnitude")
-WEIGHT_BYTES = 2  # int16 weight containers (weights of up to 16 bits, the default w16)
 
 
 @dataclass
 class PruneResult:
     method: str
     block: tuple[int, int]
-    arch: ArchConfig
+    costs: BoardCosts  # the board cycles the allocation weighed (and the summary reports)
     layers: list[PrunableLayer]
     masks: dict[str, np.ndarray]  # layer name -> bool [go, gi], True = kept
     summary: dict = field(default_factory=dict)
@@ -40,6 +40,11 @@ class PruneResult:
     def apply(self, model_layers: list[PrunableLayer] | None = None) -> None:
         """Zero the pruned blocks again (after an optimiser step, say)."""
         apply_masks(model_layers or self.layers, self.masks)
+
+    @property
+    def arch(self) -> ArchConfig:
+        """The ArchConfig the layers were costed on."""
+        return self.costs.arch
 
 
 def _check_sparsity(sparsity) -> float:
@@ -71,32 +76,27 @@ def resolve_target(dense_macs: int, sparsity=None, target_macs=None) -> int:
     return int(value)
 
 
-def layer_cycles(layer: PrunableLayer, arch: ArchConfig, kept_mask: np.ndarray) -> int:
-    """Estimator cycles of the layer on ``arch`` with the blocks of ``kept_mask`` stored."""
+def layer_cycles(layer: PrunableLayer, costs: BoardCosts, kept_mask: np.ndarray) -> int:
+    """Board cycles of the layer with the blocks of ``kept_mask`` stored: the UCU tiles
+    they cover (``costs.tile``), costed as the build of the pruned model costs them."""
     element = np.kron(np.asarray(kept_mask, bool), np.ones(layer.block, bool))
-    return _stored_cycles(layer, arch, int(tile_mask(element, arch.tile_in, arch.tile_out).sum()))
+    tile_out, tile_in = costs.tile
+    return costs.cycles(layer.name, int(tile_mask(element, tile_in, tile_out).sum()))
 
 
-def _stored_cycles(layer: PrunableLayer, arch: ArchConfig, stored: int) -> int:
-    """``linear_cycles`` of the layer with `stored` weight tiles on ``arch``."""
-    dims = (layer.rows, layer.in_dim, layer.out_dim, arch.tile_in, arch.tile_out)
-    return linear_cycles(*dims, WEIGHT_BYTES, arch.bus_bytes, stored_tiles=stored)
-
-
-def _cycles_curve(layer: PrunableLayer, arch: ArchConfig) -> np.ndarray:
+def _cycles_curve(layer: PrunableLayer, costs: BoardCosts) -> np.ndarray:
     """Cycles when k = 0..blocks blocks are pruned (blocks = whole tiles when aligned)."""
-    aligned = layer.block[0] % arch.tile_out == 0 and layer.block[1] % arch.tile_in == 0
-    tiles_per_block = (
-        (layer.block[0] // arch.tile_out) * (layer.block[1] // arch.tile_in) if aligned else None
-    )
+    tile_out, tile_in = costs.tile
+    aligned = layer.block[0] % tile_out == 0 and layer.block[1] % tile_in == 0
+    tiles_per_block = (layer.block[0] // tile_out) * (layer.block[1] // tile_in)
+    dense_tiles = costs.tiles(layer.name)
     out = []
-    dense_tiles = -(-layer.out_dim // arch.tile_out) * -(-layer.in_dim // arch.tile_in)
     for pruned in range(layer.blocks + 1):
         if aligned:
             stored = (layer.blocks - pruned) * tiles_per_block
         else:  # tiles straddle blocks: approximate by the kept fraction
             stored = math.ceil(dense_tiles * (layer.blocks - pruned) / layer.blocks)
-        out.append(_stored_cycles(layer, arch, stored))
+        out.append(costs.cycles(layer.name, stored))
     return np.array(out, np.float64)
 
 
@@ -109,6 +109,10 @@ def prune(
     target_macs: float | None = None,
     block: str | tuple[int, int] | None = None,
     arch: ArchConfig | None = None,
+    board: str = "zcu102",
+    precision=None,
+    ddr_efficiency: float = DEFAULT_EFFICIENCY,
+    costs: BoardCosts | None = None,
     min_keep: float = 0.1,
     hw_weight: float = 0.5,
     fisher_samples: int = 512,
@@ -123,7 +127,11 @@ def prune(
 
     ``sparsity``: fraction of the prunable linear MACs to remove, in [0, 1).
     ``target_macs``: kept linear MACs instead, as a fraction (<= 1) or a count.
-    ``block``: (BH, BW) or "BHxBW"; default the ArchConfig's UCU tile (To x Ti).
+    ``block``: (BH, BW) or "BHxBW"; default the UCU tile (To x Ti) of the costs' ArchConfig.
+    ``costs``: the board cycles of each layer (``board_costs``); default the dense model
+    compiled for ``board`` at ``precision`` (None: the board's) on ``arch`` (None: the
+    board's default; either sized and shrunk to fit as a build's default is), under the
+    board's DDR model at ``ddr_efficiency`` of its peak.
     ``method``: "lpvit" (Taylor scores, distortion curves, equal-slope allocation with
     the hardware term weighted by ``hw_weight``) or "magnitude" (mean |w| per block,
     the same fraction pruned in every layer; needs no calibration images).
@@ -133,8 +141,6 @@ def prune(
     """
     if method not in METHODS:
         raise PruneError(f"unknown pruning method {method!r}; choose from {', '.join(METHODS)}")
-    arch = arch or ArchConfig()
-    block = parse_block(block) if block is not None else (arch.tile_out, arch.tile_in)
     if method == "lpvit" and (calib_images is None or len(calib_images) == 0):
         raise PruneError(
             "the calibration set is empty: LPViT scores blocks with gradients on "
@@ -143,6 +149,9 @@ def prune(
     min_kept_blocks(1, min_keep)  # validates min_keep
     if sparsity is not None:
         _check_sparsity(sparsity)
+    if costs is None:  # after the checks: this compiles the model
+        costs = board_costs(model, get_board(board), arch, precision, ddr_efficiency)
+    block = parse_block(block) if block is not None else costs.tile
     pruned_model = model if inplace else copy.deepcopy(model)
     pruned_model.eval()
     layers, excluded = find_prunable(pruned_model, block)
@@ -198,7 +207,7 @@ def prune(
             block_macs=layer.block_macs,
             max_pruned=layer.blocks - min_kept_blocks(layer.blocks, min_keep),
             curve=curves[layer.name],
-            cycles=_cycles_curve(layer, arch),
+            cycles=_cycles_curve(layer, costs),
         )
         for layer in layers
     ]
@@ -213,7 +222,7 @@ def prune(
         keep[orders[layer.name][: picks[layer.name]]] = False
         masks[layer.name] = keep.reshape(layer.grid)
     apply_masks(layers, masks)
-    result = PruneResult(method, block, arch, layers, masks, scores=scores)
+    result = PruneResult(method, block, costs, layers, masks, scores=scores)
     result.summary = summarize(result, target, excluded, info, min_keep, hw_weight)
     if method == "lpvit":
         result.summary["curves"] = {
@@ -232,15 +241,14 @@ def summarize(
     min_keep: float,
     hw_weight: float,
 ) -> dict:
-    """JSON-ready: settings, per-layer sparsity and estimator cycles, totals."""
+    """JSON-ready: settings, per-layer sparsity and board cycles, totals, the cost model."""
     rows = []
     totals = {"macs_dense": 0, "macs_kept": 0, "cycles_dense": 0, "cycles_pruned": 0}
-    arch = result.arch
     for layer in result.layers:
         mask = result.masks[layer.name]
         kept = int(mask.sum())
-        dense_cycles = layer_cycles(layer, arch, np.ones(layer.grid, bool))
-        pruned_cycles = layer_cycles(layer, arch, mask)
+        dense_cycles = layer_cycles(layer, result.costs, np.ones(layer.grid, bool))
+        pruned_cycles = layer_cycles(layer, result.costs, mask)
         entry = {
             "layer": layer.name,
             "shape": [layer.out_dim, layer.in_dim],
@@ -263,7 +271,8 @@ def summarize(
     return {
         "method": result.method,
         "block": list(result.block),
-        "tile": [arch.tile_out, arch.tile_in],
+        "tile": list(result.costs.tile),
+        "cycles": result.costs.describe(),
         "target_macs": target,
         "min_keep": min_keep,
         "hw_weight": hw_weight if result.method == "lpvit" else None,

@@ -1,39 +1,35 @@
-"""Per-layer block sparsity and UCU cycles read back from a compiled Program.
+"""Per-layer block sparsity and board cycles read back from a compiled Program.
 
 This looks at what the accelerator will actually run (the stored tiles of each
 LINEAR descriptor), not at the torch masks, so it also shows tiles that quantised
-to zero and layers that were left dense.
+to zero and layers that were left dense. Cycles are the build's estimate of each layer
+on the board (``estimate.layer_cost``: the ArchConfig's weight masters, window and drain
+under the board's DDR model), stored tiles against all of them.
 """
 
 from __future__ import annotations
 
-from ..estimate import (
-    balanced_counts,
-    linear_cycles,
-)
+from ..arch import ddr_model
+from ..estimate import block_count, estimate_cycles, layer_cost, tile_count
 from ..program import NONE, Op, Program
 
 
-def program_sparsity(program: Program) -> dict:
-    """{"layers": [...], "totals": {...}} with tiles, stored tiles and cycles per LINEAR."""
-    bus_bytes = program.bus_bits // 8
+def program_sparsity(program: Program, arch, board, ddr=None) -> dict:
+    """{"layers": [...], "totals": {...}} with tiles, stored tiles and board cycles (dense
+    and as stored) per LINEAR of `program` compiled for `arch` on `board`, under `ddr`
+    (default: the board's DDR model)."""
+    ddr = ddr_model(board, arch) if ddr is None else ddr
     rows_out, totals = [], {"tiles": 0, "stored_tiles": 0, "cycles_dense": 0, "cycles": 0}
     for layer in program.layers:
         if layer.op != Op.LINEAR:
             continue
-        f = layer.fields
-        out_tiles = -(-f["out_dim"] // program.tile_out)
-        in_tiles = -(-f["in_dim"] // program.tile_in)
-        tiles = out_tiles * in_tiles
-        stored = _stored_tiles(program, f)
-        stored = tiles if stored is None else stored
-        args = (f["rows"], f["in_dim"], f["out_dim"], program.tile_in, program.tile_out)
-        dense_cycles = linear_cycles(*args, f["w_bytes"], bus_bytes)
-        cycles = linear_cycles(*args, f["w_bytes"], bus_bytes, stored_tiles=stored)
+        tiles, stored = tile_count(program, layer), block_count(program, layer)
+        dense_cycles = layer_cost(program, arch, layer, ddr, None, tiles)["cycles"]
+        cycles = layer_cost(program, arch, layer, ddr)["cycles"]
         rows_out.append(
             {
                 "layer": layer.name,
-                "block_sparse": f["blocks"] != NONE,
+                "block_sparse": layer.fields["blocks"] != NONE,
                 "tiles": tiles,
                 "stored_tiles": stored,
                 "sparsity": round(1 - stored / tiles, 6),
@@ -47,43 +43,25 @@ def program_sparsity(program: Program) -> dict:
         totals["cycles"] += cycles
     totals["tile_sparsity"] = round(1 - totals["stored_tiles"] / max(1, totals["tiles"]), 6)
     totals["cycle_ratio"] = round(totals["cycles"] / max(1, totals["cycles_dense"]), 6)
+    totals["ddr"] = ddr.to_dict()
     return {"layers": rows_out, "totals": totals}
 
 
-def _stored_tiles(program: Program, fields: dict) -> int | None:
-    if fields["blocks"] == NONE:
-        return None
-    out_tiles = -(-fields["out_dim"] // program.tile_out)
-    return int(program.read_words(fields["blocks"] + 4 * out_tiles, 1)[0])
-
-
-def program_cycles(program: Program, task: int = 0) -> dict:
-    """Estimator cycles of one inference of ``task``: per layer, linear vs the rest.
-
-    Layers run one after another (the estimator's per-op schedules, summed); MoE
-    experts assume balanced routing since no golden run is at hand.
-    """
-    from ..estimate import _layer_estimate
-
-    bus = program.bus_bits // 8
-    top_k = next((g.fields["top_k"] for g in program.layers if g.op == Op.MOE_GATE), 2)
-    per_layer, linear, other = {}, 0, 0
-    for layer in program.layers:
-        if layer.task not in (-1, task):
-            continue
-        f = layer.fields
-        counts = (
-            balanced_counts(f["tokens"], f["experts"], top_k)
-            if layer.op == Op.MOE_EXPERTS
-            else None
-        )
-        cycles = _layer_estimate(program, layer, bus, counts)["compute_cycles"]
-        if layer.op == Op.LINEAR:
-            linear += cycles
-        else:
-            other += cycles
-        per_layer[layer.name] = cycles
-    return {"linear": linear, "other": other, "total": linear + other, "per_layer": per_layer}
+def program_cycles(program: Program, arch, board, task: int = 0, ddr=None) -> dict:
+    """The build's estimate of one inference of ``task`` on `board`: per layer, linear
+    vs the other layers, and the start-up (header, descriptor checks: a block-sparse
+    layer's index is checked too). MoE experts assume balanced routing since no golden
+    run is at hand."""
+    estimate = estimate_cycles(program, arch, board, task=task, ddr=ddr)
+    per_layer = {layer["name"]: layer["cycles"] for layer in estimate["layers"] if layer["runs"]}
+    linear = sum(
+        layer["cycles"] for layer in estimate["layers"] if layer["runs"] and layer["op"] == "LINEAR"
+    )
+    start, total = estimate["start_cycles"], estimate["cycles"]
+    return {
+        "linear": linear, "other": total - start - linear, "start": start, "total": total,
+        "per_layer": per_layer,
+    }  # fmt: skip
 
 
 __all__ = ["program_cycles", "program_sparsity"]

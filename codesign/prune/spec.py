@@ -9,7 +9,9 @@ from __future__ import annotations
 import numpy as np
 from torch import nn
 
-from ..arch import ArchConfig
+from ..arch import ArchConfig, get_board
+from ..arch.ddr import DEFAULT_EFFICIENCY
+from .board import board_costs
 from .core import METHODS, prune
 from .targets import PruneError
 
@@ -52,23 +54,28 @@ def calibration_images(module: nn.Module, calib, seed: int = CALIB_SEED) -> np.n
 
 
 def apply_prune_spec(
-    module: nn.Module, spec: str, calib_images, arch: ArchConfig
+    module: nn.Module,
+    spec: str,
+    calib_images,
+    arch: ArchConfig | None,
+    board: str = "zcu102",
+    precision=None,
+    ddr_efficiency: float = DEFAULT_EFFICIENCY,
+    fixed: frozenset[str] | None = None,
 ) -> tuple[nn.Module, dict]:
-    """Prune ``module`` per ``spec`` with blocks = the UCU tile of ``arch``.
+    """Prune ``module`` per ``spec`` with blocks = the UCU tile, each layer costed on
+    ``board`` as the build compiles it (``board_costs``: `arch`, `precision`,
+    `ddr_efficiency`, `fixed`).
 
     Returns (pruned copy of the module, summary) where the summary (JSON-ready) holds
-    the method, block shape, per-layer sparsity and estimator cycles, and totals;
+    the method, block shape, per-layer sparsity and board cycles, and totals;
     it is what a build report stores under ``pruning``.
     """
     method, sparsity = parse_prune_spec(spec)
     images = calibration_images(module, calib_images) if method == "lpvit" else None
+    costs = board_costs(module, get_board(board), arch, precision, ddr_efficiency, fixed)
     pruned, result = prune(
-        module,
-        images,
-        method=method,
-        sparsity=sparsity,
-        block=(arch.tile_out, arch.tile_in),
-        arch=arch,
+        module, images, method=method, sparsity=sparsity, block=costs.tile, costs=costs
     )
     summary = dict(result.summary)
     summary["spec"] = spec
