@@ -35,7 +35,7 @@ import numpy as np
 import codesign
 from codesign.arch import ddr_model
 from codesign.cli import parse_arch
-from codesign.estimate import AXI_LATENCY, estimate_cycles, expert_counts_from_run, exposed_latency
+from codesign.estimate import AXI_LATENCY, estimate_cycles, expert_counts_from_run, layer_cost
 from codesign.estimate.cycles import arena_on_chip
 from codesign.fidelity import agreement, compare
 from codesign.golden import GoldenExecutor
@@ -228,6 +228,12 @@ def _run_tasks(args, build, accel, tasks, latency, runs: list, dense=None) -> di
     return layer_cycles
 
 
+def _latency_cycles(build, layer, counts, latency: int) -> int:
+    """The estimator's cycles of `layer` spent on DDR latency at `latency` cycles."""
+    ddr = ddr_model(build.state.board, build.state.arch, latency_cycles=latency)
+    return layer_cost(build.program, build.state.arch, layer, ddr, counts)["latency_cycles"]
+
+
 def _round_trips(build, per_latency: dict) -> None:
     """Per op: extra cycles per cycle of DDR latency, measured and in the estimator."""
     low, high = min(per_latency), max(per_latency)
@@ -241,10 +247,11 @@ def _round_trips(build, per_latency: dict) -> None:
                 continue
             slope = (cycles[layer.name] - per_latency[low][task][layer.name]) / (high - low)
             on_chip = arena_on_chip(program, layer)
+            # the estimator's slope: exposed round trips and streams waiting on the latency
             model = (
-                exposed_latency(layer, 1000, counts.get(layer.name), on_chip)
-                - exposed_latency(layer, 0, counts.get(layer.name), on_chip)
-            ) / 1000
+                _latency_cycles(build, layer, counts.get(layer.name), high)
+                - _latency_cycles(build, layer, counts.get(layer.name), low)
+            ) / (high - low)
             key = layer.op.name + (" +res" if layer.fields.get("post") == 2 else "")
             key += " (window)" if on_chip else ""
             by_op.setdefault(key, []).append((slope, model))

@@ -126,6 +126,12 @@ def test_every_layer_costed_with_its_formula(tiny_build):
     assert result["latency_ms"] == pytest.approx(total / 300e3)
 
 
+def _embed_beats(program, layer) -> int:
+    """DDR beats of an EMBED layer's position rows."""
+    rows = layer.fields["patches"] + layer.fields["prefix"]
+    return rows * -(-4 * layer.fields["dim"] // (program.bus_bits // 8))
+
+
 def test_ddr_latency_adds_the_exposed_round_trips(tiny_build):
     """Each cycle of DDR latency costs every round trip the schedule exposes: per running
     layer its op's count (MoE experts: plus three per expert with tokens; a layer in the
@@ -151,7 +157,15 @@ def test_ddr_latency_adds_the_exposed_round_trips(tiny_build):
         trips += est.LAYER_ROUND_TRIPS[layer.op]
         if layer.op == Op.MOE_EXPERTS:
             trips += est.EXPERT_ROUND_TRIPS * active
-    assert slow["cycles"] - fast["cycles"] == pytest.approx(100 * trips, abs=len(program.layers))
+    # and EMBED's position rows, four commands ahead, wait on the round trips beyond them
+    streams = sum(
+        est.cycles.windowed_read_waits(_embed_beats(program, layer), 100)
+        for entry, layer in zip(slow["layers"], program.layers, strict=True)
+        if layer.op == Op.EMBED and entry["runs"]
+    )
+    assert slow["cycles"] - fast["cycles"] == pytest.approx(
+        100 * trips + streams, abs=len(program.layers)
+    )
 
 
 def test_skipped_task_layers_and_per_task_totals(tiny_build):
@@ -624,7 +638,10 @@ def test_the_window_takes_activation_traffic_off_the_ddr(tiny_build):
         if layer.op != Op.MOE_EXPERTS:  # (its trips grow with the experts that have tokens)
             op = spec(layer.op)
             arena_trips = op.round_trips - op.round_trips_on_chip
-            assert entry["latency_cycles"] == round(
+            streams = 0  # EMBED's position rows wait on round trips beyond their window
+            if layer.op == Op.EMBED:
+                streams = est.cycles.windowed_read_waits(_embed_beats(program, layer), 64)
+            assert entry["latency_cycles"] == streams + round(
                 op.round_trips_on_chip * est.AXI_LATENCY + arena_trips * WINDOW_LATENCY
             )
     linear = [layer for layer in program.layers if layer.op == Op.LINEAR]
@@ -730,3 +747,58 @@ def test_layernorm_rows_come_and_go_over_the_row_ports(tiny_build):
         on_the_bus = layernorm_cycles(rows, dim, tile_in, bus)
         assert expected < on_the_bus == base[layer.name]["compute_cycles"]
     assert on_ports, "no LayerNorm on the row ports"
+
+
+def test_windowed_read_waits_start_once_a_round_trip_outlasts_the_window():
+    """A stream with AHEAD commands of CHW beats in flight waits nothing while a round trip
+    fits in the window's beats, then a window per round trip (after the first window)."""
+    from codesign.estimate.cycles import (
+        ELTWISE_CHUNK_BEATS,
+        ELTWISE_READS_AHEAD,
+        READ_PATH_CYCLES,
+        windowed_read_waits,
+    )
+
+    window = ELTWISE_CHUNK_BEATS * ELTWISE_READS_AHEAD
+    fits = window - READ_PATH_CYCLES
+    assert windowed_read_waits(6192, 0) == 0  # latency not modelled
+    assert windowed_read_waits(2 * window, 500) == 0  # hidden behind the op's round trips
+    assert windowed_read_waits(6192, fits) == 0
+    waits = [windowed_read_waits(6192, fits + extra) for extra in (10, 20, 40)]
+    assert 0 < waits[0] < waits[1] < waits[2]
+    # linear in the latency beyond the window: (beats - window) / window a cycle
+    assert waits[2] - waits[1] == pytest.approx(2 * (waits[1] - waits[0]), abs=2)
+    assert waits[2] - waits[1] == pytest.approx(20 * (6192 - 2 * window) / window, abs=2)
+
+
+def test_embed_pays_the_window_at_high_latency_and_the_rtl_has_that_window(pruned_pair):
+    """EMBED's position rows stream with cds_eng_eltwise's window: the estimate grows by
+    ``windowed_read_waits`` with the DDR latency (m3vit measured 8,576 / 14,848 cycles at
+    64 / 128, estimate 8,545 / 14,839), and the constants are the template's."""
+    import re
+
+    from codesign.estimate.cycles import (
+        ELTWISE_CHUNK_BEATS,
+        ELTWISE_READS_AHEAD,
+        windowed_read_waits,
+    )
+    from codesign.templates import templates_root
+
+    text = (templates_root() / "rtl" / "cds_eng_eltwise.sv.j2").read_text()
+    assert re.search(r"set chunk_beats = (\d+)", text).group(1) == str(ELTWISE_CHUNK_BEATS)
+    assert re.search(r"localparam int AHEAD = (\d+);", text).group(1) == str(ELTWISE_READS_AHEAD)
+    build, _ = pruned_pair
+    program, arch = build.program, build.state.arch
+    embed = next(layer for layer in program.layers if layer.op == Op.EMBED)
+    beats = _embed_beats(program, embed)
+    low, high = (
+        est.layer_cost(program, arch, embed, ddr_model("zcu102", arch, latency_cycles=latency))
+        for latency in (16, 256)
+    )
+    exposed = est.exposed_latency(embed, 256, None, low["arena_on_chip"]) - est.exposed_latency(
+        embed, 16, None, low["arena_on_chip"]
+    )
+    assert high["cycles"] - low["cycles"] == exposed + windowed_read_waits(beats, 256) > exposed
+    assert (
+        high["breakdown"]["latency"] - low["breakdown"]["latency"] == high["cycles"] - low["cycles"]
+    )

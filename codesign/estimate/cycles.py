@@ -75,7 +75,9 @@ class WeightStream:
     arena master, a bus beat a cycle); `drain_lanes`: the UCU drain's lanes (0: a bus
     beat's words, ``output_lanes``); `y_row`: the output rows (the UCU's, LayerNorm's) go
     into the window over its y port, an output tile row a cycle (False: a bus beat a
-    cycle); `norm_lanes`: LayerNorm's normalise lanes (0: a bus beat's words)."""
+    cycle); `norm_lanes`: LayerNorm's normalise lanes (0: a bus beat's words);
+    `ddr_latency`: cycles from a DDR read command to its first data (0: not modelled),
+    which bounds a stream that keeps only a few commands in flight."""
 
     ports: int
     bus_bytes: int
@@ -85,6 +87,7 @@ class WeightStream:
     drain_lanes: int = 0
     y_row: bool = False
     norm_lanes: int = 0
+    ddr_latency: int = 0
 
     @property
     def rate(self) -> float:
@@ -258,6 +261,30 @@ def elementwise_cycles(rows: int, cols: int, lanes: int, bus_bytes: int, inputs:
     """EMBED / ADD: `lanes` elements per cycle, bounded by reading `inputs` streams."""
     per_row = max(-(-cols // lanes), inputs * beats(4 * cols, bus_bytes))
     return rows * per_row + ELEMENTWISE_PIPELINE
+
+
+# cds_eng_eltwise reads in commands of ELTWISE_CHUNK_BEATS beats, ELTWISE_READS_AHEAD of them
+# in flight per port (its CHW and AHEAD); a DDR read's data comes READ_PATH_CYCLES after the
+# DDR model's first-beat latency (the top's read arbitration and FIFOs; fitted on m3vit's
+# EMBED at 16, 64 and 128 cycles of latency: benchmarks/bench_e2e.py --latency)
+ELTWISE_CHUNK_BEATS = 16
+ELTWISE_READS_AHEAD = 4
+READ_PATH_CYCLES = 22
+
+
+def windowed_read_waits(total_beats: int, ddr_latency: int,
+                        chunk_beats: int = ELTWISE_CHUNK_BEATS,
+                        ahead: int = ELTWISE_READS_AHEAD) -> int:  # fmt: skip
+    """Cycles a stream of `total_beats` DDR beats waits beyond a beat a cycle when only
+    `ahead` commands of `chunk_beats` are in flight: past its first two windows (their
+    round trips hide behind the op's exposed ones: fitted with READ_PATH_CYCLES), a window
+    of beats per round trip; none when the window covers the round trip or the latency is
+    not modelled (0)."""
+    window = ahead * chunk_beats
+    if not ddr_latency or total_beats <= 2 * window:
+        return 0
+    slowdown = max(0.0, (ddr_latency + READ_PATH_CYCLES) / window - 1.0)
+    return math.ceil((total_beats - 2 * window) * slowdown)
 
 
 def pool_cycles(rows: int, cols: int, bus_bytes: int) -> int:
@@ -749,9 +776,11 @@ def y_port_rows(program, arch, layer) -> bool:
     return not residual or _on_window_rows(program, layer, "res", "res_stride")
 
 
-def layer_stream(program, arch, layer, ddr_bytes_per_cycle: float | None = None) -> WeightStream:
+def layer_stream(program, arch, layer, ddr_bytes_per_cycle: float | None = None,
+                 ddr_latency: int = 0) -> WeightStream:  # fmt: skip
     """How `layer`'s weight tiles, rows and outputs move on the kernel `arch` describes,
-    under a DDR sustaining `ddr_bytes_per_cycle`: what ``estimate_cycles`` costs it with."""
+    under a DDR sustaining `ddr_bytes_per_cycle` with `ddr_latency` cycles to a read's
+    first data: what ``estimate_cycles`` costs it with."""
     return replace(
         weight_stream(program, ddr_bytes_per_cycle),
         arena_on_chip=arena_on_chip(program, layer),
@@ -759,6 +788,7 @@ def layer_stream(program, arch, layer, ddr_bytes_per_cycle: float | None = None)
         drain_lanes=arch.output_lanes,
         y_row=y_port_rows(program, arch, layer),
         norm_lanes=arch.norm_lanes,
+        ddr_latency=ddr_latency,
     )
 
 
@@ -807,7 +837,7 @@ def layer_cost(program, arch, layer, ddr: DdrModel, counts: list[int] | None = N
     Returns ``_layer_estimate``'s detail (breakdown folded in) with ``cycles``,
     ``ddr_cycles``, ``latency_cycles`` and ``arena_on_chip``."""
     bus = program.bus_bits // 8
-    moves = layer_stream(program, arch, layer, ddr.bytes_per_cycle)
+    moves = layer_stream(program, arch, layer, ddr.bytes_per_cycle, ddr.latency_cycles)
     detail = _layer_estimate(program, layer, bus, counts, stored, moves)
     # on chip, the arena's round trips are the window's, its bytes use no DDR
     waits = exposed_latency(layer, ddr.latency_cycles, counts, moves.arena_on_chip)
@@ -817,7 +847,9 @@ def layer_cost(program, arch, layer, ddr: DdrModel, counts: list[int] | None = N
     cycles, transfer, breakdown = _layer_cycles(
         detail, ddr.bytes_per_cycle, descriptor, waits, layer.name
     )
-    detail.update(cycles=cycles, ddr_cycles=transfer, breakdown=breakdown, latency_cycles=waits)
+    # the round trips exposed, and what the op's own streams wait on the DDR's latency
+    latency = breakdown["latency"]
+    detail.update(cycles=cycles, ddr_cycles=transfer, breakdown=breakdown, latency_cycles=latency)
     detail["arena_on_chip"] = moves.arena_on_chip
     return detail
 

@@ -44,16 +44,23 @@ def estimate(program, layer, bus: int, counts: list[int] | None, stored: int | N
         elementwise_cycles,
         row_parts,
         rows_breakdown,
+        windowed_read_waits,
     )
 
     f = layer.fields
     to = program.tile_out
     rows = f["patches"] + f["prefix"]
+    row_beats = beats(4 * f["dim"], bus)
     cycles = elementwise_cycles(rows, f["dim"], to, bus, inputs=1)
-    parts = row_parts(rows, -(-f["dim"] // to), beats(4 * f["dim"], bus))
-    breakdown = rows_breakdown(
-        rows, -(-f["dim"] // to), beats(4 * f["dim"], bus), ELEMENTWISE_PIPELINE
-    )
+    parts = row_parts(rows, -(-f["dim"] // to), row_beats)
+    breakdown = rows_breakdown(rows, -(-f["dim"] // to), row_beats, ELEMENTWISE_PIPELINE)
+    # the position rows come from DDR a few commands ahead: at a DDR latency beyond what
+    # they cover, the round trips pace the rows
+    waits = windowed_read_waits(rows * row_beats, stream.ddr_latency)
+    if waits > 0:
+        cycles += waits
+        breakdown["latency"] += waits
+        parts["latency"] = waits
     weight_bytes = 4 * rows * f["dim"]
     act_bytes = f["patches"] * f["src_stride"] + rows * f["dst_stride"]
     return layer_model(cycles, breakdown, parts, weight_bytes=weight_bytes, act_bytes=act_bytes)
