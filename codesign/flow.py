@@ -198,14 +198,10 @@ def step_prune(state: BuildState) -> None:
         from .prune.spec import apply_prune_spec
 
         images = _calibration(state, _input_shape(state.module)).images
-        fixed = None  # each layer costed on the ArchConfig this build compiles for
-        if opts.arch is not None:
-            fixed = (
-                opts.arch_fields if opts.arch_fields is not None else frozenset(opts.arch.to_dict())
-            )
+        # each layer costed on the ArchConfig this build compiles for
         state.module, state.pruning = apply_prune_spec(
             state.module, opts.prune, images, state.arch, state.board.name, opts.precision,
-            opts.ddr_efficiency, fixed,
+            opts.ddr_efficiency, opts.arch is not None, opts.arch_fields,
         )  # fmt: skip
     elif isinstance(state.weights_path, (str, Path)):
         from .prune.io import read_pruning_summary

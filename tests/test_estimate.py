@@ -751,7 +751,7 @@ def test_layernorm_rows_come_and_go_over_the_row_ports(tiny_build):
 
 def test_windowed_read_waits_start_once_a_round_trip_outlasts_the_window():
     """A stream with AHEAD commands of CHW beats in flight waits nothing while a round trip
-    fits in the window's beats, then a window per round trip (after the first window)."""
+    fits in the window's beats, then a window per round trip (past the first two windows)."""
     from codesign.estimate.cycles import (
         ELTWISE_CHUNK_BEATS,
         ELTWISE_READS_AHEAD,
@@ -766,7 +766,7 @@ def test_windowed_read_waits_start_once_a_round_trip_outlasts_the_window():
     assert windowed_read_waits(6192, fits) == 0
     waits = [windowed_read_waits(6192, fits + extra) for extra in (10, 20, 40)]
     assert 0 < waits[0] < waits[1] < waits[2]
-    # linear in the latency beyond the window: (beats - window) / window a cycle
+    # linear in the latency beyond the window: (beats - 2 windows) / window a cycle
     assert waits[2] - waits[1] == pytest.approx(2 * (waits[1] - waits[0]), abs=2)
     assert waits[2] - waits[1] == pytest.approx(20 * (6192 - 2 * window) / window, abs=2)
 

@@ -368,6 +368,13 @@ def utilisation(rows: int, in_dim: int, out_dim: int, tile_in: int, tile_out: in
 LAYER_DISPATCH = 4  # decode a fetched descriptor and start the op's engine
 AXI_LATENCY = DEFAULT_LATENCY  # first-beat latency of a PL read from PS DDR (arch.ddr)
 DESCRIPTOR_BYTES = 4 * LAYER_WORDS  # one layer descriptor, fetched in one burst
+
+
+def descriptor_cycles(bus_bytes: int) -> int:
+    """A layer's descriptor fetch (one burst) and its dispatch."""
+    return beats(DESCRIPTOR_BYTES, bus_bytes) + LAYER_DISPATCH
+
+
 # DDR round trips a layer leaves exposed because each waits for the one before: the
 # descriptor, the first operands, the write acknowledgement at the end; LayerNorm and
 # EMBED/ADD partly wait on parameters or second operands too. MoE experts: descriptor,
@@ -843,7 +850,7 @@ def layer_cost(program, arch, layer, ddr: DdrModel, counts: list[int] | None = N
     waits = exposed_latency(layer, ddr.latency_cycles, counts, moves.arena_on_chip)
     if moves.arena_on_chip:
         detail["act_bytes"] = 0
-    descriptor = beats(DESCRIPTOR_BYTES, bus) + LAYER_DISPATCH
+    descriptor = descriptor_cycles(bus)
     cycles, transfer, breakdown = _layer_cycles(
         detail, ddr.bytes_per_cycle, descriptor, waits, layer.name
     )
@@ -876,7 +883,7 @@ def estimate_cycles(
         raise ValueError(f"task {task} out of range: the program has {program.n_tasks} tasks")
     bus = program.bus_bits // 8
     clock_hz = board.clock_mhz * 1e6
-    descriptor = beats(DESCRIPTOR_BYTES, bus) + LAYER_DISPATCH
+    descriptor = descriptor_cycles(bus)
     start = startup_cycles(program, ddr_latency, arch)
     layers, sources = [], set()
     total = start

@@ -88,13 +88,15 @@ def board_costs(
     arch: ArchConfig | None = None,
     precision=None,
     ddr_efficiency: float = DEFAULT_EFFICIENCY,
-    fixed: frozenset[str] | None = None,
+    given: bool = False,
+    given_fields: frozenset[str] | None = None,
 ) -> BoardCosts:
     """Compile the dense `module` for `board` at `precision` as a build would and return
     its costs under the board's DDR model at `ddr_efficiency`. `arch`: the ArchConfig to
-    start from (None: the board's default for `precision`); `fixed`: the fields of it a
-    user set (``--arch``), the rest sized to the model; None: a default, sized and shrunk
-    until it fits, as a build without ``--arch`` does."""
+    start from (None: the board's default for `precision`); `given`, `given_fields`: a
+    build's ``BuildOptions.arch is not None`` and ``arch_fields`` (the user's ``--arch``,
+    compiled as that build compiles it); not given: a default, sized and shrunk until it
+    fits, as a build without ``--arch`` does."""
     from ..arch.config import default_arch
     from ..flow import (
         BuildState,
@@ -108,8 +110,8 @@ def board_costs(
     options = make_options(module, board.name, precision=precision, **_SHAPE_ONLY)
     if arch is None:
         arch = default_arch(board.name, None, options.precision)
-    if fixed is not None:
-        options.arch, options.arch_fields = arch, frozenset(fixed)
+    if given:
+        options.arch, options.arch_fields = arch, given_fields
     state = BuildState(options, board=board, arch=arch, module=module)
     state.name = getattr(module, "name", None) or type(module).__name__.lower()
     for step in (step_convert, step_transform, step_quantize, step_compile):

@@ -24,8 +24,10 @@ def program_sparsity(program: Program, arch, board, ddr=None) -> dict:
         if layer.op != Op.LINEAR:
             continue
         tiles, stored = tile_count(program, layer), block_count(program, layer)
-        dense_cycles = layer_cost(program, arch, layer, ddr, None, tiles)["cycles"]
         cycles = layer_cost(program, arch, layer, ddr)["cycles"]
+        dense_cycles = cycles  # stored dense: its cost is the dense one
+        if stored < tiles:
+            dense_cycles = layer_cost(program, arch, layer, ddr, None, tiles)["cycles"]
         rows_out.append(
             {
                 "layer": layer.name,

@@ -61,11 +61,12 @@ def apply_prune_spec(
     board: str = "zcu102",
     precision=None,
     ddr_efficiency: float = DEFAULT_EFFICIENCY,
-    fixed: frozenset[str] | None = None,
+    given: bool = False,
+    given_fields: frozenset[str] | None = None,
 ) -> tuple[nn.Module, dict]:
     """Prune ``module`` per ``spec`` with blocks = the UCU tile, each layer costed on
     ``board`` as the build compiles it (``board_costs``: `arch`, `precision`,
-    `ddr_efficiency`, `fixed`).
+    `ddr_efficiency`, `given`, `given_fields`).
 
     Returns (pruned copy of the module, summary) where the summary (JSON-ready) holds
     the method, block shape, per-layer sparsity and board cycles, and totals;
@@ -73,7 +74,9 @@ def apply_prune_spec(
     """
     method, sparsity = parse_prune_spec(spec)
     images = calibration_images(module, calib_images) if method == "lpvit" else None
-    costs = board_costs(module, get_board(board), arch, precision, ddr_efficiency, fixed)
+    costs = board_costs(
+        module, get_board(board), arch, precision, ddr_efficiency, given, given_fields
+    )
     pruned, result = prune(
         module, images, method=method, sparsity=sparsity, block=costs.tile, costs=costs
     )
