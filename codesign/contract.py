@@ -93,6 +93,7 @@ DEBUG_REGISTERS = {
     "PERF_SEL": 0x8C,  # write: layer index
     "PERF_CYCLES": 0x90,  # cycles of the selected layer in the last run
     "LAYERS_RUN": 0x94,
+    "CHECK_CYCLES": 0x98,  # cycles the rule engine ran in the last run (header and layers)
 }
 STATUS_OFFSET = DEBUG_REGISTERS["STATUS"]
 

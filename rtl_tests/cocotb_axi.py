@@ -59,11 +59,13 @@ async def _check_control(dut, bench: Bench, axil, offsets: dict) -> None:
     dut.dbg_cycles.value = 0x1122334455667788
     dut.dbg_perf_cycles.value = 4242
     dut.dbg_layers_run.value = 17
+    dut.dbg_check_cycles.value = 9001
     await expect(0x80, 0x00030007, "STATUS")
     await expect(0x84, 0x55667788, "CYCLES lo")
     await expect(0x88, 0x11223344, "CYCLES hi")
     await expect(0x90, 4242, "PERF_CYCLES")
     await expect(0x94, 17, "LAYERS_RUN")
+    await expect(0x98, 9001, "CHECK_CYCLES")
     await axil.write_dword(0x8C, 5)
     await expect(0x8C, 5, "PERF_SEL")
     assert int(dut.dbg_perf_sel.value) == 5
@@ -127,7 +129,8 @@ async def dma_and_control(dut):
     memory = data["memory"].astype(np.uint8)
     offsets = {k: int(v) for k, v in zip(data["reg_names"], data["reg_offsets"], strict=True)}
 
-    for name in ("ctl_done", "dbg_status", "dbg_cycles", "dbg_perf_cycles", "dbg_layers_run"):
+    for name in ("ctl_done", "dbg_status", "dbg_cycles", "dbg_perf_cycles", "dbg_layers_run",
+                 "dbg_check_cycles"):
         getattr(dut, name).value = 0
     ram = AxiRam(
         AxiBus.from_prefix(dut, "m_axi"), dut.clk, dut.rst_n, reset_active_level=False,

@@ -57,7 +57,7 @@ module cds_axi_dma_tb #(
     output logic [31:0] ctl_task, input logic ctl_done, output logic ctl_idle,
     input  logic [31:0] dbg_status, input logic [63:0] dbg_cycles,
     output logic [31:0] dbg_perf_sel, input logic [31:0] dbg_perf_cycles,
-    input  logic [31:0] dbg_layers_run,
+    input  logic [31:0] dbg_layers_run, dbg_check_cycles,
 {WORD_PORTS}
 {AXI4_MASTER_PORTS});
     // cocotbext-axi models AXI4's 1-bit LOCK; the masters drive Vitis' 2-bit one
@@ -77,7 +77,7 @@ module cds_axi_dma_tb #(
         .start(ctl_start), .program_addr(ctl_program), .arena_addr(ctl_arena),
         .task_id(ctl_task), .done(ctl_done), .idle(ctl_idle), .status(dbg_status),
         .cycles(dbg_cycles), .perf_sel(dbg_perf_sel), .perf_cycles(dbg_perf_cycles),
-        .layers_run(dbg_layers_run)
+        .layers_run(dbg_layers_run), .check_cycles(dbg_check_cycles)
     );
     cds_axi_rd #(.BUS(BUS), .MAX_BURST(MAX_BURST), .FIFO_LOG2(FIFO_LOG2)) u_rd (
         .clk, .rst_n, .base(ctl_program),

@@ -251,3 +251,71 @@ def test_window_rules_cost_the_rule_engine_nothing_without_a_window():
     sides = sum(1 for spec in SPECS for rule in spec.rules if "one side of the window" in rule.why)
     assert sides >= 8
     assert len(window) - len(plain) >= 3 * sides
+
+
+def _programs(engine):
+    """Each program of an engine image (header, every op, the unknown-op refusal)."""
+    starts = sorted({engine.header_entry, *engine.entries.values(), engine.unknown_entry})
+    return {start: engine.program_at(start) for start in starts}
+
+
+@pytest.mark.parametrize(
+    "arch, w_bytes",
+    [(ArchConfig(), (2,)), (ARCH_TINY, (1,)), (ArchConfig(arena_window_kib=64), (1, 2))],
+)
+def test_rule_engine_schedule_has_no_hazard_the_pipeline_would_see(arch, w_bytes):
+    """The RTL engine has no hazard logic: every register an instruction reads was last
+    written DEPENDENT_SLOTS issue slots before it or more (waits included), in the same
+    program (registers keep other programs' values), and no wait overflows its field.
+    The schedule interleaves rules, so it leaves few slots empty."""
+    engine = microcode.image(kernel_check_params(arch, w_bytes=w_bytes))
+    slots = 0
+    for start, code in _programs(engine).items():
+        written: dict[int, int] = {}
+        slot = -1
+        for instr in code:
+            assert 0 <= instr.wait < 1 << microcode.WAIT_BITS
+            slot += 1 + instr.wait
+            for selector in (instr.a, instr.b):
+                if selector >> 7 == microcode.SRC_REG and instr.op not in ("END", "LDI"):
+                    reg = selector & 127
+                    assert reg in written, (start, instr, "reads a register it never wrote")
+                    assert slot - written[reg] >= microcode.DEPENDENT_SLOTS, (start, instr)
+            if instr.op not in ("ASSERT", "END"):
+                written[instr.dst] = slot
+        slots += slot + 1
+    # few empty slots are left: a rule's chain of results mostly waits behind others' work
+    steps = sum(len(code) for code in _programs(engine).values())
+    assert slots < 1.1 * steps, (slots, steps)
+
+
+def test_rule_engine_in_order_schedule_gives_the_same_verdicts(tiny_build):
+    """Interleaving changes when rules are computed, never which one answers: a Program
+    refused at each op by each rule gets the same code from the scheduled microcode as
+    from the rules issued one by one (the compiler's fallback), in more cycles there."""
+    params = kernel_check_params(tiny_build.state.arch)
+    fast = microcode.image(params)
+    answer = microcode.verdict(tiny_build.program_bytes, params)
+    assert answer.code == 0
+    compiled = {}
+    for spec in SPECS:
+        compiled[spec.code] = fast.program_at(fast.entries[spec.code])
+    slow_cycles = 0
+    for spec in SPECS:
+        rules = (ops.TASK_RULE, *spec.rules)
+        fields = {name: index for index, name in enumerate(spec.field_names)}
+        names = list(ops.HEADER_WORD_INDEX)
+        header = {name: (i, ops.HEADER_WORD_INDEX[name][1]) for i, name in enumerate(names)}
+        compiler = microcode._Compiler(params, dict(spec.fields), fields, header)
+        for rule in rules:
+            compiler.rule(rule, ERROR_CODES[rule.error])
+        slow = microcode.schedule(compiler.code, lookahead=0, in_order=True)
+        assert [i.op for i in slow if i.op == "ASSERT"] == [
+            i.op for i in compiled[spec.code] if i.op == "ASSERT"
+        ]
+        assert [i.imm for i in slow if i.op == "ASSERT"] == [
+            i.imm for i in compiled[spec.code] if i.op == "ASSERT"
+        ]
+        slow_cycles += sum(1 + i.wait for i in slow)
+    fast_cycles = sum(sum(1 + i.wait for i in code) for code in compiled.values())
+    assert fast_cycles < 0.75 * slow_cycles, (fast_cycles, slow_cycles)

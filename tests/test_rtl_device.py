@@ -224,14 +224,26 @@ def _execute_raw(accel, program: bytes) -> None:
     accel.execute(accel.program_address, accel.arena_address(len(program)), 0, 1_000_000, program)
 
 
+def _engine_cycles(arch, blob: bytes) -> int:
+    """The rule engine's cycles on `blob` as codesign.ops.microcode counts them for the
+    RTL build's parameters (header, then each layer up to the one refused)."""
+    from codesign.ops import microcode
+    from codesign.rtl.render import rtl_check_params
+
+    answer = microcode.verdict(blob, rtl_check_params(arch, None))
+    return answer.header_cycles + sum(answer.layer_cycles)
+
+
 @pytest.mark.csim
 def test_rtl_and_csim_refuse_the_same_bad_programs(tiny_build, rtl_kernel):
     """A Program one kernel refuses, the other refuses too, with the same check error and
     layer, and so does the Python check (all three are generated from the op registry's
-    rules); nothing runs, and the RTL runs the good Program next."""
+    rules); nothing runs, and the RTL runs the good Program next. The rule engine's
+    cycles (CHECK_CYCLES) are what the microcode model counts, refused or not: the first
+    failing rule ends the pipeline wherever it is in a layer's schedule."""
     import re
 
-    from codesign.contract import ERROR_NAMES, ProgramRefused
+    from codesign.contract import DEBUG_REGISTERS, ERROR_NAMES, ProgramRefused
     from codesign.hls.csim import CsimCase, CsimError, build_csim, csim_unavailable, run_cases
     from codesign.ops import check_blob, kernel_check_params
 
@@ -252,6 +264,8 @@ def test_rtl_and_csim_refuse_the_same_bad_programs(tiny_build, rtl_kernel):
         with pytest.raises(ProgramRefused, match=rf"ERR_{error} at layer {index} \({op.name} "):
             _execute_raw(accel, program)
         assert accel.register_state()["LAYERS_RUN"] == 0, f"{what}: the RTL ran layers"
+        check_cycles = accel.harness.axil_read(DEBUG_REGISTERS["CHECK_CYCLES"])
+        assert check_cycles == _engine_cycles(arch, program), what
     with pytest.raises(ProgramRefused, match=r"ERR_MAGIC at the header"):
         _execute_raw(accel, b"\0" + tiny_build.program_bytes[1:])
     # an unknown op code late in the Program (the rule engine's registers are no longer
@@ -271,8 +285,10 @@ def test_rtl_and_csim_refuse_the_same_bad_programs(tiny_build, rtl_kernel):
         run_cases(binary, blob, [CsimCase(raw, 0)])
     with pytest.raises(ProgramRefused, match=rf"ERR_OP at layer {late}"):
         _execute_raw(accel, blob)
+    assert accel.harness.axil_read(DEBUG_REGISTERS["CHECK_CYCLES"]) == _engine_cycles(arch, blob)
     run = accel.run_program(tiny_build.program_bytes, raw, 0)
     np.testing.assert_array_equal(run.output, golden_raw(tiny_build, raw[None], 0)[0])
+    assert run.check_cycles == _engine_cycles(arch, tiny_build.program_bytes)
 
 
 def _wider(key: str, by: int = 1):

@@ -13,11 +13,17 @@ Machine: 16 registers of 64 bits; an instruction is ``op dst, a, b, imm``. ``a``
 says), a latched header word, the layer's task or the run's task; ``b`` may instead be
 the instruction's signed immediate. Arithmetic is two's complement on 64 bits, the
 same as the C++ (``-fwrapv``) and the Python checks, whose rules keep every value far
-from overflow. An instruction takes three cycles (operands read, selected, executed;
-the next one is fetched meanwhile, and its result written a cycle later, forwarded), a
-multiply one more per four bits of ``b`` up to its top one (no DSP), a divisibility test
-64 more (one remainder bit per cycle). The cycles depend only on the Program, so the
-cycle model charges exactly what :func:`verdict` counts.
+from overflow. The engine is a pipeline of four stages (fetch, operands read, selected,
+executed) taking an instruction a cycle; a result reaches the operand stage of an
+instruction three issue slots after its own (written a cycle after it executes, and
+forwarded), so the compiler schedules each op's rules together, filling the slots a
+rule's chain of results would leave empty with other rules' instructions, and writes
+the empty slots it cannot fill into the next instruction's ``wait`` field: the pipeline
+detects no hazard. ASSERTs keep the rules' order, so the first failing rule still
+answers. A multiply holds the pipeline one cycle more per four bits of ``b`` up to its
+top one (no DSP), a divisibility test 65 more (magnitudes, then one remainder bit per
+cycle). The cycles depend only on the Program, so the cycle model charges exactly what
+:func:`verdict` counts.
 """
 
 from __future__ import annotations
@@ -75,9 +81,14 @@ SRC_REG, SRC_IMM, SRC_FIELD_U, SRC_FIELD_S, SRC_HDR_U, SRC_HDR_S, SRC_TASK, SRC_
 SEL_BITS = 10
 REGISTERS = 16
 IMM_BITS = 48
-BASE_CYCLES = 3  # operands read, selected, executed (the next instruction fetched meanwhile)
+WAIT_BITS = 2  # empty issue slots before an instruction (the scheduler's, not a hazard check)
+BASE_CYCLES = 1  # an issue slot
 START_CYCLES = 1  # the first fetch
+DRAIN_CYCLES = 2  # the last instruction's operand selection and execution
+DEPENDENT_SLOTS = 3  # issue slots from an instruction to the first that may read its result
 EXTRA_CYCLES = {"DIVIDES": 65}  # MUL: 3a, then one per 4 bits of b up to its top one
+LOOKAHEAD_RULES = 6  # rules past the oldest unfinished one the scheduler may take from
+RESERVED_REGISTERS = 6  # kept for the oldest unfinished rule when taking from later ones
 _COMMUTATIVE = {"ADD", "MUL", "EQ", "NE", "AND", "OR"}
 _SWAPPED = {"LT": "GT", "LE": "GE", "GT": "LT", "GE": "LE", "EQ": "EQ", "NE": "NE"}
 _CMP = {"<": "LT", "<=": "LE", ">": "GT", ">=": "GE", "==": "EQ", "!=": "NE"}
@@ -97,17 +108,36 @@ class Instr:
     a: int = 0  # selector
     b: int = 0  # selector
     imm: int = 0
+    wait: int = 0  # empty issue slots before this instruction
 
     def word(self) -> int:
-        """The ROM word: {op, dst, a, b, imm} (imm two's complement)."""
+        """The ROM word: {wait, op, dst, a, b, imm} (imm two's complement)."""
+        if not 0 <= self.wait < 1 << WAIT_BITS:
+            raise MicrocodeError(f"{self.wait} empty slots do not fit the {WAIT_BITS}-bit wait")
         imm = self.imm & ((1 << IMM_BITS) - 1)
-        word = OP[self.op]
+        word = (self.wait << OP_BITS) | OP[self.op]
         for value, bits in ((self.dst, 4), (self.a, SEL_BITS), (self.b, SEL_BITS), (imm, IMM_BITS)):
             word = (word << bits) | value
         return word
 
 
-WORD_BITS = OP_BITS + 4 + 2 * SEL_BITS + IMM_BITS
+WORD_BITS = WAIT_BITS + OP_BITS + 4 + 2 * SEL_BITS + IMM_BITS
+
+
+@dataclass(frozen=True)
+class _Step:
+    """An instruction before scheduling: results in virtual registers (each written once);
+    operands ("v", register) or ("s", selector)."""
+
+    op: str
+    dst: int | None
+    a: tuple
+    b: tuple
+    imm: int
+    rule: int
+
+    def reads(self) -> list[int]:
+        return list(dict.fromkeys(ref[1] for ref in (self.a, self.b) if ref[0] == "v"))
 
 
 def sel(kind: int, index: int = 0) -> int:
@@ -126,18 +156,14 @@ class _Compiler:
         self.kinds = kinds
         self.fields = fields
         self.header = header_words  # name -> (selector index, signed)
-        self.code: list[Instr] = []
-        self.free = list(range(REGISTERS))
+        self.code: list[_Step] = []
+        self.registers = 0  # virtual registers used
+        self.rule_index = 0
 
-    # -- registers
+    # -- registers: virtual, each written once; the scheduler maps them onto the 16
     def alloc(self) -> int:
-        if not self.free:
-            raise MicrocodeError(f"a rule needs more than {REGISTERS} registers")
-        return self.free.pop(0)
-
-    def release(self, operand) -> None:
-        if operand[0] == "reg":
-            self.free.insert(0, operand[1])
+        self.registers += 1
+        return self.registers - 1
 
     # -- constants
     def const(self, node: Expr):
@@ -162,40 +188,37 @@ class _Compiler:
         return None
 
     # -- operands: ("imm", value) | ("reg", r) | ("src", selector)
-    def selector(self, operand) -> int:
-        return sel(SRC_REG, operand[1]) if operand[0] == "reg" else operand[1]
+    def selector(self, operand) -> tuple:
+        return ("v", operand[1]) if operand[0] == "reg" else ("s", operand[1])
 
     def in_reg_or_src(self, operand):
         if operand[0] != "imm":
             return operand
         reg = self.alloc()
-        self.emit("LDI", reg, 0, IMM, operand[1])
+        self.emit("LDI", reg, ("s", 0), ("s", IMM), operand[1])
         return ("reg", reg)
 
-    def emit(self, op: str, dst: int, a: int, b: int, imm: int = 0) -> None:
+    def emit(self, op: str, dst: int | None, a: tuple, b: tuple, imm: int = 0) -> None:
         if not -(1 << (IMM_BITS - 1)) <= imm < (1 << (IMM_BITS - 1)):
             raise MicrocodeError(f"constant {imm} does not fit the {IMM_BITS}-bit immediate")
-        self.code.append(Instr(op, dst, a, b, imm))
+        self.code.append(_Step(op, dst, a, b, imm, self.rule_index))
 
     def binary(self, op: str, x, y):
         """dst = op(x, y); x must not be an immediate (swapped or loaded if it is)."""
         if x[0] == "imm" and y[0] != "imm" and (op in _COMMUTATIVE or op in _SWAPPED):
             x, y, op = y, x, _SWAPPED.get(op, op)
         x = self.in_reg_or_src(x)
-        self.release(x)
-        self.release(y)
         dst = self.alloc()
         if y[0] == "imm":
-            self.emit(op, dst, self.selector(x), IMM, y[1])
+            self.emit(op, dst, self.selector(x), ("s", IMM), y[1])
         else:
             self.emit(op, dst, self.selector(x), self.selector(y))
         return ("reg", dst)
 
     def unary(self, op: str, x):
         x = self.in_reg_or_src(x)
-        self.release(x)
         dst = self.alloc()
-        self.emit(op, dst, self.selector(x), IMM, 0)
+        self.emit(op, dst, self.selector(x), ("s", IMM), 0)
         return ("reg", dst)
 
     def word_source(self, node: Expr):
@@ -258,13 +281,10 @@ class _Compiler:
         must = self.in_reg_or_src(self.node(rule.must))
         when = self.node(rule.when) if rule.when is not None else ("imm", 1)
         if when[0] != "imm":
-            self.emit("ASSERT", 0, self.selector(must), self.selector(when), code)
+            self.emit("ASSERT", None, self.selector(must), self.selector(when), code)
         elif when[1]:
-            self.emit("ASSERT", 0, self.selector(must), IMM, code | (1 << 8))
-        self.release(must)
-        self.release(when)
-        if len(self.free) != REGISTERS:
-            raise MicrocodeError("register leak in the rule compiler")
+            self.emit("ASSERT", None, self.selector(must), ("s", IMM), code | (1 << 8))
+        self.rule_index += 1
 
 
 def compile_rules(
@@ -279,8 +299,108 @@ def compile_rules(
     compiler = _Compiler(params, kinds, fields, header_words)
     for rule in rules:
         compiler.rule(rule, error_codes[rule.error])
-    compiler.emit("END", 0, 0, 0)
-    return compiler.code
+    try:
+        return schedule(compiler.code)
+    except MicrocodeError:  # no interleaving fits the registers: the rules one by one
+        return schedule(compiler.code, lookahead=0, in_order=True)
+
+
+def schedule(steps: list[_Step], lookahead: int = LOOKAHEAD_RULES,
+             in_order: bool = False) -> list[Instr]:  # fmt: skip
+    """Issue order, empty slots and registers for `steps`, ending in END. Each slot takes
+    the first step (in rule order) whose operands are ready (DEPENDENT_SLOTS after their
+    producer's slot), ASSERTs in order, from at most `lookahead` rules past the oldest
+    unfinished one, which alone may use the last RESERVED_REGISTERS registers (so it can
+    always finish); `in_order`: the steps as written, only the empty slots added."""
+    producer = {step.dst: k for k, step in enumerate(steps) if step.dst is not None}
+    readers: dict[int, int] = {}
+    for step in steps:
+        for reg in step.reads():
+            readers[reg] = readers.get(reg, 0) + 1
+    asserts = [k for k, step in enumerate(steps) if step.op == "ASSERT"]
+    placed: dict[int, int] = {}  # step -> slot
+    order: list[int] = []
+    left = dict(readers)
+    live: set[int] = set()
+    waiting = list(range(len(steps)))
+    slot = next_assert = 0
+    while waiting:
+        oldest = steps[asserts[next_assert]].rule if next_assert < len(asserts) else None
+        chosen = None
+        for k in waiting:
+            step = steps[k]
+            if oldest is not None and step.rule > oldest + lookahead:
+                break
+            ready = all(
+                producer[reg] in placed and placed[producer[reg]] + DEPENDENT_SLOTS <= slot
+                for reg in step.reads()
+            )
+            if not ready or (step.op == "ASSERT" and k != asserts[next_assert]):
+                if in_order:
+                    break
+                continue
+            after = len(live) - sum(1 for reg in step.reads() if left[reg] == 1)
+            after += step.dst is not None and readers.get(step.dst, 0) > 0
+            cap = REGISTERS if step.rule == oldest else REGISTERS - RESERVED_REGISTERS
+            if after > cap:
+                if in_order and after > REGISTERS:
+                    raise MicrocodeError(f"a rule needs more than {REGISTERS} registers")
+                continue
+            chosen = k
+            break
+        if chosen is not None:
+            step = steps[chosen]
+            waiting.remove(chosen)
+            placed[chosen] = slot
+            order.append(chosen)
+            for reg in step.reads():
+                left[reg] -= 1
+                if not left[reg]:
+                    live.discard(reg)
+            if step.dst is not None and readers.get(step.dst, 0):
+                live.add(step.dst)
+            if step.op == "ASSERT":
+                next_assert += 1
+        elif order and slot - placed[order[-1]] >= DEPENDENT_SLOTS:
+            raise MicrocodeError("the rule scheduler found nothing to issue")
+        slot += 1
+    return _allocate(steps, order, placed)
+
+
+def _allocate(steps: list[_Step], order: list[int], placed: dict[int, int]) -> list[Instr]:
+    """The scheduled steps on the 16 registers (a register is free again once its last
+    reader has issued: a later write lands DEPENDENT_SLOTS after its own issue), with each
+    instruction's empty slots before it; END last."""
+    last_read: dict[int, int] = {}
+    for position, k in enumerate(order):
+        for reg in steps[k].reads():
+            last_read[reg] = position
+    free = list(range(REGISTERS))
+    home: dict[int, int] = {}
+    code, previous = [], -1
+
+    def ref(operand) -> int:
+        return sel(SRC_REG, home[operand[1]]) if operand[0] == "v" else operand[1]
+
+    for position, k in enumerate(order):
+        step = steps[k]
+        a, b = ref(step.a), ref(step.b)
+        for reg in step.reads():
+            if last_read[reg] == position:
+                free.append(home[reg])
+        dst = 0
+        if step.dst is not None:
+            if not free:
+                raise MicrocodeError(f"a schedule needs more than {REGISTERS} registers")
+            free.sort()
+            dst = free.pop(0)
+            home[step.dst] = dst
+            if step.dst not in last_read:  # never read: free at once
+                free.append(dst)
+        code.append(Instr(step.op, dst, a, b, step.imm, placed[k] - previous - 1))
+        previous = placed[k]
+    code.append(Instr("END"))
+    return code
 
 
 @dataclass(frozen=True)
@@ -331,7 +451,7 @@ def build_image(params: dict) -> EngineImage:
     refuse = codes["OP"] | (1 << 8)
     words += [
         Instr("LDI", 0, 0, IMM, 0).word(),
-        Instr("ASSERT", 0, sel(SRC_REG, 0), IMM, refuse).word(),
+        Instr("ASSERT", 0, sel(SRC_REG, 0), IMM, refuse, DEPENDENT_SLOTS - 1).word(),
     ]
     return EngineImage(
         words=tuple(words),
@@ -374,7 +494,7 @@ def run(program, read, regs: list[int] | None = None) -> tuple[int, int]:
         return value - (1 << 64) if value >> 63 else value
 
     regs = [0] * REGISTERS if regs is None else regs
-    spent = START_CYCLES
+    spent = START_CYCLES + DRAIN_CYCLES
     for instr in program:
 
         def operand(selector: int, instr: Instr = instr) -> int:
@@ -387,7 +507,7 @@ def run(program, read, regs: list[int] | None = None) -> tuple[int, int]:
 
         a, b = operand(instr.a), operand(instr.b)
         op = instr.op
-        spent += BASE_CYCLES
+        spent += BASE_CYCLES + instr.wait
         if op == "END":
             return 0, spent
         if op == "ASSERT":
@@ -497,8 +617,9 @@ def _decode(word: int) -> Instr:
     a = word & ((1 << SEL_BITS) - 1)
     word >>= SEL_BITS
     dst = word & 15
-    op = OPCODES[word >> 4]
-    return Instr(op, dst, a, b, imm - (1 << IMM_BITS) if imm >> (IMM_BITS - 1) else imm)
+    word >>= 4
+    op, wait = OPCODES[word & ((1 << OP_BITS) - 1)], word >> OP_BITS
+    return Instr(op, dst, a, b, imm - (1 << IMM_BITS) if imm >> (IMM_BITS - 1) else imm, wait)
 
 
 __all__ = [

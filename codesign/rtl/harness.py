@@ -614,6 +614,7 @@ class RtlRun:
     harness_cycles: int  # clock edges the harness drove for the run (incl. AXI-Lite traffic)
     seconds: float
     arena: np.ndarray | None = None  # the whole arena after the run (int32), when kept
+    check_cycles: int = 0  # CHECK_CYCLES: the rule engine's cycles (header and layers)
 
     @property
     def cycles_per_second(self) -> float:
@@ -858,4 +859,5 @@ class RtlAccelerator:
             harness_cycles=self.harness.cycles - first_cycle,
             seconds=time.perf_counter() - began,
             arena=done.copy() if keep_arena else None,
+            check_cycles=self.harness.axil_read(DEBUG_REGISTERS["CHECK_CYCLES"]),
         )
