@@ -129,8 +129,14 @@ async def dma_and_control(dut):
     memory = data["memory"].astype(np.uint8)
     offsets = {k: int(v) for k, v in zip(data["reg_names"], data["reg_offsets"], strict=True)}
 
-    for name in ("ctl_done", "dbg_status", "dbg_cycles", "dbg_perf_cycles", "dbg_layers_run",
-                 "dbg_check_cycles"):
+    for name in (
+        "ctl_done",
+        "dbg_status",
+        "dbg_cycles",
+        "dbg_perf_cycles",
+        "dbg_layers_run",
+        "dbg_check_cycles",
+    ):
         getattr(dut, name).value = 0
     ram = AxiRam(
         AxiBus.from_prefix(dut, "m_axi"), dut.clk, dut.rst_n, reset_active_level=False,
