@@ -295,7 +295,8 @@ def compile_rules(
     fields: dict[str, int],
     header_words: dict[str, tuple[int, bool]],
 ) -> list[Instr]:
-    """Microcode for `rules` in order, ending in END."""
+    """Microcode for `rules`, scheduled (``schedule``), ending in END; the first failing
+    rule answers, as in the order given."""
     compiler = _Compiler(params, kinds, fields, header_words)
     for rule in rules:
         compiler.rule(rule, error_codes[rule.error])
