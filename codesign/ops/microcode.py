@@ -15,8 +15,9 @@ the instruction's signed immediate. Arithmetic is two's complement on 64 bits, t
 same as the C++ (``-fwrapv``) and the Python checks, whose rules keep every value far
 from overflow. The engine is a pipeline of four stages (fetch, operands read, selected,
 executed) taking an instruction a cycle; a result reaches the operand stage of an
-instruction three issue slots after its own (written a cycle after it executes, and
-forwarded), so the compiler schedules each op's rules together, filling the slots a
+instruction four issue slots after its own (written to the register file a cycle after
+it executes, read from there: no forwarding multiplexer in front of the operand's zero
+test), so the compiler schedules each op's rules together, filling the slots a
 rule's chain of results would leave empty with other rules' instructions, and writes
 the empty slots it cannot fill into the next instruction's ``wait`` field: the pipeline
 detects no hazard. ASSERTs keep the rules' order, so the first failing rule still
@@ -85,7 +86,7 @@ WAIT_BITS = 2  # empty issue slots before an instruction (the scheduler's, not a
 BASE_CYCLES = 1  # an issue slot
 START_CYCLES = 1  # the first fetch
 DRAIN_CYCLES = 2  # the last instruction's operand selection and execution
-DEPENDENT_SLOTS = 3  # issue slots from an instruction to the first that may read its result
+DEPENDENT_SLOTS = 4  # issue slots from an instruction to the first that may read its result
 EXTRA_CYCLES = {"DIVIDES": 65}  # MUL: 3a, then one per 4 bits of b up to its top one
 LOOKAHEAD_RULES = 6  # rules past the oldest unfinished one the scheduler may take from
 RESERVED_REGISTERS = 6  # kept for the oldest unfinished rule when taking from later ones
