@@ -122,13 +122,12 @@ def _dense_twin(build):
 def _pruning_run(accel, build, dense, raw, task, run, est, golden_output) -> dict:
     """The block-sparse layers' measured cycles against the same weights stored dense."""
     twin = accel.run_program(dense.to_bytes(), raw, task, max_cycles=2_000_000_000)
-    names = [layer["name"] for layer in est["layers"] if layer.get("block_sparse")]
+    sparse = [layer for layer in est["layers"] if layer.get("block_sparse")]
+    names = [layer["name"] for layer in sparse]
     cycles = sum(run.layer_cycles[name] for name in names)
     dense_cycles = sum(twin.layer_cycles[name] for name in names)
-    estimate = sum(layer["cycles"] for layer in est["layers"] if layer.get("block_sparse"))
-    estimate_dense = sum(
-        layer["cycles_dense"] for layer in est["layers"] if layer.get("block_sparse")
-    )
+    estimate = sum(layer["cycles"] for layer in sparse)
+    estimate_dense = sum(layer["cycles_dense"] for layer in sparse)
     entry = {
         "layers": len(names),
         "cycles": cycles,

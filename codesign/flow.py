@@ -200,9 +200,16 @@ def step_prune(state: BuildState) -> None:
         images = _calibration(state, _input_shape(state.module)).images
         # each layer costed on the ArchConfig this build compiles for
         state.module, state.pruning = apply_prune_spec(
-            state.module, opts.prune, images, state.arch, state.board.name, opts.precision,
-            opts.ddr_efficiency, opts.arch is not None, opts.arch_fields,
-        )  # fmt: skip
+            state.module,
+            opts.prune,
+            images,
+            state.arch,
+            board=state.board.name,
+            precision=opts.precision,
+            ddr_efficiency=opts.ddr_efficiency,
+            given=opts.arch is not None,
+            given_fields=opts.arch_fields,
+        )
     elif isinstance(state.weights_path, (str, Path)):
         from .prune.io import read_pruning_summary
 

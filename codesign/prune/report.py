@@ -55,10 +55,9 @@ def program_cycles(program: Program, arch, board, task: int = 0, ddr=None) -> di
     layer's index is checked too). MoE experts assume balanced routing since no golden
     run is at hand."""
     estimate = estimate_cycles(program, arch, board, task=task, ddr=ddr)
-    per_layer = {layer["name"]: layer["cycles"] for layer in estimate["layers"] if layer["runs"]}
-    linear = sum(
-        layer["cycles"] for layer in estimate["layers"] if layer["runs"] and layer["op"] == "LINEAR"
-    )
+    runs = [layer for layer in estimate["layers"] if layer["runs"]]
+    per_layer = {layer["name"]: layer["cycles"] for layer in runs}
+    linear = sum(layer["cycles"] for layer in runs if layer["op"] == "LINEAR")
     start, total = estimate["start_cycles"], estimate["cycles"]
     return {
         "linear": linear, "other": total - start - linear, "start": start, "total": total,
