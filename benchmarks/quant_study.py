@@ -1,8 +1,9 @@
-"""Quantisation study: float vs w16a24, w8a16, w8a8, w8a8r16, w4a16 on the digits ViT and m3vit.
+"""Quantisation study: float vs w16a24 ... w4a16 on the digits ViT and m3vit.
 
-    python benchmarks/quant_study.py                  # ~65 min (+7 min training, once)
+    python benchmarks/quant_study.py                  # ~75 min (+7 min training, once)
     python benchmarks/quant_study.py --json out.json --write-docs
     python benchmarks/quant_study.py --only-scenes --scene-images 64   # ~30 min
+    python benchmarks/quant_study.py --precisions w16a16 --scene-images 64   # one precision
 
 Digits ViT (the shipped checkpoint): test accuracy of the golden executor on the 360 test
 digits, top-1 agreement and logit cosine vs torch, calibrated on 4 random images or on 64
@@ -39,7 +40,7 @@ from codesign.train import predict_logits, scene_checkpoint, scene_metrics
 from codesign.util import replace_marked
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "quantization.md"
-PRECISIONS = ("w16a24", "w8a16", "w8a8", "w8a8r16", "w4a16")
+PRECISIONS = ("w16a24", "w16a16", "w8a16", "w8a8", "w8a8r16", "w4a16")
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -65,7 +66,7 @@ def variants(precision: str, m3vit: bool = False):
             yield quant, weight_formats, rounding
 
 
-def digits_rows(calibs: dict) -> tuple[list[dict], float]:
+def digits_rows(calibs: dict, precisions=PRECISIONS) -> tuple[list[dict], float]:
     model = create_model("digits-vit")
     data = load_digits(size=16)
     images, labels = data.test.images, data.test.labels
@@ -73,7 +74,7 @@ def digits_rows(calibs: dict) -> tuple[list[dict], float]:
     float_acc = float((reference.argmax(1) == labels).mean())
     rows = []
     for calib_name, calib in calibs.items():
-        for precision in PRECISIONS:
+        for precision in precisions:
             for quant, weight_formats, rounding in variants(precision):
                 started = time.perf_counter()
                 build = codesign.build(
@@ -93,11 +94,11 @@ def digits_rows(calibs: dict) -> tuple[list[dict], float]:
     return rows, float_acc
 
 
-def m3vit_builds(**options):
-    """m3vit built for the ZCU102 at every precision and weight variant the study measures:
-    (the row's variant fields, the build's start time, the build); ``options`` go to
-    ``codesign.build``."""
-    for precision in PRECISIONS:
+def m3vit_builds(precisions=PRECISIONS, **options):
+    """m3vit built for the ZCU102 at each of `precisions` and weight variant the study
+    measures: (the row's variant fields, the build's start time, the build); ``options`` go
+    to ``codesign.build``."""
+    for precision in precisions:
         for quant, weight_formats, rounding in variants(precision, m3vit=True):
             started = time.perf_counter()
             build = codesign.build(
@@ -109,13 +110,14 @@ def m3vit_builds(**options):
             yield variant, started, build
 
 
-def m3vit_rows(images: int) -> list[dict]:
+def m3vit_rows(images: int, precisions=PRECISIONS) -> list[dict]:
     """m3vit has no dataset: its inputs here are Gaussian images, and the calibration 16
     more of them (an array: the user vouches for them being like the inputs, so narrow
     activations also get searched ranges)."""
     like_inputs = np.random.default_rng(7).standard_normal((16, 3, 128, 256))
     rows = []
-    for variant, started, build in m3vit_builds(eval_images=images, calib=like_inputs):
+    builds = m3vit_builds(precisions, eval_images=images, calib=like_inputs)
+    for variant, started, build in builds:
         per_task = build.report["fidelity"]["vs_torch"]["per_task"]
         rows.append({
             "model": "m3vit", **variant, "calib": "16 like the inputs",
@@ -128,7 +130,7 @@ def m3vit_rows(images: int) -> list[dict]:
     return rows
 
 
-def scene_rows(images: int, calib_count: int) -> tuple[list[dict], dict]:
+def scene_rows(images: int, calib_count: int, precisions=PRECISIONS) -> tuple[list[dict], dict]:
     """m3vit trained on digit scenes (``codesign.train.scene_checkpoint``: trained on the
     first run, then cached): its decisions are not near-ties, as a random model's are.
     Calibrated on training scenes (real images: ranges searched at narrow activations),
@@ -144,7 +146,8 @@ def scene_rows(images: int, calib_count: int) -> tuple[list[dict], dict]:
     floats = scene_metrics(*reference, test_labels)
     rows = []
     calib = data.train.images[:calib_count]
-    for variant, started, build in m3vit_builds(weights=checkpoint, eval_images=1, calib=calib):
+    builds = m3vit_builds(precisions, weights=checkpoint, eval_images=1, calib=calib)
+    for variant, started, build in builds:
         outputs = [build.predict(test_images, task=task) for task in (0, 1)]
         semseg = compare(outputs[0], reference[0])
         depth = compare(outputs[1], reference[1])
@@ -225,11 +228,22 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--only-scenes", action="store_true", help="only the m3vit trained on digit scenes"
     )
+    parser.add_argument(
+        "--precisions",
+        default=",".join(PRECISIONS),
+        help="comma-separated subset (the docs' tables need them all)",
+    )
     parser.add_argument("--json", type=Path)
     parser.add_argument("--write-docs", action="store_true")
     args = parser.parse_args(argv)
+    precisions = tuple(p.strip() for p in args.precisions.split(",") if p.strip())
+    unknown = sorted(set(precisions) - set(PRECISIONS))
+    if unknown:
+        parser.error(f"--precisions: {', '.join(unknown)} not among {', '.join(PRECISIONS)}")
+    if args.write_docs and set(precisions) != set(PRECISIONS):
+        parser.error("--write-docs writes every precision's rows: drop --precisions")
     console = Console(width=160)
-    scenes, scene_floats = scene_rows(args.scene_images, args.scene_calib)
+    scenes, scene_floats = scene_rows(args.scene_images, args.scene_calib, precisions)
     for r in scenes:
         console.print(
             f"m3vit scenes {r['precision']:8} {r['weights']:7} {r['rounding']:7} "
@@ -249,8 +263,8 @@ def main(argv=None) -> int:
         return 0
     data = load_digits(size=16)
     calibs = {"4 random": 4, "64 digits": data.train.images[:64]}
-    digits, float_acc = digits_rows(calibs)
-    m3vit = [] if args.skip_m3vit else m3vit_rows(args.m3vit_images)
+    digits, float_acc = digits_rows(calibs, precisions)
+    m3vit = [] if args.skip_m3vit else m3vit_rows(args.m3vit_images, precisions)
     table = Table("model", "precision", "activations", "weights", "rounding", "calibration",
                   "accuracy", "agreement", "cosine")  # fmt: skip
     for r in digits:

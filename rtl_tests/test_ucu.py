@@ -470,6 +470,14 @@ def test_random_ops_with_a_wider_residual_stream(arch, table):
     w[0::2] = -rng.integers(1, 129, (out_dim // 2, in_dim))
     pairs = LinearCase("r16-pairs", x, w, Fixed(8, 8), Fixed(8, 1), Fixed(16, 16))
     batch.add(pairs)
+    # every corner of a pair: both products at -128 x -128, at 127 x -128 (the most
+    # negative), at 127 x 127, mixed, summed over whole tiles
+    x = np.array([[-128] * in_dim, [127] * in_dim, [-127] * in_dim, [-128, 127] * (in_dim // 2)])
+    corners = [(-128, -128), (127, 127), (-128, 127), (127, -128)]  # (w_lo, w_hi) per pair
+    w = np.array([corners[(o // 2) % 4][o % 2] for o in range(out_dim)])[:, None]
+    corner = LinearCase("r16-corners", x, np.repeat(w, in_dim, 1), Fixed(8, 8), Fixed(8, 1),
+                        Fixed(16, 16))  # fmt: skip
+    batch.add(corner)
     results, _ = run_batch(build, batch, seed=7)
     for case, got in zip(batch.cases, results, strict=True):
         assert case.x_fmt.width <= 8

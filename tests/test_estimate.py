@@ -802,3 +802,29 @@ def test_embed_pays_the_window_at_high_latency_and_the_rtl_has_that_window(prune
     assert (
         high["breakdown"]["latency"] - low["breakdown"]["latency"] == high["cycles"] - low["cycles"]
     )
+
+
+def test_the_gate_logits_go_into_the_moe_engine_not_onto_the_bus():
+    """MOE_GATE's logits land in the MoE engine's buffer an output tile row a write
+    (cds_eng_moe), whatever the layer's y port: a wide output tile (more bus beats a row
+    than the UCU takes cycles for it) must not make the gate write-bound (on the RTL a 64x32
+    UCU's gate ran at 0.945 of the estimate that wrote its logits over the bus)."""
+    from codesign.estimate.cycles import (
+        GATE_PIPELINE,
+        WeightStream,
+        gate_breakdown,
+        gate_cycles,
+        linear_cycles,
+        queue_beats,
+    )
+
+    tokens, dim, experts, top_k, bus = 145, 192, 16, 2, 16
+    stream = WeightStream(4, bus, 51.2, drain_lanes=8)
+    shape = (tokens, dim, experts, 64, 32, 1, bus)
+    on_chip = linear_cycles(*shape, stream=replace(stream, y_row=True))
+    assert linear_cycles(*shape, stream=stream) > on_chip  # the bus writes would bind
+    extra = tokens * experts + queue_beats(experts, experts, tokens, bus) + GATE_PIPELINE
+    gate = gate_cycles(tokens, dim, experts, top_k, 64, 32, 1, bus, stream)
+    assert gate == on_chip + extra
+    parts = gate_breakdown(tokens, dim, experts, top_k, 64, 32, 1, bus, stream)
+    assert sum(parts.values()) == gate

@@ -405,12 +405,24 @@ MODEL_PRECISION: dict[str, dict[str, str]] = {}
 # (79.8 %; the buffers keep the base's maxima, which fit) in Yosys. Both drain 8 lanes
 # wide into the window's y port: w8a16 223,084 LUT (81.4 %), w8a8r16 222,900 (81.3 %),
 # 915 DSP; m3vit 5.62 -> 5.14 ms at w8a8r16 on the RTL.
+# ZCU102 at w16a16 (16-bit activations, cosine 0.9999999 vs torch on the seeded m3vit):
+# the w8a16 shape, its products 16 x 16: 217,491 LUT (79.4 %), 1,435 DSP in Yosys at
+# 7.0 levels; m3vit 5.70 ms on the RTL against 6.91 ms at w16a24 on the board's default
+# (at w16a16 that default gains nothing: 6.85 ms by the estimate).
+# Not kept: a 64x32 UCU at w8a8r16 (4.18 ms on the RTL, 4.09 by the estimate, against
+# 4.76 / 4.66 on 64x16): 235,022 LUT in Yosys with its buffers sized to m3vit, 85.7 %,
+# 2,054 LUT over the margin (the calibrated model said 224,417, 81.9 %); with the base's
+# buffers 240,317 (87.7 %). Summing four packed products before splitting them (an
+# offset instead of a borrow adder per product) made that UCU larger, not smaller:
+# 96,307 LUT against 82,468.
 PRECISION_DEFAULTS: dict[str, dict[str, dict]] = {
     "zcu102": {
         "w8a16": {"tile_in": 64, "tile_out": 16, "attn_parallel": 8, "attn_lanes": 32,
                   "weight_ports": 4, "arena_window_kib": 1024, "drain_lanes": 8},
         "w8a8r16": {"tile_in": 64, "tile_out": 16, "attn_parallel": 8, "attn_lanes": 32,
                     "weight_ports": 4, "arena_window_kib": 1024, "drain_lanes": 8},
+        "w16a16": {"tile_in": 64, "tile_out": 16, "attn_parallel": 8, "attn_lanes": 32,
+                   "weight_ports": 4, "arena_window_kib": 1024, "drain_lanes": 8},
     },
 }  # fmt: skip
 

@@ -299,10 +299,17 @@ def gate_cycles(tokens: int, dim: int, experts: int, top_k: int, tile_in: int, t
     """Gate logits on the UCU, then per token a softmax over experts (one per cycle),
     top-k selection; the k queue appends overlap the next token's scan."""
     logits = linear_cycles(
-        tokens, dim, experts, tile_in, tile_out, weight_bytes, bus_bytes, stream=stream
-    )
+        tokens, dim, experts, tile_in, tile_out, weight_bytes, bus_bytes,
+        stream=_logits_stream(stream),
+    )  # fmt: skip
     queue = queue_beats(experts, experts, tokens, bus_bytes)  # counts, ids, scores written
     return logits + tokens * max(experts, top_k) + queue + GATE_PIPELINE
+
+
+def _logits_stream(stream: WeightStream | None) -> WeightStream | None:
+    """The gate's stream: its logits go into the MoE engine's buffer an output tile row a
+    write (cds_eng_moe), as over the window's y port, never onto the bus."""
+    return replace(stream, y_row=True) if stream is not None else None
 
 
 def queue_beats(experts: int, rows: int, tokens: int, bus_bytes: int) -> int:
@@ -610,8 +617,9 @@ def gate_breakdown(tokens, dim, experts, top_k, tile_in, tile_out, weight_bytes,
                    stream=None):  # fmt: skip
     """gate_cycles in parts: the logits on the UCU, softmax/top-k, the queue writes."""
     parts = linear_breakdown(
-        tokens, dim, experts, tile_in, tile_out, weight_bytes, bus_bytes, stream=stream
-    )
+        tokens, dim, experts, tile_in, tile_out, weight_bytes, bus_bytes,
+        stream=_logits_stream(stream),
+    )  # fmt: skip
     parts["compute"] += tokens * max(experts, top_k)
     parts["activations"] += queue_beats(experts, experts, tokens, bus_bytes)
     parts["control"] += GATE_PIPELINE
