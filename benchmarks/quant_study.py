@@ -1,6 +1,6 @@
-"""Quantisation study: float vs w16a24 ... w4a16 on the digits ViT and m3vit.
+"""Quantisation study: float against each precision of PRECISIONS on the digits ViT and m3vit.
 
-    python benchmarks/quant_study.py                  # ~75 min (+7 min training, once)
+    python benchmarks/quant_study.py                  # ~70 min (+7 min training, once)
     python benchmarks/quant_study.py --json out.json --write-docs
     python benchmarks/quant_study.py --only-scenes --scene-images 64   # ~30 min
     python benchmarks/quant_study.py --precisions w16a16 --scene-images 64   # one precision
