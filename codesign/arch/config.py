@@ -415,16 +415,12 @@ MODEL_PRECISION: dict[str, dict[str, str]] = {}
 # buffers 240,317 (87.7 %). Summing four packed products before splitting them (an
 # offset instead of a borrow adder per product) made that UCU larger, not smaller:
 # 96,307 LUT against 82,468.
+# the ZCU102's shape at 16-bit or narrower activations (w8a16's pick, above)
+_ZCU102_64X16 = {"tile_in": 64, "tile_out": 16, "attn_parallel": 8, "attn_lanes": 32,
+                 "weight_ports": 4, "arena_window_kib": 1024, "drain_lanes": 8}  # fmt: skip
 PRECISION_DEFAULTS: dict[str, dict[str, dict]] = {
-    "zcu102": {
-        "w8a16": {"tile_in": 64, "tile_out": 16, "attn_parallel": 8, "attn_lanes": 32,
-                  "weight_ports": 4, "arena_window_kib": 1024, "drain_lanes": 8},
-        "w8a8r16": {"tile_in": 64, "tile_out": 16, "attn_parallel": 8, "attn_lanes": 32,
-                    "weight_ports": 4, "arena_window_kib": 1024, "drain_lanes": 8},
-        "w16a16": {"tile_in": 64, "tile_out": 16, "attn_parallel": 8, "attn_lanes": 32,
-                   "weight_ports": 4, "arena_window_kib": 1024, "drain_lanes": 8},
-    },
-}  # fmt: skip
+    "zcu102": {"w8a16": _ZCU102_64X16, "w8a8r16": _ZCU102_64X16, "w16a16": _ZCU102_64X16},
+}
 
 
 def default_precision(board_name: str, model: str | None = None) -> Precision:
