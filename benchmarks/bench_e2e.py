@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--board", default="zcu102")
     parser.add_argument("--tasks", type=int, nargs="*", default=None)
     parser.add_argument("--layers", action="store_true", help="print every layer")
-    parser.add_argument("--precision", default=None, help="e.g. w16a24 (default), w8a16")
+    parser.add_argument("--precision", help="e.g. w16a24, w8a16 [the model's on the board]")
     parser.add_argument("--arch", default=None, help="ArchConfig fields, e.g. attn_lanes=16")
     parser.add_argument("--weights", default=None, help="a torch state dict (e.g. pruned)")
     parser.add_argument("--prune", default=None, help="block-prune first: lpvit:0.5, ...")

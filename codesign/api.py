@@ -136,7 +136,8 @@ def build(
 
     Files (program.bin, program.json, report.json, report.md, hls/...) are written only
     when ``out`` is given. ``precision`` defaults to the board's (w16a24; w8a16 on the
-    Ultra96-V2, ``arch.config.BOARD_PRECISION``). Extra keyword options: ``seed``, ``arch``
+    Ultra96-V2, ``arch.config.BOARD_PRECISION``; m3vit on the ZCU102 w16a16,
+    ``MODEL_PRECISION``). Extra keyword options: ``seed``, ``arch``
     (an ArchConfig, checked as given, or a dict of the fields that change the board's
     default, whose buffers are then sized to the model), ``calib``
     (count or images), ``eval_images`` (count or images), ``plot``, ``csim``, ``quant``,

@@ -110,7 +110,8 @@ def boards_cmd() -> None:
 )
 @click.option(
     "--precision",
-    help="wNaM[rK]: weight/act(/residual) bits [the board's: w16a24, w8a16 on the Ultra96-V2]",
+    help="wNaM[rK]: weight/act(/residual) bits [the board's: w16a24; w8a16 on the Ultra96-V2, "
+    "w16a16 for m3vit on the ZCU102]",
 )
 @click.option("--out", type=click.Path(file_okay=False), help="output dir [build/<model>-<board>]")
 @click.option("--seed", default=0, show_default=True, help="seed of the random weights")

@@ -461,7 +461,7 @@ def _check_arch(program, built: dict, folder: Path) -> None:
 @click.option("--model", "model", required=True, help="registered name (codesign models) or YAML")
 @click.option("--board", default="zcu102", show_default=True, help="target board")
 @click.option("--out", type=click.Path(file_okay=False), help="[build/deploy/<model>-<board>]")
-@click.option("--precision", default="w16a24", show_default=True, help="wNaM: weight/act bits")
+@click.option("--precision", help="wNaM: weight/act bits [the board's default for the model]")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="torch state dict")
 @click.option("--seed", default=0, show_default=True, help="seed of the random weights")
 @click.option("--bitstreams", type=click.Path(file_okay=False), help="[./bitstreams or repo]")

@@ -1,6 +1,7 @@
-"""End to end: the full m3vit on the RTL accelerator at the ZCU102's default ArchConfig.
+"""End to end: the full m3vit on the RTL accelerator at its ZCU102 default (w16a16, the
+board's ArchConfig for that precision).
 
-The longest tests of the run (a 32x32 UCU to Verilate, then millions of cycles per
+The longest tests of the run (a 64x16 UCU to Verilate, then millions of cycles per
 task at a few thousand cycles per second), so each task is a module of its own: a
 parallel run (pytest-xdist, one module per worker, heavy modules first) simulates the
 two tasks at once on two cores; the Verilated model is built once (cached, locked).
@@ -33,5 +34,5 @@ def check_m3vit_task(task: int) -> None:
 
 @pytest.mark.slow
 def test_m3vit_full_task0():
-    """The full m3vit, task 0 (semantic segmentation), on its board default (32x32 UCU)."""
+    """The full m3vit, task 0 (semantic segmentation), on its board default (w16a16, 64x16 UCU)."""
     check_m3vit_task(0)

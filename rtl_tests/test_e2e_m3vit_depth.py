@@ -11,5 +11,5 @@ pytestmark = pytest.mark.e2e
 
 @pytest.mark.slow
 def test_m3vit_full_task1():
-    """The full m3vit, task 1 (depth), on its board default (32x32 UCU)."""
+    """The full m3vit, task 1 (depth), on its board default (w16a16, 64x16 UCU)."""
     check_m3vit_task(1)

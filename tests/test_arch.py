@@ -173,7 +173,8 @@ def test_a_precision_with_a_default_of_its_own_gets_it(monkeypatch):
         for precision, fields in precisions.items():
             assert precision != str(default_precision(board))
             assert default_arch(board, "m3vit", precision) == ArchConfig(**fields)
-            assert default_arch(board, "m3vit", precision) != default_arch(board, "m3vit")
+            assert default_arch(board, "deit-small", precision) == ArchConfig(**fields)
+            assert ArchConfig(**fields) != default_arch(board) == default_arch(board, "deit-small")
     fields = {**BOARD_DEFAULTS["kv260"], "attn_parallel": 2}
     monkeypatch.setitem(PRECISION_DEFAULTS, "kv260", {"w8a16": fields})
     assert default_arch("kv260", None, "W8A16") == ArchConfig(**fields)
@@ -182,3 +183,40 @@ def test_a_precision_with_a_default_of_its_own_gets_it(monkeypatch):
     assert options.arch == ArchConfig(**fields).with_(max_tokens=256)
     own = MODEL_DEFAULTS["vit-tiny"]["kv260"]
     assert default_arch("kv260", "vit-tiny", "w8a16") == ArchConfig(**own)
+
+
+def test_a_model_with_a_precision_of_its_own_gets_that_precisions_default(monkeypatch):
+    """MODEL_PRECISION (m3vit at w16a16 on the ZCU102): a build of that model without a
+    precision gets it and the board's default at it (PRECISION_DEFAULTS), --arch starts
+    from that default; other models, and the model on other boards, keep the board's."""
+    from codesign.arch.config import (
+        BOARD_DEFAULTS,
+        MODEL_PRECISION,
+        PRECISION_DEFAULTS,
+        ArchConfig,
+        default_arch,
+        default_precision,
+    )
+    from codesign.flow import make_options
+
+    assert str(default_precision("zcu102", "m3vit")) == "w16a16"
+    for model, boards in MODEL_PRECISION.items():
+        for board, precision in boards.items():
+            assert str(default_precision(board, model)) == precision
+            assert precision != str(default_precision(board))
+            own = ArchConfig(**PRECISION_DEFAULTS[board][precision])
+            assert default_arch(board, model) == default_arch(board, model, precision) == own
+            assert default_arch(board) == ArchConfig(**BOARD_DEFAULTS[board]) != own
+            options = make_options(model, board, arch={"max_tokens": 256})
+            assert str(options.precision) == precision
+            assert options.arch == own.with_(max_tokens=256)
+            # asked for, the board's own precision brings the board's own default back
+            board_precision = str(default_precision(board))
+            options = make_options(model, board, precision=board_precision, arch={})
+            assert options.arch == default_arch(board)
+    assert default_precision("zcu104", "m3vit") == default_precision("zcu104")
+    assert default_precision("zcu102", "deit-small") == default_precision("zcu102")
+    # a model precision the board has no default for gets the board's ArchConfig
+    monkeypatch.setitem(MODEL_PRECISION, "vit-tiny", {"zcu104": "w8a16"})
+    assert default_arch("zcu104", "vit-tiny") == ArchConfig(**BOARD_DEFAULTS["zcu104"])
+    assert str(make_options("vit-tiny", "zcu104").precision) == "w8a16"
