@@ -126,12 +126,14 @@ def _knob_text(point: dict) -> str:
     masters = k.get("weight_ports", 1)
     window = k.get("arena_window_kib", 0)
     drain = k.get("drain_lanes", 0)
+    norm = k.get("layernorm_lanes", 0)
     return (
         f"{point['precision']} {k['tile_in']}x{k['tile_out']} UCU, P{k['attn_parallel']} x "
         f"{k['attn_lanes']} lanes, {k['bus_bits']}-bit bus"
         + (f", {masters} weight masters" if masters > 1 else "")
         + (f", {window} KiB on-chip window" if window else "")
         + (f", {drain} drain lanes" if drain else "")
+        + (f", {norm} LayerNorm lanes" if norm else "")
     )
 
 
@@ -146,6 +148,7 @@ def _knobs(arch: ArchConfig) -> dict:
         "weight_ports": arch.weight_ports,
         "arena_window_kib": arch.arena_window_kib,
         "drain_lanes": arch.drain_lanes,
+        "layernorm_lanes": arch.layernorm_lanes,
     }
 
 
@@ -159,10 +162,21 @@ def drain_choices(arch: ArchConfig) -> list[int]:
     return [0] + [lanes for lanes in (beat * 2, beat * 4) if lanes <= arch.tile_out]
 
 
+def norm_choices(arch: ArchConfig) -> list[int]:
+    """LayerNorm's normalise widths a search tries for `arch`: the derived one (0), and
+    with the window's y port (a normalised row leaves an output tile row a write) twice
+    and four times it, up to a whole output tile."""
+    if not arch.y_port:
+        return [0]
+    lanes = arch.norm_lanes
+    return [0] + [wide for wide in (lanes * 2, lanes * 4) if wide <= arch.tile_out]
+
+
 def attention_variant(program, arch: ArchConfig):
     """The Program ``compile_graph`` gives for `arch` when `arch` differs from the one
-    `program` was compiled for only in its attention slots and lanes and its drain: the
-    same weights and layout, the header's slots, lanes and drain and each ATTENTION's
+    `program` was compiled for only in its attention slots and lanes, its drain and
+    LayerNorm's lanes: the same weights and layout, the header's slots, lanes, drain and
+    LayerNorm lanes and each ATTENTION's
     ``parallel`` (part of its numerics) set as the compiler sets them. The search packs
     m3vit's 35 MB of weights once per UCU tile and bus instead of once per point
     (tests/test_explore.py checks points against full compiles)."""
@@ -179,6 +193,7 @@ def attention_variant(program, arch: ArchConfig):
         attn_parallel=arch.attn_parallel,
         attn_lanes=arch.header_attn_lanes,
         drain_lanes=arch.drain_lanes,
+        norm_lanes=arch.layernorm_lanes,
         layers=[retarget(layer) for layer in program.layers],
     )
 
@@ -239,15 +254,16 @@ def search_block(model: str, seed: int, board_name: str, base: dict, precision: 
                  ) -> list[dict]:  # fmt: skip
     """Every (slots, lanes) point of one UCU tile, bus, number of weight masters and
     window (`window`: the arena's on-chip window as large as the memory plan fills it,
-    else none), each with every drain width (``drain_choices``; the Program is the same),
-    pruned where it stops fitting.
+    else none), each with every drain width (``drain_choices``) and LayerNorm width
+    (``norm_choices``; the Program is the same), pruned where it stops fitting.
     A pure function of its arguments (a Dask job): each process quantises the model once
     (``_graph_for`` is cached), which is faster than shipping the quantised graph to the
     workers, whose unpickled weight arrays made every compile ~2x slower."""
     graph, _base = _graph_for(model, board_name, precision, seed)
     block = ArchConfig.from_dict(
         {**base, "tile_in": tile_in, "tile_out": tile_out, "bus_bits": bus_bits, "drain_lanes": 0,
-         "weight_ports": weight_ports, "arena_window_kib": WINDOW_MAX_KIB if window else 0}
+         "layernorm_lanes": 0, "weight_ports": weight_ports,
+         "arena_window_kib": WINDOW_MAX_KIB if window else 0}
     )  # fmt: skip
     from .compiler import compile_graph
     from .dse import sized_window
@@ -267,11 +283,21 @@ def search_block(model: str, seed: int, board_name: str, base: dict, precision: 
             if not points[-1]["fits"]:  # more lanes only cost more
                 row_fits = lane_count != lanes[0]
                 break
-            for drain in drain_choices(arch)[1:]:  # wider drains cost more: stop at a miss
+            for drain in drain_choices(arch):  # wider drains cost more: stop at a miss
                 wide = arch.with_(drain_lanes=drain)
-                points.append(evaluate(graph, board_name, wide, precision, ddr_efficiency, packed))
-                if not points[-1]["fits"]:
-                    break
+                if drain:
+                    points.append(
+                        evaluate(graph, board_name, wide, precision, ddr_efficiency, packed)
+                    )
+                    if not points[-1]["fits"]:
+                        break
+                for norm in norm_choices(wide)[1:]:  # so do wider LayerNorms
+                    normed = wide.with_(layernorm_lanes=norm)
+                    points.append(
+                        evaluate(graph, board_name, normed, precision, ddr_efficiency, packed)
+                    )
+                    if not points[-1]["fits"]:
+                        break
         if not row_fits:  # even the fewest lanes do not fit: more slots will not either
             break
     return points

@@ -83,7 +83,10 @@ _H_WINDOW = _H_WEIGHT_PORTS + 1
 # the UCU drain's lanes it was compiled for (ArchConfig.drain_lanes, 0: a bus beat's
 # words); like attn_lanes no executor's answer depends on it, only the schedule
 _H_DRAIN_LANES = _H_WINDOW + 1
-assert _H_DRAIN_LANES < HEADER_BYTES // 4
+# LayerNorm's normalise lanes (ArchConfig.layernorm_lanes, 0: derived as the ArchConfig
+# derives them); only the schedule depends on it
+_H_NORM_LANES = _H_DRAIN_LANES + 1
+assert _H_NORM_LANES < HEADER_BYTES // 4
 assert HEADER_WORD_INDEX["window_bytes"][0] == _H_WINDOW
 
 
@@ -217,6 +220,7 @@ class Program:
     weight_ports: int = 1  # ArchConfig.weight_ports: weight matrices striped over this many
     window_bytes: int = 0  # arena offsets below it are on chip (ArchConfig.arena_window_kib)
     drain_lanes: int = 0  # ArchConfig.drain_lanes it was compiled for (0: a beat's words)
+    norm_lanes: int = 0  # ArchConfig.layernorm_lanes it was compiled for (0: derived)
 
     @property
     def weight_beat_bytes(self) -> int:
@@ -270,6 +274,7 @@ class Program:
         header[_H_WEIGHT_PORTS] = self.weight_ports
         header[_H_WINDOW] = self.window_bytes
         header[_H_DRAIN_LANES] = self.drain_lanes
+        header[_H_NORM_LANES] = self.norm_lanes
         blob = bytearray(header.tobytes() + layers.tobytes() + self.data)
         crc = zlib.crc32(bytes(blob))
         crc_at = (2 + HEADER_FIELDS.index("crc32")) * 4
@@ -340,6 +345,7 @@ class Program:
             weight_ports=int(header[_H_WEIGHT_PORTS]),
             window_bytes=int(header[_H_WINDOW]),
             drain_lanes=int(header[_H_DRAIN_LANES]),
+            norm_lanes=int(header[_H_NORM_LANES]),
         )
         return program
 
@@ -382,6 +388,7 @@ class Program:
                 "weight_ports": self.weight_ports,
                 "window_bytes": self.window_bytes,
                 "drain_lanes": self.drain_lanes,
+                "norm_lanes": self.norm_lanes,
             },
             "sizes": {
                 "header_bytes": HEADER_BYTES,
@@ -465,12 +472,16 @@ def _check_structure(blob: bytes, values: dict, source: str) -> None:
             f"{source}: attn_lanes {lanes} is neither 0 (whole head rows) nor a power of two "
             f"up to {MAX_TILE}"
         )
-    drain = int(header[_H_DRAIN_LANES])
-    if drain & (drain - 1) or drain > MAX_TILE:
-        raise ProgramError(
-            f"{source}: drain_lanes {drain} is neither 0 (a bus beat's words) nor a power of "
-            f"two up to {MAX_TILE}"
-        )
+    for name, word, default in (
+        ("drain_lanes", _H_DRAIN_LANES, "a bus beat's words"),
+        ("norm_lanes", _H_NORM_LANES, "derived"),
+    ):
+        lanes = int(header[word])
+        if lanes & (lanes - 1) or lanes > MAX_TILE:
+            raise ProgramError(
+                f"{source}: {name} {lanes} is neither 0 ({default}) nor a power of two up to "
+                f"{MAX_TILE}"
+            )
     ports = int(header[_H_WEIGHT_PORTS])
     if ports not in WEIGHT_PORT_CHOICES:
         raise ProgramError(f"{source}: weight_ports {ports} is not one of {WEIGHT_PORT_CHOICES}")

@@ -328,6 +328,39 @@ def test_m3vit_tiny_onchip_window(window_kib, drain_lanes, tile_in):
     assert run["cycles"] < base["cycles"], (run["cycles"], base["cycles"])
 
 
+def test_m3vit_tiny_layernorm_with_more_normalise_lanes():
+    """``layernorm_lanes``: LayerNorm's normalise pass with all 16 of its sum lanes, where
+    by default it has the drain's 8 (its rows leave over the y port, 8 words a write on
+    this 16x8 UCU). Bit-exact, within the estimator's band overall and for LayerNorm, and
+    LayerNorm in fewer cycles than with 8 lanes, by what the estimator says it saves
+    (its 4-beat rows wait on their statistics: ``layernorm_lane_cycles``)."""
+    arch = TINY_ARCH.with_(weight_ports=4, arena_window_kib=64, drain_lanes=8, tile_in=16)
+    wide = arch.with_(layernorm_lanes=16)
+    assert arch.y_port and arch.norm_lanes == 8 and wide.norm_lanes == 16
+    runs = {}
+    for lanes, design in ((8, arch), (16, wide)):
+        build = compiled("m3vit-tiny", design)
+        assert build.program.norm_lanes == design.layernorm_lanes  # the header records it
+        (run,) = run_harness(build, [1])["runs"]
+        assert check_run(build, run, f"m3vit-tiny {lanes} LayerNorm lanes")["cosine"] > 0.999
+        assert build.state.arch.norm_lanes == lanes
+        latency = run["ddr_latency"]
+        est = estimate_cycles(build.program, build.state.arch, BOARD, None, 1, ddr_latency=latency)
+        norms = [
+            (measured, layer["cycles"])
+            for layer, measured in zip(est["layers"], run["layers"], strict=True)
+            if layer["op"] == "LAYERNORM" and layer["runs"]
+        ]
+        assert norms
+        runs[lanes] = [sum(pair) for pair in zip(*norms, strict=True)]
+    # 9-row LayerNorms: their fixed costs (the parameters, the pipelines) are half of them
+    # and the estimate's are within ~7 % (m3vit's 129 rows: bench_e2e, within 5 %)
+    (narrow, narrow_est), (fast, fast_est) = runs[8], runs[16]
+    assert abs(fast / fast_est - 1) < 0.1 and abs(narrow / narrow_est - 1) < 0.1, runs
+    saved, saved_est = narrow - fast, narrow_est - fast_est
+    assert saved > 0 and abs(saved / saved_est - 1) < 0.25, runs
+
+
 @pytest.mark.slow
 def test_m3vit_tiny_ddr_model_both_tasks():
     """m3vit-tiny, both tasks, DDR = the SystemVerilog model (AXI latency + bandwidth cap)."""

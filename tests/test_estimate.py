@@ -103,8 +103,9 @@ def test_every_layer_costed_with_its_formula(tiny_build):
                 f["rows"], f["in_dim"], f["out_dim"], arch.tile_in, arch.tile_out, f["w_bytes"],
                 bus, stream=stream,
             )  # fmt: skip
-        elif layer.op == Op.LAYERNORM:
-            expected = est.layernorm_cycles(f["rows"], f["dim"], arch.tile_in, bus)
+        elif layer.op == Op.LAYERNORM:  # gamma and beta, then the rows
+            params = 2 * est.cycles.beats(4 * f["dim"], bus)
+            expected = params + est.layernorm_cycles(f["rows"], f["dim"], arch.tile_in, bus)
         elif layer.op == Op.ATTENTION:
             expected = est.attention_cycles(f["tokens"], f["dim"], f["heads"], f["parallel"], bus)
         else:
@@ -740,13 +741,30 @@ def test_layernorm_rows_come_and_go_over_the_row_ports(tiny_build):
         passes = layernorm_lane_cycles(dim, tile_in, bus, wide.norm_lanes)
         moves = max(-(-dim // tile_in), -(-dim // tile_out))
         expected = rows * max(passes, moves) + LAYERNORM_PIPELINE
-        assert fast[layer.name]["compute_cycles"] == expected
+        params = 2 * est.cycles.beats(4 * dim, bus)  # gamma and beta before the rows
+        assert fast[layer.name]["compute_cycles"] == params + expected
         assert expected == layernorm_cycles(
             rows, dim, tile_in, bus, wide.norm_lanes, 4 * tile_in, tile_out
         )
         on_the_bus = layernorm_cycles(rows, dim, tile_in, bus)
-        assert expected < on_the_bus == base[layer.name]["compute_cycles"]
+        assert expected < on_the_bus == base[layer.name]["compute_cycles"] - params
     assert on_ports, "no LayerNorm on the row ports"
+    # layernorm_lanes: more normalise lanes than the drain's, LayerNorm alone gets faster
+    normed = wide.with_(layernorm_lanes=2 * wide.norm_lanes)
+    assert normed.norm_lanes == 2 * wide.norm_lanes <= tile_in
+    faster = {e["name"]: e for e in est.estimate_cycles(program, normed, "zcu102")["layers"]}
+    for name, entry in fast.items():
+        if entry["op"] != "LAYERNORM":
+            assert faster[name]["cycles"] == entry["cycles"], name
+        elif entry["runs"]:
+            layer = next(layer for layer in program.layers if layer.name == name)
+            rows, dim = layer.fields["rows"], layer.fields["dim"]
+            passes = layernorm_lane_cycles(dim, tile_in, bus, normed.norm_lanes)
+            moves = max(-(-dim // tile_in), -(-dim // tile_out))
+            expected = rows * max(passes, moves) + LAYERNORM_PIPELINE
+            expected += 2 * est.cycles.beats(4 * dim, bus)
+            assert faster[name]["compute_cycles"] == expected <= entry["compute_cycles"]
+    assert sum(e["cycles"] for e in faster.values()) < sum(e["cycles"] for e in fast.values())
 
 
 def test_windowed_read_waits_start_once_a_round_trip_outlasts_the_window():

@@ -101,6 +101,32 @@ def test_the_drain_width_is_searched_where_the_window_has_row_ports(serial):
     ]
 
 
+def test_layernorm_lanes_are_searched_where_its_rows_leave_over_the_y_port(serial):
+    """``norm_choices``: with the window's y port, twice and four times the derived
+    normalise lanes, up to tile_out; without it only the derived ones. Every searched
+    point's LayerNorm width is one of its choices, and a wider one costs more LUTs for
+    no more cycles than its twin."""
+    from codesign.arch import ArchConfig
+    from codesign.exploration import norm_choices
+
+    wide = ArchConfig(tile_in=64, tile_out=16, arena_window_kib=64, drain_lanes=8)
+    assert wide.y_port and wide.norm_lanes == 8 and norm_choices(wide) == [0, 16]
+    assert norm_choices(wide.with_(tile_out=32, drain_lanes=8)) == [0, 16, 32]
+    assert norm_choices(wide.with_(drain_lanes=0)) == [0]  # no y port: rows leave as beats
+    result, _ = serial
+    twins = {}
+    for point in result.points:
+        lanes = point["knobs"]["layernorm_lanes"]
+        assert lanes in norm_choices(ArchConfig(**point["arch"]).with_(layernorm_lanes=0))
+        key = tuple(sorted((k, v) for k, v in point["knobs"].items() if k != "layernorm_lanes"))
+        twins.setdefault(key, {})[lanes] = point
+    for group in twins.values():
+        for lanes, point in group.items():
+            if lanes and 0 in group:
+                assert point["cycles"] <= group[0]["cycles"]
+                assert point["resources"]["lut"] > group[0]["resources"]["lut"]
+
+
 def test_weight_masters_are_searched_and_bounded_by_the_board(serial):
     """1, 2 and 4 weight masters on the KV260 (five PS ports); more masters cost LUTs, so
     the front keeps the fast ones only where they pay."""

@@ -108,6 +108,40 @@ def test_weight_ports_is_in_the_header_and_checked(tiny_program):
         Program.from_bytes(bad)
 
 
+def test_the_layernorm_lanes_are_in_the_header_and_checked(tiny_program, tiny_build):
+    """norm_lanes (ArchConfig.layernorm_lanes): only the schedule depends on it, so it is a
+    header word and nothing else; 0 where the ArchConfig derives the lanes, and a word that
+    is not a power of two is refused, naming it."""
+    from dataclasses import replace
+
+    from codesign.arch import ArchConfig
+    from codesign.compiler import compile_graph
+    from codesign.hls.csim import arch_from_program
+    from codesign.program import _H_NORM_LANES
+
+    program = Program.from_bytes(tiny_program)
+    assert program.norm_lanes == tiny_build.state.arch.layernorm_lanes == 0
+    wide = tiny_build.state.arch.with_(layernorm_lanes=8)
+    compiled = compile_graph(tiny_build.graph, wide)
+    assert compiled.norm_lanes == 8
+    blob = compiled.to_bytes()
+    assert int.from_bytes(blob[4 * _H_NORM_LANES : 4 * _H_NORM_LANES + 4], "little") == 8
+    assert (
+        replace(compiled, norm_lanes=0).to_bytes()
+        == compile_graph(tiny_build.graph, tiny_build.state.arch).to_bytes()
+    )
+    read = Program.from_bytes(blob)
+    assert read.norm_lanes == 8
+    read.meta.pop("arch", None)  # program.bin alone: the header says it
+    assert arch_from_program(read).layernorm_lanes == 8
+    bad = _recrc(_corrupt(blob, 4 * _H_NORM_LANES, (6).to_bytes(4, "little")))
+    with pytest.raises(ProgramError, match="norm_lanes 6 is neither 0"):
+        Program.from_bytes(bad)
+    with pytest.raises(ValueError, match="layernorm_lanes=3"):
+        ArchConfig(layernorm_lanes=3)
+    assert ArchConfig(tile_in=8, layernorm_lanes=32).norm_lanes == 8  # at most its sum lanes
+
+
 def test_the_window_is_in_the_header_and_checked(tiny_program, tiny_build):
     """window_bytes: a region across the window's edge, a window larger than the kernel's
     and host tensors inside it are refused with what is wrong."""

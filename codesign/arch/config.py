@@ -160,6 +160,11 @@ class ArchConfig:
     # window goes in one cycle, not its beats; LayerNorm's normalise pass then has as many
     # lanes (norm_lanes), its rows going through the same port
     drain_lanes: int = 0
+    # lanes of LayerNorm's normalise pass (0: the drain's where the window has its y port,
+    # else a bus beat's words; at most tile_in: more mean tile_in). With the y port a
+    # normalised row leaves an output tile row (tile_out words) a write, so up to tile_out
+    # lanes pay off; the lanes' multiplies and requantisers are in LUTs and DSPs
+    layernorm_lanes: int = 0
     # lookup tables (see docs/numerics-tables.md)
     gelu_index_bits: int = 8
     gelu_range: float = 8.0
@@ -203,6 +208,13 @@ class ArchConfig:
             raise ValueError(
                 f"ArchConfig.drain_lanes={self.drain_lanes} must be 0 (a bus beat's words) or "
                 "a power of two up to 256"
+            )
+        if not 0 <= self.layernorm_lanes <= 256 or self.layernorm_lanes & (
+            self.layernorm_lanes - 1
+        ):
+            raise ValueError(
+                f"ArchConfig.layernorm_lanes={self.layernorm_lanes} must be 0 (the drain's, or "
+                "a bus beat's words) or a power of two up to 256"
             )
         if self.bus_bits not in (32, 64, 128, 256, 512):
             raise ValueError(f"ArchConfig.bus_bits={self.bus_bits} must be 32..512, a power of 2")
@@ -274,9 +286,12 @@ class ArchConfig:
 
     @property
     def norm_lanes(self) -> int:
-        """Lanes of LayerNorm's normalise pass: the drain's where the window has its y port
-        (a normalised row leaves as output tile rows, one write a cycle), else a bus
-        beat's words (``output_lanes``: its rows leave a beat a cycle)."""
+        """Lanes of LayerNorm's normalise pass: ``layernorm_lanes`` (at most tile_in, its
+        sum lanes), else the drain's where the window has its y port (a normalised row
+        leaves as output tile rows, one write a cycle), else a bus beat's words
+        (``output_lanes``: its rows leave a beat a cycle)."""
+        if self.layernorm_lanes:
+            return min(self.layernorm_lanes, self.tile_in)
         if self.y_port:
             return self.output_lanes
         return output_lanes(self.tile_in, self.bus_bits)
@@ -420,12 +435,18 @@ MODEL_PRECISION: dict[str, dict[str, str]] = {"m3vit": {"zcu102": "w16a16"}}
 # buffers 240,317 (87.7 %). Summing four packed products before splitting them (an
 # offset instead of a borrow adder per product) made that UCU larger, not smaller:
 # 96,307 LUT against 82,468.
+# LayerNorm's normalise pass on 16 lanes (layernorm_lanes; the drain's 8 before), at
+# w16a16: m3vit 5.70 -> 5.58 ms on the RTL (LayerNorm 94.5 k -> 57.5 k cycles) for 12.8 k
+# LUT, 230,268 LUT (84.0 %), 1,459 DSP, 7.0 levels in Yosys; at w8a8r16: 4.76 -> 4.64 ms,
+# 222,434 LUT (81.2 %), 963 DSP, 7.0 levels. w8a16 keeps 8 (not synthesised with 16).
 # the ZCU102's shape at 16-bit or narrower activations (w8a16's pick, above)
 _ZCU102_64X16 = {"tile_in": 64, "tile_out": 16, "attn_parallel": 8, "attn_lanes": 32,
                  "weight_ports": 4, "arena_window_kib": 1024, "drain_lanes": 8}  # fmt: skip
+_ZCU102_64X16_LN16 = {**_ZCU102_64X16, "layernorm_lanes": 16}
 PRECISION_DEFAULTS: dict[str, dict[str, dict]] = {
-    "zcu102": {"w8a16": _ZCU102_64X16, "w8a8r16": _ZCU102_64X16, "w16a16": _ZCU102_64X16},
-}
+    "zcu102": {"w8a16": _ZCU102_64X16, "w8a8r16": _ZCU102_64X16_LN16,
+               "w16a16": _ZCU102_64X16_LN16},
+}  # fmt: skip
 
 
 def default_precision(board_name: str, model: str | None = None) -> Precision:

@@ -80,11 +80,15 @@ def estimate(program, layer, bus: int, counts: list[int] | None, stored: int | N
     norm_lanes = stream.norm_lanes if stream else 0
     x_beat = stream.x_beat_bytes if stream else None
     y_words = program.tile_out if stream and stream.y_row else 0
-    cycles = layernorm_cycles(f["rows"], f["dim"], ti, bus, norm_lanes, x_beat, y_words)
+    # gamma, then beta (dim words each) come over the program master before the first row
+    # can start (the core's PARAM phase): a beat a cycle, not hidden behind the rows
+    params = 2 * beats(4 * f["dim"], bus)
+    cycles = params + layernorm_cycles(f["rows"], f["dim"], ti, bus, norm_lanes, x_beat, y_words)
     lane_cycles = layernorm_lane_cycles(f["dim"], ti, bus, norm_lanes)
     moves = layernorm_row_moves(f["dim"], bus, x_beat, y_words)
-    parts = row_parts(f["rows"], lane_cycles, moves)
+    parts = {**row_parts(f["rows"], lane_cycles, moves), "weights": params}
     breakdown = rows_breakdown(f["rows"], lane_cycles, moves, LAYERNORM_PIPELINE)
+    breakdown["weights"] += params
     weight_bytes = 8 * f["dim"]
     act_bytes = 2 * f["rows"] * bus * beats(4 * f["dim"], bus)  # rows, not strides: qk-norm
     return layer_model(cycles, breakdown, parts, weight_bytes=weight_bytes, act_bytes=act_bytes)
