@@ -120,6 +120,7 @@ def test_layernorm_lanes_are_searched_where_its_rows_leave_over_the_y_port(seria
         assert lanes in norm_choices(ArchConfig(**point["arch"]).with_(layernorm_lanes=0))
         key = tuple(sorted((k, v) for k, v in point["knobs"].items() if k != "layernorm_lanes"))
         twins.setdefault(key, {})[lanes] = point
+    assert any(len(group) > 1 for group in twins.values()), "no wider LayerNorm searched"
     for group in twins.values():
         for lanes, point in group.items():
             if lanes and 0 in group:
