@@ -199,23 +199,16 @@ class ArchConfig:
             value = getattr(self, name)
             if value < 1 or value & (value - 1):
                 raise ValueError(f"ArchConfig.{name}={value} must be a power of two >= 1")
-        if not 0 <= self.attn_lanes <= 256 or self.attn_lanes & (self.attn_lanes - 1):
-            raise ValueError(
-                f"ArchConfig.attn_lanes={self.attn_lanes} must be 0 (the whole head row) or a "
-                "power of two up to 256"
-            )
-        if not 0 <= self.drain_lanes <= 256 or self.drain_lanes & (self.drain_lanes - 1):
-            raise ValueError(
-                f"ArchConfig.drain_lanes={self.drain_lanes} must be 0 (a bus beat's words) or "
-                "a power of two up to 256"
-            )
-        if not 0 <= self.layernorm_lanes <= 256 or self.layernorm_lanes & (
-            self.layernorm_lanes - 1
+        for name, derived in (
+            ("attn_lanes", "the whole head row"),
+            ("drain_lanes", "a bus beat's words"),
+            ("layernorm_lanes", "the drain's, or a bus beat's words"),
         ):
-            raise ValueError(
-                f"ArchConfig.layernorm_lanes={self.layernorm_lanes} must be 0 (the drain's, or "
-                "a bus beat's words) or a power of two up to 256"
-            )
+            value = getattr(self, name)
+            if not 0 <= value <= 256 or value & (value - 1):
+                raise ValueError(
+                    f"ArchConfig.{name}={value} must be 0 ({derived}) or a power of two up to 256"
+                )
         if self.bus_bits not in (32, 64, 128, 256, 512):
             raise ValueError(f"ArchConfig.bus_bits={self.bus_bits} must be 32..512, a power of 2")
         if self.weight_ports not in WEIGHT_PORT_CHOICES:
