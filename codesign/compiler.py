@@ -610,6 +610,7 @@ class _Compiler:
             attn_lanes=self.arch.header_attn_lanes,
             drain_lanes=self.arch.drain_lanes,
             norm_lanes=self.arch.layernorm_lanes,
+            final_lanes=self.arch.moe_final_lanes,
             weight_ports=self.arch.weight_ports,
             layers=self.layers,
             data=b"",

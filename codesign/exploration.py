@@ -174,9 +174,9 @@ def norm_choices(arch: ArchConfig) -> list[int]:
 
 def attention_variant(program, arch: ArchConfig):
     """The Program ``compile_graph`` gives for `arch` when `arch` differs from the one
-    `program` was compiled for only in its attention slots and lanes, its drain and
-    LayerNorm's lanes: the same weights and layout, the header's slots, lanes, drain and
-    LayerNorm lanes and each ATTENTION's
+    `program` was compiled for only in its attention slots and lanes, its drain,
+    LayerNorm's and the MoE final pass's lanes: the same weights and layout, the header's
+    slots and lanes and each ATTENTION's
     ``parallel`` (part of its numerics) set as the compiler sets them. The search packs
     m3vit's 35 MB of weights once per UCU tile and bus instead of once per point
     (tests/test_explore.py checks points against full compiles)."""
@@ -194,6 +194,7 @@ def attention_variant(program, arch: ArchConfig):
         attn_lanes=arch.header_attn_lanes,
         drain_lanes=arch.drain_lanes,
         norm_lanes=arch.layernorm_lanes,
+        final_lanes=arch.moe_final_lanes,
         layers=[retarget(layer) for layer in program.layers],
     )
 

@@ -86,7 +86,10 @@ _H_DRAIN_LANES = _H_WINDOW + 1
 # LayerNorm's normalise lanes (ArchConfig.layernorm_lanes, 0: derived as the ArchConfig
 # derives them); only the schedule depends on it
 _H_NORM_LANES = _H_DRAIN_LANES + 1
-assert _H_NORM_LANES < HEADER_BYTES // 4
+# the MoE experts' final-pass lanes (ArchConfig.moe_final_lanes, 0: a bus beat's words);
+# only the schedule depends on it
+_H_FINAL_LANES = _H_NORM_LANES + 1
+assert _H_FINAL_LANES < HEADER_BYTES // 4
 assert HEADER_WORD_INDEX["window_bytes"][0] == _H_WINDOW
 
 
@@ -221,6 +224,7 @@ class Program:
     window_bytes: int = 0  # arena offsets below it are on chip (ArchConfig.arena_window_kib)
     drain_lanes: int = 0  # ArchConfig.drain_lanes it was compiled for (0: a beat's words)
     norm_lanes: int = 0  # ArchConfig.layernorm_lanes it was compiled for (0: derived)
+    final_lanes: int = 0  # ArchConfig.moe_final_lanes it was compiled for (0: a beat's words)
 
     @property
     def weight_beat_bytes(self) -> int:
@@ -275,6 +279,7 @@ class Program:
         header[_H_WINDOW] = self.window_bytes
         header[_H_DRAIN_LANES] = self.drain_lanes
         header[_H_NORM_LANES] = self.norm_lanes
+        header[_H_FINAL_LANES] = self.final_lanes
         blob = bytearray(header.tobytes() + layers.tobytes() + self.data)
         crc = zlib.crc32(bytes(blob))
         crc_at = (2 + HEADER_FIELDS.index("crc32")) * 4
@@ -346,6 +351,7 @@ class Program:
             window_bytes=int(header[_H_WINDOW]),
             drain_lanes=int(header[_H_DRAIN_LANES]),
             norm_lanes=int(header[_H_NORM_LANES]),
+            final_lanes=int(header[_H_FINAL_LANES]),
         )
         return program
 
@@ -389,6 +395,7 @@ class Program:
                 "window_bytes": self.window_bytes,
                 "drain_lanes": self.drain_lanes,
                 "norm_lanes": self.norm_lanes,
+                "final_lanes": self.final_lanes,
             },
             "sizes": {
                 "header_bytes": HEADER_BYTES,
@@ -475,6 +482,7 @@ def _check_structure(blob: bytes, values: dict, source: str) -> None:
     for name, word, default in (
         ("drain_lanes", _H_DRAIN_LANES, "a bus beat's words"),
         ("norm_lanes", _H_NORM_LANES, "derived"),
+        ("final_lanes", _H_FINAL_LANES, "a bus beat's words"),
     ):
         lanes = int(header[word])
         if lanes & (lanes - 1) or lanes > MAX_TILE:

@@ -165,6 +165,11 @@ class ArchConfig:
     # normalised row leaves an output tile row (tile_out words) a write, so up to tile_out
     # lanes pay off; the lanes' multiplies and requantisers are in LUTs and DSPs
     layernorm_lanes: int = 0
+    # lanes of the MoE experts' final pass (the exact sums plus the residual, requantised;
+    # 0: a bus beat's words; at most tile_out: more mean tile_out). With the window's row
+    # ports a token's output tile goes out in one y write and its residual comes in one x
+    # read, so up to tile_out lanes pay off; over the bus a tile takes its beats anyway
+    moe_final_lanes: int = 0
     # lookup tables (see docs/numerics-tables.md)
     gelu_index_bits: int = 8
     gelu_range: float = 8.0
@@ -203,6 +208,7 @@ class ArchConfig:
             ("attn_lanes", "the whole head row"),
             ("drain_lanes", "a bus beat's words"),
             ("layernorm_lanes", "the drain's, or a bus beat's words"),
+            ("moe_final_lanes", "a bus beat's words"),
         ):
             value = getattr(self, name)
             if not 0 <= value <= 256 or value & (value - 1):
@@ -288,6 +294,15 @@ class ArchConfig:
         if self.y_port:
             return self.output_lanes
         return output_lanes(self.tile_in, self.bus_bits)
+
+    @property
+    def final_lanes(self) -> int:
+        """Lanes of the MoE experts' final pass: ``moe_final_lanes`` (at most tile_out, a
+        tile's words), else a bus beat's words (``output_lanes``), what its tiles take over
+        the bus."""
+        if self.moe_final_lanes:
+            return min(self.moe_final_lanes, self.tile_out)
+        return output_lanes(self.tile_out, self.bus_bits)
 
     @property
     def macs(self) -> int:

@@ -76,6 +76,9 @@ class WeightStream:
     beat's words, ``output_lanes``); `y_row`: the output rows (the UCU's, LayerNorm's) go
     into the window over its y port, an output tile row a cycle (False: a bus beat a
     cycle); `norm_lanes`: LayerNorm's normalise lanes (0: a bus beat's words);
+    `final_lanes`: the MoE final pass's lanes (0: a bus beat's words); `final_x` /
+    `final_y`: its residual (or none) comes over the window's x port, its output tiles
+    leave over the y port, a tile a cycle (False: their bus beats);
     `ddr_latency`: cycles from a DDR read command to its first data (0: not modelled),
     which bounds a stream that keeps only a few commands in flight."""
 
@@ -87,6 +90,9 @@ class WeightStream:
     drain_lanes: int = 0
     y_row: bool = False
     norm_lanes: int = 0
+    final_lanes: int = 0
+    final_x: bool = False
+    final_y: bool = False
     ddr_latency: int = 0
 
     @property
@@ -345,14 +351,24 @@ def experts_cycles(counts: list[int], tokens: int, dim: int, hidden: int, tile_i
             tile_load_beats(tile_in, tile_out, weight_bytes, _weight_rate(stream, bus_bytes)),
             ucu_drain_chunks(tile_out, bus_bytes, stream),
         )
-    return total + final_pass_cycles(tokens, dim, tile_out, bus_bytes) + ELEMENTWISE_PIPELINE
+    final = final_pass_cycles(tokens, dim, tile_out, bus_bytes, stream)
+    return total + final + ELEMENTWISE_PIPELINE
 
 
-def final_pass_cycles(tokens: int, dim: int, tile_out: int, bus_bytes: int) -> int:
+def final_pass_cycles(tokens: int, dim: int, tile_out: int, bus_bytes: int,
+                      stream: WeightStream | None = None) -> int:  # fmt: skip
     """MoE output: per token and output tile, the exact sums (+ residual) requantised on
-    the lanes a bus beat has (``drain_chunks`` cycles a tile), written as they finish."""
+    the final lanes (the stream's ``final_lanes``, by default a bus beat's words: tile_out
+    over them cycles a tile), written as they finish; a token's residual and output move a
+    bus beat a cycle, or a tile a cycle over the window's row ports (``final_x`` /
+    ``final_y``), whichever of the three is slowest."""
     tiles = -(-dim // tile_out)
-    return tokens * max(beats(4 * dim, bus_bytes), tiles * drain_chunks(tile_out, 8 * bus_bytes))
+    lanes = stream.final_lanes if stream is not None else 0
+    chunks = tile_out // lanes if lanes else drain_chunks(tile_out, 8 * bus_bytes)
+    row_beats = beats(4 * dim, bus_bytes)
+    reads = tiles if stream is not None and stream.final_x else row_beats
+    writes = tiles if stream is not None and stream.final_y else row_beats
+    return tokens * max(reads, writes, tiles * chunks)
 
 
 def balanced_counts(tokens: int, experts: int, top_k: int) -> list[int]:
@@ -639,7 +655,7 @@ def experts_breakdown(counts, tokens, dim, hidden, tile_in, tile_out, weight_byt
     active = [count for count in counts if count]
     parts = breakdown_parts(
         activations=queue_beats(len(counts), len(active), tokens, bus_bytes)
-        + final_pass_cycles(tokens, dim, tile_out, bus_bytes),
+        + final_pass_cycles(tokens, dim, tile_out, bus_bytes, stream),
         control=ELEMENTWISE_PIPELINE + EXPERT_HANDOFF * len(active),
     )
     load = tile_load_beats(tile_in, tile_out, weight_bytes, _weight_rate(stream, bus_bytes))
@@ -797,11 +813,23 @@ def y_port_rows(program, arch, layer) -> bool:
     return not residual or _on_window_rows(program, layer, "res", "res_stride")
 
 
+def final_pass_rows(program, arch, layer) -> tuple[bool, bool]:
+    """Whether an MOE_EXPERTS `layer`'s final pass reads its residual (or has none) over
+    the window's x port and writes its output over the y port: the kernel has the row
+    ports (``ArchConfig.y_port``; cds_eng_moe uses them then) and the rows lie in the
+    window on whole RAM rows."""
+    if not arch.y_port or layer.op.name != "MOE_EXPERTS":
+        return False, False
+    residual = layer.fields["res"] == NONE or _on_window_rows(program, layer, "res", "res_stride")
+    return residual, _on_window_rows(program, layer, "dst", "dst_stride")
+
+
 def layer_stream(program, arch, layer, ddr_bytes_per_cycle: float | None = None,
                  ddr_latency: int = 0) -> WeightStream:  # fmt: skip
     """How `layer`'s weight tiles, rows and outputs move on the kernel `arch` describes,
     under a DDR sustaining `ddr_bytes_per_cycle` with `ddr_latency` cycles to a read's
     first data: what ``estimate_cycles`` costs it with."""
+    final_x, final_y = final_pass_rows(program, arch, layer)
     return replace(
         weight_stream(program, ddr_bytes_per_cycle),
         arena_on_chip=arena_on_chip(program, layer),
@@ -809,6 +837,9 @@ def layer_stream(program, arch, layer, ddr_bytes_per_cycle: float | None = None,
         drain_lanes=arch.output_lanes,
         y_row=y_port_rows(program, arch, layer),
         norm_lanes=arch.norm_lanes,
+        final_lanes=arch.final_lanes,
+        final_x=final_x,
+        final_y=final_y,
         ddr_latency=ddr_latency,
     )
 

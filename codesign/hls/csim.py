@@ -499,10 +499,10 @@ def run_csim(
 
 def arch_from_program(program: Program, base: ArchConfig | None = None) -> ArchConfig:
     """The ArchConfig a Program was compiled for, as far as program.bin records it: tile,
-    bus, weight masters, attention slots and lanes, the UCU drain's and LayerNorm's lanes
-    from the header, table parameters from the table headers, an on-chip arena window of at least
-    the header's window_bytes (whole KiB); the on-chip maxima from `base` (default
-    ArchConfig) or the Program's meta."""
+    bus, weight masters, attention slots and lanes, the UCU drain's, LayerNorm's and the
+    MoE final pass's lanes from the header, table parameters from the table headers, an
+    on-chip arena window of at least the header's window_bytes (whole KiB); the on-chip
+    maxima from `base` (default ArchConfig) or the Program's meta."""
     if "arch" in program.meta:
         return ArchConfig.from_dict(program.meta["arch"])
     tables = program.tables
@@ -518,6 +518,7 @@ def arch_from_program(program: Program, base: ArchConfig | None = None) -> ArchC
         arena_window_kib=window_kib,
         drain_lanes=program.drain_lanes,
         layernorm_lanes=program.norm_lanes,
+        moe_final_lanes=program.final_lanes,
         gelu_index_bits=tables["gelu_delta"].index_bits,
         gelu_range=float(2 ** tables["gelu_delta"].domain_log2),
         exp_index_bits=tables["exp"].index_bits,

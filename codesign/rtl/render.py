@@ -238,7 +238,7 @@ def rtl_params(arch: ArchConfig, precision: Precision | str | None = None) -> di
         "attn_chunks": -(-arch.max_head_dim // arch.attention_lanes),
         "attn_out_lanes": output_lanes(arch.attention_lanes, arch.bus_bits),
         "norm_lanes": arch.norm_lanes,
-        "moe_out_lanes": output_lanes(arch.tile_out, arch.bus_bits),
+        "moe_out_lanes": arch.final_lanes,
         "moe": arch.has_moe,  # the MoE engine (max_experts 0: none)
         "post_none": POST_NONE,
         "post_gelu": POST_GELU,
