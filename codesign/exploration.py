@@ -127,6 +127,7 @@ def _knob_text(point: dict) -> str:
     window = k.get("arena_window_kib", 0)
     drain = k.get("drain_lanes", 0)
     norm = k.get("layernorm_lanes", 0)
+    final = k.get("moe_final_lanes", 0)
     return (
         f"{point['precision']} {k['tile_in']}x{k['tile_out']} UCU, P{k['attn_parallel']} x "
         f"{k['attn_lanes']} lanes, {k['bus_bits']}-bit bus"
@@ -134,6 +135,7 @@ def _knob_text(point: dict) -> str:
         + (f", {window} KiB on-chip window" if window else "")
         + (f", {drain} drain lanes" if drain else "")
         + (f", {norm} LayerNorm lanes" if norm else "")
+        + (f", {final} MoE final lanes" if final else "")
     )
 
 
@@ -149,6 +151,7 @@ def _knobs(arch: ArchConfig) -> dict:
         "arena_window_kib": arch.arena_window_kib,
         "drain_lanes": arch.drain_lanes,
         "layernorm_lanes": arch.layernorm_lanes,
+        "moe_final_lanes": arch.moe_final_lanes,
     }
 
 
@@ -170,6 +173,16 @@ def norm_choices(arch: ArchConfig) -> list[int]:
         return [0]
     lanes = arch.norm_lanes
     return [0] + [wide for wide in (lanes * 2, lanes * 4) if wide <= arch.tile_out]
+
+
+def final_choices(arch: ArchConfig) -> list[int]:
+    """The MoE final pass's widths a search tries for `arch`: a bus beat's words (0), and
+    with the window's row ports (a tile a cycle each way) twice and four times that, up
+    to a whole output tile."""
+    if not arch.y_port:
+        return [0]
+    return [0] + [wide for wide in (arch.final_lanes * 2, arch.final_lanes * 4)
+                  if wide <= arch.tile_out]  # fmt: skip
 
 
 def attention_variant(program, arch: ArchConfig):
@@ -255,15 +268,16 @@ def search_block(model: str, seed: int, board_name: str, base: dict, precision: 
                  ) -> list[dict]:  # fmt: skip
     """Every (slots, lanes) point of one UCU tile, bus, number of weight masters and
     window (`window`: the arena's on-chip window as large as the memory plan fills it,
-    else none), each with every drain width (``drain_choices``) and LayerNorm width
-    (``norm_choices``; the Program is the same), pruned where it stops fitting.
+    else none), each with every drain width (``drain_choices``), LayerNorm width
+    (``norm_choices``) and MoE final-pass width (``final_choices``; the Program is the
+    same), pruned where it stops fitting.
     A pure function of its arguments (a Dask job): each process quantises the model once
     (``_graph_for`` is cached), which is faster than shipping the quantised graph to the
     workers, whose unpickled weight arrays made every compile ~2x slower."""
     graph, _base = _graph_for(model, board_name, precision, seed)
     block = ArchConfig.from_dict(
         {**base, "tile_in": tile_in, "tile_out": tile_out, "bus_bits": bus_bits, "drain_lanes": 0,
-         "layernorm_lanes": 0, "weight_ports": weight_ports,
+         "layernorm_lanes": 0, "moe_final_lanes": 0, "weight_ports": weight_ports,
          "arena_window_kib": WINDOW_MAX_KIB if window else 0}
     )  # fmt: skip
     from .compiler import compile_graph
@@ -284,24 +298,39 @@ def search_block(model: str, seed: int, board_name: str, base: dict, precision: 
             if not points[-1]["fits"]:  # more lanes only cost more
                 row_fits = lane_count != lanes[0]
                 break
-            for drain in drain_choices(arch):  # wider drains cost more: stop at a miss
-                wide = arch.with_(drain_lanes=drain)
-                if drain:
-                    points.append(
-                        evaluate(graph, board_name, wide, precision, ddr_efficiency, packed)
-                    )
-                    if not points[-1]["fits"]:
-                        break
-                for norm in norm_choices(wide)[1:]:  # so do wider LayerNorms
-                    normed = wide.with_(layernorm_lanes=norm)
-                    points.append(
-                        evaluate(graph, board_name, normed, precision, ddr_efficiency, packed)
-                    )
-                    if not points[-1]["fits"]:
-                        break
+            _search_widths(arch, lambda wide: _fits(points, evaluate(
+                graph, board_name, wide, precision, ddr_efficiency, packed)))  # fmt: skip
         if not row_fits:  # even the fewest lanes do not fit: more slots will not either
             break
     return points
+
+
+# the output stages' widths searched on top of each point, in this order (each nested in
+# the one before): a wider choice costs more LUTs, so a level stops at its first miss
+_WIDTHS = (
+    ("drain_lanes", drain_choices),
+    ("layernorm_lanes", norm_choices),
+    ("moe_final_lanes", final_choices),
+)
+
+
+def _search_widths(arch: ArchConfig, fits, level: int = 0) -> None:
+    """Every combination of ``_WIDTHS`` on `arch` (its own widths the derived ones),
+    each passed to `fits` (evaluates and keeps the point, says whether it fits) but the
+    all-derived one, which the caller has."""
+    if level == len(_WIDTHS):
+        return
+    field, choices = _WIDTHS[level]
+    for lanes in choices(arch):
+        wide = arch.with_(**{field: lanes})
+        if lanes and not fits(wide):
+            break
+        _search_widths(wide, fits, level + 1)
+
+
+def _fits(points: list, point: dict) -> bool:
+    points.append(point)
+    return point["fits"]
 
 
 def _front_key(point: dict) -> tuple:

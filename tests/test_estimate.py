@@ -768,6 +768,49 @@ def test_layernorm_rows_come_and_go_over_the_row_ports(tiny_build):
     assert sum(e["cycles"] for e in faster.values()) < sum(e["cycles"] for e in fast.values())
 
 
+def test_moe_final_pass_tiles_come_and_go_over_the_row_ports(tiny_build):
+    """``moe_final_lanes``: with the window's row ports, the MoE experts' final pass reads
+    each residual tile over the x port and writes each output tile over the y port, so a
+    tile costs tile_out over its lanes, not its bus beats; only MOE_EXPERTS changes, by
+    exactly that. Without the ports its lanes buy nothing."""
+    from codesign.compiler import compile_graph
+    from codesign.estimate.cycles import final_pass_cycles, final_pass_rows, layer_stream
+
+    arch = tiny_build.state.arch.with_(drain_lanes=0)
+    wide = arch.with_(drain_lanes=2 * arch.output_lanes)
+    final = wide.with_(moe_final_lanes=wide.tile_out)
+    assert wide.y_port and wide.final_lanes == arch.final_lanes < final.final_lanes
+    program = compile_graph(tiny_build.graph, final)
+    ddr = ddr_model("zcu102", final).bytes_per_cycle
+    base = {e["name"]: e for e in est.estimate_cycles(program, wide, "zcu102")["layers"]}
+    fast = {e["name"]: e for e in est.estimate_cycles(program, final, "zcu102")["layers"]}
+    bus, tile_out = program.bus_bits // 8, program.tile_out
+    experts = [layer for layer in program.layers if layer.op == Op.MOE_EXPERTS]
+    assert experts
+    for layer in experts:
+        assert final_pass_rows(program, final, layer) == (True, True)  # all on chip
+        assert final_pass_rows(program, arch, layer) == (False, False)  # no y port
+        tokens, dim = layer.fields["tokens"], layer.fields["dim"]
+        stream = layer_stream(program, final, layer, ddr)
+        tiles, row_beats = -(-dim // tile_out), est.cycles.beats(4 * dim, bus)
+        on_ports = final_pass_cycles(tokens, dim, tile_out, bus, stream)
+        on_bus = final_pass_cycles(
+            tokens, dim, tile_out, bus, layer_stream(program, wide, layer, ddr)
+        )
+        assert on_ports == tokens * tiles < on_bus == tokens * row_beats
+        slow_lanes = final_pass_cycles(tokens, dim, tile_out, bus, replace(stream, final_lanes=0))
+        assert slow_lanes == tokens * tiles * (tile_out // wide.final_lanes)
+        assert base[layer.name]["cycles"] - fast[layer.name]["cycles"] == on_bus - on_ports
+    for name, entry in fast.items():
+        if entry["op"] != "MOE_EXPERTS":
+            assert base[name]["cycles"] == entry["cycles"], name
+    bus_only = arch.with_(moe_final_lanes=arch.tile_out)  # more lanes, no ports: same cycles
+    assert (
+        est.estimate_cycles(program, bus_only, "zcu102")["cycles"]
+        == (est.estimate_cycles(program, arch, "zcu102")["cycles"])
+    )
+
+
 def test_windowed_read_waits_start_once_a_round_trip_outlasts_the_window():
     """A stream with AHEAD commands of CHW beats in flight waits nothing while a round trip
     fits in the window's beats, then a window per round trip (past the first two windows)."""

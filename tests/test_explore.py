@@ -68,6 +68,26 @@ def test_the_on_chip_window_is_searched(serial):
         explore(MODEL, BOARD, windows="sometimes", scheduler="serial")
 
 
+def _assert_wider_twins_cost_luts(points, field: str, choices) -> None:
+    """Every searched point's `field` is one of `choices` for its ArchConfig, at least one
+    point has a wider twin (the same knobs but `field`), and a wider one costs more LUTs
+    for no more cycles than its derived twin."""
+    from codesign.arch import ArchConfig
+
+    twins = {}
+    for point in points:
+        lanes = point["knobs"][field]
+        assert lanes in choices(ArchConfig(**point["arch"]).with_(**{field: 0}))
+        key = tuple(sorted((k, v) for k, v in point["knobs"].items() if k != field))
+        twins.setdefault(key, {})[lanes] = point
+    assert any(len(group) > 1 for group in twins.values()), f"no wider {field} searched"
+    for group in twins.values():
+        for lanes, point in group.items():
+            if lanes and 0 in group:
+                assert point["cycles"] <= group[0]["cycles"]
+                assert point["resources"]["lut"] > group[0]["resources"]["lut"]
+
+
 def test_the_drain_width_is_searched_where_the_window_has_row_ports(serial):
     """With a window of RAM rows wider than a beat, each point is also costed with a drain
     of twice and four times a beat's words (up to tile_out): the same layers and weights,
@@ -76,19 +96,7 @@ def test_the_drain_width_is_searched_where_the_window_has_row_ports(serial):
     from codesign.exploration import drain_choices
 
     result, _ = serial
-    twins = {}
-    for point in result.points:
-        key = tuple(sorted((k, v) for k, v in point["knobs"].items() if k != "drain_lanes"))
-        twins.setdefault(key, {})[point["knobs"]["drain_lanes"]] = point
-    wide = [group for group in twins.values() if len(group) > 1]
-    assert wide
-    for group in wide:
-        base = group[0]
-        assert base["arch"]["arena_window_kib"] and drain_choices(ArchConfig(**base["arch"]))[1:]
-        for lanes, point in group.items():
-            if lanes:
-                assert point["cycles"] <= base["cycles"]
-                assert point["resources"]["lut"] > base["resources"]["lut"]
+    _assert_wider_twins_cost_luts(result.points, "drain_lanes", drain_choices)
     for point in result.points:
         arch = ArchConfig(**point["arch"])
         assert point["knobs"]["drain_lanes"] in drain_choices(arch)
@@ -114,18 +122,22 @@ def test_layernorm_lanes_are_searched_where_its_rows_leave_over_the_y_port(seria
     assert norm_choices(wide.with_(tile_out=32, drain_lanes=8)) == [0, 16, 32]
     assert norm_choices(wide.with_(drain_lanes=0)) == [0]  # no y port: rows leave as beats
     result, _ = serial
-    twins = {}
-    for point in result.points:
-        lanes = point["knobs"]["layernorm_lanes"]
-        assert lanes in norm_choices(ArchConfig(**point["arch"]).with_(layernorm_lanes=0))
-        key = tuple(sorted((k, v) for k, v in point["knobs"].items() if k != "layernorm_lanes"))
-        twins.setdefault(key, {})[lanes] = point
-    assert any(len(group) > 1 for group in twins.values()), "no wider LayerNorm searched"
-    for group in twins.values():
-        for lanes, point in group.items():
-            if lanes and 0 in group:
-                assert point["cycles"] <= group[0]["cycles"]
-                assert point["resources"]["lut"] > group[0]["resources"]["lut"]
+    _assert_wider_twins_cost_luts(result.points, "layernorm_lanes", norm_choices)
+
+
+def test_moe_final_lanes_are_searched_where_the_window_has_its_row_ports(serial):
+    """``final_choices``: with the window's row ports, twice and four times a bus beat's
+    words, up to tile_out; without them only a beat's words. Every searched point's final
+    width is one of its choices, and a wider one costs more LUTs for no more cycles."""
+    from codesign.arch import ArchConfig
+    from codesign.exploration import final_choices
+
+    wide = ArchConfig(tile_in=64, tile_out=16, arena_window_kib=64, drain_lanes=8)
+    assert wide.y_port and wide.final_lanes == 4 and final_choices(wide) == [0, 8, 16]
+    assert final_choices(wide.with_(tile_out=8)) == [0, 8]
+    assert final_choices(wide.with_(drain_lanes=0)) == [0]  # no y port: tiles go as beats
+    result, _ = serial
+    _assert_wider_twins_cost_luts(result.points, "moe_final_lanes", final_choices)
 
 
 def test_weight_masters_are_searched_and_bounded_by_the_board(serial):

@@ -108,38 +108,49 @@ def test_weight_ports_is_in_the_header_and_checked(tiny_program):
         Program.from_bytes(bad)
 
 
-def test_the_layernorm_lanes_are_in_the_header_and_checked(tiny_program, tiny_build):
-    """norm_lanes (ArchConfig.layernorm_lanes): only the schedule depends on it, so it is a
-    header word and nothing else; 0 where the ArchConfig derives the lanes, and a word that
-    is not a power of two is refused, naming it."""
+@pytest.mark.parametrize(
+    "word,field,lanes",
+    [
+        ("norm_lanes", "layernorm_lanes", "norm_lanes"),
+        ("final_lanes", "moe_final_lanes", "final_lanes"),
+    ],
+)
+def test_the_output_lanes_are_in_the_header_and_checked(
+    tiny_program, tiny_build, word, field, lanes
+):
+    """norm_lanes (ArchConfig.layernorm_lanes) and final_lanes (moe_final_lanes): only the
+    schedule depends on them, so each is a header word and nothing else; 0 where the
+    ArchConfig derives the lanes, a word that is not a power of two is refused, naming
+    it, and the lanes are at most what a row (tile_in) or a tile (tile_out) has."""
     from dataclasses import replace
 
+    from codesign import program as program_module
     from codesign.arch import ArchConfig
     from codesign.compiler import compile_graph
     from codesign.hls.csim import arch_from_program
-    from codesign.program import _H_NORM_LANES
 
+    at = getattr(program_module, f"_H_{word.upper()}")
     program = Program.from_bytes(tiny_program)
-    assert program.norm_lanes == tiny_build.state.arch.layernorm_lanes == 0
-    wide = tiny_build.state.arch.with_(layernorm_lanes=8)
+    assert getattr(program, word) == getattr(tiny_build.state.arch, field) == 0
+    wide = tiny_build.state.arch.with_(**{field: 8})
     compiled = compile_graph(tiny_build.graph, wide)
-    assert compiled.norm_lanes == 8
+    assert getattr(compiled, word) == 8
     blob = compiled.to_bytes()
-    assert int.from_bytes(blob[4 * _H_NORM_LANES : 4 * _H_NORM_LANES + 4], "little") == 8
+    assert int.from_bytes(blob[4 * at : 4 * at + 4], "little") == 8
     assert (
-        replace(compiled, norm_lanes=0).to_bytes()
+        replace(compiled, **{word: 0}).to_bytes()
         == compile_graph(tiny_build.graph, tiny_build.state.arch).to_bytes()
     )
     read = Program.from_bytes(blob)
-    assert read.norm_lanes == 8
+    assert getattr(read, word) == 8
     read.meta.pop("arch", None)  # program.bin alone: the header says it
-    assert arch_from_program(read).layernorm_lanes == 8
-    bad = _recrc(_corrupt(blob, 4 * _H_NORM_LANES, (6).to_bytes(4, "little")))
-    with pytest.raises(ProgramError, match="norm_lanes 6 is neither 0"):
+    assert getattr(arch_from_program(read), field) == 8
+    bad = _recrc(_corrupt(blob, 4 * at, (6).to_bytes(4, "little")))
+    with pytest.raises(ProgramError, match=f"{word} 6 is neither 0"):
         Program.from_bytes(bad)
-    with pytest.raises(ValueError, match="layernorm_lanes=3"):
-        ArchConfig(layernorm_lanes=3)
-    assert ArchConfig(tile_in=8, layernorm_lanes=32).norm_lanes == 8  # at most its sum lanes
+    with pytest.raises(ValueError, match=f"{field}=3"):
+        ArchConfig(**{field: 3})
+    assert getattr(ArchConfig(tile_in=8, tile_out=8, **{field: 32}), lanes) == 8
 
 
 def test_the_window_is_in_the_header_and_checked(tiny_program, tiny_build):

@@ -450,10 +450,15 @@ MODEL_PRECISION: dict[str, dict[str, str]] = {"m3vit": {"zcu102": "w16a16"}}
 # the ZCU102's shape at 16-bit or narrower activations (w8a16's pick, above)
 _ZCU102_64X16 = {"tile_in": 64, "tile_out": 16, "attn_parallel": 8, "attn_lanes": 32,
                  "weight_ports": 4, "arena_window_kib": 1024, "drain_lanes": 8}  # fmt: skip
+# The MoE experts' final pass on 8 lanes over the window's row ports (moe_final_lanes; a
+# beat's 4 over the bus before), at w8a8r16: m3vit 4.64 -> 4.58 ms on the RTL (MoE experts
+# 399.4 k -> 380.8 k cycles, UCU busy 49.6 -> 50.2 %), 227,998 LUT (83.2 %, the MoE engine
+# +5.5 k), 7.0 levels in Yosys; 16 lanes were 4.55 ms but 237,193 LUT (86.5 %, over the
+# margin). w16a16 keeps 4: its top has ~2.7 k LUT left below the margin.
 _ZCU102_64X16_LN16 = {**_ZCU102_64X16, "layernorm_lanes": 16}
 PRECISION_DEFAULTS: dict[str, dict[str, dict]] = {
-    "zcu102": {"w8a16": _ZCU102_64X16, "w8a8r16": _ZCU102_64X16_LN16,
-               "w16a16": _ZCU102_64X16_LN16},
+    "zcu102": {"w8a16": _ZCU102_64X16, "w16a16": _ZCU102_64X16_LN16,
+               "w8a8r16": {**_ZCU102_64X16_LN16, "moe_final_lanes": 8}},
 }  # fmt: skip
 
 
