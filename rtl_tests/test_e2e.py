@@ -380,8 +380,11 @@ def test_m3vit_tiny_moe_final_pass_on_the_row_ports(window_kib):
         assert build.program.final_lanes == design.moe_final_lanes  # the header records it
         (run,) = run_harness(build, [1])["runs"]
         assert check_run(build, run, f"m3vit-tiny {lanes} final lanes")["cosine"] > 0.999
+        counts = expert_counts_from_run(build.program, run["input"], 1)  # the run's routing
         latency = run["ddr_latency"]
-        est = estimate_cycles(build.program, build.state.arch, BOARD, None, 1, ddr_latency=latency)
+        est = estimate_cycles(
+            build.program, build.state.arch, BOARD, counts, 1, ddr_latency=latency
+        )
         experts = [
             (measured, layer["cycles"])
             for layer, measured in zip(est["layers"], run["layers"], strict=True)
