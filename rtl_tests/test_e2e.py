@@ -328,6 +328,23 @@ def test_m3vit_tiny_onchip_window(window_kib, drain_lanes, tile_in):
     assert run["cycles"] < base["cycles"], (run["cycles"], base["cycles"])
 
 
+def op_cycles(build, run, op: str, task: int) -> tuple[int, int]:
+    """`op`'s cycles in `run`, summed over its layers, and the estimate's for those layers
+    (with the run's own expert routing and DDR latency)."""
+    counts = expert_counts_from_run(build.program, run["input"], task)
+    est = estimate_cycles(
+        build.program, build.state.arch, BOARD, counts, task, ddr_latency=run["ddr_latency"]
+    )
+    pairs = [
+        (measured, layer["cycles"])
+        for layer, measured in zip(est["layers"], run["layers"], strict=True)
+        if layer["op"] == op and layer["runs"]
+    ]
+    assert pairs, f"no {op} ran"
+    measured, estimated = (sum(column) for column in zip(*pairs, strict=True))
+    return measured, estimated
+
+
 def test_m3vit_tiny_layernorm_with_more_normalise_lanes():
     """``layernorm_lanes``: LayerNorm's normalise pass with all 16 of its sum lanes, where
     by default it has the drain's 8 (its rows leave over the y port, 8 words a write on
@@ -344,15 +361,7 @@ def test_m3vit_tiny_layernorm_with_more_normalise_lanes():
         (run,) = run_harness(build, [1])["runs"]
         assert check_run(build, run, f"m3vit-tiny {lanes} LayerNorm lanes")["cosine"] > 0.999
         assert build.state.arch.norm_lanes == lanes
-        latency = run["ddr_latency"]
-        est = estimate_cycles(build.program, build.state.arch, BOARD, None, 1, ddr_latency=latency)
-        norms = [
-            (measured, layer["cycles"])
-            for layer, measured in zip(est["layers"], run["layers"], strict=True)
-            if layer["op"] == "LAYERNORM" and layer["runs"]
-        ]
-        assert norms
-        runs[lanes] = [sum(pair) for pair in zip(*norms, strict=True)]
+        runs[lanes] = op_cycles(build, run, "LAYERNORM", 1)
     # 9-row LayerNorms: their fixed costs (the parameters, the pipelines) are half of them
     # and the estimate's are within ~7 % (m3vit's 129 rows: bench_e2e, within 5 %)
     (narrow, narrow_est), (fast, fast_est) = runs[8], runs[16]
@@ -380,18 +389,7 @@ def test_m3vit_tiny_moe_final_pass_on_the_row_ports(window_kib):
         assert build.program.final_lanes == design.moe_final_lanes  # the header records it
         (run,) = run_harness(build, [1])["runs"]
         assert check_run(build, run, f"m3vit-tiny {lanes} final lanes")["cosine"] > 0.999
-        counts = expert_counts_from_run(build.program, run["input"], 1)  # the run's routing
-        latency = run["ddr_latency"]
-        est = estimate_cycles(
-            build.program, build.state.arch, BOARD, counts, 1, ddr_latency=latency
-        )
-        experts = [
-            (measured, layer["cycles"])
-            for layer, measured in zip(est["layers"], run["layers"], strict=True)
-            if layer["op"] == "MOE_EXPERTS" and layer["runs"]
-        ]
-        assert experts
-        runs[lanes] = [sum(pair) for pair in zip(*experts, strict=True)]
+        runs[lanes] = op_cycles(build, run, "MOE_EXPERTS", 1)
         ported = [
             final_pass_rows(build.program, design, layer)
             for layer in build.program.layers
