@@ -161,28 +161,27 @@ def drain_choices(arch: ArchConfig) -> list[int]:
     whole output tile (``ArchConfig.y_port``: an output tile row a cycle into the window)."""
     if arch.window_banks <= 1 or arch.tile_out > arch.tile_in:
         return [0]
-    beat = output_lanes(arch.tile_out, arch.bus_bits)
-    return [0] + [lanes for lanes in (beat * 2, beat * 4) if lanes <= arch.tile_out]
+    return _doublings(output_lanes(arch.tile_out, arch.bus_bits), arch.tile_out)
 
 
 def norm_choices(arch: ArchConfig) -> list[int]:
     """LayerNorm's normalise widths a search tries for `arch`: the derived one (0), and
     with the window's y port (a normalised row leaves an output tile row a write) twice
     and four times it, up to a whole output tile."""
-    if not arch.y_port:
-        return [0]
-    lanes = arch.norm_lanes
-    return [0] + [wide for wide in (lanes * 2, lanes * 4) if wide <= arch.tile_out]
+    return _doublings(arch.norm_lanes, arch.tile_out) if arch.y_port else [0]
 
 
 def final_choices(arch: ArchConfig) -> list[int]:
     """The MoE final pass's widths a search tries for `arch`: a bus beat's words (0), and
     with the window's row ports (a tile a cycle each way) twice and four times that, up
     to a whole output tile."""
-    if not arch.y_port:
-        return [0]
-    return [0] + [wide for wide in (arch.final_lanes * 2, arch.final_lanes * 4)
-                  if wide <= arch.tile_out]  # fmt: skip
+    return _doublings(arch.final_lanes, arch.tile_out) if arch.y_port else [0]
+
+
+def _doublings(lanes: int, most: int) -> list[int]:
+    """An output stage's widths to search: the derived one (0), then twice and four times
+    its `lanes`, up to `most`."""
+    return [0] + [wide for wide in (lanes * 2, lanes * 4) if wide <= most]
 
 
 def attention_variant(program, arch: ArchConfig):

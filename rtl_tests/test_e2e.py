@@ -345,6 +345,20 @@ def op_cycles(build, run, op: str, task: int) -> tuple[int, int]:
     return measured, estimated
 
 
+def lane_runs(designs: dict, header: str, field: str, op: str) -> tuple[dict, dict]:
+    """m3vit-tiny, task 1, on each of `designs` (lanes -> ArchConfig): the Program's
+    header records the design's `field` as `header`, the run is bit-exact, and `op`'s
+    measured and estimated cycles (``op_cycles``) and the builds come back by lanes."""
+    runs, builds = {}, {}
+    for lanes, design in designs.items():
+        build = compiled("m3vit-tiny", design)
+        assert getattr(build.program, header) == getattr(design, field)
+        (run,) = run_harness(build, [1])["runs"]
+        assert check_run(build, run, f"m3vit-tiny {lanes} {field}")["cosine"] > 0.999
+        runs[lanes], builds[lanes] = op_cycles(build, run, op, 1), build
+    return runs, builds
+
+
 def test_m3vit_tiny_layernorm_with_more_normalise_lanes():
     """``layernorm_lanes``: LayerNorm's normalise pass with all 16 of its sum lanes, where
     by default it has the drain's 8 (its rows leave over the y port, 8 words a write on
@@ -354,14 +368,8 @@ def test_m3vit_tiny_layernorm_with_more_normalise_lanes():
     arch = TINY_ARCH.with_(weight_ports=4, arena_window_kib=64, drain_lanes=8, tile_in=16)
     wide = arch.with_(layernorm_lanes=16)
     assert arch.y_port and arch.norm_lanes == 8 and wide.norm_lanes == 16
-    runs = {}
-    for lanes, design in ((8, arch), (16, wide)):
-        build = compiled("m3vit-tiny", design)
-        assert build.program.norm_lanes == design.layernorm_lanes  # the header records it
-        (run,) = run_harness(build, [1])["runs"]
-        assert check_run(build, run, f"m3vit-tiny {lanes} LayerNorm lanes")["cosine"] > 0.999
-        assert build.state.arch.norm_lanes == lanes
-        runs[lanes] = op_cycles(build, run, "LAYERNORM", 1)
+    runs, builds = lane_runs({8: arch, 16: wide}, "norm_lanes", "layernorm_lanes", "LAYERNORM")
+    assert all(build.state.arch.norm_lanes == lanes for lanes, build in builds.items())
     # 9-row LayerNorms: their fixed costs (the parameters, the pipelines) are half of them
     # and the estimate's are within ~7 % (m3vit's 129 rows: bench_e2e, within 5 %)
     (narrow, narrow_est), (fast, fast_est) = runs[8], runs[16]
@@ -383,15 +391,10 @@ def test_m3vit_tiny_moe_final_pass_on_the_row_ports(window_kib):
     arch = TINY_ARCH.with_(weight_ports=4, arena_window_kib=window_kib, drain_lanes=8, tile_in=16)
     wide = arch.with_(moe_final_lanes=8)
     assert arch.y_port and arch.final_lanes == 4 and wide.final_lanes == 8
-    runs = {}
-    for lanes, design in ((4, arch), (8, wide)):
-        build = compiled("m3vit-tiny", design)
-        assert build.program.final_lanes == design.moe_final_lanes  # the header records it
-        (run,) = run_harness(build, [1])["runs"]
-        assert check_run(build, run, f"m3vit-tiny {lanes} final lanes")["cosine"] > 0.999
-        runs[lanes] = op_cycles(build, run, "MOE_EXPERTS", 1)
+    runs, builds = lane_runs({4: arch, 8: wide}, "final_lanes", "moe_final_lanes", "MOE_EXPERTS")
+    for build in builds.values():
         ported = [
-            final_pass_rows(build.program, design, layer)
+            final_pass_rows(build.program, build.state.arch, layer)
             for layer in build.program.layers
             if layer.op.name == "MOE_EXPERTS"
         ]

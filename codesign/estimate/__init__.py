@@ -8,6 +8,7 @@ Yosys report theirs. ``codesign.estimate.<name>`` keeps working for every name b
 
 from __future__ import annotations
 
+from ..arch.config import drain_chunks
 from .cycles import (  # noqa: F401
     ATTENTION_PIPELINE,
     AXI_LATENCY,
@@ -37,7 +38,6 @@ from .cycles import (  # noqa: F401
     beats,
     block_count,
     breakdown_parts,
-    drain_chunks,
     elementwise_cycles,
     estimate_cycles,
     expert_counts_from_run,

@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..arch import Board, get_board
-from ..arch.config import RTL_LATENCY, drain_chunks, output_lanes
+from ..arch.config import RTL_LATENCY, output_lanes
 from ..arch.ddr import DEFAULT_LATENCY, DdrModel, ddr_model
 from ..contract import Post
 from ..ops import SPECS, spec
@@ -127,11 +127,17 @@ def x_beats(rows: int, cols: int, bus_bytes: int, stream: WeightStream | None) -
     return rows * beats(4 * cols, width)
 
 
+def lane_chunks(width: int, lanes: int, bus_bytes: int) -> int:
+    """Cycles `width` values take through an output stage of `lanes` lanes (0: as many as
+    a bus beat has words, ``output_lanes``): the UCU drain, LayerNorm's normalise pass,
+    the MoE final pass."""
+    return width // (lanes or output_lanes(width, 8 * bus_bytes))
+
+
 def ucu_drain_chunks(tile_out: int, bus_bytes: int, stream: WeightStream | None) -> int:
     """Cycles an output row takes through the UCU's drain: tile_out over its lanes (the
     stream's ``drain_lanes``, by default a bus beat's words)."""
-    lanes = stream.drain_lanes if stream is not None and stream.drain_lanes else 0
-    return tile_out // lanes if lanes else drain_chunks(tile_out, 8 * bus_bytes)
+    return lane_chunks(tile_out, stream.drain_lanes if stream is not None else 0, bus_bytes)
 
 
 def _weight_rate(stream: WeightStream | None, bus_bytes: int) -> float:
@@ -246,7 +252,7 @@ def layernorm_lane_cycles(dim: int, lanes: int, bus_bytes: int, norm_lanes: int 
     with 64 lanes and 16 normalise lanes, 15.5 cycles a 192-wide row, on m3vit-tiny's
     64-wide rows over 16 lanes ~11, where the passes alone are 15 and 8."""
     beats_per_row = -(-dim // lanes)
-    chunks = lanes // (norm_lanes or output_lanes(lanes, 8 * bus_bytes))  # cycles a beat
+    chunks = lane_chunks(lanes, norm_lanes, bus_bytes)  # cycles a beat
     latency = LAYERNORM_STATS_LATENCY + (lanes - 1).bit_length()
     passes = beats_per_row * (1 + chunks)
     return max(passes, (latency - 1 + passes) // 2)
@@ -363,8 +369,7 @@ def final_pass_cycles(tokens: int, dim: int, tile_out: int, bus_bytes: int,
     bus beat a cycle, or a tile a cycle over the window's row ports (``final_x`` /
     ``final_y``), whichever of the three is slowest."""
     tiles = -(-dim // tile_out)
-    lanes = stream.final_lanes if stream is not None else 0
-    chunks = tile_out // lanes if lanes else drain_chunks(tile_out, 8 * bus_bytes)
+    chunks = lane_chunks(tile_out, stream.final_lanes if stream is not None else 0, bus_bytes)
     row_beats = beats(4 * dim, bus_bytes)
     reads = tiles if stream is not None and stream.final_x else row_beats
     writes = tiles if stream is not None and stream.final_y else row_beats
